@@ -1,0 +1,176 @@
+"""The single lifecycle owner: build, start, stop. The only place that wires.
+
+Start order: lock the data directory → recover the journal (cut torn tails)
+→ start the delivery process → start inputs → log "ready".
+
+Stop order (SIGTERM or SIGINT): stop accepting; let every connection finish
+the frames it already received (journal, ack) → close the journal (write,
+fsync) → tell the delivery process to drain up to the journal's end → exit 0.
+Everything runs under ``shutdown_timeout``; a second signal exits at once.
+Nothing acknowledged can be lost by either: it is in the journal, and the
+next start delivers what the outputs had not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from agent.config import AgentConfig
+from agent.filters import FilterChain
+from agent.inputs import build_input
+from agent.journal.cursor import CursorStore, Position
+from agent.journal.journal import Journal
+from agent.paths import DataPaths
+
+log = logging.getLogger("agent")
+
+COLLECT_INTERVAL = 0.5
+
+
+class DeliveryProcess:
+    """Runs ``python -m agent deliver`` and restarts it if it dies."""
+
+    def __init__(self, config_path: Path):
+        self.config_path = config_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._stopping = False
+        self.restarts = 0
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="delivery-supervisor")
+
+    async def _spawn(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "deliver", "-c", str(self.config_path),
+            stdin=asyncio.subprocess.DEVNULL)
+
+    async def _supervise(self) -> None:
+        backoff = 0.5
+        while not self._stopping:
+            code = await self.proc.wait()
+            if self._stopping:
+                return
+            log.error("delivery process exited with code %s; restarting in %.1fs", code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            if not self._stopping:
+                self.restarts += 1
+                await self._spawn()
+
+    async def stop(self, timeout: float) -> int | None:
+        self._stopping = True
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.error("delivery process did not stop within %.0fs; killing it (undelivered records stay "
+                      "in the journal)", timeout)
+            self.proc.kill()
+            return await self.proc.wait()
+
+    def kill(self) -> None:
+        self._stopping = True
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+
+
+class App:
+    def __init__(self, cfg: AgentConfig, config_path: Path):
+        self.cfg = cfg
+        self.config_path = Path(config_path)
+        self.paths = DataPaths(cfg.agent.data_dir)
+        j = cfg.agent.journal
+        self.journal = Journal(self.paths.journal, fsync=j.fsync, fsync_interval=j.fsync_interval,
+                               segment_bytes=j.segment_bytes, max_bytes=j.max_bytes)
+        self.cursors = CursorStore(self.paths.cursors)
+        self.filters = FilterChain(cfg.filters)
+        self.inputs = [build_input(i, self.journal, self.filters) for i in cfg.inputs]
+        self.delivery = DeliveryProcess(self.config_path)
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._lock_fd: int | None = None
+
+    def _lock(self) -> None:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SystemExit(f"hive-agent: {self.paths.root} is in use by another agent (lock {self.paths.lock})")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _on_signal(self, signame: str) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("%s received: stopping (a second signal forces exit)", signame)
+            self._stop.set()
+        else:
+            log.error("%s received again: forced exit; unacknowledged frames are not acked and will be resent",
+                      signame)
+            self.delivery.kill()
+            os._exit(1)
+
+    async def run(self) -> int:
+        self._lock()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig.name)
+        self.journal.recover()
+        s = self.journal.stats
+        if s["recovered_records"] or s["cut_bytes"]:
+            log.info("journal: recovered %d batches; cut %d torn bytes", s["recovered_records"], s["cut_bytes"])
+        await self.journal.start()
+        await self.delivery.start()
+        try:
+            for inp in self.inputs:
+                await inp.start()
+        except OSError as exc:
+            log.error("cannot listen: %s", exc)
+            await self.delivery.stop(self.cfg.agent.shutdown_timeout)
+            await self.journal.close()
+            return 1
+        collector = loop.create_task(self._collect_loop(), name="journal-collector")
+        listening = ", ".join(f"{i.name} on {' and '.join(i.listening)}" for i in self.inputs)
+        log.info("hive-agent ready: %s; data in %s", listening, self.paths.root)
+        await self._stop.wait()
+        return await self._shutdown(collector)
+
+    async def _shutdown(self, collector: asyncio.Task) -> int:
+        deadline = time.monotonic() + self.cfg.agent.shutdown_timeout
+        for inp in self.inputs:
+            await inp.stop(max(0.1, deadline - time.monotonic()))
+        await self.journal.close()
+        code = await self.delivery.stop(max(1.0, deadline - time.monotonic()))
+        collector.cancel()
+        self._collect()
+        log.info("hive-agent stopped (delivery process exit code %s)", code)
+        return 0
+
+    def _cursor_positions(self) -> list[Position]:
+        first = Position(min(self.journal.segments(), default=1), 0)
+        return [self.cursors.load(o.name) or first for o in self.cfg.outputs]
+
+    def _collect(self) -> None:
+        try:
+            self.journal.collect(self._cursor_positions())
+        except OSError as exc:
+            log.error("journal: collecting segments failed: %s", exc)
+
+    async def _collect_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COLLECT_INTERVAL)
+            self._collect()

@@ -1,0 +1,263 @@
+"""The configuration: TOML validated by pydantic, unknown keys rejected.
+
+Everything is checked before anything starts (``hive-agent check`` runs the
+same code). Durations accept ``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"``,
+``"7d"`` or a number of seconds; sizes ``"16MiB"``, ``"512KB"`` or a number of
+bytes. Secrets (shared keys, passwords) may be written as ``"env:NAME"`` or
+``"file:/path"``; they are resolved at load time and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr,
+                      ValidationError, field_validator, model_validator)
+
+from agent.errors import ConfigError
+from agent.routing import compile_pattern
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mi": 1024**2, "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
+               "t": 1000**4, "tb": 1000**4, "ti": 1024**4, "tib": 1024**4}
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '30s'")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a duration (e.g. '250ms', '30s', '5m', '1h', '7d')")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or a string like '16MiB'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a size (e.g. '512KiB', '16MiB', '1GiB')")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+
+
+def resolve_secret(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.startswith("env:"):
+            name = value[4:]
+            if name not in os.environ:
+                raise ValueError(f"environment variable {name} is not set")
+            return os.environ[name]
+        if value.startswith("file:"):
+            try:
+                return Path(value[5:]).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {value[5:]}: {exc.strerror}") from None
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret),
+                   PlainSerializer(lambda s: "***", return_type=str)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_match(value: str) -> str:
+    try:
+        compile_pattern(value)
+    except (ValueError, re.error) as exc:
+        raise ValueError(f"invalid match pattern {value!r}: {exc}") from None
+    return value
+
+
+MatchPattern = Annotated[str, BeforeValidator(_check_match)]
+
+
+# -- [agent] -----------------------------------------------------------------
+
+class JournalSettings(Strict):
+    fsync: Literal["always", "interval", "off"] = "always"
+    fsync_interval: Duration = 1.0
+    segment_bytes: Size = 64 * 1024 * 1024
+    max_bytes: Size = 2 * 1024 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _limits(self):
+        if self.segment_bytes < 4096:
+            raise ValueError("segment_bytes must be at least 4KiB")
+        if self.max_bytes < self.segment_bytes:
+            raise ValueError("max_bytes must be at least segment_bytes")
+        return self
+
+
+class AgentSettings(Strict):
+    data_dir: Path = Path("var")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    shutdown_timeout: Duration = 30.0
+    journal: JournalSettings = JournalSettings()
+
+
+# -- [[inputs]] --------------------------------------------------------------
+
+class User(Strict):
+    username: str
+    password: Secret
+
+
+class ForwardInputConfig(Strict):
+    type: Literal["forward"]
+    name: str | None = None
+    bind: str = "0.0.0.0"
+    port: int = Field(24224, ge=0, le=65535)
+    unix_path: Path | None = None
+    udp_heartbeat: bool = True
+    shared_key: Secret | None = None
+    self_hostname: str = Field(default_factory=socket.gethostname)
+    users: list[User] = []
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # when set, clients must present a certificate signed by it
+    max_frame_size: Size = 16 * 1024 * 1024
+    max_decompressed_size: Size = 64 * 1024 * 1024
+    source_address_key: str | None = None
+    source_hostname_key: str | None = None
+    max_inflight_frames: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _tls_pair(self):
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_ca needs tls_cert and tls_key")
+        if self.users and self.shared_key is None:
+            raise ValueError("users need shared_key (the handshake carries them)")
+        for f in ("tls_cert", "tls_key", "tls_ca"):
+            p = getattr(self, f)
+            if p is not None and not p.is_file():
+                raise ValueError(f"{f}: {p} is not a readable file")
+        return self
+
+
+InputConfig = Annotated[Union[ForwardInputConfig], Field(discriminator="type")]
+
+
+# -- [[filters]] -------------------------------------------------------------
+
+class RecordTransformerConfig(Strict):
+    """Fluentd's record_transformer, the static part: set and remove keys."""
+
+    type: Literal["record_transformer"]
+    name: str | None = None
+    match: MatchPattern = "**"
+    record: dict[str, Any] = {}
+    remove_keys: list[str] = []
+
+
+FilterConfig = Annotated[Union[RecordTransformerConfig], Field(discriminator="type")]
+
+
+# -- [[outputs]] -------------------------------------------------------------
+
+class OutputBase(Strict):
+    name: str | None = None
+    match: MatchPattern = "**"
+    retry_wait: Duration = 1.0
+    retry_max_interval: Duration = 60.0
+    retry_timeout: Duration = 72 * 3600.0
+    retry_forever: bool = False
+    batch_bytes: Size = 4 * 1024 * 1024
+
+
+class FileOutputConfig(OutputBase):
+    type: Literal["file"]
+    # "{tag}" and "{tag[N]}" expand per event, e.g. "var/out/{tag}.jsonl".
+    path: str
+    fsync: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _path_template(cls, value: str) -> str:
+        from agent.outputs.file import PathTemplate
+        PathTemplate(value)
+        return value
+
+
+class StdoutOutputConfig(OutputBase):
+    type: Literal["stdout"]
+
+
+OutputConfig = Annotated[Union[FileOutputConfig, StdoutOutputConfig], Field(discriminator="type")]
+
+
+class AgentConfig(Strict):
+    agent: AgentSettings = AgentSettings()
+    inputs: list[InputConfig] = []
+    filters: list[FilterConfig] = []
+    outputs: list[OutputConfig] = []
+
+    @model_validator(mode="after")
+    def _names_and_ports(self):
+        seen: set[str] = set()
+        for kind, items in (("inputs", self.inputs), ("filters", self.filters), ("outputs", self.outputs)):
+            for i, item in enumerate(items):
+                if item.name is None:
+                    object.__setattr__(item, "name", f"{item.type}.{i}")
+                if item.name in seen:
+                    raise ValueError(f"{kind}[{i}]: name {item.name!r} is used twice")
+                seen.add(item.name)
+        ports: set[tuple[str, int]] = set()
+        for inp in self.inputs:
+            if inp.port:
+                key = (inp.bind, inp.port)
+                if key in ports:
+                    raise ValueError(f"two inputs listen on {inp.bind}:{inp.port}")
+                ports.add(key)
+        if not self.inputs:
+            raise ValueError("at least one [[inputs]] is needed")
+        return self
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in (
+            "forward", "file", "stdout", "record_transformer")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{path}: {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | os.PathLike) -> AgentConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from None

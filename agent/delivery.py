@@ -1,0 +1,126 @@
+"""The delivery loop, written once for every output.
+
+Per output: read the journal from its cursor → keep the events its ``match``
+selects → ``send`` → OK / RETRY / FATAL. RETRY waits on the backoff schedule
+and sends the same events again; FATAL, or retries running out, writes the
+events to the dead-letter store. The cursor moves only past what was
+delivered or dead-lettered, and only after the output's ``flush`` made it
+durable, so a crash repeats at most the last batch and never loses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from agent.component import Outcome, Output, SendResult, TagBatch
+from agent.deadletter import DeadLetterStore
+from agent.event import decode_batch
+from agent.journal.cursor import CursorStore, Position
+from agent.journal.reader import JournalReader
+from agent.journal.record import peek_tag
+from agent.retry import RetrySchedule
+from agent.routing import compile_pattern
+
+log = logging.getLogger("agent.delivery")
+
+POLL_MIN = 0.005
+POLL_MAX = 0.1
+
+
+class OutputRunner:
+    def __init__(self, cfg, output: Output, journal_dir: Path, cursors: CursorStore,
+                 deadletters: DeadLetterStore, *, commit_interval: float = 0.2):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.output = output
+        self.matches = compile_pattern(cfg.match)
+        self.cursors = cursors
+        self.deadletters = deadletters
+        self.commit_interval = commit_interval
+        self.batch_bytes = cfg.batch_bytes
+        self.schedule = RetrySchedule(cfg.retry_wait, cfg.retry_max_interval, cfg.retry_timeout, cfg.retry_forever)
+        self.reader = JournalReader(journal_dir, cursors.load(self.name))
+        self.stats = {"sent_records": 0, "retries": 0, "dead_lettered": 0, "batches": 0}
+        self.caught_up = False
+
+    async def run(self, draining: asyncio.Event, stopping: asyncio.Event) -> None:
+        delivered: Position | None = None
+        committed_at = time.monotonic()
+        idle = POLL_MIN
+        try:
+            while not stopping.is_set():
+                records = self.reader.read(self.batch_bytes)
+                if not records:
+                    self.caught_up = True
+                    if delivered is not None:
+                        await self._commit(delivered)
+                        delivered = None
+                    if draining.is_set():
+                        return
+                    await _wait(stopping, idle)
+                    idle = min(idle * 2, POLL_MAX)
+                    continue
+                self.caught_up = False
+                idle = POLL_MIN
+                batches = [decode_batch(r.payload) for r in records if self.matches(peek_tag(r.payload))]
+                if batches and not await self._deliver(batches, stopping):
+                    return  # stopped while retrying: the cursor stays before these records
+                delivered = records[-1].next
+                if time.monotonic() - committed_at >= self.commit_interval:
+                    await self._commit(delivered)
+                    delivered = None
+                    committed_at = time.monotonic()
+        finally:
+            if delivered is not None:
+                await self._commit(delivered)
+            self.reader.close()
+
+    async def _commit(self, position: Position) -> None:
+        await self.output.flush()
+        self.cursors.save(self.name, position)
+
+    async def _deliver(self, batches: list[TagBatch], stopping: asyncio.Event) -> bool:
+        count = sum(len(b.entries) for b in batches)
+        while True:
+            try:
+                outcome = await self.output.send(batches)
+            except Exception as exc:  # an output bug must not kill delivery for good
+                log.exception("output %s: send raised", self.name)
+                outcome = Outcome.retry(f"send raised {exc!r}")
+            if outcome.result is SendResult.OK:
+                if self.schedule.steps:
+                    log.info("output %s: delivering again after %d retries", self.name, self.schedule.steps)
+                self.schedule.reset()
+                self.stats["sent_records"] += count
+                self.stats["batches"] += 1
+                return True
+            if outcome.result is SendResult.FATAL:
+                self._dead_letter(batches, outcome.reason)
+                return True
+            wait = self.schedule.next_wait(time.monotonic())
+            if wait is None:
+                self._dead_letter(batches, f"retry_timeout reached; last error: {outcome.reason}")
+                self.schedule.reset()
+                return True
+            self.stats["retries"] += 1
+            log.warning("output %s: %d records not delivered (%s); retry %d in %.1fs",
+                        self.name, count, outcome.reason, self.schedule.steps, wait)
+            if await _wait(stopping, wait):
+                return False
+
+    def _dead_letter(self, batches: list[TagBatch], reason: str) -> None:
+        n = self.deadletters.write(self.name, reason, batches)
+        self.stats["dead_lettered"] += n
+        log.error("output %s: %d records dead-lettered: %s", self.name, n, reason)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Sleep up to ``timeout``; True if ``event`` was set meanwhile."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False

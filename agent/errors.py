@@ -1,0 +1,22 @@
+"""The few exception types the agent raises on purpose."""
+
+
+class ConfigError(Exception):
+    """The configuration cannot run; the message says which key and why."""
+
+
+class ProtocolError(Exception):
+    """A peer sent something the protocol does not allow.
+
+    ``fatal`` says whether the connection can go on: a bad entry inside a
+    valid message is skipped (not fatal); garbage framing is fatal.
+    """
+
+    def __init__(self, reason: str, *, fatal: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        self.fatal = fatal
+
+
+class JournalCorruption(Exception):
+    """A journal segment holds bytes that are not a valid record."""

@@ -1,0 +1,353 @@
+"""``type = "forward"``: the Forward protocol server (TCP, TLS, unix socket, UDP heartbeat).
+
+The codec (agent/protocol/forward.py) turns bytes into frames; this module
+owns the sockets. Per connection:
+
+* frames are journaled in arrival order; ``{"ack": chunk}`` is written only
+  when the journal says the batch is durable, in the same order;
+* a protocol error logs one line naming the peer and the reason and closes
+  that connection only; acks already written stay valid, frames not yet
+  durable are never acked (the client resends them);
+* backpressure: while the journal is full, or too many frames of this
+  connection wait for the journal, the connection stops reading. Nothing is
+  dropped, nothing is acked early.
+* with ``shared_key`` the server sends HELO on connect and accepts nothing
+  but a valid PING before PONG; a failed PING gets
+  ``["PONG", false, reason, "", ""]`` and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import deque
+
+import msgpack
+
+from agent.errors import ProtocolError
+from agent.filters import FilterChain
+from agent.journal.journal import Journal
+from agent.protocol import forward as fwd
+
+log = logging.getLogger("agent.input.forward")
+
+UDP_HEARTBEAT_MAX = 128
+
+
+class ForwardInput:
+    def __init__(self, cfg, journal: Journal, filters: FilterChain):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.journal = journal
+        self.filters = filters
+        self.shared_key = cfg.shared_key.get_secret_value().encode() if cfg.shared_key else None
+        self.users = {u.username.encode(): u.password.get_secret_value().encode() for u in cfg.users}
+        self.self_hostname = cfg.self_hostname.encode()
+        self.connections: set[ForwardConnection] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.udp_transport: asyncio.DatagramTransport | None = None
+        self.listening: list[str] = []
+        self.stats = {"connections": 0, "frames": 0, "records": 0, "bytes": 0, "skipped_records": 0,
+                      "discarded_records": 0, "protocol_errors": 0, "acks": 0, "heartbeats": 0,
+                      "auth_failures": 0}
+        journal.on_room(self._resume_all)
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ssl_ctx = self._ssl_context()
+        cfg = self.cfg
+        server = await loop.create_server(lambda: ForwardConnection(self), cfg.bind, cfg.port, ssl=ssl_ctx,
+                                          reuse_address=True, backlog=1024)
+        self.servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        scheme = "tls" if ssl_ctx else "tcp"
+        self.listening.append(f"{scheme} {_hostport(cfg.bind, port)}")
+        if cfg.udp_heartbeat:
+            self.udp_transport, _ = await loop.create_datagram_endpoint(
+                lambda: _HeartbeatProtocol(self), local_addr=(cfg.bind, port))
+            self.listening.append(f"udp {_hostport(cfg.bind, port)}")
+        if cfg.unix_path:
+            path = str(cfg.unix_path)
+            if os.path.exists(path):
+                os.unlink(path)
+            unix = await loop.create_unix_server(lambda: ForwardConnection(self), path, ssl=ssl_ctx)
+            self.servers.append(unix)
+            self.listening.append(f"unix {path}")
+        self.port = port
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        cfg = self.cfg
+        if not cfg.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+        if cfg.tls_ca:
+            ctx.load_verify_locations(str(cfg.tls_ca))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let connections finish their in-flight frames, then close them."""
+        for server in self.servers:
+            server.close()
+        if self.udp_transport is not None:
+            self.udp_transport.close()
+        for conn in list(self.connections):
+            conn.finish()
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.abort("shutdown deadline passed")
+        for server in self.servers:
+            await server.wait_closed()
+
+    def _resume_all(self) -> None:
+        for conn in list(self.connections):
+            conn.maybe_resume()
+
+    def describe(self) -> dict:
+        return {"listening": self.listening, "shared_key": bool(self.shared_key), "users": len(self.users)}
+
+
+class ForwardConnection(asyncio.Protocol):
+    def __init__(self, server: ForwardInput):
+        self.server = server
+        self.cfg = server.cfg
+        self.decoder = fwd.ForwardDecoder(max_frame_size=self.cfg.max_frame_size,
+                                          max_decompressed_size=self.cfg.max_decompressed_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.inflight: deque[tuple[asyncio.Future, bytes | None]] = deque()
+        self.paused = False
+        self.closing = False
+        self.authenticated = server.shared_key is None
+        self.nonce = b""
+        self.auth_salt = b""
+        self.source_address: str | None = None
+        self.source_hostname: str | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+        self.server.stats["connections"] += 1
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = _hostport(peer[0], peer[1])
+            self.source_address = peer[0]
+        else:
+            self.peer = "unix socket"
+            self.source_address = "unix"
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.cfg.source_hostname_key and isinstance(peer, tuple):
+            # Reverse DNS only when asked, and without blocking the loop: hold
+            # the connection's frames until the name is known.
+            transport.pause_reading()
+            self.paused = True
+            asyncio.get_running_loop().create_task(self._resolve(peer))
+        if not self.authenticated:
+            self.nonce = os.urandom(16)
+            self.auth_salt = os.urandom(16)
+            transport.write(fwd.helo(self.nonce, self.auth_salt))
+
+    async def _resolve(self, peer) -> None:
+        try:
+            host, _ = await asyncio.get_running_loop().getnameinfo(peer[:2], socket.NI_NAMEREQD)
+            self.source_hostname = host
+        except OSError:
+            self.source_hostname = peer[0]
+        self.paused = False
+        self.maybe_resume()
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.server.stats["bytes"] += len(data)
+        try:
+            frames = self.decoder.feed(data, time.time_ns())
+        except ProtocolError as exc:
+            self.server.stats["protocol_errors"] += 1
+            self.abort(exc.reason)
+            return
+        for frame in frames:
+            if self.closing:
+                return
+            self._handle(frame)
+        if self.inflight:
+            self._check_pressure()
+
+    def eof_received(self):
+        if self.decoder.buffered:
+            log.warning("input %s: peer %s: connection closed inside a frame (%d bytes dropped, not acked)",
+                        self.server.name, self.peer, self.decoder.buffered)
+        if self.inflight:
+            return True  # keep the write side open until the acks are out
+        return False
+
+    # -- frames ----------------------------------------------------------
+
+    def _handle(self, frame) -> None:
+        stats = self.server.stats
+        if isinstance(frame, fwd.Heartbeat):
+            stats["heartbeats"] += 1
+            return
+        if isinstance(frame, fwd.Ping):
+            self._handle_ping(frame)
+            return
+        if not self.authenticated:
+            self.abort("sent events before the handshake (shared_key is set)")
+            return
+        stats["frames"] += 1
+        if frame.skipped:
+            stats["skipped_records"] += len(frame.skipped)
+            log.warning("input %s: peer %s: tag %s: skipped %d invalid entries: %s%s",
+                        self.server.name, self.peer, frame.tag, len(frame.skipped), frame.skipped[0],
+                        f" (+{len(frame.skipped) - 1} more)" if len(frame.skipped) > 1 else "")
+        if frame.signal != fwd.SIGNAL_LOGS:
+            stats["discarded_records"] += frame.count
+            log.warning("input %s: peer %s: tag %s: discarded %d entries of fluent_signal %d (only logs are kept)",
+                        self.server.name, self.peer, frame.tag, frame.count, frame.signal)
+            self._ack_now(frame.chunk)
+            return
+        entries, count = frame.entries, frame.count
+        if count and (self.cfg.source_address_key or self.cfg.source_hostname_key):
+            entries = self._inject_source(entries)
+        if count and self.server.filters.applies(frame.tag):
+            entries, count = self.server.filters.apply(frame.tag, entries)
+        if count == 0:
+            self._ack_now(frame.chunk)
+            return
+        stats["records"] += count
+        fut = self.server.journal.submit(frame.tag, entries, count)
+        self.inflight.append((fut, frame.chunk))
+        fut.add_done_callback(self._on_durable)
+
+    def _ack_now(self, chunk: bytes | None) -> None:
+        """Ack a frame that needs no journal write, in order behind the others."""
+        if chunk is None:
+            return
+        if self.inflight:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            self.inflight.append((done, chunk))
+            done.add_done_callback(self._on_durable)
+        else:
+            self._write_ack(chunk)
+
+    def _on_durable(self, _fut: asyncio.Future) -> None:
+        # Journal futures resolve in submission order; ack strictly in order.
+        while self.inflight and self.inflight[0][0].done():
+            fut, chunk = self.inflight.popleft()
+            exc = fut.exception()
+            if exc is not None:
+                self.abort(f"journal write failed, not acked: {exc}")
+                return
+            if chunk is not None:
+                self._write_ack(chunk)
+        self.maybe_resume()
+        if self.closing and not self.inflight and self.transport is not None:
+            self.transport.close()
+
+    def _write_ack(self, chunk: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(fwd.ack_bytes(chunk))
+            self.server.stats["acks"] += 1
+
+    def _handle_ping(self, ping: fwd.Ping) -> None:
+        if self.server.shared_key is None or self.authenticated:
+            self.abort("unexpected PING (no handshake in progress)")
+            return
+        ok, reason, pong = fwd.check_ping(ping, nonce=self.nonce, auth_salt=self.auth_salt,
+                                          shared_key=self.server.shared_key,
+                                          self_hostname=self.server.self_hostname, users=self.server.users)
+        self.transport.write(pong)
+        if ok:
+            self.authenticated = True
+            return
+        self.server.stats["auth_failures"] += 1
+        log.warning("input %s: peer %s (%s): authentication failed: %s",
+                    self.server.name, self.peer, ping.hostname.decode("utf-8", "replace"), reason)
+        self.closing = True
+        self.transport.close()  # after the PONG is written
+
+    def _inject_source(self, entries: bytes) -> bytes:
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape",
+                                    max_buffer_size=max(len(entries), 1024))
+        unpacker.feed(entries)
+        packer = msgpack.Packer(unicode_errors="surrogateescape")
+        out = []
+        for time_ext, record in unpacker:
+            if self.cfg.source_address_key:
+                record[self.cfg.source_address_key] = self.source_address
+            if self.cfg.source_hostname_key:
+                record[self.cfg.source_hostname_key] = self.source_hostname or self.source_address
+            out.append(packer.pack([time_ext, record]))
+        return b"".join(out)
+
+    # -- flow control ----------------------------------------------------
+
+    def _check_pressure(self) -> None:
+        if not self.paused and (len(self.inflight) >= self.cfg.max_inflight_frames or self.server.journal.is_full()):
+            self.paused = True
+            self.transport.pause_reading()
+
+    def maybe_resume(self) -> None:
+        if (self.paused and not self.closing and len(self.inflight) < self.cfg.max_inflight_frames
+                and not self.server.journal.is_full() and (self.source_hostname or not self.cfg.source_hostname_key)):
+            self.paused = False
+            self.transport.resume_reading()
+
+    def finish(self) -> None:
+        """Shutdown: read nothing more; close once the in-flight frames are acked."""
+        self.closing = True
+        if self.transport is None:
+            return
+        if not self.inflight:
+            self.transport.close()
+        else:
+            try:
+                self.transport.pause_reading()
+            except RuntimeError:
+                pass
+
+    def abort(self, reason: str) -> None:
+        if self.transport is None or self.transport.is_closing():
+            self.closing = True
+            return
+        log.error("input %s: peer %s: closing connection: %s", self.server.name, self.peer, reason)
+        self.closing = True
+        self.transport.abort()
+
+
+class _HeartbeatProtocol(asyncio.DatagramProtocol):
+    """Fluentd's UDP heartbeat: any small datagram is answered with one NUL byte."""
+
+    def __init__(self, server: ForwardInput):
+        self.server = server
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if len(data) <= UDP_HEARTBEAT_MAX:
+            self.server.stats["heartbeats"] += 1
+            self.transport.sendto(b"\x00", addr)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

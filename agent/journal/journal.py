@@ -1,0 +1,251 @@
+"""The journal writer: append-only segments, group commit, limits, recovery.
+
+Invariants:
+
+* An append is acknowledged (its future resolves) only after its bytes are
+  written and, with ``fsync = "always"``, fdatasync'd. Appends that arrive
+  while an fsync runs are written together and share the next fsync (group
+  commit), so N concurrent connections cost one fsync, not N.
+* Every start writes into a *new* segment. Old segments are never appended
+  to again, so a cursor that points into a segment whose torn tail recovery
+  cut off can never land in the middle of a newer record.
+* A failed write is rolled back (the segment is truncated to its last good
+  end) and every append of that group fails: nothing is acked that is not
+  whole on disk.
+* ``max_bytes`` bounds the bytes on disk. Past it :meth:`is_full` is true and
+  inputs stop reading until outputs move on and segments are collected; the
+  journal never drops.
+* A segment is deleted once every output's cursor has passed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+from agent.fsutil import fsync_dir
+from agent.journal.cursor import Position
+from agent.journal.record import HEADER_SIZE, batch_payload, encode_record, segment_header
+from agent.journal.segment import list_segments, recover_segment, segment_path
+
+log = logging.getLogger("agent.journal")
+
+FSYNC_POLICIES = ("always", "interval", "off")
+
+
+class JournalFull(Exception):
+    pass
+
+
+class Journal:
+    def __init__(self, directory: Path, *, fsync: str = "always", fsync_interval: float = 1.0,
+                 segment_bytes: int = 64 << 20, max_bytes: int = 2 << 30):
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}")
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self._sizes: dict[int, int] = {}  # seq -> bytes on disk
+        self._seq = 0
+        self._fd: int | None = None
+        self._end = 0  # bytes in the current segment
+        self._pending: list[bytes] = []
+        self._waiters: list[asyncio.Future] = []
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task | None = None
+        self._syncer: asyncio.Task | None = None
+        self._closing = False
+        self._room_listeners: list[Callable[[], None]] = []
+        self.stats = {"appends": 0, "records": 0, "bytes": 0, "commits": 0, "fsyncs": 0,
+                      "recovered_records": 0, "cut_bytes": 0, "write_errors": 0}
+
+    # -- start -----------------------------------------------------------
+
+    def recover(self) -> None:
+        """Scan existing segments (cut torn tails) and open a new segment for appends."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for seq in list_segments(self.directory):
+            result = recover_segment(segment_path(self.directory, seq), seq)
+            self.stats["recovered_records"] += result.records
+            self.stats["cut_bytes"] += result.cut_bytes
+            if result.valid_bytes:
+                self._sizes[seq] = result.valid_bytes
+        last = max(list_segments(self.directory), default=0)
+        self._open_segment(last + 1)
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="journal-writer")
+        self._writer.add_done_callback(_log_if_died)
+        if self.fsync == "interval":
+            self._syncer = asyncio.get_running_loop().create_task(self._interval_sync(), name="journal-fsync")
+            self._syncer.add_done_callback(_log_if_died)
+
+    def _open_segment(self, seq: int) -> None:
+        path = segment_path(self.directory, seq)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        os.write(fd, segment_header())
+        if self.fsync != "off":
+            os.fsync(fd)
+            fsync_dir(self.directory)
+        self._fd, self._seq, self._end = fd, seq, HEADER_SIZE
+        self._sizes[seq] = HEADER_SIZE
+
+    # -- appends ---------------------------------------------------------
+
+    def submit(self, tag: str, entries: bytes, count: int) -> asyncio.Future:
+        """Queue one batch; the future resolves when it is durable (per policy)."""
+        if self._closing:
+            raise RuntimeError("journal is closed")
+        fut = asyncio.get_running_loop().create_future()
+        record = encode_record(batch_payload(tag, entries, count))
+        self._pending.append(record)
+        self._waiters.append(fut)
+        self.stats["appends"] += 1
+        self.stats["records"] += count
+        self._wake.set()
+        return fut
+
+    async def append(self, tag: str, entries: bytes, count: int) -> None:
+        await self.submit(tag, entries, count)
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                if self._closing:
+                    return
+                continue
+            records, waiters = self._pending, self._waiters
+            self._pending, self._waiters = [], []
+            data = b"".join(records)
+            try:
+                if self._end > HEADER_SIZE and self._end + len(data) > self.segment_bytes:
+                    await self._roll(loop)
+                self._write_all(data)
+                if self.fsync == "always":
+                    await loop.run_in_executor(None, os.fdatasync, self._fd)
+                    self.stats["fsyncs"] += 1
+            except OSError as exc:
+                self.stats["write_errors"] += 1
+                log.error("journal: write of %d bytes to segment %d failed: %s", len(data), self._seq, exc)
+                self._rollback()
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(exc)
+                continue
+            self.stats["commits"] += 1
+            self.stats["bytes"] += len(data)
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+            if self._pending:
+                self._wake.set()
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        start = self._end
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+            self._end += n
+        self._sizes[self._seq] = self._end
+        assert self._end == start + len(data)
+
+    def _rollback(self) -> None:
+        """Cut the current segment back to its last whole record."""
+        try:
+            good = self._sizes.get(self._seq, HEADER_SIZE)
+            os.ftruncate(self._fd, good)
+            self._end = good
+        except OSError as exc:  # the next start's recovery cuts it instead
+            log.error("journal: could not roll back segment %d: %s", self._seq, exc)
+
+    async def _roll(self, loop) -> None:
+        fd = self._fd
+        if self.fsync != "off":
+            await loop.run_in_executor(None, os.fsync, fd)
+        os.close(fd)
+        self._open_segment(self._seq + 1)
+
+    async def _interval_sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            await asyncio.sleep(self.fsync_interval)
+            if self._fd is not None:
+                try:
+                    await loop.run_in_executor(None, os.fdatasync, self._fd)
+                    self.stats["fsyncs"] += 1
+                except OSError as exc:
+                    log.error("journal: fsync failed: %s", exc)
+
+    # -- limits and collection ---------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(self._sizes.values()) + sum(len(r) for r in self._pending)
+
+    @property
+    def end_position(self) -> Position:
+        return Position(self._seq, self._end)
+
+    def segments(self) -> list[int]:
+        return sorted(self._sizes)
+
+    def is_full(self) -> bool:
+        return self.size_bytes >= self.max_bytes
+
+    def on_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever collection frees space below the limit."""
+        self._room_listeners.append(callback)
+
+    def collect(self, positions: list[Position]) -> int:
+        """Delete segments every position has passed; return bytes freed."""
+        if positions:
+            oldest_needed = min(p.segment for p in positions)
+        else:
+            oldest_needed = self._seq
+        freed = 0
+        for seq in sorted(self._sizes):
+            if seq >= oldest_needed or seq >= self._seq:
+                break
+            try:
+                os.unlink(segment_path(self.directory, seq))
+            except FileNotFoundError:
+                pass
+            freed += self._sizes.pop(seq)
+        if freed and not self.is_full():
+            for callback in self._room_listeners:
+                callback()
+        return freed
+
+    # -- stop ------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Write what is queued, fsync, and close. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        if self._syncer is not None:
+            self._syncer.cancel()
+        if self._fd is not None:
+            if self.fsync != "off":
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _log_if_died(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("journal: task %s died: %r", task.get_name(), task.exception())

@@ -1,0 +1,132 @@
+"""Reading the journal from a cursor, in another process than the writer.
+
+The writer appends whole records with one write per group, so a reader may
+catch a record in the middle of being written: a record that is incomplete,
+or whose checksum fails, *at the end of the file* is simply not there yet.
+A bad record with more bytes after it is corruption: it is logged and the
+reader moves on to the next segment.
+
+A segment is finished once a newer one exists (the writer never goes back),
+so the reader moves on only after reading the old one to its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.journal.cursor import Position
+from agent.journal.record import HEADER_SIZE, Torn, iter_records
+from agent.journal.segment import list_segments, segment_path
+
+log = logging.getLogger("agent.journal")
+
+
+@dataclass(slots=True)
+class JournalRecord:
+    payload: bytes
+    next: Position  # the position after this record
+
+
+class JournalReader:
+    def __init__(self, directory: Path, position: Position | None = None):
+        self.directory = Path(directory)
+        self.position = position
+        self.corrupt_skips = 0
+        self._file = None
+        self._file_seq = -1
+
+    def start_position(self) -> Position:
+        seqs = list_segments(self.directory)
+        return Position(seqs[0], HEADER_SIZE) if seqs else Position(1, HEADER_SIZE)
+
+    def read(self, max_bytes: int = 4 << 20) -> list[JournalRecord]:
+        """Records from the current position, up to about ``max_bytes``; [] when caught up."""
+        if self.position is None:
+            self.position = self.start_position()
+        while True:
+            records, moved = self._read_segment(max_bytes)
+            if records or not moved:
+                return records
+
+    def _open(self, seq: int):
+        if self._file_seq != seq:
+            if self._file is not None:
+                self._file.close()
+            self._file = open(segment_path(self.directory, seq), "rb")
+            self._file_seq = seq
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._file_seq = -1
+
+    def _newer_segment(self, seq: int) -> int | None:
+        for s in list_segments(self.directory):
+            if s > seq:
+                return s
+        return None
+
+    def _read_segment(self, max_bytes: int) -> tuple[list[JournalRecord], bool]:
+        """Read from the current segment; returns (records, moved to another segment)."""
+        pos = self.position
+        try:
+            f = self._open(pos.segment)
+        except FileNotFoundError:
+            newer = self._newer_segment(pos.segment)
+            if newer is None:
+                return [], False
+            if pos.offset > HEADER_SIZE:
+                log.warning("journal: segment %d is gone; continuing at segment %d", pos.segment, newer)
+            self.position = Position(newer, HEADER_SIZE)
+            return [], True
+        offset = max(pos.offset, HEADER_SIZE)
+        size = os.fstat(f.fileno()).st_size
+        if offset >= size:
+            # The segment is finished only once a newer one exists; check that,
+            # then look at the size again (the last write may have landed since).
+            newer = self._newer_segment(pos.segment)
+            if newer is None or os.fstat(f.fileno()).st_size > offset:
+                return [], False
+            self.position = Position(newer, HEADER_SIZE)
+            return [], True
+        f.seek(offset)
+        data = f.read(max_bytes)
+        records = []
+        next_offset = offset
+        try:
+            for end, payload in iter_records(data, 0, base=offset):
+                next_offset = end
+                records.append(JournalRecord(payload, Position(pos.segment, end)))
+        except Torn as torn:
+            if not records:
+                records = self._after_torn(f, torn, offset, max_bytes)
+                if records is None:
+                    return [], True
+        if records:
+            self.position = records[-1].next
+        return records, False
+
+    def _after_torn(self, f, torn: Torn, offset: int, max_bytes: int):
+        """Nothing whole at ``offset``: a record bigger than max_bytes, a write in progress, or damage."""
+        size = os.fstat(f.fileno()).st_size
+        f.seek(offset)
+        data = f.read(max(size - offset, 0))
+        try:
+            for end, payload in iter_records(data, 0, base=offset):
+                return [JournalRecord(payload, Position(self.position.segment, end))]
+        except Torn as again:
+            torn = again
+        if self._newer_segment(self.position.segment) is None:
+            return []  # still being written
+        # Finished segment with a bad record: damage on disk. Skip the rest.
+        self.corrupt_skips += 1
+        newer = self._newer_segment(self.position.segment)
+        log.error("journal: segment %d: %s at byte %d; skipping to segment %d",
+                  self.position.segment, torn.reason, torn.offset, newer)
+        self.position = Position(newer, HEADER_SIZE)
+        return None

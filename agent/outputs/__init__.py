@@ -1,0 +1,22 @@
+"""The output registry: config type → builder. Explicit, no discovery."""
+
+from __future__ import annotations
+
+from agent.component import Output
+
+
+def _file(cfg) -> Output:
+    from agent.outputs.file import FileOutput
+    return FileOutput(cfg.name, cfg.path, fsync=cfg.fsync)
+
+
+def _stdout(cfg) -> Output:
+    from agent.outputs.stdout import StdoutOutput
+    return StdoutOutput(cfg.name)
+
+
+BUILDERS = {"file": _file, "stdout": _stdout}
+
+
+def build_output(cfg) -> Output:
+    return BUILDERS[cfg.type](cfg)

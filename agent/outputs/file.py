@@ -1,0 +1,112 @@
+"""``type = "file"``: JSON lines on local disk, one file or one per tag.
+
+Each send appends whole lines with one write per file; ``flush`` fdatasyncs the
+files written since the last flush, and the delivery loop moves the cursor only
+after that. A crash between a write and the cursor commit can repeat the
+lines of that last batch (at-least-once), never lose them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+
+from agent.component import Outcome, Output, TagBatch
+from agent.event import LineRenderer
+
+_PLACEHOLDER = re.compile(r"\{(tag)(?:\[(-?\d+)\])?\}")
+
+
+class PathTemplate:
+    """``var/out/{tag}.jsonl`` or ``var/out/{tag[2]}/events.jsonl``; plain paths work too."""
+
+    def __init__(self, template: str):
+        self.template = template
+        rest = _PLACEHOLDER.sub("", template)
+        if "{" in rest or "}" in rest:
+            raise ValueError(f"path {template!r}: only {{tag}} and {{tag[N]}} placeholders are known")
+        self.static = not _PLACEHOLDER.search(template)
+        self._cache: dict[str, Path] = {}
+
+    def for_tag(self, tag: str) -> Path:
+        path = self._cache.get(tag)
+        if path is None:
+            parts = tag.split(".")
+
+            def sub(m: re.Match) -> str:
+                if m.group(2) is None:
+                    value = tag
+                else:
+                    i = int(m.group(2))
+                    value = parts[i] if -len(parts) <= i < len(parts) else "_"
+                return value.replace("/", "_").replace("\x00", "_") or "_"
+
+            path = Path(_PLACEHOLDER.sub(sub, self.template))
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            self._cache[tag] = path
+        return path
+
+
+class FileOutput(Output):
+    def __init__(self, name: str, path: str, fsync: bool = True):
+        self.name = name
+        self.template = PathTemplate(path)
+        self.fsync = fsync
+        self.renderer = LineRenderer()
+        self._fds: dict[Path, int] = {}
+        self._dirty: set[int] = set()
+
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if len(self._fds) >= 256:
+                self._close_all()
+            self._fds[path] = fd
+        return fd
+
+    async def send(self, batches: list[TagBatch]) -> Outcome:
+        by_path: dict[Path, list[bytes]] = {}
+        for batch in batches:
+            by_path.setdefault(self.template.for_tag(batch.tag), []).extend(self.renderer.render(batch))
+        try:
+            for path, lines in by_path.items():
+                fd = self._fd(path)
+                data = memoryview(b"".join(lines))
+                while data:
+                    data = data[os.write(fd, data):]
+                self._dirty.add(fd)
+        except OSError as exc:
+            return Outcome.retry(f"{exc.filename or ''}: {exc.strerror}")
+        return Outcome.ok()
+
+    async def flush(self) -> None:
+        if self.fsync and self._dirty:
+            dirty, self._dirty = list(self._dirty), set()
+            await asyncio.get_running_loop().run_in_executor(None, _sync_all, dirty)
+        else:
+            self._dirty.clear()
+
+    def _close_all(self) -> None:
+        for fd in self._fds.values():
+            if fd in self._dirty and self.fsync:
+                os.fdatasync(fd)
+            os.close(fd)
+        self._dirty.clear()
+        self._fds.clear()
+
+    async def close(self) -> None:
+        await self.flush()
+        self._close_all()
+
+    def describe(self) -> dict:
+        return {"path": self.template.template}
+
+
+def _sync_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.fdatasync(fd)

@@ -1,0 +1,30 @@
+"""Where things live under ``data_dir``: one place that names them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    root: Path
+
+    def __init__(self, root):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal"
+
+    @property
+    def cursors(self) -> Path:
+        return self.root / "cursors"
+
+    @property
+    def deadletter(self) -> Path:
+        return self.root / "deadletter"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "agent.lock"

@@ -1,0 +1,83 @@
+"""The delivery process: every output's delivery loop, reading the journal.
+
+Why a process of its own: decoding journal batches and encoding them for an
+output costs more CPU than ingest does, and both under one GIL share a single
+core. The journal is already the boundary between inputs and outputs, so the
+outputs run here, on the other core, and read the segment files the main
+process writes. Only the main process writes segments and deletes them; only
+this process writes cursors.
+
+Stopping: on SIGTERM the process drains (delivers up to the journal's end,
+which the main process has closed by then), commits cursors and exits 0. A
+second SIGTERM, or ``shutdown_timeout``, stops at once; undelivered records
+stay in the journal for the next start. SIGINT is ignored: the main process
+owns Ctrl-C and stops this one in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+
+from agent.config import AgentConfig
+from agent.deadletter import DeadLetterStore
+from agent.delivery import OutputRunner
+from agent.journal.cursor import CursorStore
+from agent.outputs import build_output
+from agent.paths import DataPaths
+
+log = logging.getLogger("agent.worker")
+
+
+async def run_delivery(cfg: AgentConfig) -> int:
+    paths = DataPaths(cfg.agent.data_dir)
+    cursors = CursorStore(paths.cursors)
+    deadletters = DeadLetterStore(paths.deadletter)
+    outputs = [build_output(o) for o in cfg.outputs]
+    for out in outputs:
+        await out.start()
+    runners = [OutputRunner(o_cfg, out, paths.journal, cursors, deadletters)
+               for o_cfg, out in zip(cfg.outputs, outputs)]
+    draining, stopping = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    parent = os.getppid()
+
+    def on_term() -> None:
+        if draining.is_set():
+            stopping.set()
+            return
+        log.info("draining: delivering what the journal holds (up to %.0fs)", cfg.agent.shutdown_timeout)
+        draining.set()
+        loop.call_later(cfg.agent.shutdown_timeout, stopping.set)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    async def watch_parent() -> None:
+        while not draining.is_set():
+            await asyncio.sleep(1.0)
+            if os.getppid() != parent:
+                log.error("the main process is gone; draining")
+                on_term()
+
+    watcher = loop.create_task(watch_parent())
+    # Batches make many short-lived objects; a young generation this small
+    # would run the cyclic collector every few records for nothing.
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 50)
+    results = await asyncio.gather(*(r.run(draining, stopping) for r in runners), return_exceptions=True)
+    watcher.cancel()
+    code = 0
+    for runner, result in zip(runners, results):
+        if isinstance(result, BaseException):
+            log.error("output %s: delivery loop died: %r", runner.name, result)
+            code = 1
+    for out in outputs:
+        try:
+            await out.close()
+        except Exception as exc:
+            log.error("output %s: close failed: %r", out.name, exc)
+    return code
