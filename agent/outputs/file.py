@@ -63,6 +63,7 @@ class FileOutput(Output):
         fd = self._fds.get(path)
         if fd is None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _cut_torn_line(path)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             if len(self._fds) >= 256:
                 self._close_all()
@@ -105,6 +106,32 @@ class FileOutput(Output):
 
     def describe(self) -> dict:
         return {"path": self.template.template}
+
+
+def _cut_torn_line(path: Path) -> None:
+    """A crash mid-write leaves a line without its newline; its batch is sent again
+    (the cursor had not moved), so the partial line goes."""
+    try:
+        with open(path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            pos = size
+            while pos > 0:
+                step = min(65536, pos)
+                f.seek(pos - step)
+                block = f.read(step)
+                i = block.rfind(b"\n")
+                if i >= 0:
+                    pos = pos - step + i + 1
+                    break
+                pos -= step
+            f.truncate(pos)
+    except FileNotFoundError:
+        pass
 
 
 def _sync_all(fds: list[int]) -> None:

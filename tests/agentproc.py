@@ -1,0 +1,156 @@
+"""The agent as a real subprocess, for integration tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+READY = re.compile(r"hive-agent ready: .*?tcp (\S+):(\d+)")
+TLS_READY = re.compile(r"hive-agent ready: .*?tls (\S+):(\d+)")
+
+
+def forward_input(**options) -> str:
+    lines = ["[[inputs]]", 'type = "forward"', 'bind = "127.0.0.1"', f"port = {options.pop('port', 0)}"]
+    for k, v in options.items():
+        lines.append(f"{k} = {_toml(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def file_output(path: str = "out/events.jsonl", match: str = "**", name: str = "local", **options) -> str:
+    lines = ["[[outputs]]", 'type = "file"', f"name = {_toml(name)}", f"match = {_toml(match)}",
+             f"path = {_toml(path)}"]
+    for k, v in options.items():
+        lines.append(f"{k} = {_toml(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + "}"
+    raise TypeError(v)
+
+
+class Agent:
+    """Runs ``python -m agent run`` in ``workdir`` with the given config sections."""
+
+    def __init__(self, workdir: Path, sections: str, *, agent_section: str = "", journal: str = ""):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config = self.workdir / "agent.toml"
+        self.config.write_text(
+            f'[agent]\ndata_dir = "var"\nlog_level = "info"\nshutdown_timeout = "20s"\n{agent_section}\n'
+            f"[agent.journal]\n{journal}\n\n{sections}")
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "agent.log"
+        self.port: int | None = None
+        self._log_offset = 0
+
+    def start(self, timeout: float = 20.0) -> "Agent":
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(self.config)],
+                                     cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            m = READY.search(text) or TLS_READY.search(text)
+            if m:
+                self.port = int(m.group(2))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.02)
+        raise TimeoutError(f"agent not ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = rx.search(self.log())
+            if m:
+                return m
+            time.sleep(0.02)
+        raise TimeoutError(f"{pattern!r} not in the log:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the agent and its delivery process (the whole session)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def output_lines(self, path: str = "out/events.jsonl") -> list[dict]:
+        p = self.workdir / path
+        if not p.exists():
+            return []
+        data = p.read_bytes()
+        # A line still being written (no newline yet) is not there yet.
+        return [orjson.loads(line) for line in data[:data.rfind(b"\n") + 1].splitlines()]
+
+    def wait_for_output(self, count: int, path: str = "out/events.jsonl", timeout: float = 30.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        lines: list[dict] = []
+        while time.monotonic() < deadline:
+            lines = self.output_lines(path)
+            if len(lines) >= count:
+                return lines
+            time.sleep(0.05)
+        raise TimeoutError(f"{len(lines)} of {count} lines arrived in {path}:\n{self.log()[-3000:]}")
+
+    def wait_for_records(self, key: str, expected: set, path: str = "out/events.jsonl",
+                         timeout: float = 60.0) -> list[dict]:
+        """Wait until every value in ``expected`` has arrived as ``record[key]`` (duplicates aside)."""
+        deadline = time.monotonic() + timeout
+        seen: set = set()
+        while time.monotonic() < deadline:
+            lines = self.output_lines(path)
+            seen = {line["record"].get(key) for line in lines}
+            if expected <= seen:
+                return lines
+            time.sleep(0.1)
+        raise TimeoutError(f"{len(expected - seen)} of {len(expected)} records missing in {path}:\n"
+                           f"{self.log()[-3000:]}")
+
+    def __enter__(self) -> "Agent":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.kill()

@@ -1,0 +1,287 @@
+"""The Forward protocol codec: every mode and time form, fed three ways, and every malformed case."""
+
+import gzip
+import struct
+
+import msgpack
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.errors import ProtocolError
+from agent.protocol import forward as fwd
+from tests.wire import entries_of, event_time, pack
+
+NOW = 1_800_000_000_123_456_789
+T = 1_700_000_000
+REC = {"product_id": "sg.gem_pack_500", "price": 4.99, "n": 3}
+REC2 = {"product_id": "sg.vip", "price": 19.99, "n": 1, "nested": {"a": [1, 2]}}
+
+
+def feed_whole(data):
+    return fwd.ForwardDecoder().feed(data, NOW)
+
+
+def feed_bytewise(data):
+    d = fwd.ForwardDecoder()
+    frames = []
+    for i in range(len(data)):
+        frames += d.feed(data[i:i + 1], NOW)
+    assert d.buffered == 0
+    return frames
+
+
+def feed_with_trailing(data):
+    """The frame followed by the first bytes of another one: those are held back."""
+    d = fwd.ForwardDecoder()
+    trailing = pack(["next.tag", [[T, {"a": 1}]]])[:7]
+    frames = d.feed(data + trailing, NOW)
+    assert d.buffered == len(trailing)
+    return frames
+
+
+FEEDERS = [feed_whole, feed_bytewise, feed_with_trailing]
+
+
+def one_batch(frames) -> fwd.EventBatch:
+    assert len(frames) == 1, frames
+    assert isinstance(frames[0], fwd.EventBatch)
+    return frames[0]
+
+
+def packed(*entries) -> bytes:
+    return b"".join(pack(e) for e in entries)
+
+
+MODES = {
+    "message_eventtime": (pack(["t.a", event_time(T, 123456789), REC]), [(T * 10**9 + 123456789, REC)]),
+    "message_int": (pack(["t.a", T, REC]), [(T * 10**9, REC)]),
+    "message_float": (pack(["t.a", T + 0.5, REC]), [(T * 10**9 + 500_000_000, REC)]),
+    "message_zero_is_now": (pack(["t.a", 0, REC]), [(NOW, REC)]),
+    "message_nil_is_now": (pack(["t.a", None, REC]), [(NOW, REC)]),
+    "message_with_option": (pack(["t.a", T, REC, {"fluent_signal": 0}]), [(T * 10**9, REC)]),
+    "forward": (pack(["t.a", [[event_time(T, 1), REC], [T, REC2]]]), [(T * 10**9 + 1, REC), (T * 10**9, REC2)]),
+    "forward_metadata": (pack(["t.a", [[[event_time(T, 5), {"k": 1}], REC], [[T, {}], REC2]], {"fluent_signal": 0}]),
+                         [(T * 10**9 + 5, REC), (T * 10**9, REC2)]),
+    "packed_bin": (pack(["t.a", packed([event_time(T, 7), REC], [T, REC2]), {"size": 2}]),
+                   [(T * 10**9 + 7, REC), (T * 10**9, REC2)]),
+    "packed_str": (b"\x93" + pack("t.a") + b"\xdb" + struct.pack(">I", len(packed([event_time(T, 7), REC])))
+                   + packed([event_time(T, 7), REC]) + pack({"compressed": "text"}), [(T * 10**9 + 7, REC)]),
+    "gzip": (pack(["t.a", gzip.compress(packed([event_time(T, 9), REC], [event_time(T, 10), REC2])),
+                   {"compressed": "gzip", "size": 2}]), [(T * 10**9 + 9, REC), (T * 10**9 + 10, REC2)]),
+    "gzip_two_members": (pack(["t.a", gzip.compress(packed([event_time(T, 1), REC])) + gzip.compress(
+        packed([event_time(T, 2), REC2])), {"compressed": "gzip"}]), [(T * 10**9 + 1, REC), (T * 10**9 + 2, REC2)]),
+    "zstd": (pack(["t.a", zstandard.ZstdCompressor().compress(packed([event_time(T, 3), REC])),
+                   {"compressed": "zstd"}]), [(T * 10**9 + 3, REC)]),
+    "ext8_eventtime": (pack(["t.a", [[T, REC]]]).replace(b"\xce" + struct.pack(">I", T),
+                       b"\xc7\x08\x00" + struct.pack(">II", T, 42)), [(T * 10**9 + 42, REC)]),
+}
+
+
+@pytest.mark.parametrize("feeder", FEEDERS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_mode_and_time_form_decodes_to_the_sent_events(mode, feeder):
+    data, expected = MODES[mode]
+    batch = one_batch(feeder(data))
+    assert batch.tag == "t.a"
+    assert entries_of(batch) == expected
+    assert batch.skipped == []
+
+
+def test_modes_are_told_apart():
+    assert feed_whole(MODES["message_int"][0])[0].mode == "message"
+    assert feed_whole(MODES["forward"][0])[0].mode == "forward"
+    assert feed_whole(MODES["packed_bin"][0])[0].mode == "packed_forward"
+    assert feed_whole(MODES["gzip"][0])[0].mode == "compressed_packed_forward"
+
+
+def test_chunk_is_echoed_byte_for_byte_and_absent_chunk_gets_no_ack():
+    chunk = "Zg1NSndpSnHv1bJH217tXg==\n"
+    batch = one_batch(feed_whole(pack(["t", [[T, REC]], {"chunk": chunk, "size": 1}])))
+    assert fwd.ack_bytes(batch.chunk) == pack({"ack": chunk})
+    assert one_batch(feed_whole(pack(["t", [[T, REC]]]))).chunk is None
+    # A chunk sent as str8 (non-minimal) comes back as str8, not re-encoded.
+    raw = b"\xd9\x03abc"
+    frame = b"\x93" + pack("t") + pack([[T, REC]]) + b"\x81" + pack("chunk") + raw
+    assert fwd.ack_bytes(one_batch(feed_whole(frame)).chunk) == b"\x81\xa3ack" + raw
+
+
+def test_several_frames_in_one_read_and_heartbeats():
+    data = b"\xc0" + MODES["forward"][0] + b"\xc0" + MODES["message_int"][0]
+    frames = feed_whole(data)
+    assert [type(f).__name__ for f in frames] == ["Heartbeat", "EventBatch", "Heartbeat", "EventBatch"]
+
+
+def test_non_minimal_headers_are_accepted():
+    # Fluent Bit writes array32 headers for entries: dd 00 00 00 02.
+    entry = b"\xdd\x00\x00\x00\x02" + pack(event_time(T, 1)) + b"\xdf\x00\x00\x00\x01" + pack("k") + pack("v")
+    frame = b"\x92" + pack("t") + b"\xdd\x00\x00\x00\x01" + entry
+    batch = one_batch(feed_whole(frame))
+    assert entries_of(batch) == [(T * 10**9 + 1, {"k": "v"})]
+
+
+def test_fluent_signal_is_reported():
+    batch = one_batch(feed_whole(pack(["t", [[T, REC]], {"fluent_signal": 2}])))
+    assert batch.signal == 2
+
+
+# -- invalid entries inside a valid message: skipped, counted, the rest kept --
+
+def test_invalid_entries_are_skipped_and_the_rest_kept():
+    frame = pack(["t", [[T, REC], "not an entry", [T], [T, "not a map"], ["bad time", REC], [-5, REC],
+                        [event_time(T, 1), REC2], [T, REC, "extra"]]])
+    batch = one_batch(feed_whole(frame))
+    assert entries_of(batch) == [(T * 10**9, REC), (T * 10**9 + 1, REC2), (T * 10**9, REC)]
+    assert len(batch.skipped) == 5
+    assert "not [time, record]" in batch.skipped[0]
+    assert "not a map" in batch.skipped[2]
+    assert "time is" in batch.skipped[3]
+
+
+def test_invalid_message_mode_record_is_skipped_but_the_frame_stands():
+    batch = one_batch(feed_whole(pack(["t", T, "not a map", {"chunk": "c1"}])))
+    assert batch.count == 0 and len(batch.skipped) == 1 and batch.chunk == pack("c1")
+
+
+def test_garbage_inside_a_packed_payload_drops_the_rest_of_that_payload_only():
+    payload = packed([T, REC]) + b"\xc1\xc1\xc1" + packed([T, REC2])
+    batch = one_batch(feed_whole(pack(["t", payload, {"chunk": "x"}])))
+    assert entries_of(batch) == [(T * 10**9, REC)]
+    assert "not msgpack" in batch.skipped[0]
+
+
+def test_truncated_packed_payload_keeps_the_whole_entries():
+    payload = packed([T, REC], [T, REC2])
+    batch = one_batch(feed_whole(pack(["t", payload[:-3]])))
+    assert entries_of(batch) == [(T * 10**9, REC)]
+    assert "truncated" in batch.skipped[0]
+
+
+# -- fatal errors: the connection is closed --------------------------------
+
+@pytest.mark.parametrize("data,reason", [
+    (b"\xc1garbage", "invalid msgpack"),
+    (pack("just a string"), "not an array"),
+    (pack(42), "not an array"),
+    (pack({"a": 1}), "not an array"),
+    (pack([1, [[T, REC]]]), "tag is an integer"),
+    (pack(["t"]), "1 elements"),
+    (pack(["t", [[T, REC]], {}, 1, 2]), "5 elements"),
+    (pack(["t", [[T, REC]], "option is not a map"]), "option is a string"),
+    (pack(["t", b"\x1f\x8b\x08\x00garbage", {"compressed": "gzip"}]), "gzip"),
+    (pack(["t", b"data", {"compressed": "lz4"}]), "unsupported compression"),
+    (pack(["", [[T, REC]]]), "tag is empty"),
+])
+def test_malformed_input_is_a_fatal_protocol_error(data, reason):
+    with pytest.raises(ProtocolError) as err:
+        feed_whole(data)
+    assert reason in err.value.reason
+    assert err.value.fatal
+
+
+def test_an_incomplete_frame_waits_for_more_bytes():
+    data = MODES["forward"][0]
+    d = fwd.ForwardDecoder()
+    assert d.feed(data[:-1], NOW) == []
+    assert d.buffered == len(data) - 1
+    assert len(d.feed(data[-1:], NOW)) == 1
+
+
+def test_an_oversized_partial_frame_is_fatal():
+    d = fwd.ForwardDecoder(max_frame_size=1024)
+    big = pack(["t", [[T, {"x": "y" * 5000}]]])
+    with pytest.raises(ProtocolError, match="max_frame_size"):
+        d.feed(big[:2000], NOW)
+
+
+def test_a_frame_at_the_limit_passes():
+    big = pack(["t", [[T, {"x": "y" * 900}]]])
+    d = fwd.ForwardDecoder(max_frame_size=len(big))
+    assert len(d.feed(big, NOW)) == 1
+
+
+@pytest.mark.parametrize("method", ["gzip", "zstd"])
+def test_a_decompression_bomb_is_fatal(method):
+    inner = packed(*[[T, {"pad": "0" * 1000}] for _ in range(2000)])  # 2 MB of entries
+    comp = gzip.compress(inner) if method == "gzip" else zstandard.ZstdCompressor().compress(inner)
+    assert len(comp) < 50_000
+    d = fwd.ForwardDecoder(max_decompressed_size=1_000_000)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        d.feed(pack(["t", comp, {"compressed": method}]), NOW)
+
+
+# -- handshake ---------------------------------------------------------------
+
+def test_handshake_accepts_the_right_key_and_rejects_the_wrong_one():
+    nonce, auth = b"n" * 16, b"a" * 16
+    salt = b"s" * 16
+    ok_ping = fwd.Ping(b"client", salt, fwd.shared_key_digest(salt, b"client", nonce, b"k"), b"", b"")
+    ok, reason, pong = fwd.check_ping(ok_ping, nonce=nonce, auth_salt=auth, shared_key=b"k", self_hostname=b"srv")
+    assert ok and msgpack.unpackb(pong) == ["PONG", True, "", "srv",
+                                            fwd.shared_key_digest(salt, b"srv", nonce, b"k").decode()]
+    ok, reason, pong = fwd.check_ping(ok_ping, nonce=nonce, auth_salt=auth, shared_key=b"other",
+                                      self_hostname=b"srv")
+    assert not ok and msgpack.unpackb(pong) == ["PONG", False, "shared_key mismatch", "", ""]
+
+
+def test_handshake_checks_users():
+    nonce, auth, salt = b"n" * 16, b"a" * 16, b"s" * 16
+    digest = fwd.shared_key_digest(salt, b"c", nonce, b"k")
+    users = {b"alice": b"pw"}
+    good = fwd.Ping(b"c", salt, digest, b"alice", fwd.password_digest(auth, b"alice", b"pw"))
+    bad = fwd.Ping(b"c", salt, digest, b"alice", fwd.password_digest(auth, b"alice", b"nope"))
+    unknown = fwd.Ping(b"c", salt, digest, b"bob", fwd.password_digest(auth, b"bob", b"pw"))
+    kw = dict(nonce=nonce, auth_salt=auth, shared_key=b"k", self_hostname=b"srv", users=users)
+    assert fwd.check_ping(good, **kw)[0]
+    assert fwd.check_ping(bad, **kw)[1] == "username/password mismatch"
+    assert fwd.check_ping(unknown, **kw)[1] == "username/password mismatch"
+
+
+def test_ping_is_decoded_as_a_ping_frame():
+    frame = pack(["PING", "host", b"salt", "digest", "", ""])
+    [ping] = feed_whole(frame)
+    assert ping == fwd.Ping(b"host", b"salt", b"digest", b"", b"")
+
+
+# -- round trips ------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+records = st.dictionaries(st.text(max_size=12), json_values, max_size=8)
+times = st.tuples(st.integers(1, 2**32 - 1), st.integers(0, 999_999_999))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(times, records), min_size=1, max_size=20),
+       st.sampled_from(["forward", "packed", "gzip", "message"]))
+def test_round_trip_of_any_records_in_any_mode(events, mode):
+    entries = [[event_time(s, ns), rec] for (s, ns), rec in events]
+    if mode == "forward":
+        data = pack(["tag.x", entries, {"chunk": "abc"}])
+    elif mode == "packed":
+        data = pack(["tag.x", packed(*entries), {"chunk": "abc"}])
+    elif mode == "gzip":
+        data = pack(["tag.x", gzip.compress(packed(*entries)), {"chunk": "abc", "compressed": "gzip"}])
+    else:
+        entries = entries[:1]
+        events = events[:1]
+        data = pack(["tag.x", entries[0][0], entries[0][1], {"chunk": "abc"}])
+    for feeder in FEEDERS if len(data) < 3000 else FEEDERS[::2]:
+        batch = one_batch(feeder(data))
+        assert entries_of(batch) == [(s * 10**9 + ns, rec) for (s, ns), rec in events]
+        assert batch.chunk == pack("abc")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_but_a_protocol_error(data):
+    d = fwd.ForwardDecoder(max_frame_size=4096)
+    try:
+        for frame in d.feed(data, NOW):
+            if isinstance(frame, fwd.EventBatch):
+                entries_of(frame)
+    except ProtocolError:
+        pass

@@ -1,0 +1,199 @@
+"""The journal: framing, group commit, recovery of a torn tail, limits, collection, and the reader."""
+
+import asyncio
+import os
+
+import pytest
+
+from agent.journal.cursor import CursorStore, Position
+from agent.journal.journal import Journal
+from agent.journal.reader import JournalReader
+from agent.journal.record import (HEADER_SIZE, Torn, batch_payload, encode_record, iter_records, peek_tag)
+from agent.journal.segment import list_segments, segment_path
+from agent.event import decode_batch
+from tests.wire import event_time, pack
+
+T = 1_700_000_000
+
+
+def entries(n, start=0):
+    return b"".join(pack([event_time(T, i), {"i": i}]) for i in range(start, start + n))
+
+
+def read_all(directory, position=None):
+    reader = JournalReader(directory, position)
+    out = []
+    while True:
+        recs = reader.read()
+        if not recs:
+            reader.close()
+            return out, reader.position
+        for r in recs:
+            b = decode_batch(r.payload)
+            out += [(b.tag, t, rec["i"]) for t, rec in b.entries]
+
+
+def test_record_framing_round_trip_and_checks():
+    payloads = [batch_payload("t.x", entries(3), 3), batch_payload("other", entries(1), 1)]
+    data = b"".join(encode_record(p) for p in payloads)
+    assert [p for _, p in iter_records(data)] == payloads
+    assert peek_tag(payloads[0]) == "t.x"
+    long_tag = "x" * 300
+    assert peek_tag(batch_payload(long_tag, entries(1), 1)) == long_tag
+    with pytest.raises(Torn, match="truncated"):
+        list(iter_records(data[:-1]))
+    corrupt = bytearray(data)
+    corrupt[12] ^= 0xFF
+    with pytest.raises(Torn, match="checksum"):
+        list(iter_records(bytes(corrupt)))
+
+
+async def test_appends_are_durable_in_order_and_concurrent_appends_share_fsyncs(tmp_path):
+    j = Journal(tmp_path, fsync="always")
+    j.recover()
+    await j.start()
+    await asyncio.gather(*(j.append("t", entries(10, k * 10), 10) for k in range(50)))
+    assert j.stats["fsyncs"] < 50  # group commit
+    await j.close()
+    events, _ = read_all(tmp_path)
+    assert sorted(e[2] for e in events) == list(range(500))
+    assert all(e[1] == T * 10**9 + e[2] for e in events)
+
+
+async def test_torn_tail_is_cut_and_everything_before_it_kept(tmp_path):
+    j = Journal(tmp_path)
+    j.recover()
+    await j.start()
+    for k in range(5):
+        await j.append("t", entries(10, k * 10), 10)
+    await j.close()
+    [seq] = list_segments(tmp_path)
+    path = segment_path(tmp_path, seq)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size - 7)  # tear the last record mid-way
+    j2 = Journal(tmp_path)
+    j2.recover()
+    assert j2.stats["recovered_records"] == 4
+    assert j2.stats["cut_bytes"] > 0
+    await j2.start()
+    await j2.append("t", entries(1, 1000), 1)
+    await j2.close()
+    events, _ = read_all(tmp_path)
+    assert [e[2] for e in events] == list(range(40)) + [1000]
+
+
+async def test_a_corrupt_record_is_cut_with_everything_after_it(tmp_path):
+    j = Journal(tmp_path)
+    j.recover()
+    await j.start()
+    for k in range(3):
+        await j.append("t", entries(2, k * 2), 2)
+    await j.close()
+    path = segment_path(tmp_path, list_segments(tmp_path)[0])
+    data = bytearray(path.read_bytes())
+    second = HEADER_SIZE + len(encode_record(batch_payload("t", entries(2), 2)))
+    data[second + 20] ^= 0x55
+    path.write_bytes(bytes(data))
+    j2 = Journal(tmp_path)
+    j2.recover()
+    assert j2.stats["recovered_records"] == 1
+    events, _ = read_all(tmp_path)
+    assert [e[2] for e in events] == [0, 1]
+
+
+async def test_segments_roll_and_are_collected_once_every_cursor_passed(tmp_path):
+    j = Journal(tmp_path, segment_bytes=4096, max_bytes=1 << 20)
+    j.recover()
+    await j.start()
+    for k in range(150):
+        await j.append("t", entries(10, k * 10), 10)
+    segs = j.segments()
+    assert len(segs) > 3
+    events, end = read_all(tmp_path)
+    assert [e[2] for e in events] == list(range(1500))
+    j.collect([Position(segs[0], 0), end])  # one output still at the start: nothing goes
+    assert j.segments() == segs
+    j.collect([end, end])
+    assert j.segments() == [end.segment]
+    assert list_segments(tmp_path) == [end.segment]
+    await j.close()
+
+
+async def test_full_journal_reports_full_until_collected(tmp_path):
+    j = Journal(tmp_path, segment_bytes=4096, max_bytes=8192)
+    room = []
+    j.on_room(lambda: room.append(1))
+    j.recover()
+    await j.start()
+    while not j.is_full():
+        await j.append("t", entries(10), 10)
+    _, end = read_all(tmp_path)
+    j.collect([end])
+    assert not j.is_full() and room
+    await j.close()
+
+
+async def test_a_failed_write_is_rolled_back_and_not_acknowledged(tmp_path, monkeypatch):
+    j = Journal(tmp_path)
+    j.recover()
+    await j.start()
+    await j.append("t", entries(1), 1)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def failing_write(fd, data):
+        calls["n"] += 1
+        real_write(fd, bytes(data)[:5])  # a partial write, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("agent.journal.journal.os.write", failing_write)
+    with pytest.raises(OSError):
+        await j.append("t", entries(1, 1), 1)
+    monkeypatch.setattr("agent.journal.journal.os.write", real_write)
+    await j.append("t", entries(1, 2), 1)
+    await j.close()
+    events, _ = read_all(tmp_path)
+    assert [e[2] for e in events] == [0, 2]
+
+
+async def test_every_start_writes_a_new_segment(tmp_path):
+    for _ in range(3):
+        j = Journal(tmp_path)
+        j.recover()
+        await j.start()
+        await j.append("t", entries(1), 1)
+        await j.close()
+    assert len(list_segments(tmp_path)) == 3
+
+
+async def test_reader_waits_at_a_partial_record_and_resumes_from_a_cursor(tmp_path):
+    j = Journal(tmp_path)
+    j.recover()
+    await j.start()
+    await j.append("t", entries(3), 3)
+    events, pos = read_all(tmp_path)
+    assert len(events) == 3
+    # A partial record at the end (a write in progress) is not there yet.
+    seg = segment_path(tmp_path, pos.segment)
+    full = encode_record(batch_payload("t", entries(2, 10), 2))
+    with open(seg, "ab") as f:
+        f.write(full[:10])
+    reader = JournalReader(tmp_path, pos)
+    assert reader.read() == []
+    assert reader.position == pos
+    with open(seg, "ab") as f:
+        f.write(full[10:])
+    [rec] = reader.read()
+    reader.close()
+    assert [r["i"] for _, r in decode_batch(rec.payload).entries] == [10, 11]
+    await j.close()
+
+
+def test_cursor_store_round_trip(tmp_path):
+    store = CursorStore(tmp_path)
+    assert store.load("out") is None
+    store.save("out", Position(3, 1234))
+    assert store.load("out") == Position(3, 1234)
+    (tmp_path / "out.json").write_text("{garbage")
+    assert store.load("out") is None
