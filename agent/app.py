@@ -32,6 +32,7 @@ from agent.paths import DataPaths
 log = logging.getLogger("agent")
 
 COLLECT_INTERVAL = 0.5
+READY_TIMEOUT = 60.0
 
 
 class DeliveryProcess:
@@ -49,9 +50,24 @@ class DeliveryProcess:
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="delivery-supervisor")
 
     async def _spawn(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent", "deliver", "-c", str(self.config_path),
-            stdin=asyncio.subprocess.DEVNULL)
+        # The child says "ready" on a pipe once its signal handlers are in place,
+        # so that a SIGTERM from us always means "drain", never "die mid-import".
+        ready_r, ready_w = os.pipe()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agent", "deliver", "-c", str(self.config_path), "--ready-fd", str(ready_w),
+                stdin=asyncio.subprocess.DEVNULL, pass_fds=(ready_w,))
+        finally:
+            os.close(ready_w)
+        loop = asyncio.get_running_loop()
+        try:
+            said = await asyncio.wait_for(loop.run_in_executor(None, os.read, ready_r, 1), READY_TIMEOUT)
+        except asyncio.TimeoutError:
+            said = b""
+        finally:
+            os.close(ready_r)
+        if said != b"R":
+            log.error("delivery process did not report ready (exit code %s)", self.proc.returncode)
 
     async def _supervise(self) -> None:
         backoff = 0.5

@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the version")
     deliver = sub.add_parser("deliver", help=argparse.SUPPRESS)  # the delivery process (started by run)
     deliver.add_argument("-c", "--config", required=True)
+    deliver.add_argument("--ready-fd", type=int, default=None)
     return p
 
 
@@ -74,12 +75,12 @@ def cmd_run(path: str) -> int:
     return _event_loop_runner()(App(cfg, Path(path)).run())
 
 
-def cmd_deliver(path: str) -> int:
+def cmd_deliver(path: str, ready_fd: int | None) -> int:
     from agent.log import setup_logging
     from agent.worker import run_delivery
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery")
-    return _event_loop_runner()(run_delivery(cfg))
+    return _event_loop_runner()(run_delivery(cfg, ready_fd))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return cmd_run(args.config)
     if args.command == "deliver":
-        return cmd_deliver(args.config)
+        return cmd_deliver(args.config, args.ready_fd)
     return 2
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 
 import msgpack
+import msgspec
 import orjson
-import ormsgpack
 
 from agent.component import TagBatch
 from agent.protocol.forward import EVENT_TIME_EXT, unpack_event_time
@@ -29,12 +29,15 @@ def _ext_hook(code: int, data: bytes):
     return msgpack.ExtType(code, data)
 
 
+_decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
+
+
 def decode_batch(payload: bytes) -> TagBatch:
     """A journal payload ``[tag, [[EventTime, record], ...]]`` → TagBatch with int ns times."""
     try:
-        tag, entries = ormsgpack.unpackb(payload, ext_hook=_ext_hook)
-    except (ormsgpack.MsgpackDecodeError, TypeError, ValueError):
-        # ormsgpack is strict (UTF-8, str keys); msgpack takes what senders send.
+        tag, entries = _decoder.decode(payload)
+    except (msgspec.DecodeError, TypeError, ValueError):
+        # msgspec is strict (UTF-8 strings); msgpack takes what senders send.
         tag, entries = msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace",
                                        ext_hook=_ext_hook)
     return TagBatch(tag, entries)
@@ -56,44 +59,50 @@ def _json_default(value):
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
+class _Line(msgspec.Struct):
+    tag: str
+    time: str
+    record: dict
+
+
+def _enc_hook(value):
+    if isinstance(value, msgpack.ExtType):
+        return {"ext": value.code, "data": value.data.hex()}
+    raise NotImplementedError
+
+
 class LineRenderer:
-    """Renders events as JSON lines; caches the per-second time prefix per tag."""
+    """Renders events as JSON lines: one ``encode_lines`` call per batch, times cached per second."""
 
     def __init__(self):
-        self._seconds: dict[int, bytes] = {}
-        self._tags: dict[str, bytes] = {}
+        self._seconds: dict[int, str] = {}
+        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
-    def _prefix(self, tag: str, seconds: int) -> bytes:
-        tag_json = self._tags.get(tag)
-        if tag_json is None:
-            if len(self._tags) > 1024:
-                self._tags.clear()
-            tag_json = self._tags[tag] = b'{"tag":' + orjson.dumps(tag) + b',"time":"'
+    def _stamp(self, seconds: int) -> str:
         stamp = self._seconds.get(seconds)
         if stamp is None:
             if len(self._seconds) > 4096:
                 self._seconds.clear()
-            stamp = self._seconds[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode() + b"."
-        return tag_json + stamp
+            stamp = self._seconds[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
+        return stamp
 
-    def render(self, batch: TagBatch) -> list[bytes]:
-        lines = []
-        prefix_for = self._prefix
+    def render(self, batch: TagBatch) -> bytes:
         tag = batch.tag
         last_seconds = -1
-        prefix = b""
-        dumps = orjson.dumps
+        stamp = ""
+        lines = []
+        append = lines.append
         for time_ns, record in batch.entries:
             seconds, nanos = divmod(time_ns, _NS)
             if seconds != last_seconds:
-                prefix = prefix_for(tag, seconds)
+                stamp = self._stamp(seconds)
                 last_seconds = seconds
-            try:
-                body = dumps(record, default=_json_default, option=_DUMPS_OPTIONS)
-            except TypeError:
-                body = dumps(_sanitize(record), default=_json_default, option=_DUMPS_OPTIONS)
-            lines.append(b'%s%09dZ","record":%s}\n' % (prefix, nanos, body))
-        return lines
+            append(_Line(tag, f"{stamp}{nanos:09d}Z", record))
+        try:
+            return self._encoder.encode_lines(lines)
+        except (TypeError, ValueError, UnicodeEncodeError, OverflowError):
+            return b"".join(orjson.dumps({"tag": line.tag, "time": line.time, "record": _sanitize(line.record)},
+                                         default=_json_default, option=_DUMPS_OPTIONS) + b"\n" for line in lines)
 
 
 def _sanitize(value):

@@ -32,7 +32,7 @@ from agent.paths import DataPaths
 log = logging.getLogger("agent.worker")
 
 
-async def run_delivery(cfg: AgentConfig) -> int:
+async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None) -> int:
     paths = DataPaths(cfg.agent.data_dir)
     cursors = CursorStore(paths.cursors)
     deadletters = DeadLetterStore(paths.deadletter)
@@ -64,6 +64,9 @@ async def run_delivery(cfg: AgentConfig) -> int:
                 on_term()
 
     watcher = loop.create_task(watch_parent())
+    if ready_fd is not None:
+        os.write(ready_fd, b"R")
+        os.close(ready_fd)
     # Batches make many short-lived objects; a young generation this small
     # would run the cyclic collector every few records for nothing.
     gc.freeze()

@@ -73,7 +73,7 @@ class FileOutput(Output):
     async def send(self, batches: list[TagBatch]) -> Outcome:
         by_path: dict[Path, list[bytes]] = {}
         for batch in batches:
-            by_path.setdefault(self.template.for_tag(batch.tag), []).extend(self.renderer.render(batch))
+            by_path.setdefault(self.template.for_tag(batch.tag), []).append(self.renderer.render(batch))
         try:
             for path, lines in by_path.items():
                 fd = self._fd(path)

@@ -17,7 +17,7 @@ class StdoutOutput(Output):
     async def send(self, batches: list[TagBatch]) -> Outcome:
         try:
             for batch in batches:
-                self.stream.write(b"".join(self.renderer.render(batch)))
+                self.stream.write(self.renderer.render(batch))
             self.stream.flush()
         except BrokenPipeError:
             return Outcome.fatal("standard output is closed")

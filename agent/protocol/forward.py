@@ -375,6 +375,9 @@ class ForwardDecoder:
             except _MSGPACK_ERRORS as exc:
                 raise ProtocolError(f"invalid msgpack at stream byte {framer.tell()}: {exc}") from None
             end = framer.tell()
+            if end - start > self.max_frame_size:
+                raise ProtocolError(f"frame of {end - start} bytes is larger than max_frame_size "
+                                    f"({self.max_frame_size} bytes)")
             frame = bytes(self._buf[start - self._base:end - self._base])
             frames.append(parse_frame(frame, now_ns, self.max_decompressed_size))
             start = end

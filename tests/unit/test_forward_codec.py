@@ -195,6 +195,12 @@ def test_an_oversized_partial_frame_is_fatal():
         d.feed(big[:2000], NOW)
 
 
+def test_a_whole_frame_over_the_limit_is_fatal_too():
+    big = pack(["t", [[T, {"x": "y" * 900}]]])
+    with pytest.raises(ProtocolError, match="larger than max_frame_size"):
+        fwd.ForwardDecoder(max_frame_size=len(big) - 1).feed(big, NOW)
+
+
 def test_a_frame_at_the_limit_passes():
     big = pack(["t", [[T, {"x": "y" * 900}]]])
     d = fwd.ForwardDecoder(max_frame_size=len(big))

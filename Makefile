@@ -1,0 +1,45 @@
+# The two commands of the quick start:
+#   make run    installs the agent in .venv and runs it on conf/agent.toml
+#   make test   installs the agent, the test tools and the npm client, then runs every test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test install install-test node bench check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[speed]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[speed,test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test node
+
+# The forward-protocol tests drive the agent with @fluent-org/logger (npm), a client
+# written by others; node and npm come from Debian's packages when missing.
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		(apt-get update -q && apt-get install -y -q nodejs npm)
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+
+run: install
+	$(BIN)/hive-agent run -c conf/agent.toml
+
+check: install
+	$(BIN)/hive-agent check -c conf/agent.toml
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/forward_ingest.py
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules var

@@ -1,0 +1,99 @@
+"""The command line and the lifecycle an operator sees."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.agentproc import Agent, file_output, forward_input
+from tests.wire import ForwardClient, event_time
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hive_agent(*args, cwd=ROOT, env=None):
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=60, env=env)
+
+
+def test_version():
+    run = hive_agent("version")
+    assert run.returncode == 0 and run.stdout.startswith("hive-agent ")
+
+
+def test_check_prints_what_would_run_for_the_default_and_example_configs():
+    run = hive_agent("check", "-c", "conf/agent.toml")
+    assert run.returncode == 0, run.stderr
+    assert "input  forward.0: forward 127.0.0.1:24224" in run.stdout
+    assert "output local: file match '**' path var/out/events.jsonl" in run.stdout
+    env = dict(os.environ, HIVE_FORWARD_SHARED_KEY="example-key")
+    for example in sorted((ROOT / "conf/examples").glob("*.toml")):
+        run = hive_agent("check", "-c", str(example), env=env)
+        assert run.returncode == 0, f"{example}: {run.stderr}"
+
+
+def test_check_rejects_a_bad_config_with_exit_2_and_says_where(tmp_path):
+    cases = {
+        "[[inputs]]\ntype = \"forward\"\nprot = 24224\n": "inputs.0.prot: unknown key",
+        "[[inputs]]\ntype = \"kafka\"\n": "inputs.0",
+        "[[inputs]]\ntype = \"forward\"\n[[outputs]]\ntype = \"file\"\n": "outputs.0.path: Field required",
+        "[agent]\nshutdown_timeout = \"soon\"\n[[inputs]]\ntype = \"forward\"\n": "is not a duration",
+        "[[inputs]]\ntype = \"forward\"\nshared_key = \"env:HIVE_TEST_UNSET_KEY\"\n": "HIVE_TEST_UNSET_KEY is not set",
+        "[[inputs]]\ntype = \"forward\"\ntls_cert = \"/nonexistent.pem\"\n": "tls_cert and tls_key go together",
+        "not toml at all [": "not valid TOML",
+    }
+    for text, message in cases.items():
+        cfg = tmp_path / "bad.toml"
+        cfg.write_text(text)
+        run = hive_agent("check", "-c", str(cfg))
+        assert run.returncode == 2, text
+        assert message in run.stderr, (text, run.stderr)
+        assert "Traceback" not in run.stderr
+    run = hive_agent("run", "-c", str(tmp_path / "missing.toml"))
+    assert run.returncode == 2 and "no such file" in run.stderr
+
+
+def test_secrets_from_environment_are_never_printed(tmp_path):
+    cfg = tmp_path / "a.toml"
+    cfg.write_text('[[inputs]]\ntype = "forward"\nshared_key = "env:HIVE_TEST_KEY"\n')
+    run = subprocess.run([sys.executable, "-m", "agent", "check", "-c", str(cfg)], capture_output=True, text=True,
+                         env={"HIVE_TEST_KEY": "super-secret-value", "PATH": "/usr/bin:/bin"}, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert "super-secret-value" not in run.stdout + run.stderr
+    assert "shared_key" in run.stdout
+
+
+def test_sigterm_stops_cleanly_with_exit_0_after_delivering(tmp_path):
+    agent = Agent(tmp_path, forward_input() + file_output()).start()
+    client = ForwardClient(agent.port)
+    for k in range(20):
+        client.send_chunk("t.stop", [[event_time(1_700_000_000, i), {"seq": k * 100 + i}] for i in range(100)],
+                          f"c{k}")
+    assert agent.stop() == 0
+    client.close()
+    assert {l["record"]["seq"] for l in agent.output_lines()} == set(range(2000))
+    log = agent.log()
+    assert "SIGTERM received: stopping" in log and "hive-agent stopped" in log
+    # The journal is collected once every output has passed it, on the next start.
+    agent.start()
+    assert agent.stop() == 0
+    segments = list((tmp_path / "var/journal").glob("*.seg"))
+    assert len(segments) <= 2
+
+
+def test_a_second_agent_on_the_same_data_dir_is_refused(tmp_path):
+    with Agent(tmp_path, forward_input() + file_output()):
+        second = hive_agent("run", "-c", str(tmp_path / "agent.toml"), cwd=tmp_path)
+    assert second.returncode != 0 and "in use by another agent" in second.stderr
+
+
+def test_a_dead_delivery_process_is_restarted(tmp_path):
+    with Agent(tmp_path, forward_input() + file_output()) as agent:
+        children = subprocess.run(["pgrep", "-P", str(agent.proc.pid)], capture_output=True, text=True)
+        [child] = children.stdout.split()
+        subprocess.run(["kill", "-9", child])
+        agent.wait_for_log(r"delivery process exited with code -9; restarting")
+        client = ForwardClient(agent.port)
+        client.send_chunk("t.after", [[event_time(1_700_000_000), {"seq": 1}]], "x")
+        client.close()
+        agent.wait_for_records("seq", {1})
