@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -31,12 +31,33 @@ class Outcome:
         return cls(SendResult.FATAL, reason)
 
 
-@dataclass(slots=True)
 class TagBatch:
-    """Decoded events of one tag: ``entries`` are ``[time_ns, record]`` pairs."""
+    """The events of one journal record: one tag, ``[time_ns, record]`` entries.
 
-    tag: str
-    entries: list = field(default_factory=list)
+    Built from a journal payload, the entries are decoded on first use, so an
+    output that can work from the payload itself (the file output renders it
+    straight to JSON lines) never pays for a generic decode.
+    """
+
+    __slots__ = ("tag", "payload", "_entries")
+
+    def __init__(self, tag: str, entries: list | None = None, payload: bytes | None = None):
+        self.tag = tag
+        self.payload = payload
+        self._entries = entries
+
+    @property
+    def entries(self) -> list:
+        if self._entries is None:
+            from agent.event import decode_entries
+            self._entries = decode_entries(self.payload)[1]
+        return self._entries
+
+    def __len__(self) -> int:
+        if self._entries is None and self.payload is not None:
+            from agent.journal.record import batch_count
+            return batch_count(self.payload)
+        return len(self.entries)
 
 
 class Output:

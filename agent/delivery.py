@@ -17,7 +17,6 @@ from pathlib import Path
 
 from agent.component import Outcome, Output, SendResult, TagBatch
 from agent.deadletter import DeadLetterStore
-from agent.event import decode_batch
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.reader import JournalReader
 from agent.journal.record import peek_tag
@@ -65,7 +64,11 @@ class OutputRunner:
                     continue
                 self.caught_up = False
                 idle = POLL_MIN
-                batches = [decode_batch(r.payload) for r in records if self.matches(peek_tag(r.payload))]
+                batches = []
+                for r in records:
+                    tag = peek_tag(r.payload)
+                    if self.matches(tag):
+                        batches.append(TagBatch(tag, payload=r.payload))
                 if batches and not await self._deliver(batches, stopping):
                     return  # stopped while retrying: the cursor stays before these records
                 delivered = records[-1].next
@@ -83,7 +86,7 @@ class OutputRunner:
         self.cursors.save(self.name, position)
 
     async def _deliver(self, batches: list[TagBatch], stopping: asyncio.Event) -> bool:
-        count = sum(len(b.entries) for b in batches)
+        count = sum(len(b) for b in batches)
         while True:
             try:
                 outcome = await self.output.send(batches)

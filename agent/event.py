@@ -1,12 +1,14 @@
-"""Event time helpers and the JSON-lines rendering of an event.
+"""Decoding journal batches, and the JSON-lines rendering of events.
 
 A rendered event is one line::
 
     {"tag": "...", "time": "2026-11-22T03:06:36.745000000Z", "record": {...}}
 
 with ``time`` in RFC 3339, UTC, nanoseconds kept. Rendering is the hot path of
-the file output, so the second-resolution prefix is cached and each line is
-built from bytes with one ``orjson.dumps`` per record.
+the file output: the batch is decoded with msgspec, whose ext hook (called
+once per event anyway) formats the time straight into its string with the
+second-resolution prefix cached, and the whole batch is written by one
+``encode_lines`` call.
 """
 
 from __future__ import annotations
@@ -32,15 +34,23 @@ def _ext_hook(code: int, data: bytes):
 _decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
 
 
-def decode_batch(payload: bytes) -> TagBatch:
-    """A journal payload ``[tag, [[EventTime, record], ...]]`` → TagBatch with int ns times."""
+def _lenient(payload: bytes, ext_hook) -> list:
+    """msgspec is strict (UTF-8 strings, plain keys); msgpack takes what senders send."""
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace", ext_hook=ext_hook)
+
+
+def decode_entries(payload: bytes) -> tuple[str, list]:
+    """A journal payload ``[tag, [[EventTime, record], ...]]`` → (tag, [[time_ns, record], ...])."""
     try:
         tag, entries = _decoder.decode(payload)
     except (msgspec.DecodeError, TypeError, ValueError):
-        # msgspec is strict (UTF-8 strings); msgpack takes what senders send.
-        tag, entries = msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace",
-                                       ext_hook=_ext_hook)
-    return TagBatch(tag, entries)
+        tag, entries = _lenient(payload, _ext_hook)
+    return tag, entries
+
+
+def decode_batch(payload: bytes) -> TagBatch:
+    tag, entries = decode_entries(payload)
+    return TagBatch(tag, entries, payload)
 
 
 def rfc3339_ns(time_ns: int) -> str:
@@ -72,32 +82,35 @@ def _enc_hook(value):
 
 
 class LineRenderer:
-    """Renders events as JSON lines: one ``encode_lines`` call per batch, times cached per second."""
+    """Renders journal batches as JSON lines."""
 
     def __init__(self):
-        self._seconds: dict[int, str] = {}
+        stamps: dict[int, str] = {}
+
+        def time_hook(code: int, data: bytes):
+            if code != EVENT_TIME_EXT or len(data) != 8:
+                return msgpack.ExtType(code, data)
+            seconds = int.from_bytes(data[:4], "big")
+            stamp = stamps.get(seconds)
+            if stamp is None:
+                if len(stamps) > 4096:
+                    stamps.clear()
+                stamp = stamps[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
+            return f"{stamp}{int.from_bytes(data[4:], 'big'):09d}Z"
+
+        self._time_hook = time_hook
+        self._decoder = msgspec.msgpack.Decoder(ext_hook=time_hook)
         self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
-    def _stamp(self, seconds: int) -> str:
-        stamp = self._seconds.get(seconds)
-        if stamp is None:
-            if len(self._seconds) > 4096:
-                self._seconds.clear()
-            stamp = self._seconds[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
-        return stamp
-
     def render(self, batch: TagBatch) -> bytes:
-        tag = batch.tag
-        last_seconds = -1
-        stamp = ""
-        lines = []
-        append = lines.append
-        for time_ns, record in batch.entries:
-            seconds, nanos = divmod(time_ns, _NS)
-            if seconds != last_seconds:
-                stamp = self._stamp(seconds)
-                last_seconds = seconds
-            append(_Line(tag, f"{stamp}{nanos:09d}Z", record))
+        if batch.payload is not None:
+            try:
+                tag, entries = self._decoder.decode(batch.payload)
+            except (msgspec.DecodeError, TypeError, ValueError):
+                tag, entries = _lenient(batch.payload, self._time_hook)
+        else:
+            tag, entries = batch.tag, [[rfc3339_ns(t), r] for t, r in batch.entries]
+        lines = [_Line(tag, t, r) for t, r in entries]
         try:
             return self._encoder.encode_lines(lines)
         except (TypeError, ValueError, UnicodeEncodeError, OverflowError):
@@ -106,7 +119,7 @@ class LineRenderer:
 
 
 def _sanitize(value):
-    """Last resort for records orjson refuses (lone surrogates, odd keys)."""
+    """Last resort for records the encoder refuses (lone surrogates, odd keys, huge ints)."""
     if isinstance(value, dict):
         return {str(k): _sanitize(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -88,8 +88,7 @@ def iter_records(data: bytes | memoryview, offset: int = 0, *, base: int = 0) ->
         pos = stop
 
 
-def peek_tag(payload: bytes) -> str:
-    """The tag of a batch payload without decoding its entries."""
+def _tag_span(payload: bytes) -> tuple[int, int]:
     b = payload[1]
     if 0xA0 <= b <= 0xBF:
         n, start = b & 0x1F, 2
@@ -99,4 +98,16 @@ def peek_tag(payload: bytes) -> str:
         n, start = int.from_bytes(payload[2:4], "big"), 4
     else:
         n, start = int.from_bytes(payload[2:6], "big"), 6
-    return payload[start:start + n].decode("utf-8")
+    return start, start + n
+
+
+def peek_tag(payload: bytes) -> str:
+    """The tag of a batch payload without decoding its entries."""
+    start, end = _tag_span(payload)
+    return payload[start:end].decode("utf-8")
+
+
+def batch_count(payload: bytes) -> int:
+    """How many entries a batch payload holds (its array32 header)."""
+    _, end = _tag_span(payload)
+    return int.from_bytes(payload[end + 1:end + 5], "big")
