@@ -195,6 +195,24 @@ def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int 
         pos = u.tell()
         try:
             b = data[pos]
+            # Fast path, the shape every sender uses: fixarray(2), fixext8 EventTime,
+            # then a map. One skip over the whole entry, no decoding at all.
+            if b == 0x92 and data[pos + 1] == 0xD7 and data[pos + 2] == EVENT_TIME_EXT:
+                rb = data[pos + 11]
+                if 0x80 <= rb <= 0x8F or rb == 0xDE or rb == 0xDF:
+                    u.skip()
+                    good += 1
+                    continue
+            # Integer seconds as uint32 (time_as_integer senders): rewrite the time only.
+            if b == 0x92 and data[pos + 1] == 0xCE and data[pos + 2:pos + 6] != b"\0\0\0\0":
+                rb = data[pos + 6]
+                if 0x80 <= rb <= 0x8F or rb == 0xDE or rb == 0xDF:
+                    u.skip()
+                    _close_run(pieces, mv, run_start, pos)
+                    run_start = u.tell()
+                    pieces.append(b"\x92\xd7\x00" + data[pos + 2:pos + 6] + b"\0\0\0\0" + data[pos + 6:run_start])
+                    good += 1
+                    continue
             if not _is_array(b):
                 u.skip()
                 _close_run(pieces, mv, run_start, pos)
