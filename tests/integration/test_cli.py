@@ -1,8 +1,10 @@
 """The command line and the lifecycle an operator sees."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.agentproc import Agent, file_output, forward_input
@@ -97,3 +99,26 @@ def test_a_dead_delivery_process_is_restarted(tmp_path):
         client.send_chunk("t.after", [[event_time(1_700_000_000), {"seq": 1}]], "x")
         client.close()
         agent.wait_for_records("seq", {1})
+
+
+def test_a_second_signal_forces_exit(tmp_path):
+    (tmp_path / "blocked").write_text("not a directory")
+    cfg = forward_input() + file_output(path="blocked/x.jsonl", retry_wait="50ms", retry_forever=True)
+    agent = Agent(tmp_path, cfg).start()
+    try:
+        client = ForwardClient(agent.port)
+        client.send_chunk("t", [[event_time(1_700_000_000), {"seq": 1}]], "c")
+        client.close()
+        agent.wait_for_log(r"records not delivered")
+        agent.proc.send_signal(signal.SIGTERM)
+        agent.wait_for_log(r"SIGTERM received: stopping")
+        time.sleep(0.3)
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(10) == 1
+        assert "received again: forced exit" in agent.log()
+    finally:
+        agent.kill()
+    # Nothing acknowledged is lost: the next start delivers it.
+    (tmp_path / "blocked").unlink()
+    with Agent(tmp_path, cfg) as again:
+        again.wait_for_records("seq", {1}, path="blocked/x.jsonl")

@@ -1,0 +1,180 @@
+"""The delivery loop against fake outputs: match, OK / RETRY / FATAL, backoff, dead letters, cursors."""
+
+import asyncio
+import io
+import random
+
+import orjson
+import pytest
+
+from agent.component import Outcome, Output
+from agent.config import FileOutputConfig, StdoutOutputConfig
+from agent.deadletter import DeadLetterStore
+from agent.delivery import OutputRunner
+from agent.journal.cursor import CursorStore
+from agent.journal.journal import Journal
+from agent.outputs.file import FileOutput
+from agent.outputs.stdout import StdoutOutput
+from agent.retry import RetrySchedule
+from tests.wire import event_time, pack
+
+
+class ScriptedOutput(Output):
+    """Answers each send from a script (then OK), recording what it was given."""
+
+    def __init__(self, script=()):
+        self.name = "fake"
+        self.script = list(script)
+        self.sent: list[tuple[str, int]] = []
+        self.attempts = 0
+
+    async def send(self, batches):
+        self.attempts += 1
+        outcome = self.script.pop(0) if self.script else Outcome.ok()
+        if outcome.result.value == "ok":
+            for b in batches:
+                self.sent += [(b.tag, r["i"]) for _, r in b.entries]
+        return outcome
+
+
+async def fill(directory, batches):
+    j = Journal(directory)
+    j.recover()
+    await j.start()
+    for tag, ids in batches:
+        await j.append(tag, b"".join(pack([event_time(1_700_000_000, i), {"i": i}]) for i in ids), len(ids))
+    await j.close()
+
+
+def runner(tmp_path, output, match="**", **retry):
+    cfg = FileOutputConfig(type="file", name="fake", path="unused", match=match, retry_wait=0.01,
+                           retry_max_interval=0.05, **retry)
+    return OutputRunner(cfg, output, tmp_path / "journal", CursorStore(tmp_path / "cursors"),
+                        DeadLetterStore(tmp_path / "deadletter"))
+
+
+async def drain(r):
+    draining, stopping = asyncio.Event(), asyncio.Event()
+    draining.set()
+    await asyncio.wait_for(r.run(draining, stopping), 10)
+
+
+async def test_only_matching_tags_are_sent_and_the_cursor_moves_past_all(tmp_path):
+    await fill(tmp_path / "journal", [("a.x", [1, 2]), ("b.y", [3]), ("a.z", [4])])
+    out = ScriptedOutput()
+    await drain(runner(tmp_path, out, match="a.*"))
+    assert out.sent == [("a.x", 1), ("a.x", 2), ("a.z", 4)]
+    again = ScriptedOutput()
+    await drain(runner(tmp_path, again, match="a.*"))  # resumes from the committed cursor
+    assert again.sent == []
+
+
+async def test_retry_then_success_delivers_once(tmp_path):
+    await fill(tmp_path / "journal", [("t", [1, 2, 3])])
+    out = ScriptedOutput([Outcome.retry("503"), Outcome.retry("timeout")])
+    r = runner(tmp_path, out)
+    await drain(r)
+    assert out.attempts == 3 and out.sent == [("t", 1), ("t", 2), ("t", 3)]
+    assert r.stats["retries"] == 2
+    assert not (tmp_path / "deadletter").exists()
+
+
+async def test_fatal_goes_to_the_dead_letter_store_with_the_reason(tmp_path):
+    await fill(tmp_path / "journal", [("t", [1, 2]), ("t", [3])])
+    out = ScriptedOutput([Outcome.fatal("400 bad request: price")])
+    r = runner(tmp_path, out)
+    await drain(r)
+    lines = [orjson.loads(x) for x in (tmp_path / "deadletter/fake.jsonl").read_bytes().splitlines()]
+    # A FATAL answer covers the whole send: every record of it, each with the reason.
+    assert [(l["record"]["i"], l["reason"], l["tag"]) for l in lines] == [(i, "400 bad request: price", "t")
+                                                                        for i in (1, 2, 3)]
+    assert lines[0]["time"] == "2023-11-14T22:13:20.000000001Z"
+    assert r.stats["dead_lettered"] == 3
+    await fill(tmp_path / "journal", [("t", [4])])
+    await drain(runner(tmp_path, out))
+    assert out.sent == [("t", 4)]
+
+
+async def test_retries_running_out_dead_letter_instead_of_dropping(tmp_path):
+    await fill(tmp_path / "journal", [("t", [7])])
+    out = ScriptedOutput([Outcome.retry("down")] * 1000)
+    await drain(runner(tmp_path, out, retry_timeout=0.1))
+    [line] = [orjson.loads(x) for x in (tmp_path / "deadletter/fake.jsonl").read_bytes().splitlines()]
+    assert line["record"] == {"i": 7} and "retry_timeout reached; last error: down" in line["reason"]
+
+
+async def test_an_output_that_raises_is_retried_not_fatal(tmp_path):
+    await fill(tmp_path / "journal", [("t", [1])])
+
+    class Flaky(ScriptedOutput):
+        async def send(self, batches):
+            if self.attempts == 0:
+                self.attempts += 1
+                raise RuntimeError("bug")
+            return await super().send(batches)
+
+    out = Flaky()
+    await drain(runner(tmp_path, out))
+    assert out.sent == [("t", 1)]
+
+
+async def test_stopping_while_retrying_keeps_the_cursor_before_the_batch(tmp_path):
+    await fill(tmp_path / "journal", [("t", [1])])
+    r = runner(tmp_path, ScriptedOutput([Outcome.retry("down")] * 1000), retry_forever=True)
+    draining, stopping = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(r.run(draining, stopping))
+    await asyncio.sleep(0.2)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+    later = ScriptedOutput()
+    await drain(runner(tmp_path, later))
+    assert later.sent == [("t", 1)]
+
+
+async def test_file_output_path_template_per_tag(tmp_path):
+    await fill(tmp_path / "journal", [("game.a.purchase", [1]), ("game.b.purchase", [2])])
+    out = FileOutput("f", str(tmp_path / "out/{tag[1]}/{tag}.jsonl"))
+    cfg = FileOutputConfig(type="file", name="f", path=str(tmp_path / "out/{tag[1]}/{tag}.jsonl"))
+    await drain(OutputRunner(cfg, out, tmp_path / "journal", CursorStore(tmp_path / "c"), DeadLetterStore(tmp_path)))
+    await out.close()
+    a = orjson.loads((tmp_path / "out/a/game.a.purchase.jsonl").read_bytes())
+    assert a["tag"] == "game.a.purchase" and a["record"] == {"i": 1}
+    assert (tmp_path / "out/b/game.b.purchase.jsonl").exists()
+
+
+async def test_stdout_output_writes_json_lines(tmp_path):
+    await fill(tmp_path / "journal", [("t.out", [5])])
+    stream = io.BytesIO()
+    out = StdoutOutput("s", stream)
+    cfg = StdoutOutputConfig(type="stdout", name="s")
+    await drain(OutputRunner(cfg, out, tmp_path / "journal", CursorStore(tmp_path / "c"), DeadLetterStore(tmp_path)))
+    assert orjson.loads(stream.getvalue()) == {"tag": "t.out", "time": "2023-11-14T22:13:20.000000005Z",
+                                               "record": {"i": 5}}
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap():
+    s = RetrySchedule(retry_wait=1, retry_max_interval=30, retry_timeout=1000, rng=random.Random(1))
+    waits = [s.next_wait(0.0) for _ in range(8)]
+    for n, w in enumerate(waits):
+        base = min(2 ** n, 30)
+        assert base * 0.875 <= w <= base * 1.125
+    assert s.next_wait(1000.0) is None
+    forever = RetrySchedule(retry_wait=1, retry_max_interval=5, retry_timeout=1, retry_forever=True)
+    assert all(forever.next_wait(t) is not None for t in range(0, 10000, 100))
+    s.reset()
+    assert s.next_wait(2000.0) <= 1.125
+
+
+@pytest.mark.parametrize("policy", ["interval", "off"])
+async def test_other_fsync_policies_still_write_everything(tmp_path, policy):
+    j = Journal(tmp_path / "journal", fsync=policy, fsync_interval=0.01)
+    j.recover()
+    await j.start()
+    for k in range(20):
+        await j.append("t", pack([event_time(1_700_000_000, k), {"i": k}]), 1)
+    await asyncio.sleep(0.05)
+    await j.close()
+    out = ScriptedOutput()
+    await drain(runner(tmp_path, out))
+    assert [i for _, i in out.sent] == list(range(20))
+    assert (j.stats["fsyncs"] > 0) == (policy == "interval")
