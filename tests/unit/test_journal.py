@@ -20,6 +20,13 @@ def entries(n, start=0):
     return b"".join(pack([event_time(T, i), {"i": i}]) for i in range(start, start + n))
 
 
+async def started(directory, **options) -> Journal:
+    j = Journal(directory, **options)
+    j.recover()
+    await j.start()
+    return j
+
+
 def read_all(directory, position=None):
     reader = JournalReader(directory, position)
     out = []
@@ -49,9 +56,7 @@ def test_record_framing_round_trip_and_checks():
 
 
 async def test_appends_are_durable_in_order_and_concurrent_appends_share_fsyncs(tmp_path):
-    j = Journal(tmp_path, fsync="always")
-    j.recover()
-    await j.start()
+    j = await started(tmp_path, fsync="always")
     await asyncio.gather(*(j.append("t", entries(10, k * 10), 10) for k in range(50)))
     assert j.stats["fsyncs"] < 50  # group commit
     await j.close()
@@ -61,9 +66,7 @@ async def test_appends_are_durable_in_order_and_concurrent_appends_share_fsyncs(
 
 
 async def test_torn_tail_is_cut_and_everything_before_it_kept(tmp_path):
-    j = Journal(tmp_path)
-    j.recover()
-    await j.start()
+    j = await started(tmp_path)
     for k in range(5):
         await j.append("t", entries(10, k * 10), 10)
     await j.close()
@@ -84,9 +87,7 @@ async def test_torn_tail_is_cut_and_everything_before_it_kept(tmp_path):
 
 
 async def test_a_corrupt_record_is_cut_with_everything_after_it(tmp_path):
-    j = Journal(tmp_path)
-    j.recover()
-    await j.start()
+    j = await started(tmp_path)
     for k in range(3):
         await j.append("t", entries(2, k * 2), 2)
     await j.close()
@@ -103,9 +104,7 @@ async def test_a_corrupt_record_is_cut_with_everything_after_it(tmp_path):
 
 
 async def test_segments_roll_and_are_collected_once_every_cursor_passed(tmp_path):
-    j = Journal(tmp_path, segment_bytes=4096, max_bytes=1 << 20)
-    j.recover()
-    await j.start()
+    j = await started(tmp_path, segment_bytes=4096, max_bytes=1 << 20)
     for k in range(150):
         await j.append("t", entries(10, k * 10), 10)
     segs = j.segments()
@@ -135,9 +134,7 @@ async def test_full_journal_reports_full_until_collected(tmp_path):
 
 
 async def test_a_failed_write_is_rolled_back_and_not_acknowledged(tmp_path, monkeypatch):
-    j = Journal(tmp_path)
-    j.recover()
-    await j.start()
+    j = await started(tmp_path)
     await j.append("t", entries(1), 1)
     real_write = os.write
     calls = {"n": 0}
@@ -168,9 +165,7 @@ async def test_every_start_writes_a_new_segment(tmp_path):
 
 
 async def test_reader_waits_at_a_partial_record_and_resumes_from_a_cursor(tmp_path):
-    j = Journal(tmp_path)
-    j.recover()
-    await j.start()
+    j = await started(tmp_path)
     await j.append("t", entries(3), 3)
     events, pos = read_all(tmp_path)
     assert len(events) == 3
