@@ -195,7 +195,8 @@ class ForwardConnection(asyncio.Protocol):
             log.warning("input %s: peer %s: connection closed inside a frame (%d bytes dropped, not acked)",
                         self.server.name, self.peer, self.decoder.buffered)
         if self.inflight:
-            return True  # keep the write side open until the acks are out
+            self.closing = True  # close once the acks of what arrived are out
+            return True
         return False
 
     # -- frames ----------------------------------------------------------
@@ -231,8 +232,12 @@ class ForwardConnection(asyncio.Protocol):
         if count == 0:
             self._ack_now(frame.chunk)
             return
+        try:
+            fut = self.server.journal.submit(frame.tag, entries, count)
+        except RuntimeError as exc:
+            self.abort(f"not accepted, not acked: {exc}")
+            return
         stats["records"] += count
-        fut = self.server.journal.submit(frame.tag, entries, count)
         self.inflight.append((fut, frame.chunk))
         fut.add_done_callback(self._on_durable)
 

@@ -60,6 +60,7 @@ class Journal:
         self._writer: asyncio.Task | None = None
         self._syncer: asyncio.Task | None = None
         self._closing = False
+        self._broken: str | None = None
         self._room_listeners: list[Callable[[], None]] = []
         self.stats = {"appends": 0, "records": 0, "bytes": 0, "commits": 0, "fsyncs": 0,
                       "recovered_records": 0, "cut_bytes": 0, "write_errors": 0}
@@ -81,7 +82,7 @@ class Journal:
     async def start(self) -> None:
         self._wake = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="journal-writer")
-        self._writer.add_done_callback(_log_if_died)
+        self._writer.add_done_callback(self._writer_done)
         if self.fsync == "interval":
             self._syncer = asyncio.get_running_loop().create_task(self._interval_sync(), name="journal-fsync")
             self._syncer.add_done_callback(_log_if_died)
@@ -100,8 +101,8 @@ class Journal:
 
     def submit(self, tag: str, entries: bytes, count: int) -> asyncio.Future:
         """Queue one batch; the future resolves when it is durable (per policy)."""
-        if self._closing:
-            raise RuntimeError("journal is closed")
+        if self._closing or self._broken is not None:
+            raise RuntimeError(f"journal is not accepting writes: {self._broken or 'closed'}")
         fut = asyncio.get_running_loop().create_future()
         record = encode_record(batch_payload(tag, entries, count))
         self._pending.append(record)
@@ -244,6 +245,18 @@ class Journal:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
+
+
+    def _writer_done(self, task: asyncio.Task) -> None:
+        """The writer must never die silently: fail what waits on it, refuse new appends."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self._broken = f"journal writer died: {task.exception()!r}"
+        log.error("journal: %s", self._broken)
+        waiters, self._waiters, self._pending = self._waiters, [], []
+        for w in waiters:
+            if not w.done():
+                w.set_exception(RuntimeError(self._broken))
 
 
 def _log_if_died(task: asyncio.Task) -> None:
