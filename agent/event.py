@@ -13,6 +13,7 @@ second-resolution prefix cached, and the whole batch is written by one
 
 from __future__ import annotations
 
+import struct
 import time
 
 import msgpack
@@ -23,6 +24,7 @@ from agent.component import TagBatch
 from agent.protocol.forward import EVENT_TIME_EXT, unpack_event_time
 
 _NS = 1_000_000_000
+_EVENT_TIME = struct.Struct(">II")
 
 
 def _ext_hook(code: int, data: bytes):
@@ -87,16 +89,18 @@ class LineRenderer:
     def __init__(self):
         stamps: dict[int, str] = {}
 
+        unpack = _EVENT_TIME.unpack
+
         def time_hook(code: int, data: bytes):
             if code != EVENT_TIME_EXT or len(data) != 8:
                 return msgpack.ExtType(code, data)
-            seconds = int.from_bytes(data[:4], "big")
+            seconds, nanos = unpack(data)
             stamp = stamps.get(seconds)
             if stamp is None:
                 if len(stamps) > 4096:
                     stamps.clear()
                 stamp = stamps[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
-            return f"{stamp}{int.from_bytes(data[4:], 'big'):09d}Z"
+            return f"{stamp}{nanos:09d}Z"
 
         self._time_hook = time_hook
         self._decoder = msgspec.msgpack.Decoder(ext_hook=time_hook)

@@ -216,8 +216,10 @@ path = "out/events.jsonl"
         cpu0 = {p: cpu_seconds(p) for p in pids}
 
         t0 = time.perf_counter()
+        client_cpu0 = time.process_time()
         ingest_s, latencies, wire_bytes = asyncio.run(
             run_clients(port, payloads, args.records, args.connections, args.window))
+        client_cpu = time.process_time() - client_cpu0
         cpu_ingest = {p: cpu_seconds(p) - cpu0[p] for p in pids}
         out = work / "out/events.jsonl"
         state: dict = {}
@@ -253,6 +255,8 @@ path = "out/events.jsonl"
         print(f"  {names[p]:9s} process: CPU {cpu_ingest[p] / total * 1e6:6.2f} s per million records during ingest, "
               f"{cpu_total[p] / total * 1e6:6.2f} s per million end to end; peak RSS {rss[p]:6.1f} MB")
     print(f"  agent peak RSS (all processes): {sum(rss.values()):.1f} MB")
+    print(f"  the benchmark's own client used {client_cpu / total * 1e6:.2f} s of CPU per million records "
+          f"(it shares the machine's {os.cpu_count()} cores with the agent)")
     print(f"  ceiling: msgpack.Unpacker decodes the same entries at {ceiling:,.0f} records/s in one process")
     print(f"  ratio: ingest / Unpacker = {rate / ceiling:.2f}   end to end / Unpacker = {e2e / ceiling:.2f}")
     shutil.rmtree(work, ignore_errors=True)
