@@ -96,10 +96,16 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a live process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -230,6 +236,7 @@ path = "out/events.jsonl"
             time.sleep(0.02)
         e2e_s = time.perf_counter() - t0
         cpu_total = {p: cpu_seconds(p) - cpu0[p] for p in pids}
+        sys_share = {p: cpu_split(p)[1] / max(cpu_seconds(p), 1e-9) for p in pids}
         rss = {p: peak_rss_mb(p) for p in pids}
     finally:
         os.killpg(agent.pid, signal.SIGTERM)
@@ -253,7 +260,8 @@ path = "out/events.jsonl"
     print(f"  end to end (into the file): {e2e:12,.0f} records/s  ({e2e_s:.2f} s)")
     for p in pids:
         print(f"  {names[p]:9s} process: CPU {cpu_ingest[p] / total * 1e6:6.2f} s per million records during ingest, "
-              f"{cpu_total[p] / total * 1e6:6.2f} s per million end to end; peak RSS {rss[p]:6.1f} MB")
+              f"{cpu_total[p] / total * 1e6:6.2f} s per million end to end ({sys_share[p]:.0%} in the kernel); "
+              f"peak RSS {rss[p]:6.1f} MB")
     print(f"  agent peak RSS (all processes): {sum(rss.values()):.1f} MB")
     print(f"  the benchmark's own client used {client_cpu / total * 1e6:.2f} s of CPU per million records "
           f"(it shares the machine's {os.cpu_count()} cores with the agent)")
