@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from agent.config import AgentConfig
+from agent.deadletter import DeadLetterStore
 from agent.filters import FilterChain
 from agent.inputs import build_input
 from agent.journal.cursor import CursorStore, Position
@@ -110,7 +111,7 @@ class App:
         self.journal = Journal(self.paths.journal, fsync=j.fsync, fsync_interval=j.fsync_interval,
                                segment_bytes=j.segment_bytes, max_bytes=j.max_bytes)
         self.cursors = CursorStore(self.paths.cursors)
-        self.filters = FilterChain(cfg.filters)
+        self.filters = FilterChain(cfg.filters, DeadLetterStore(self.paths.deadletter))
         self.inputs = [build_input(i, self.journal, self.filters) for i in cfg.inputs]
         self.delivery = DeliveryProcess(self.config_path)
         self._stop = asyncio.Event()

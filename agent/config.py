@@ -173,7 +173,18 @@ class RecordTransformerConfig(Strict):
     remove_keys: list[str] = []
 
 
-FilterConfig = Annotated[Union[RecordTransformerConfig], Field(discriminator="type")]
+class HiveFilterConfig(Strict):
+    """Normalize purchase records to the Hive purchase_log spec (agent/hive/purchase_log.py)."""
+
+    type: Literal["hive"]
+    name: str | None = None
+    match: MatchPattern = "ha2union.game.*.purchase_log"
+    # strict: every spec violation dead-letters the record; otherwise only the
+    # fields mirroring needs do, and the rest are warnings.
+    strict: bool = True
+
+
+FilterConfig = Annotated[Union[RecordTransformerConfig, HiveFilterConfig], Field(discriminator="type")]
 
 
 # -- [[outputs]] -------------------------------------------------------------
@@ -193,6 +204,10 @@ class FileOutputConfig(OutputBase):
     # "{tag}" and "{tag[N]}" expand per event, e.g. "var/out/{tag}.jsonl".
     path: str
     fsync: bool = True
+    # "as_is" writes records as journaled; "snake" and "camel" write Hive-normalized
+    # records with the spec's names or the final store's camelCase column names,
+    # without the fields outside the spec.
+    key_style: Literal["as_is", "snake", "camel"] = "as_is"
 
     @field_validator("path")
     @classmethod
@@ -241,7 +256,7 @@ def _format_error(path: Path, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in (
-            "forward", "file", "stdout", "record_transformer")))
+            "forward", "file", "stdout", "record_transformer", "hive")))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

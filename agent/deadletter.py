@@ -26,15 +26,19 @@ class DeadLetterStore:
         return self.directory / f"{safe}.jsonl"
 
     def write(self, output_name: str, reason: str, batches: list[TagBatch]) -> int:
+        """Dead-letter whole batches that an output could not deliver, all for one reason."""
+        return self.write_records(output_name, [(b.tag, t, r, reason) for b in batches for t, r in b.entries])
+
+    def write_records(self, source: str, items: list[tuple[str, int, dict, str]]) -> int:
+        """Dead-letter records one by one: (tag, time_ns, record, reason)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         at = rfc3339_ns(time.time_ns())
         lines = []
-        for batch in batches:
-            for time_ns, record in batch.entries:
-                lines.append(orjson.dumps({"output": output_name, "reason": reason, "at": at, "tag": batch.tag,
-                                           "time": rfc3339_ns(time_ns), "time_ns": time_ns, "record": record},
-                                          default=_json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n")
-        fd = os.open(self.path(output_name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        for tag, time_ns, record, reason in items:
+            lines.append(orjson.dumps({"output": source, "reason": reason, "at": at, "tag": tag,
+                                       "time": rfc3339_ns(time_ns), "time_ns": time_ns, "record": record},
+                                      default=_json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+        fd = os.open(self.path(source), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, b"".join(lines))
             os.fsync(fd)

@@ -12,17 +12,22 @@ from agent.component import Filter
 from agent.routing import compile_pattern
 
 
-def _record_transformer(cfg) -> Filter:
+def _record_transformer(cfg, deadletters) -> Filter:
     from agent.filters.record_transformer import RecordTransformer
     return RecordTransformer(cfg)
 
 
-BUILDERS = {"record_transformer": _record_transformer}
+def _hive(cfg, deadletters) -> Filter:
+    from agent.filters.hive import HiveFilter
+    return HiveFilter(cfg, deadletters)
+
+
+BUILDERS = {"record_transformer": _record_transformer, "hive": _hive}
 
 
 class FilterChain:
-    def __init__(self, configs=()):
-        self._filters = [(compile_pattern(c.match), BUILDERS[c.type](c)) for c in configs]
+    def __init__(self, configs=(), deadletters=None):
+        self._filters = [(compile_pattern(c.match), BUILDERS[c.type](c, deadletters)) for c in configs]
         self._applies: dict[str, list[Filter]] = {}
 
     def _for(self, tag: str) -> list[Filter]:

@@ -7,7 +7,7 @@ from agent.component import Output
 
 def _file(cfg) -> Output:
     from agent.outputs.file import FileOutput
-    return FileOutput(cfg.name, cfg.path, fsync=cfg.fsync)
+    return FileOutput(cfg.name, cfg.path, fsync=cfg.fsync, key_style=cfg.key_style)
 
 
 def _stdout(cfg) -> Output:

@@ -1,0 +1,178 @@
+"""The Hive purchase_log normalizer: golden cases from the spec's own example, and properties."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.hive.purchase_log import SPEC_FIELDS, camel, normalize, spec_name
+
+TAG = "ha2union.game.misample.purchase_log"
+
+# The spec's own example (shared/seeds/003_…), as written there, inconsistencies included.
+SEED_EXAMPLE = {
+    "channel": "C2S", "uid": 111111111, "did": 222222222, "mac_address": "000000000000", "platform": "A",
+    "os_version": "6.0.1", "market": "GO", "game_index": "2414", "app_id": "com.com2us.misample",
+    "version": "2.4.1", "level": 21, "nationality": "us", "language": "en", "ip": "112.114.245.232",
+    "transaction_id": "GPA.3333-8449-4747-11111",
+    "product_id": "com.com2us.misample.normal.freefull.google.global.cash01", "product_name": "uc9c0",
+    "product_price": "1.99", "quantity": 1, "currency": "USD", "purchase_time": "2018-05-01 11:22:33",
+    "path": "gs", "server_ip": "114.114.245.239", "device_name": "samsung SM-G920P", "company": "C2S",
+    "game_language": "en", "device_language": "ko", "server_id": "KR-2",
+    "guid": "ca4bd34c867f4617a819ae139d8d6670", "hiveiap_purchase_test": "Y",
+}
+COMPLETE = dict(SEED_EXAMPLE, client_ip="112.114.245.232", giftee_uid=None, server_uid=5, character_id=0,
+                character_type_id=0, character_level=0, item_send_ok="Y", timezone="GMT+09:00",
+                product_name="지 Gem Pack")
+del COMPLETE["ip"]
+
+
+def fields(problems):
+    return sorted(p.field for p in problems)
+
+
+def test_the_seed_example_strict_names_every_missing_required_field():
+    n = normalize(SEED_EXAMPLE, TAG, strict=True)
+    assert not n.ok
+    assert fields(n.errors) == sorted(["giftee_uid", "server_uid", "character_id", "character_type_id",
+                                       "character_level", "item_send_ok"])
+    assert all(p.rule == "required by the spec" for p in n.errors)
+
+
+def test_the_seed_example_not_strict_is_normalized_with_warnings():
+    n = normalize(SEED_EXAMPLE, TAG, strict=False)
+    assert n.ok
+    r = n.record
+    assert r["client_ip"] == "112.114.245.232" and "ip" not in r  # alias
+    assert r["game_index"] == 2414  # "2414" → smallint
+    assert r["product_price"] == 1.99 and isinstance(r["product_price"], float)
+    assert r["nationality"] == "US"
+    assert r["category"] == "misample_purchase_log"
+    assert r["timezone"] == "GMT+09:00"  # absent → KST, as Hive does
+    assert r["guid"] == "ca4bd34c867f4617a819ae139d8d6670"
+    assert n.extra == {}
+    warned = fields(n.warnings)
+    assert "ip" in warned and "timezone" in warned and "product_name" in warned and "server_uid" in warned
+
+
+def test_a_complete_record_is_valid_and_untouched_where_already_right():
+    n = normalize(COMPLETE, TAG)
+    assert n.ok, n.errors
+    assert n.warnings == []
+    assert n.record["giftee_uid"] is None  # null means "not a gift": kept
+    assert set(n.record) <= set(SPEC_FIELDS)
+
+
+@pytest.mark.parametrize("key", ["server_id", "serverId", "serverid", "SERVER_ID"])
+def test_every_spelling_maps_to_the_spec_name(key):
+    rec = dict(COMPLETE)
+    del rec["server_id"]
+    rec[key] = "KR-2"
+    n = normalize(rec, TAG)
+    assert n.ok and n.record["server_id"] == "KR-2"
+
+
+def test_the_spec_spelling_wins_over_an_alias():
+    n = normalize(dict(COMPLETE, ip="10.0.0.1"), TAG)
+    assert n.record["client_ip"] == "112.114.245.232"
+    assert any(p.field == "ip" for p in n.warnings)
+
+
+@pytest.mark.parametrize("field_,value,rule", [
+    ("product_price", "1,000.00", "plain decimal"),
+    ("product_price", "$1.99", "plain decimal"),
+    ("product_price", True, "boolean"),
+    ("nationality", "USA", "longer than 2"),
+    ("nationality", "K1", "does not match"),
+    ("game_index", "99999", "out of range"),
+    ("game_index", "12a", "integer"),
+    ("client_ip", "999.1.1.1", "IPv4"),
+    ("platform", "ios", "not one of"),
+    ("market", "apple", "not one of"),
+    ("currency", "dollars", "longer than 3"),
+    ("currency", "U5D", "does not match"),
+    ("purchase_time", "yesterday", "ISO 8601"),
+    ("purchase_time", "2018-02-30 11:22:33", "day is out of range"),
+    ("product_name", "x" * 129, "longer than 128"),
+    ("item_send_ok", "yes", "not one of"),
+])
+def test_what_does_not_fit_is_an_error_naming_field_value_and_rule(field_, value, rule):
+    n = normalize(dict(COMPLETE, **{field_: value}), TAG)
+    [problem] = [p for p in n.errors if p.field == field_]
+    assert problem.value == value and rule in problem.rule
+    assert field_ not in n.record
+
+
+def test_coercions_the_sources_need():
+    n = normalize(dict(COMPLETE, currency="usd", nationality=" kr ", language="EN", product_price=2, uid="42"), TAG)
+    assert n.ok
+    assert (n.record["currency"], n.record["nationality"], n.record["language"]) == ("USD", "KR", "en")
+    assert n.record["product_price"] == 2.0 and n.record["uid"] == 42
+
+
+def test_iso_purchase_time_fills_or_follows_the_timezone():
+    n = normalize(dict(COMPLETE, purchase_time="2026-11-22T03:06:36.745Z", timezone=None), TAG)
+    assert (n.record["purchase_time"], n.record["timezone"]) == ("2026-11-22 03:06:36", "GMT+00:00")
+    n = normalize(dict(COMPLETE, purchase_time="2026-11-22T03:06:36Z", timezone="GMT+09:00"), TAG)
+    assert (n.record["purchase_time"], n.record["timezone"]) == ("2026-11-22 12:06:36", "GMT+09:00")
+    n = normalize(dict(COMPLETE, timezone="GMT+10:30"), TAG)
+    assert n.record["timezone"] == "GMT+10:30"
+    n = normalize(dict(COMPLETE, timezone="bogus"), TAG)
+    assert n.ok and n.record["timezone"] == "GMT+09:00" and fields(n.warnings) == ["timezone"]
+
+
+def test_fields_outside_the_spec_are_kept_apart_for_the_mirrors():
+    n = normalize(dict(COMPLETE, appsflyer_id="1234-abc", idfa="AAAA", advertising_id="gaid"), TAG)
+    assert n.extra == {"appsflyer_id": "1234-abc", "idfa": "AAAA", "advertising_id": "gaid"}
+    assert "appsflyer_id" not in n.record
+
+
+def test_category_comes_from_the_tag_unless_the_record_has_a_valid_one():
+    assert normalize(COMPLETE, "ha2union.game.derby.purchase_log").record["category"] == "derby_purchase_log"
+    assert normalize(dict(COMPLETE, category="other_purchase_log"), TAG).record["category"] == "other_purchase_log"
+    n = normalize(dict(COMPLETE, category="junk"), TAG)
+    assert n.record["category"] == "misample_purchase_log" and "category" in fields(n.warnings)
+
+
+def test_guid_is_generated_when_absent():
+    rec = dict(COMPLETE)
+    del rec["guid"]
+    a, b = normalize(rec, TAG).record["guid"], normalize(rec, TAG).record["guid"]
+    assert len(a) == 32 and a != b
+
+
+def test_not_strict_only_mirror_fields_are_hard_errors():
+    rec = dict(COMPLETE)
+    del rec["transaction_id"], rec["server_uid"]
+    n = normalize(rec, TAG, strict=False)
+    assert fields(n.errors) == ["transaction_id"]
+    assert "server_uid" in fields(n.warnings)
+
+
+def test_camel_case_names_of_the_final_store():
+    assert [camel(f) for f in ("server_id", "os_version", "game_index", "hiveiap_purchase_test", "client_ip")] == \
+           ["serverId", "osVersion", "gameIndex", "hiveiapPurchaseTest", "clientIp"]
+    assert spec_name("hiveiapPurchaseTest") == "hiveiap_purchase_test" and spec_name("nope") is None
+
+
+values = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                   st.text(max_size=40), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
+                                                                                            st.integers(), max_size=2))
+keys = st.one_of(st.sampled_from(list(SPEC_FIELDS) + ["ip", "serverId", "osversion", "appsflyer_id"]),
+                 st.text(max_size=12))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(keys, values, max_size=12), st.booleans())
+def test_normalize_never_raises_and_is_idempotent(record, strict):
+    n = normalize(record, TAG, strict=strict)
+    if n.ok:
+        again = normalize(n.record, TAG, strict=strict)
+        assert again.ok and again.record == n.record
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.fixed_dictionaries({k: st.just(v) for k, v in COMPLETE.items()}), st.sampled_from(list(COMPLETE)),
+       values)
+def test_a_complete_record_with_one_field_changed_is_either_valid_or_names_that_field(record, key, value):
+    n = normalize(dict(record, **{key: value}), TAG)
+    assert n.ok or {p.field for p in n.errors} <= {key, "uid"}
