@@ -23,7 +23,6 @@ are kept apart in ``extra`` for the vendor mirrors (appsflyer_id, idfa, …).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -49,17 +48,6 @@ INT16 = (-(2**15), 2**15 - 1)
 
 
 # -- coercions (only those the sources need) ----------------------------------
-
-def _integer(value: Any) -> Any:
-    """``"2414"`` → 2414; bools and floats are not integers here."""
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not an integer")
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
 
 def _price(value: Any) -> Any:
     """``"1.99"`` → 1.99, kept exact: refused if the float would not print back the same decimal."""
@@ -90,19 +78,24 @@ def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_DOTTED_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def _ipv4(value: Any) -> Any:
     if isinstance(value, str):
-        try:
-            ipaddress.IPv4Address(value.strip())
-        except ValueError:
-            raise ValueError("not a dotted IPv4 address") from None
-        return value.strip()
+        text = value.strip()
+        if not _DOTTED_IPV4.fullmatch(text):
+            raise ValueError("not a dotted IPv4 address")
+        return text
     return value
 
 
-Int64 = Annotated[int, BeforeValidator(_integer), Field(ge=INT64[0], le=INT64[1])]
-Int32 = Annotated[int, BeforeValidator(_integer), Field(ge=INT32[0], le=INT32[1])]
-Int16 = Annotated[int, BeforeValidator(_integer), Field(ge=INT16[0], le=INT16[1])]
+# pydantic's lax int takes "2414" and 2.0 natively; booleans are refused before
+# validation (normalize), since True is not an id.
+Int64 = Annotated[int, Field(ge=INT64[0], le=INT64[1])]
+Int32 = Annotated[int, Field(ge=INT32[0], le=INT32[1])]
+Int16 = Annotated[int, Field(ge=INT16[0], le=INT16[1])]
 IPv4 = Annotated[str, BeforeValidator(_ipv4), Field(max_length=15)]
 
 
@@ -162,12 +155,15 @@ class PurchaseLog(BaseModel):
     vid: Int64 | None = None
     mac_address: Str(12, pattern=r"^([0-9A-Fa-f]{12})?$") | None = None
     item_send_ok: Literal["Y", "N", ""] | None = None
-    is_emulator: Annotated[Literal[0, 1, 2], BeforeValidator(_integer)] | None = None
+    is_emulator: Annotated[int, Field(ge=0, le=2)] | None = None  # 0 device, 1 PC emulator, 2 PC build
     guid: Str(64) | None = None
     hiveiap_purchase_test: Str(100) | None = None
 
 
 SPEC_FIELDS: tuple[str, ...] = tuple(PurchaseLog.model_fields)
+_SPEC_SET = frozenset(SPEC_FIELDS)
+INTEGER_FIELDS = frozenset(name for name, f in PurchaseLog.model_fields.items()
+                           if "int" in repr(f.annotation) and name != "is_emulator") | {"is_emulator"}
 # Required by the spec (Y). uid/extra_uid: one of the two.
 REQUIRED = ("channel", "did", "platform", "os_version", "market", "game_index", "app_id", "version", "nationality",
             "client_ip", "transaction_id", "product_id", "product_name", "product_price", "currency", "quantity",
@@ -192,11 +188,19 @@ _SPELLINGS: dict[str, str] = {_squash(f): f for f in SPEC_FIELDS}
 CAMEL_NAMES: dict[str, str] = {f: camel(f) for f in SPEC_FIELDS}
 
 
+_NAME_CACHE: dict[str, str | None] = {}
+
+
 def spec_name(key: str) -> str | None:
     """The spec's name for any spelling of a field (snake, camel, squashed, alias), or None."""
-    if key in ALIASES:
-        return ALIASES[key]
-    return _SPELLINGS.get(_squash(key))
+    try:
+        return _NAME_CACHE[key]
+    except KeyError:
+        pass
+    name = ALIASES[key] if key in ALIASES else _SPELLINGS.get(_squash(key))
+    if len(_NAME_CACHE) < 10_000:  # bounded: keys come from senders
+        _NAME_CACHE[key] = name
+    return name
 
 
 @dataclass(frozen=True)
@@ -228,7 +232,7 @@ def category_for_tag(tag: str) -> str | None:
     return None
 
 
-_ISO_OFFSET = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+_PLAIN_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 
 
 def _purchase_time(value: Any, record_tz: str | None) -> tuple[str, str | None]:
@@ -236,10 +240,10 @@ def _purchase_time(value: Any, record_tz: str | None) -> tuple[str, str | None]:
     if not isinstance(value, str):
         raise ValueError("not a date-time string")
     text = value.strip()
-    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})", text)
+    m = _PLAIN_TIME.fullmatch(text)
     if m:
-        datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H:%M:%S")  # real date?
-        return f"{m.group(1)} {m.group(2)}", None
+        datetime(*map(int, m.groups()))  # a real date and time? (ValueError names what is not)
+        return f"{m[1]}-{m[2]}-{m[3]} {m[4]}:{m[5]}:{m[6]}", None
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -294,28 +298,32 @@ def _rule_of(err: dict) -> str:
 
 def normalize(record: dict, tag: str, *, strict: bool = True, new_guid=lambda: uuid.uuid4().hex) -> Normalized:
     """Normalize one purchase record to the spec. Never raises for bad data: reports it."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any]
     extra: dict[str, Any] = {}
     problems: list[Problem] = []
     warnings: list[Problem] = []
     via_alias: dict[str, str] = {}
-    for key, value in record.items():
-        name = spec_name(key) if isinstance(key, str) else None
-        if name is None:
-            extra[key] = value
-            continue
-        if name in out:
-            # The spec's own spelling wins over an alias or another spelling.
-            if key == name:
-                warnings.append(Problem(via_alias.get(name, name), out[name], f"replaced by {name}"))
-                out[name] = value
-                via_alias.pop(name, None)
-            else:
-                warnings.append(Problem(key, value, f"ignored: {name} is also present"))
-            continue
-        out[name] = value
-        if key != name:
-            via_alias[name] = key
+    if _SPEC_SET.issuperset(record):
+        out = dict(record)  # the common case: already spelled as the spec spells it
+    else:
+        out = {}
+        for key, value in record.items():
+            name = spec_name(key) if isinstance(key, str) else None
+            if name is None:
+                extra[key] = value
+                continue
+            if name in out:
+                # The spec's own spelling wins over an alias or another spelling.
+                if key == name:
+                    warnings.append(Problem(via_alias.get(name, name), out[name], f"replaced by {name}"))
+                    out[name] = value
+                    via_alias.pop(name, None)
+                else:
+                    warnings.append(Problem(key, value, f"ignored: {name} is also present"))
+                continue
+            out[name] = value
+            if key != name:
+                via_alias[name] = key
     for name, key in via_alias.items():
         if key in ALIASES:
             warnings.append(Problem(key, out[name], f"alias of {name}; Hive drops {key}"))
@@ -352,6 +360,10 @@ def normalize(record: dict, tag: str, *, strict: bool = True, new_guid=lambda: u
 
     if not out.get("guid"):
         out["guid"] = new_guid()
+
+    for name in INTEGER_FIELDS.intersection(out):
+        if isinstance(out[name], bool):
+            problems.append(Problem(name, out.pop(name), "a boolean is not an integer"))
 
     # Validate field by field so one bad value names itself and keeps the rest.
     try:
