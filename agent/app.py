@@ -111,7 +111,7 @@ class App:
         self.journal = Journal(self.paths.journal, fsync=j.fsync, fsync_interval=j.fsync_interval,
                                segment_bytes=j.segment_bytes, max_bytes=j.max_bytes)
         self.cursors = CursorStore(self.paths.cursors)
-        self.filters = FilterChain(cfg.filters, DeadLetterStore(self.paths.deadletter))
+        self.filters = FilterChain(cfg.filters, DeadLetterStore(self.paths.deadletter), self.paths.root)
         self.inputs = [build_input(i, self.journal, self.filters) for i in cfg.inputs]
         self.delivery = DeliveryProcess(self.config_path)
         self._stop = asyncio.Event()

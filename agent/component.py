@@ -86,3 +86,7 @@ class Filter:
 
     def apply(self, tag: str, entries: list) -> list:
         raise NotImplementedError
+
+    def take_settle(self):
+        """A callable told whether the last apply's records reached the journal, or None."""
+        return None

@@ -182,6 +182,8 @@ class HiveFilterConfig(Strict):
     # strict: every spec violation dead-letters the record; otherwise only the
     # fields mirroring needs do, and the rest are warnings.
     strict: bool = True
+    # A purchase (app_id, transaction_id) seen within this window is delivered once; 0 turns it off.
+    dedup_window: Duration = 7 * 86400.0
 
 
 FilterConfig = Annotated[Union[RecordTransformerConfig, HiveFilterConfig], Field(discriminator="type")]

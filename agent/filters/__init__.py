@@ -6,28 +6,35 @@ matches are decoded, changed and packed again.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable
+
 import msgpack
 
 from agent.component import Filter
 from agent.routing import compile_pattern
 
 
-def _record_transformer(cfg, deadletters) -> Filter:
+def _record_transformer(cfg, deadletters, data_dir) -> Filter:
     from agent.filters.record_transformer import RecordTransformer
     return RecordTransformer(cfg)
 
 
-def _hive(cfg, deadletters) -> Filter:
+def _hive(cfg, deadletters, data_dir) -> Filter:
+    from agent.filters.dedup import DedupStore
     from agent.filters.hive import HiveFilter
-    return HiveFilter(cfg, deadletters)
+    dedup = None
+    if cfg.dedup_window > 0:
+        dedup = DedupStore(Path(data_dir) / "state" / f"dedup-{cfg.name}.sqlite", cfg.dedup_window)
+    return HiveFilter(cfg, deadletters, dedup)
 
 
 BUILDERS = {"record_transformer": _record_transformer, "hive": _hive}
 
 
 class FilterChain:
-    def __init__(self, configs=(), deadletters=None):
-        self._filters = [(compile_pattern(c.match), BUILDERS[c.type](c, deadletters)) for c in configs]
+    def __init__(self, configs=(), deadletters=None, data_dir="var"):
+        self._filters = [(compile_pattern(c.match), BUILDERS[c.type](c, deadletters, data_dir)) for c in configs]
         self._applies: dict[str, list[Filter]] = {}
 
     def _for(self, tag: str) -> list[Filter]:
@@ -41,12 +48,29 @@ class FilterChain:
     def applies(self, tag: str) -> bool:
         return bool(self._filters) and bool(self._for(tag))
 
-    def apply(self, tag: str, entries: bytes) -> tuple[bytes, int]:
+    def apply(self, tag: str, entries: bytes) -> tuple[bytes, int, Callable[[bool], None] | None]:
+        """Run the filters; returns the entries, their count, and a callable to tell
+        the filters whether the result reached the journal (or None)."""
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape",
                                     max_buffer_size=max(len(entries), 1024))
         unpacker.feed(entries)
         pairs = list(unpacker)  # [[EventTime ext, record], ...]
+        settles = []
         for f in self._for(tag):
             pairs = f.apply(tag, pairs)
+            settle = f.take_settle()
+            if settle is not None:
+                settles.append(settle)
         packer = msgpack.Packer(unicode_errors="surrogateescape")
-        return b"".join(packer.pack(p) for p in pairs), len(pairs)
+        return b"".join(packer.pack(p) for p in pairs), len(pairs), _combine(settles)
+
+
+def _combine(settles: list):
+    if not settles:
+        return None
+
+    def settle(durable: bool) -> None:
+        for s in settles:
+            s(durable)
+
+    return settle

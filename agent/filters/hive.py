@@ -14,6 +14,7 @@ import logging
 import msgpack
 
 from agent.component import Filter
+from agent.filters.dedup import DedupStore
 from agent.hive.purchase_log import normalize
 from agent.protocol.forward import unpack_event_time
 
@@ -23,14 +24,16 @@ EXTRA_KEY = "_extra"
 
 
 class HiveFilter(Filter):
-    def __init__(self, cfg, deadletters):
+    def __init__(self, cfg, deadletters, dedup: DedupStore | None = None):
         self.name = cfg.name
         self.strict = cfg.strict
         self.deadletters = deadletters
-        self.stats = {"valid": 0, "invalid": 0, "warnings": 0}
+        self.dedup = dedup
+        self.stats = {"valid": 0, "invalid": 0, "warnings": 0, "duplicates": 0}
+        self._reserved: list = []
 
     def apply(self, tag: str, entries: list) -> list:
-        kept = []
+        normalized = []
         rejected = []
         warned = 0
         for time_ext, record in entries:
@@ -45,8 +48,9 @@ class HiveFilter(Filter):
             clean = result.record
             if result.extra:
                 clean[EXTRA_KEY] = result.extra
-            kept.append([time_ext, clean])
-        self.stats["valid"] += len(kept)
+            normalized.append([time_ext, clean])
+        kept = self._drop_duplicates(tag, normalized) if self.dedup is not None else normalized
+        self.stats["valid"] += len(normalized)
         self.stats["warnings"] += warned
         if rejected:
             self.stats["invalid"] += len(rejected)
@@ -54,6 +58,38 @@ class HiveFilter(Filter):
             log.warning("filter %s: tag %s: %d of %d records invalid, dead-lettered (first: %s)",
                         self.name, tag, len(rejected), len(entries), rejected[0][3])
         return kept
+
+
+    def _drop_duplicates(self, tag: str, entries: list) -> list:
+        keys = [(str(r.get("app_id")), str(r.get("transaction_id"))) for _, r in entries]
+        known = self.dedup.committed(keys)
+        kept = []
+        for entry, key in zip(entries, keys):
+            if key in known or key in self.dedup.pending:
+                self.stats["duplicates"] += 1
+                continue
+            self.dedup.reserve(key)
+            self._reserved.append(key)
+            kept.append(entry)
+        if len(kept) < len(entries):
+            log.info("filter %s: tag %s: %d duplicate purchases dropped (transaction_id seen within the window)",
+                     self.name, tag, len(entries) - len(kept))
+        return kept
+
+    def take_settle(self):
+        """After apply: a callable told whether the kept records reached the journal."""
+        if not self._reserved:
+            return None
+        keys, self._reserved = self._reserved, []
+        dedup = self.dedup
+
+        def settle(durable: bool) -> None:
+            if durable:
+                dedup.commit(keys)
+            else:
+                dedup.release(keys)
+
+        return settle
 
 
 def _ns(time_ext) -> int:

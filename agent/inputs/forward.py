@@ -227,16 +227,21 @@ class ForwardConnection(asyncio.Protocol):
         entries, count = frame.entries, frame.count
         if count and (self.cfg.source_address_key or self.cfg.source_hostname_key):
             entries = self._inject_source(entries)
+        settle = None
         if count and self.server.filters.applies(frame.tag):
-            entries, count = self.server.filters.apply(frame.tag, entries)
+            entries, count, settle = self.server.filters.apply(frame.tag, entries)
         if count == 0:
             self._ack_now(frame.chunk)
             return
         try:
             fut = self.server.journal.submit(frame.tag, entries, count)
         except RuntimeError as exc:
+            if settle is not None:
+                settle(False)
             self.abort(f"not accepted, not acked: {exc}")
             return
+        if settle is not None:
+            fut.add_done_callback(lambda f: settle(not f.cancelled() and f.exception() is None))
         stats["records"] += count
         self.inflight.append((fut, frame.chunk))
         fut.add_done_callback(self._on_durable)

@@ -38,3 +38,35 @@ def test_purchases_are_normalized_invalid_ones_dead_lettered_other_tags_untouche
     assert "product_price='1,99': not a plain decimal number" in dead["reason"]
     assert dead["time"] == "2023-11-14T22:13:20.000000042Z"
     assert "1 of 2 records invalid, dead-lettered" in agent.log()
+
+
+def test_a_resent_purchase_is_delivered_once_even_across_restarts(tmp_path):
+    cfg = forward_input() + HIVE_FILTER + file_output(path="out/hive.jsonl", key_style="snake")
+    tag = "ha2union.game.misample.purchase_log"
+    t = event_time(1_700_000_000)
+    first, second = dict(COMPLETE, transaction_id="T-1"), dict(COMPLETE, transaction_id="T-2")
+    with Agent(tmp_path, cfg) as agent:
+        client = ForwardClient(agent.port)
+        client.send_chunk(tag, [[t, first], [t, first], [t, second]], "c1")  # a duplicate inside one chunk
+        client.send_chunk(tag, [[t, first]], "c2")  # a game server re-sending
+        client.close()
+        agent.wait_for_records("transaction_id", {"T-1", "T-2"}, path="out/hive.jsonl")
+        assert agent.stop() == 0
+    with Agent(tmp_path, cfg) as agent:
+        client = ForwardClient(agent.port)
+        client.send_chunk(tag, [[t, second], [t, dict(COMPLETE, transaction_id="T-3")]], "c3")
+        client.close()
+        lines = agent.wait_for_records("transaction_id", {"T-1", "T-2", "T-3"}, path="out/hive.jsonl")
+        assert agent.stop() == 0
+    assert sorted(l["record"]["transaction_id"] for l in agent.output_lines("out/hive.jsonl")) == ["T-1", "T-2", "T-3"]
+    assert "duplicate purchases dropped" in (tmp_path / "agent.log").read_text()
+
+
+def test_dedup_window_zero_lets_every_copy_through(tmp_path):
+    cfg = forward_input() + HIVE_FILTER + 'dedup_window = 0\n' + file_output(path="out/hive.jsonl")
+    with Agent(tmp_path, cfg) as agent:
+        client = ForwardClient(agent.port)
+        rec = dict(COMPLETE, transaction_id="T-9")
+        client.send_chunk("ha2union.game.misample.purchase_log", [[event_time(1_700_000_000), rec]] * 3, "c")
+        client.close()
+        assert len(agent.wait_for_output(3, path="out/hive.jsonl")) == 3
