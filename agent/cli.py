@@ -63,6 +63,8 @@ def cmd_check(path: str) -> int:
         print(f"filter {f.name}: {f.type} match {f.match!r}")
     for o in cfg.outputs:
         where = f" path {o.path}" if o.type == "file" else ""
+        if o.type == "forward":
+            where = " to " + ", ".join(f"{s.host}:{s.port}" for s in o.servers)
         print(f"output {o.name}: {o.type} match {o.match!r}{where}")
     return 0
 

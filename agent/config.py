@@ -223,7 +223,48 @@ class StdoutOutputConfig(OutputBase):
     type: Literal["stdout"]
 
 
-OutputConfig = Annotated[Union[FileOutputConfig, StdoutOutputConfig], Field(discriminator="type")]
+class ForwardServer(Strict):
+    host: str
+    port: int = Field(24224, ge=1, le=65535)
+    weight: int = Field(60, ge=1)
+    standby: bool = False
+
+
+class ForwardOutputConfig(OutputBase):
+    """Fluentd out_forward to aggregators (the Hive collectors)."""
+
+    type: Literal["forward"]
+    servers: list[ForwardServer] = Field(min_length=1)
+    require_ack_response: bool = False
+    ack_response_timeout: Duration = 190.0
+    connect_timeout: Duration = 10.0
+    recover_wait: Duration = 10.0
+    keepalive: bool = True
+    compress: Literal["text", "gzip"] = "text"
+    shared_key: Secret | None = None
+    self_hostname: str = Field(default_factory=socket.gethostname)
+    username: str | None = None
+    password: Secret | None = None
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_verify: bool = True
+    tls_verify_hostname: bool = True
+    tls_cert: Path | None = None  # a client certificate, when the server asks for one
+    tls_key: Path | None = None
+    # The fields outside the Hive spec (kept by the hive filter for the mirrors) never reach the servers.
+    strip_extra: bool = True
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.username and self.shared_key is None:
+            raise ValueError("username needs shared_key (the handshake carries it)")
+        return self
+
+
+OutputConfig = Annotated[Union[FileOutputConfig, StdoutOutputConfig, ForwardOutputConfig],
+                         Field(discriminator="type")]
 
 
 class AgentConfig(Strict):

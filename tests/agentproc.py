@@ -154,3 +154,18 @@ class Agent:
 
     def __exit__(self, *exc) -> None:
         self.kill()
+
+
+def forward_output(servers: list[tuple[str, int]], name: str = "hive", match: str = "**", **options) -> str:
+    lines = ["[[outputs]]", 'type = "forward"', f"name = {_toml(name)}", f"match = {_toml(match)}",
+             "servers = [" + ", ".join(f'{{ host = "{h}", port = {p} }}' for h, p in servers) + "]"]
+    for k, v in options.items():
+        lines.append(f"{k} = {_toml(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -107,6 +107,12 @@ def peek_tag(payload: bytes) -> str:
     return payload[start:end].decode("utf-8")
 
 
+def batch_entries(payload: bytes) -> bytes:
+    """The concatenated entries of a batch payload (a PackedForward payload as is)."""
+    _, end = _tag_span(payload)
+    return payload[end + 5:]
+
+
 def batch_count(payload: bytes) -> int:
     """How many entries a batch payload holds (its array32 header)."""
     _, end = _tag_span(payload)

@@ -15,7 +15,12 @@ def _stdout(cfg) -> Output:
     return StdoutOutput(cfg.name)
 
 
-BUILDERS = {"file": _file, "stdout": _stdout}
+def _forward(cfg) -> Output:
+    from agent.outputs.forward import ForwardOutput
+    return ForwardOutput(cfg)
+
+
+BUILDERS = {"file": _file, "stdout": _stdout, "forward": _forward}
 
 
 def build_output(cfg) -> Output:

@@ -1,0 +1,247 @@
+"""``type = "forward"``: Fluentd out_forward, for the Hive collectors.
+
+What matters for Hive, as Fluentd's out_forward does it:
+
+* several servers with weights, picked by smooth weighted round robin among
+  the healthy ones (``standby`` servers only when no primary is healthy); a
+  server that fails is skipped for ``recover_wait`` and the same events fail
+  over to the next one within the same send;
+* each journal batch goes as one PackedForward message (gzip with
+  ``compress = "gzip"``) with a fresh ``chunk`` id; with
+  ``require_ack_response`` the send succeeds only when every chunk's ack has
+  come back within ``ack_response_timeout``, else the delivery loop sends it
+  again (at-least-once: a chunk acked just before a failure can repeat; Hive
+  drops repeated transaction_ids);
+* the shared-key handshake (HELO/PING/PONG, users), TLS, and keepalive
+  connections.
+
+The journal batch payload already holds PackedForward entries, so nothing is
+re-encoded, except to take out the fields outside the Hive spec that the hive
+filter keeps for the mirrors (``_extra``): they never reach Hive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import ssl
+import time
+from dataclasses import dataclass
+
+import msgpack
+
+from agent.component import Outcome, Output, TagBatch
+from agent.errors import ProtocolError
+from agent.journal.record import batch_count, batch_entries
+from agent.protocol import forward as fwd
+
+log = logging.getLogger("agent.output.forward")
+
+EXTRA_MARKER = b"\xa6_extra"  # msgpack fixstr "_extra"
+
+
+class SendError(Exception):
+    pass
+
+
+@dataclass
+class _Server:
+    host: str
+    port: int
+    weight: int
+    standby: bool
+    current: int = 0
+    down_until: float = 0.0
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    unpacker: msgpack.Unpacker | None = None
+    last_error: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ForwardOutput(Output):
+    def __init__(self, cfg):
+        self.name = cfg.name
+        self.cfg = cfg
+        self.servers = [_Server(s.host, s.port, s.weight, s.standby) for s in cfg.servers]
+        self.shared_key = cfg.shared_key.get_secret_value().encode() if cfg.shared_key else None
+        self.self_hostname = cfg.self_hostname.encode()
+        self.username = (cfg.username or "").encode()
+        self.password = cfg.password.get_secret_value().encode() if cfg.password else b""
+        self.ssl = self._ssl_context() if cfg.tls else None
+        self.salt = os.urandom(16).hex().encode()  # Fluentd's salt: SecureRandom.hex(16)
+        self.stats = {"chunks": 0, "acks": 0, "failovers": 0}
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        cfg = self.cfg
+        ctx = ssl.create_default_context(cafile=str(cfg.tls_ca) if cfg.tls_ca else None)
+        ctx.check_hostname = cfg.tls_verify_hostname
+        if not cfg.tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if cfg.tls_cert:
+            ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+        return ctx
+
+    # -- server choice -------------------------------------------------------
+
+    def _pick(self, exclude: set[int]) -> int | None:
+        now = time.monotonic()
+        healthy = [i for i, s in enumerate(self.servers) if i not in exclude and s.down_until <= now]
+        primaries = [i for i in healthy if not self.servers[i].standby]
+        pool = primaries or healthy
+        if not pool:
+            return None
+        total = sum(self.servers[i].weight for i in pool)
+        for i in pool:
+            self.servers[i].current += self.servers[i].weight
+        best = max(pool, key=lambda i: self.servers[i].current)
+        self.servers[best].current -= total
+        return best
+
+    # -- sending ---------------------------------------------------------------
+
+    async def send(self, batches: list[TagBatch]) -> Outcome:
+        messages = []
+        chunks = []
+        for batch in batches:
+            entries, count = self._entries_for_hive(batch)
+            if not count:
+                continue
+            chunk = base64.b64encode(os.urandom(16)).decode()
+            messages.append(fwd.packed_forward(batch.tag, entries, count, chunk, compress=self.cfg.compress == "gzip"))
+            chunks.append(chunk)
+        if not messages:
+            return Outcome.ok()
+        tried: set[int] = set()
+        errors = []
+        while True:
+            index = self._pick(tried)
+            if index is None:
+                break
+            tried.add(index)
+            server = self.servers[index]
+            try:
+                await self._send_to(server, messages, chunks)
+                self.stats["chunks"] += len(chunks)
+                return Outcome.ok()
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError, SendError,
+                    ssl.SSLError) as exc:
+                reason = _describe(exc)
+                server.last_error = reason
+                server.down_until = time.monotonic() + self.cfg.recover_wait
+                self._close(server)
+                errors.append(f"{server.name}: {reason}")
+                log.warning("output %s: server %s failed (%s); it is skipped for %.0fs",
+                            self.name, server.name, reason, self.cfg.recover_wait)
+                self.stats["failovers"] += 1
+        if not errors:
+            errors = [f"{s.name}: down ({s.last_error or 'recovering'})" for s in self.servers]
+        return Outcome.retry("no server took the chunks: " + "; ".join(errors))
+
+    def _entries_for_hive(self, batch: TagBatch) -> tuple[bytes, int]:
+        payload = batch.payload
+        if payload is not None and EXTRA_MARKER not in payload:
+            return batch_entries(payload), batch_count(payload)
+        from agent.filters.hive import EXTRA_KEY
+        packer = msgpack.Packer(unicode_errors="surrogateescape")
+        out = []
+        for time_ns, record in batch.entries:
+            if self.cfg.strip_extra and isinstance(record, dict):
+                record = {k: v for k, v in record.items() if k != EXTRA_KEY}
+            out.append(b"\x92" + fwd.pack_event_time(time_ns) + packer.pack(record))
+        return b"".join(out), len(out)
+
+    async def _send_to(self, server: _Server, messages: list[bytes], chunks: list[str]) -> None:
+        if server.writer is None or server.writer.is_closing():
+            await self._connect(server)
+        writer = server.writer
+        writer.write(b"".join(messages))
+        await writer.drain()
+        if self.cfg.require_ack_response:
+            deadline = time.monotonic() + self.cfg.ack_response_timeout
+            for chunk in chunks:
+                reply = await self._read(server, max(0.01, deadline - time.monotonic()))
+                if not (isinstance(reply, dict) and reply.get("ack") == chunk):
+                    raise SendError(f"ack mismatch: expected {chunk!r}, got {reply!r:.80}")
+                self.stats["acks"] += 1
+        if not self.cfg.keepalive:
+            self._close(server)
+
+    async def _read(self, server: _Server, timeout: float):
+        while True:
+            try:
+                return next(server.unpacker)
+            except StopIteration:
+                pass
+            data = await asyncio.wait_for(server.reader.read(65536), timeout)
+            if not data:
+                raise SendError("connection closed by the server")
+            server.unpacker.feed(data)
+
+    async def _connect(self, server: _Server) -> None:
+        self._close(server)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(server.host, server.port, ssl=self.ssl,
+                                    server_hostname=server.host if self.ssl else None),
+            self.cfg.connect_timeout)
+        server.reader, server.writer = reader, writer
+        server.unpacker = msgpack.Unpacker(raw=False)
+        if self.shared_key is not None:
+            await self._handshake(server)
+
+    async def _handshake(self, server: _Server) -> None:
+        raw = msgpack.Unpacker(raw=True)
+        timeout = self.cfg.connect_timeout
+
+        async def next_raw():
+            while True:
+                try:
+                    return next(raw)
+                except StopIteration:
+                    pass
+                data = await asyncio.wait_for(server.reader.read(65536), timeout)
+                if not data:
+                    raise SendError("connection closed during the handshake")
+                raw.feed(data)
+
+        helo = fwd.parse_helo(await next_raw())
+        server.writer.write(fwd.ping(helo, hostname=self.self_hostname, shared_key=self.shared_key, salt=self.salt,
+                                     username=self.username, password=self.password))
+        await server.writer.drain()
+        reason = fwd.check_pong(await next_raw(), helo=helo, salt=self.salt, shared_key=self.shared_key,
+                                self_hostname=self.self_hostname)
+        if reason is not None:
+            raise SendError(f"handshake failed: {reason}")
+
+    def _close(self, server: _Server) -> None:
+        if server.writer is not None:
+            server.writer.close()
+        server.reader = server.writer = server.unpacker = None
+
+    async def close(self) -> None:
+        for server in self.servers:
+            writer = server.writer
+            self._close(server)
+            if writer is not None:
+                try:
+                    await writer.wait_closed()
+                except (OSError, ssl.SSLError):
+                    pass
+
+    def describe(self) -> dict:
+        return {"servers": [s.name for s in self.servers], "require_ack_response": self.cfg.require_ack_response}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, ProtocolError):
+        return exc.reason
+    text = str(exc) or type(exc).__name__
+    return text

@@ -1,0 +1,131 @@
+"""Agent → agent over forward: acks, handshake, TLS, gzip, failover, a silent receiver, a bad key."""
+
+import socket
+import threading
+
+import trustme
+
+from tests.agentproc import Agent, file_output, forward_input, forward_output, free_port
+from tests.unit.test_hive_purchase_log import COMPLETE
+from tests.wire import ForwardClient, event_time
+
+TAG = "ha2union.game.misample.purchase_log"
+HIVE_FILTER = '[[filters]]\ntype = "hive"\nmatch = "ha2union.game.*.purchase_log"\n'
+
+
+def send_purchases(port: int, start: int, n: int, chunk: int = 50) -> None:
+    client = ForwardClient(port)
+    for k in range(start, start + n, chunk):
+        entries = [[event_time(1_700_000_000, i), dict(COMPLETE, transaction_id=f"T-{i}", appsflyer_id=f"af-{i}")]
+                   for i in range(k, min(k + chunk, start + n))]
+        client.send_chunk(TAG, entries, f"c{k}")
+    client.close()
+
+
+def txns(n, start=0):
+    return {f"T-{i}" for i in range(start, start + n)}
+
+
+def test_agent_to_agent_with_acks_handshake_tls_and_gzip(tmp_path):
+    ca = trustme.CA()
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    receiver_cfg = forward_input(shared_key="hive-key", self_hostname="collector", tls_cert=str(tmp_path / "server.pem"),
+                                 tls_key=str(tmp_path / "server.pem"), udp_heartbeat=False) + file_output()
+    with Agent(tmp_path / "collector", receiver_cfg) as collector:
+        sender_cfg = forward_input() + HIVE_FILTER + forward_output(
+            [("localhost", collector.port)], require_ack_response=True, ack_response_timeout="10s",
+            shared_key="hive-key", self_hostname="game-01", tls=True, tls_ca=str(tmp_path / "ca.pem"),
+            compress="gzip")
+        with Agent(tmp_path / "sidecar", sender_cfg) as sidecar:
+            send_purchases(sidecar.port, 0, 300)
+            lines = collector.wait_for_records("transaction_id", txns(300))
+    assert len(lines) == 300
+    for line in lines:
+        assert line["tag"] == TAG
+        assert "_extra" not in line["record"] and "appsflyer_id" not in line["record"]
+        assert line["record"]["category"] == "misample_purchase_log"
+
+
+def test_failover_to_the_next_server_when_one_is_down(tmp_path):
+    dead = free_port()
+    with Agent(tmp_path / "collector", forward_input() + file_output()) as collector:
+        cfg = forward_input() + forward_output([("127.0.0.1", dead), ("127.0.0.1", collector.port)],
+                                               require_ack_response=True, retry_wait="100ms")
+        with Agent(tmp_path / "sidecar", cfg) as sidecar:
+            send_purchases(sidecar.port, 0, 200)
+            collector.wait_for_records("transaction_id", txns(200))
+            sidecar.wait_for_log(rf"server 127\.0\.0\.1:{dead} failed \(.*refused.*\)")
+
+
+class SilentReceiver:
+    """Accepts connections and reads everything, but never acks (a hung collector)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    def _drain(self, conn):
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.received += len(data)
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_a_receiver_that_never_acks_gets_the_chunks_resent_elsewhere_without_loss(tmp_path):
+    silent = SilentReceiver()
+    try:
+        with Agent(tmp_path / "collector", forward_input() + file_output()) as collector:
+            cfg = forward_input() + forward_output([("127.0.0.1", silent.port), ("127.0.0.1", collector.port)],
+                                                   require_ack_response=True, ack_response_timeout="1s",
+                                                   retry_wait="100ms")
+            with Agent(tmp_path / "sidecar", cfg) as sidecar:
+                send_purchases(sidecar.port, 0, 100)
+                collector.wait_for_records("transaction_id", txns(100))
+                sidecar.wait_for_log(rf"server 127\.0\.0\.1:{silent.port} failed \(timed out\)")
+        assert silent.received > 0
+    finally:
+        silent.close()
+
+
+def test_a_failed_handshake_is_a_clear_error_and_the_backlog_waits_for_the_fix(tmp_path):
+    port = free_port()
+    wrong = forward_input(port=port, shared_key="collector-key", self_hostname="collector") + file_output()
+    collector = Agent(tmp_path / "collector", wrong).start()
+    try:
+        cfg = forward_input() + forward_output([("127.0.0.1", port)], require_ack_response=True,
+                                               shared_key="sidecar-key", self_hostname="game-01",
+                                               retry_wait="200ms", retry_max_interval="500ms", recover_wait="200ms")
+        with Agent(tmp_path / "sidecar", cfg) as sidecar:
+            send_purchases(sidecar.port, 0, 50)
+            sidecar.wait_for_log(r"handshake failed: authentication refused by the server: shared_key mismatch")
+            assert collector.output_lines() == []
+            collector.stop()
+            fixed = forward_input(port=port, shared_key="sidecar-key", self_hostname="collector") + file_output()
+            collector = Agent(tmp_path / "collector", fixed).start()
+            collector.wait_for_records("transaction_id", txns(50))
+    finally:
+        collector.kill()
