@@ -22,13 +22,17 @@ import sys
 import time
 from pathlib import Path
 
+import msgpack
+import orjson
+
 from agent.config import AgentConfig
-from agent.deadletter import DeadLetterStore
+from agent.deadletter import DeadLetterStore, spool_source
 from agent.filters import FilterChain
 from agent.inputs import build_input
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
 from agent.paths import DataPaths
+from agent.protocol.forward import pack_event_time
 
 log = logging.getLogger("agent")
 
@@ -111,12 +115,14 @@ class App:
         self.journal = Journal(self.paths.journal, fsync=j.fsync, fsync_interval=j.fsync_interval,
                                segment_bytes=j.segment_bytes, max_bytes=j.max_bytes)
         self.cursors = CursorStore(self.paths.cursors)
-        self.filters = FilterChain(cfg.filters, DeadLetterStore(self.paths.deadletter), self.paths.root)
+        self.deadletters = DeadLetterStore(self.paths.deadletter)
+        self.filters = FilterChain(cfg.filters, self.deadletters, self.paths.root)
         self.inputs = [build_input(i, self.journal, self.filters) for i in cfg.inputs]
         self.delivery = DeliveryProcess(self.config_path)
         self._stop = asyncio.Event()
         self._signals = 0
         self._lock_fd: int | None = None
+        self._unknown_spools: set[Path] = set()
 
     def _lock(self) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
@@ -160,6 +166,7 @@ class App:
             await self.delivery.stop(self.cfg.agent.shutdown_timeout)
             await self.journal.close()
             return 1
+        await self._ingest_replays()  # what was spooled while the agent was down
         collector = loop.create_task(self._collect_loop(), name="journal-collector")
         listening = ", ".join(f"{i.name} on {' and '.join(i.listening)}" for i in self.inputs)
         log.info("hive-agent ready: %s; data in %s", listening, self.paths.root)
@@ -191,3 +198,41 @@ class App:
         while True:
             await asyncio.sleep(COLLECT_INTERVAL)
             self._collect()
+            try:
+                await self._ingest_replays()
+            except Exception:  # a bad spool file must not stop collection
+                log.exception("replay: ingesting a spool file failed")
+
+    async def _ingest_replays(self) -> None:
+        """Journal the dead letters that ``hive-agent deadletter replay`` spooled."""
+        outputs = {o.name for o in self.cfg.outputs}
+        filters = {f.name for f in self.cfg.filters}
+        for path in self.deadletters.spooled():
+            source = spool_source(path)
+            if source not in outputs and source not in filters:
+                if path not in self._unknown_spools:
+                    self._unknown_spools.add(path)
+                    log.error("replay: %s names no output or filter of this config; left in place", path.name)
+                continue
+            by_tag: dict[str, list[bytes]] = {}
+            for line in path.read_bytes().splitlines():
+                if line.strip():
+                    item = orjson.loads(line)
+                    by_tag.setdefault(item["tag"], []).append(
+                        msgpack.packb([msgpack.ExtType(0, pack_event_time(item["time_ns"])[2:]), item["record"]]))
+            waits = []
+            total = 0
+            for tag, entries in by_tag.items():
+                data, count, settle = b"".join(entries), len(entries), None
+                if source in filters and self.filters.applies(tag):
+                    data, count, settle = self.filters.apply(tag, data)
+                if not count:
+                    continue
+                fut = self.journal.submit(tag, data, count, target=source if source in outputs else None)
+                if settle is not None:
+                    fut.add_done_callback(lambda f, s=settle: s(not f.cancelled() and f.exception() is None))
+                waits.append(fut)
+                total += count
+            await asyncio.gather(*waits)
+            path.unlink()
+            log.info("replay: %d dead letters of %s are back in the journal", total, source)

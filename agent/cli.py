@@ -21,6 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and print what would run")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     sub.add_parser("version", help="print the version")
+    dead = sub.add_parser("deadletter", help="the dead-letter store: list, replay")
+    dead_sub = dead.add_subparsers(dest="deadletter_command", required=True)
+    dl_list = dead_sub.add_parser("list", help="counts by output and reason, with a few samples")
+    dl_list.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    dl_replay = dead_sub.add_parser("replay", help="re-queue dead letters once the cause is fixed")
+    dl_replay.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    dl_replay.add_argument("--output", required=True, help="the output (or filter) whose dead letters to replay")
+    dl_replay.add_argument("--reason", default=None, help="only those whose reason contains this text")
     deliver = sub.add_parser("deliver", help=argparse.SUPPRESS)  # the delivery process (started by run)
     deliver.add_argument("-c", "--config", required=True)
     deliver.add_argument("--ready-fd", type=int, default=None)
@@ -65,6 +73,8 @@ def cmd_check(path: str) -> int:
         where = f" path {o.path}" if o.type == "file" else ""
         if o.type == "forward":
             where = " to " + ", ".join(f"{s.host}:{s.port}" for s in o.servers)
+        elif o.type == "http":
+            where = f" to {o.url.rstrip('/')}/v1/server-recv"
         print(f"output {o.name}: {o.type} match {o.match!r}{where}")
     return 0
 
@@ -85,6 +95,41 @@ def cmd_deliver(path: str, ready_fd: int | None) -> int:
     return _event_loop_runner()(run_delivery(cfg, ready_fd))
 
 
+def cmd_deadletter(args) -> int:
+    import orjson
+
+    from agent.deadletter import DeadLetterStore
+    from agent.paths import DataPaths
+    cfg = _load(args.config)
+    store = DeadLetterStore(DataPaths(cfg.agent.data_dir).deadletter)
+    if args.deadletter_command == "list":
+        summary = store.summary()
+        if not summary:
+            print("no dead letters")
+        for source, info in summary.items():
+            print(f"{source}: {info['count']} records")
+            for reason, n in info["reasons"][:10]:
+                print(f"  {n:8d}  {reason[:160]}")
+            for line in info["samples"]:
+                print(f"    sample: {line['tag']} {line['time']} {orjson.dumps(line['record']).decode()[:160]}")
+        pending = store.spooled()
+        if pending:
+            print(f"{len(pending)} replay spool files wait for the agent to journal them")
+        return 0
+    names = {o.name for o in cfg.outputs} | {f.name for f in cfg.filters}
+    if args.output not in names:
+        print(f"hive-agent: no output or filter named {args.output!r} in {args.config} "
+              f"(known: {', '.join(sorted(names))})", file=sys.stderr)
+        return 2
+    n, spool = store.take_for_replay(args.output, args.reason)
+    if not n:
+        print(f"no dead letters of {args.output}" + (f" with reason containing {args.reason!r}" if args.reason else ""))
+        return 0
+    print(f"{n} dead letters of {args.output} re-queued ({spool.name}); the running agent journals them "
+          f"within a second, or the next start does")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
@@ -94,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check(args.config)
     if args.command == "run":
         return cmd_run(args.config)
+    if args.command == "deadletter":
+        return cmd_deadletter(args)
     if args.command == "deliver":
         return cmd_deliver(args.config, args.ready_fd)
     return 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -11,16 +11,26 @@ class SendResult(enum.Enum):
     OK = "ok"
     RETRY = "retry"  # temporary: try again after a backoff
     FATAL = "fatal"  # this batch can never be delivered: dead letter
+    PAUSE = "pause"  # the destination refuses us (credentials): alert, keep the backlog, try again later
+
+
+# A record an output could not deliver while the rest went: (tag, time_ns, record, reason).
+DeadRecord = tuple[str, int, dict, str]
 
 
 @dataclass(slots=True)
 class Outcome:
     result: SendResult
     reason: str = ""
+    dead: list[DeadRecord] = field(default_factory=list)  # with OK: delivered all but these
 
     @classmethod
-    def ok(cls) -> "Outcome":
-        return cls(SendResult.OK)
+    def ok(cls, dead: list[DeadRecord] | None = None) -> "Outcome":
+        return cls(SendResult.OK, "", dead or [])
+
+    @classmethod
+    def pause(cls, reason: str) -> "Outcome":
+        return cls(SendResult.PAUSE, reason)
 
     @classmethod
     def retry(cls, reason: str) -> "Outcome":

@@ -263,7 +263,27 @@ class ForwardOutputConfig(OutputBase):
         return self
 
 
-OutputConfig = Annotated[Union[FileOutputConfig, StdoutOutputConfig, ForwardOutputConfig],
+class HttpOutputConfig(OutputBase):
+    """Hive's HTTP ingestion: POST {url}/v1/server-recv."""
+
+    type: Literal["http"]
+    url: str
+    compress: Literal["text", "gzip"] = "text"
+    timeout: Duration = 30.0
+    batch_records: int = Field(500, ge=1)
+    batch_bytes: Size = 1024 * 1024
+    default_app_id: str | None = None  # for records without app_id
+    headers: dict[str, Secret] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+OutputConfig = Annotated[Union[FileOutputConfig, StdoutOutputConfig, ForwardOutputConfig, HttpOutputConfig],
                          Field(discriminator="type")]
 
 
@@ -299,7 +319,7 @@ def _format_error(path: Path, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in (
-            "forward", "file", "stdout", "record_transformer", "hive")))
+            "forward", "file", "stdout", "record_transformer", "hive", "http")))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

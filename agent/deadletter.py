@@ -1,29 +1,54 @@
 """The dead-letter store: what could not be delivered, with why, never dropped.
 
-One JSON-lines file per output under ``<data_dir>/deadletter/``; each line
-holds the output, the reason, the tag, the event time and the record, so a
-person can read it and a replay can re-queue it.
+One JSON-lines file per output (or filter) under ``<data_dir>/deadletter/``;
+each line holds the source, the reason, the tag, the event time and the
+record, so a person can read it and a replay can re-queue it.
+
+Replay (``hive-agent deadletter replay``) moves the chosen lines out of the
+store into a spool file under ``<data_dir>/replay/``; the running agent (or
+the next one to start) journals them again, for that one output only (or,
+for a filter's dead letters, through the filters again), and deletes the
+spool file once the journal has them. Every change to a dead-letter file
+holds one lock file, so the delivery process appending and the CLI taking
+lines out never lose each other's lines.
 """
 
 from __future__ import annotations
 
+import collections
+import fcntl
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 
 from agent.component import TagBatch
 from agent.event import _json_default, rfc3339_ns
+from agent.fsutil import atomic_write
+
+SPOOL_SUFFIX = ".jsonl"
 
 
 class DeadLetterStore:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, spool: Path | None = None):
         self.directory = Path(directory)
+        self.spool = Path(spool) if spool is not None else self.directory.parent / "replay"
 
-    def path(self, output_name: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in output_name)
+    def path(self, source: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in source)
         return self.directory / f"{safe}.jsonl"
+
+    @contextmanager
+    def _locked(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def write(self, output_name: str, reason: str, batches: list[TagBatch]) -> int:
         """Dead-letter whole batches that an output could not deliver, all for one reason."""
@@ -31,17 +56,65 @@ class DeadLetterStore:
 
     def write_records(self, source: str, items: list[tuple[str, int, dict, str]]) -> int:
         """Dead-letter records one by one: (tag, time_ns, record, reason)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         at = rfc3339_ns(time.time_ns())
         lines = []
         for tag, time_ns, record, reason in items:
             lines.append(orjson.dumps({"output": source, "reason": reason, "at": at, "tag": tag,
                                        "time": rfc3339_ns(time_ns), "time_ns": time_ns, "record": record},
                                       default=_json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n")
-        fd = os.open(self.path(source), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, b"".join(lines))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with self._locked():
+            fd = os.open(self.path(source), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, b"".join(lines))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         return len(lines)
+
+    # -- reading, for people and for replay --------------------------------------
+
+    def sources(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.jsonl"))
+
+    def read(self, source: str) -> list[dict]:
+        try:
+            data = self.path(source).read_bytes()
+        except FileNotFoundError:
+            return []
+        return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+    def summary(self, samples: int = 3) -> dict[str, dict]:
+        out = {}
+        for source in self.sources():
+            lines = self.read(source)
+            if not lines:
+                continue
+            reasons = collections.Counter(line["reason"] for line in lines)
+            out[source] = {"count": len(lines), "reasons": reasons.most_common(), "samples": lines[:samples]}
+        return out
+
+    def take_for_replay(self, source: str, reason: str | None = None) -> tuple[int, Path | None]:
+        """Move the lines of ``source`` (whose reason contains ``reason``) into a spool file."""
+        with self._locked():
+            lines = self.read(source)
+            chosen = [l for l in lines if reason is None or reason in l["reason"]]
+            if not chosen:
+                return 0, None
+            rest = [l for l in lines if not (reason is None or reason in l["reason"])]
+            self.spool.mkdir(parents=True, exist_ok=True)
+            spool = self.spool / f"{source}.{time.time_ns()}{SPOOL_SUFFIX}"
+            atomic_write(spool, b"".join(orjson.dumps(l) + b"\n" for l in chosen))
+            atomic_write(self.path(source), b"".join(orjson.dumps(l) + b"\n" for l in rest))
+        return len(chosen), spool
+
+    def spooled(self) -> list[Path]:
+        if not self.spool.is_dir():
+            return []
+        return sorted(self.spool.glob(f"*{SPOOL_SUFFIX}"))
+
+
+def spool_source(path: Path) -> str:
+    """The output or filter a spool file was taken from."""
+    return path.name[:-len(SPOOL_SUFFIX)].rsplit(".", 1)[0]

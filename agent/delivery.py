@@ -19,7 +19,7 @@ from agent.component import Outcome, Output, SendResult, TagBatch
 from agent.deadletter import DeadLetterStore
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.reader import JournalReader
-from agent.journal.record import peek_tag
+from agent.journal.record import batch_target, peek_tag
 from agent.retry import RetrySchedule
 from agent.routing import compile_pattern
 
@@ -42,8 +42,9 @@ class OutputRunner:
         self.batch_bytes = cfg.batch_bytes
         self.schedule = RetrySchedule(cfg.retry_wait, cfg.retry_max_interval, cfg.retry_timeout, cfg.retry_forever)
         self.reader = JournalReader(journal_dir, cursors.load(self.name))
-        self.stats = {"sent_records": 0, "retries": 0, "dead_lettered": 0, "batches": 0}
+        self.stats = {"sent_records": 0, "retries": 0, "dead_lettered": 0, "batches": 0, "pauses": 0}
         self.caught_up = False
+        self.paused = False
 
     async def run(self, draining: asyncio.Event, stopping: asyncio.Event) -> None:
         delivered: Position | None = None
@@ -67,7 +68,8 @@ class OutputRunner:
                 batches = []
                 for r in records:
                     tag = peek_tag(r.payload)
-                    if self.matches(tag):
+                    target = batch_target(r.payload)
+                    if (target == self.name) if target is not None else self.matches(tag):
                         batches.append(TagBatch(tag, payload=r.payload))
                 if batches and not await self._deliver(batches, stopping):
                     return  # stopped while retrying: the cursor stays before these records
@@ -94,12 +96,28 @@ class OutputRunner:
                 log.exception("output %s: send raised", self.name)
                 outcome = Outcome.retry(f"send raised {exc!r}")
             if outcome.result is SendResult.OK:
-                if self.schedule.steps:
+                if self.schedule.steps or self.paused:
                     log.info("output %s: delivering again after %d retries", self.name, self.schedule.steps)
                 self.schedule.reset()
-                self.stats["sent_records"] += count
+                self.paused = False
+                if outcome.dead:
+                    n = self.deadletters.write_records(self.name, outcome.dead)
+                    self.stats["dead_lettered"] += n
+                    log.error("output %s: %d records refused by the destination, dead-lettered: %s",
+                              self.name, n, outcome.dead[0][3])
+                self.stats["sent_records"] += count - len(outcome.dead)
                 self.stats["batches"] += 1
                 return True
+            if outcome.result is SendResult.PAUSE:
+                # Credentials refused: retrying fast helps nobody and giving up would
+                # lose the backlog. Alert, wait the longest interval, try again.
+                self.paused = True
+                self.stats["pauses"] += 1
+                log.error("output %s: PAUSED: %s; %d records wait in the journal; next try in %.0fs",
+                          self.name, outcome.reason, count, self.cfg.retry_max_interval)
+                if await _wait(stopping, self.cfg.retry_max_interval):
+                    return False
+                continue
             if outcome.result is SendResult.FATAL:
                 self._dead_letter(batches, outcome.reason)
                 return True

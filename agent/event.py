@@ -41,13 +41,17 @@ def _lenient(payload: bytes, ext_hook) -> list:
     return msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace", ext_hook=ext_hook)
 
 
+def _tag_and_entries(decoded: list) -> tuple[str, list]:
+    # [tag, entries], or [tag, target, entries] for a batch meant for one output.
+    return decoded[0], decoded[-1]
+
+
 def decode_entries(payload: bytes) -> tuple[str, list]:
     """A journal payload ``[tag, [[EventTime, record], ...]]`` → (tag, [[time_ns, record], ...])."""
     try:
-        tag, entries = _decoder.decode(payload)
+        return _tag_and_entries(_decoder.decode(payload))
     except (msgspec.DecodeError, TypeError, ValueError):
-        tag, entries = _lenient(payload, _ext_hook)
-    return tag, entries
+        return _tag_and_entries(_lenient(payload, _ext_hook))
 
 
 def decode_batch(payload: bytes) -> TagBatch:
@@ -109,9 +113,9 @@ class LineRenderer:
     def render(self, batch: TagBatch) -> bytes:
         if batch.payload is not None:
             try:
-                tag, entries = self._decoder.decode(batch.payload)
+                tag, entries = _tag_and_entries(self._decoder.decode(batch.payload))
             except (msgspec.DecodeError, TypeError, ValueError):
-                tag, entries = _lenient(batch.payload, self._time_hook)
+                tag, entries = _tag_and_entries(_lenient(batch.payload, self._time_hook))
         else:
             tag, entries = batch.tag, [[rfc3339_ns(t), r] for t, r in batch.entries]
         lines = [_Line(tag, t, r) for t, r in entries]

@@ -169,3 +169,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_output(url: str, name: str = "hive-http", match: str = "**", **options) -> str:
+    lines = ["[[outputs]]", 'type = "http"', f"name = {_toml(name)}", f"match = {_toml(match)}", f"url = {_toml(url)}"]
+    for k, v in options.items():
+        lines.append(f"{k} = {_toml(v)}")
+    return "\n".join(lines) + "\n"

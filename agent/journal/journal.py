@@ -99,12 +99,13 @@ class Journal:
 
     # -- appends ---------------------------------------------------------
 
-    def submit(self, tag: str, entries: bytes, count: int) -> asyncio.Future:
-        """Queue one batch; the future resolves when it is durable (per policy)."""
+    def submit(self, tag: str, entries: bytes, count: int, target: str | None = None) -> asyncio.Future:
+        """Queue one batch (for every matching output, or only ``target``);
+        the future resolves when it is durable (per policy)."""
         if self._closing or self._broken is not None:
             raise RuntimeError(f"journal is not accepting writes: {self._broken or 'closed'}")
         fut = asyncio.get_running_loop().create_future()
-        record = encode_record(batch_payload(tag, entries, count))
+        record = encode_record(batch_payload(tag, entries, count, target))
         self._pending.append(record)
         self._waiters.append(fut)
         self.stats["appends"] += 1

@@ -50,9 +50,16 @@ def encode_record(payload: bytes) -> bytes:
     return RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def batch_payload(tag: str, entries: bytes, count: int) -> bytes:
-    """The Forward-mode message holding ``count`` canonical entries."""
-    return b"\x92" + msgpack.packb(tag) + b"\xdd" + count.to_bytes(4, "big") + entries
+def batch_payload(tag: str, entries: bytes, count: int, target: str | None = None) -> bytes:
+    """The Forward-mode message holding ``count`` canonical entries.
+
+    A batch for one output only (a dead-letter replay) is ``[tag, target, [entries]]``:
+    the target sits before the entries so every reader finds both without decoding.
+    """
+    head = msgpack.packb(tag)
+    if target is not None:
+        head = head + msgpack.packb(target)
+    return (b"\x93" if target is not None else b"\x92") + head + b"\xdd" + count.to_bytes(4, "big") + entries
 
 
 class Torn(Exception):
@@ -88,17 +95,30 @@ def iter_records(data: bytes | memoryview, offset: int = 0, *, base: int = 0) ->
         pos = stop
 
 
-def _tag_span(payload: bytes) -> tuple[int, int]:
-    b = payload[1]
+def _str_span(payload: bytes, pos: int) -> tuple[int, int]:
+    """(start, end) of the msgpack str whose header is at ``pos``."""
+    b = payload[pos]
     if 0xA0 <= b <= 0xBF:
-        n, start = b & 0x1F, 2
+        n, start = b & 0x1F, pos + 1
     elif b == 0xD9:
-        n, start = payload[2], 3
+        n, start = payload[pos + 1], pos + 2
     elif b == 0xDA:
-        n, start = int.from_bytes(payload[2:4], "big"), 4
+        n, start = int.from_bytes(payload[pos + 1:pos + 3], "big"), pos + 3
     else:
-        n, start = int.from_bytes(payload[2:6], "big"), 6
+        n, start = int.from_bytes(payload[pos + 1:pos + 5], "big"), pos + 5
     return start, start + n
+
+
+def _tag_span(payload: bytes) -> tuple[int, int]:
+    return _str_span(payload, 1)
+
+
+def _entries_header(payload: bytes) -> int:
+    """Offset of the array32 header of the entries."""
+    _, end = _tag_span(payload)
+    if payload[0] == 0x93:
+        _, end = _str_span(payload, end)
+    return end
 
 
 def peek_tag(payload: bytes) -> str:
@@ -107,13 +127,21 @@ def peek_tag(payload: bytes) -> str:
     return payload[start:end].decode("utf-8")
 
 
+def batch_target(payload: bytes) -> str | None:
+    """The one output a batch is for (a replay), or None for every matching output."""
+    if payload[0] != 0x93:
+        return None
+    _, end = _tag_span(payload)
+    start, stop = _str_span(payload, end)
+    return payload[start:stop].decode("utf-8")
+
+
 def batch_entries(payload: bytes) -> bytes:
     """The concatenated entries of a batch payload (a PackedForward payload as is)."""
-    _, end = _tag_span(payload)
-    return payload[end + 5:]
+    return payload[_entries_header(payload) + 5:]
 
 
 def batch_count(payload: bytes) -> int:
     """How many entries a batch payload holds (its array32 header)."""
-    _, end = _tag_span(payload)
-    return int.from_bytes(payload[end + 1:end + 5], "big")
+    pos = _entries_header(payload)
+    return int.from_bytes(payload[pos + 1:pos + 5], "big")

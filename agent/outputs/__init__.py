@@ -20,7 +20,12 @@ def _forward(cfg) -> Output:
     return ForwardOutput(cfg)
 
 
-BUILDERS = {"file": _file, "stdout": _stdout, "forward": _forward}
+def _http(cfg) -> Output:
+    from agent.outputs.http import HttpOutput
+    return HttpOutput(cfg)
+
+
+BUILDERS = {"file": _file, "stdout": _stdout, "forward": _forward, "http": _http}
 
 
 def build_output(cfg) -> Output:

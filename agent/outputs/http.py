@@ -1,0 +1,115 @@
+"""``type = "http"``: Hive's HTTP ingestion, ``POST {url}/v1/server-recv``.
+
+The body is ``{"appId": <app_id>, "logBody": [record, ...]}`` (gzip'd with
+``compress = "gzip"``), one request per app and per ``batch_records`` /
+``batch_bytes``. Each record carries the spec's fields (never the fields kept
+for the mirrors), plus ``dateTime``, which the transport requires: the event
+time written in the record's own ``timezone`` (KST when it has none).
+
+Answers, as the delivery loop needs them:
+  2xx OK; timeouts, connection errors, 408, 429 and 5xx RETRY;
+  401 and 403 PAUSE (credentials: alert, keep the backlog);
+  any other 4xx: the records of that request are dead-lettered with the
+  response, and the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+from datetime import datetime, timedelta, timezone
+
+import aiohttp
+import orjson
+
+from agent.component import DeadRecord, Outcome, Output, TagBatch
+from agent.hive.purchase_log import KST, parse_timezone
+
+log = logging.getLogger("agent.output.http")
+
+RETRY_STATUSES = {408, 429}
+PAUSE_STATUSES = {401, 403}
+_KST_OFFSET = timedelta(hours=9)
+
+
+def date_time(time_ns: int, tz: str | None) -> str:
+    """The event time as "YYYY-MM-DD HH:MM:SS" in the record's timezone."""
+    offset = parse_timezone(tz) if tz else None
+    moment = datetime.fromtimestamp(time_ns / 1e9, timezone(offset if offset is not None else _KST_OFFSET))
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def hive_records(batch: TagBatch, extra_key: str = "_extra") -> list[tuple[int, dict, dict]]:
+    """(time_ns, original record, record for Hive) for each event of a batch."""
+    out = []
+    for time_ns, record in batch.entries:
+        body = {k: v for k, v in record.items() if k != extra_key}
+        body.setdefault("dateTime", date_time(time_ns, body.get("timezone") or KST))
+        out.append((time_ns, record, body))
+    return out
+
+
+class HttpOutput(Output):
+    def __init__(self, cfg):
+        self.name = cfg.name
+        self.cfg = cfg
+        self.endpoint = cfg.url.rstrip("/") + "/v1/server-recv"
+        self.session: aiohttp.ClientSession | None = None
+        self.headers = {"Content-Type": "application/json"}
+        if cfg.compress == "gzip":
+            self.headers["Content-Encoding"] = "gzip"
+        for k, v in cfg.headers.items():
+            self.headers[k] = v.get_secret_value()
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout))
+
+    def _requests(self, batches: list[TagBatch]):
+        """Group the events by app and cut them by count and bytes: [(app_id, [(tag, time, rec, body, json)])]."""
+        groups: dict[str, list] = {}
+        for batch in batches:
+            for time_ns, record, body in hive_records(batch):
+                app = str(body.get("app_id", self.cfg.default_app_id or ""))
+                groups.setdefault(app, []).append((batch.tag, time_ns, record, orjson.dumps(body)))
+        for app, items in groups.items():
+            chunk, size = [], 0
+            for item in items:
+                if chunk and (len(chunk) >= self.cfg.batch_records or size + len(item[3]) > self.cfg.batch_bytes):
+                    yield app, chunk
+                    chunk, size = [], 0
+                chunk.append(item)
+                size += len(item[3]) + 1
+            if chunk:
+                yield app, chunk
+
+    async def send(self, batches: list[TagBatch]) -> Outcome:
+        dead: list[DeadRecord] = []
+        for app, items in self._requests(batches):
+            body = b'{"appId":' + orjson.dumps(app) + b',"logBody":[' + b",".join(i[3] for i in items) + b"]}"
+            if self.cfg.compress == "gzip":
+                body = gzip.compress(body, compresslevel=6)
+            try:
+                async with self.session.post(self.endpoint, data=body, headers=self.headers) as resp:
+                    status = resp.status
+                    text = " ".join((await resp.text(errors="replace"))[:300].split())  # one log line
+            except asyncio.TimeoutError:
+                return Outcome.retry(f"POST {self.endpoint}: timed out after {self.cfg.timeout:.0f}s")
+            except aiohttp.ClientError as exc:
+                return Outcome.retry(f"POST {self.endpoint}: {exc}")
+            if 200 <= status < 300:
+                continue
+            reason = f"HTTP {status} from {self.endpoint}: {text.strip()}"
+            if status in RETRY_STATUSES or status >= 500:
+                return Outcome.retry(reason)
+            if status in PAUSE_STATUSES:
+                return Outcome.pause(reason)
+            dead.extend((tag, time_ns, record, reason) for tag, time_ns, record, _ in items)
+        return Outcome.ok(dead)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def describe(self) -> dict:
+        return {"url": self.endpoint}
