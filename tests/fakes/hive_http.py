@@ -56,6 +56,11 @@ class FakeHiveHttp:
         self._ready.set()
         self.loop.run_forever()
         self.loop.run_until_complete(runner.cleanup())
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
         behaviour = self.script.pop(0) if self.script else "ok"
