@@ -31,6 +31,7 @@ from agent.filters import FilterChain
 from agent.inputs import build_input
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
+from agent.metrics import Monitor
 from agent.paths import DataPaths
 from agent.protocol.forward import pack_event_time
 
@@ -119,6 +120,7 @@ class App:
         self.filters = FilterChain(cfg.filters, self.deadletters, self.paths.root)
         self.inputs = [build_input(i, self.journal, self.filters) for i in cfg.inputs]
         self.delivery = DeliveryProcess(self.config_path)
+        self.monitor = Monitor(self, cfg.monitor.bind, cfg.monitor.port) if cfg.monitor else None
         self._stop = asyncio.Event()
         self._signals = 0
         self._lock_fd: int | None = None
@@ -167,8 +169,16 @@ class App:
             await self.journal.close()
             return 1
         await self._ingest_replays()  # what was spooled while the agent was down
+        if self.monitor is not None:
+            try:
+                await self.monitor.start()
+            except OSError as exc:
+                log.error("monitor: cannot listen on %s:%s: %s", self.monitor.bind, self.monitor.port, exc)
+                self._stop.set()
         collector = loop.create_task(self._collect_loop(), name="journal-collector")
         listening = ", ".join(f"{i.name} on {' and '.join(i.listening)}" for i in self.inputs)
+        if self.monitor is not None:
+            listening += f", monitor on http {self.monitor.bind}:{self.monitor.port}"
         log.info("hive-agent ready: %s; data in %s", listening, self.paths.root)
         await self._stop.wait()
         return await self._shutdown(collector)
@@ -179,6 +189,8 @@ class App:
             await inp.stop(max(0.1, deadline - time.monotonic()))
         await self.journal.close()
         code = await self.delivery.stop(max(1.0, deadline - time.monotonic()))
+        if self.monitor is not None:
+            await self.monitor.stop()
         collector.cancel()
         self._collect()
         log.info("hive-agent stopped (delivery process exit code %s)", code)

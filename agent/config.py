@@ -287,8 +287,16 @@ OutputConfig = Annotated[Union[FileOutputConfig, StdoutOutputConfig, ForwardOutp
                          Field(discriminator="type")]
 
 
+class MonitorSettings(Strict):
+    """/metrics, /api/plugins.json and /health over HTTP (absent section: no monitor)."""
+
+    bind: str = "127.0.0.1"
+    port: int = Field(24220, ge=0, le=65535)
+
+
 class AgentConfig(Strict):
     agent: AgentSettings = AgentSettings()
+    monitor: MonitorSettings | None = None
     inputs: list[InputConfig] = []
     filters: list[FilterConfig] = []
     outputs: list[OutputConfig] = []

@@ -45,6 +45,16 @@ class OutputRunner:
         self.stats = {"sent_records": 0, "retries": 0, "dead_lettered": 0, "batches": 0, "pauses": 0}
         self.caught_up = False
         self.paused = False
+        self.oldest_pending_ns: int | None = None
+        self.delivered_to: Position | None = None
+
+    def snapshot(self) -> dict:
+        """What the monitor shows of this output (the main process serves it)."""
+        position = self.reader.position if self.caught_up else self.delivered_to
+        return {"type": self.cfg.type, "match": self.cfg.match, **self.stats,
+                "retrying": self.schedule.steps > 0, "retry_steps": self.schedule.steps, "paused": self.paused,
+                "caught_up": self.caught_up, "oldest_pending_ns": self.oldest_pending_ns,
+                "position": [position.segment, position.offset] if position else None}
 
     async def run(self, draining: asyncio.Event, stopping: asyncio.Event) -> None:
         delivered: Position | None = None
@@ -52,9 +62,12 @@ class OutputRunner:
         idle = POLL_MIN
         try:
             while not stopping.is_set():
+                # Where this output stands: everything before it is delivered.
+                self.delivered_to = self.reader.position
                 records = self.reader.read(self.batch_bytes)
                 if not records:
                     self.caught_up = True
+                    self.oldest_pending_ns = None
                     if delivered is not None:
                         await self._commit(delivered)
                         delivered = None
@@ -64,6 +77,7 @@ class OutputRunner:
                     idle = min(idle * 2, POLL_MAX)
                     continue
                 self.caught_up = False
+                self.oldest_pending_ns = records[0].appended_ns
                 idle = POLL_MIN
                 batches = []
                 for r in records:

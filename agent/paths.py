@@ -28,3 +28,11 @@ class DataPaths:
     @property
     def lock(self) -> Path:
         return self.root / "agent.lock"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def delivery_snapshot(self) -> Path:
+        return self.state / "delivery.json"

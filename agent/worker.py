@@ -21,15 +21,38 @@ import gc
 import logging
 import os
 import signal
+import time
+
+import orjson
 
 from agent.config import AgentConfig
 from agent.deadletter import DeadLetterStore
+from agent.fsutil import atomic_write
 from agent.delivery import OutputRunner
 from agent.journal.cursor import CursorStore
 from agent.outputs import build_output
 from agent.paths import DataPaths
 
 log = logging.getLogger("agent.worker")
+
+
+SNAPSHOT_INTERVAL = 1.0
+
+
+def _write_snapshot(paths: DataPaths, runners) -> None:
+    """The outputs' counters and states, for the main process's /metrics and /health."""
+    data = {"pid": os.getpid(), "at_ns": time.time_ns(), "outputs": {r.name: r.snapshot() for r in runners}}
+    try:
+        paths.state.mkdir(parents=True, exist_ok=True)
+        atomic_write(paths.delivery_snapshot, orjson.dumps(data), durable=False)
+    except OSError as exc:
+        log.warning("cannot write the delivery snapshot: %s", exc)
+
+
+async def _report(paths: DataPaths, runners) -> None:
+    while True:
+        _write_snapshot(paths, runners)
+        await asyncio.sleep(SNAPSHOT_INTERVAL)
 
 
 async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None) -> int:
@@ -64,6 +87,7 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None) -> int:
                 on_term()
 
     watcher = loop.create_task(watch_parent())
+    reporter = loop.create_task(_report(paths, runners))
     if ready_fd is not None:
         os.write(ready_fd, b"R")
         os.close(ready_fd)
@@ -73,6 +97,8 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None) -> int:
     gc.set_threshold(50_000, 50, 50)
     results = await asyncio.gather(*(r.run(draining, stopping) for r in runners), return_exceptions=True)
     watcher.cancel()
+    reporter.cancel()
+    _write_snapshot(paths, runners)
     code = 0
     for runner, result in zip(runners, results):
         if isinstance(result, BaseException):

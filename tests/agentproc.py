@@ -16,8 +16,23 @@ READY = re.compile(r"hive-agent ready: .*?tcp (\S+):(\d+)")
 TLS_READY = re.compile(r"hive-agent ready: .*?tls (\S+):(\d+)")
 
 
+MONITOR = '[monitor]\nbind = "127.0.0.1"\nport = 0\n'
+
+
+def get_json(port: int, path: str):
+    """GET http://127.0.0.1:port/path → (status, body as text)."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
 def forward_input(**options) -> str:
-    lines = ["[[inputs]]", 'type = "forward"', 'bind = "127.0.0.1"', f"port = {options.pop('port', 0)}"]
+    lines = ["[[inputs]]", 'type = "forward"', f"bind = {_toml(options.pop('bind', '127.0.0.1'))}",
+             f"port = {options.pop('port', 0)}"]
     for k, v in options.items():
         lines.append(f"{k} = {_toml(v)}")
     return "\n".join(lines) + "\n"
@@ -74,6 +89,8 @@ class Agent:
             m = READY.search(text) or TLS_READY.search(text)
             if m:
                 self.port = int(m.group(2))
+                monitor = re.search(r"monitor on http \S+:(\d+)", text)
+                self.monitor_port = int(monitor.group(1)) if monitor else None
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{text}")

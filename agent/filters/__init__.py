@@ -37,6 +37,11 @@ class FilterChain:
         self._filters = [(compile_pattern(c.match), BUILDERS[c.type](c, deadletters, data_dir)) for c in configs]
         self._applies: dict[str, list[Filter]] = {}
 
+    @property
+    def filters(self) -> list[Filter]:
+        """The filters, in config order."""
+        return [f for _, f in self._filters]
+
     def _for(self, tag: str) -> list[Filter]:
         found = self._applies.get(tag)
         if found is None:

@@ -9,6 +9,7 @@ is counted; it is never dropped silently. Warnings are counted and logged.
 
 from __future__ import annotations
 
+import collections
 import logging
 
 import msgpack
@@ -29,7 +30,8 @@ class HiveFilter(Filter):
         self.strict = cfg.strict
         self.deadletters = deadletters
         self.dedup = dedup
-        self.stats = {"valid": 0, "invalid": 0, "warnings": 0, "duplicates": 0}
+        self.stats = {"valid": 0, "invalid": 0, "warnings": 0, "duplicates": 0,
+                      "invalid_by_rule": collections.Counter()}
         self._reserved: list = []
 
     def apply(self, tag: str, entries: list) -> list:
@@ -43,6 +45,7 @@ class HiveFilter(Filter):
             if result.warnings:
                 warned += 1
             if not result.ok:
+                self.stats["invalid_by_rule"].update((p.field, p.rule) for p in result.errors)
                 rejected.append((tag, _ns(time_ext), record, "; ".join(str(p) for p in result.errors)))
                 continue
             clean = result.record

@@ -51,7 +51,7 @@ class ForwardInput:
         self.servers: list[asyncio.AbstractServer] = []
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.listening: list[str] = []
-        self.stats = {"connections": 0, "frames": 0, "records": 0, "bytes": 0, "skipped_records": 0,
+        self.stats = {"connections": 0, "frames": 0, "records": 0, "journaled": 0, "bytes": 0, "skipped_records": 0,
                       "discarded_records": 0, "protocol_errors": 0, "acks": 0, "heartbeats": 0,
                       "auth_failures": 0}
         journal.on_room(self._resume_all)
@@ -225,6 +225,7 @@ class ForwardConnection(asyncio.Protocol):
             self._ack_now(frame.chunk)
             return
         entries, count = frame.entries, frame.count
+        stats["records"] += count
         if count and (self.cfg.source_address_key or self.cfg.source_hostname_key):
             entries = self._inject_source(entries)
         settle = None
@@ -242,7 +243,7 @@ class ForwardConnection(asyncio.Protocol):
             return
         if settle is not None:
             fut.add_done_callback(lambda f: settle(not f.cancelled() and f.exception() is None))
-        stats["records"] += count
+        stats["journaled"] += count
         self.inflight.append((fut, frame.chunk))
         fut.add_done_callback(self._on_durable)
 

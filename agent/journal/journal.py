@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -105,7 +106,7 @@ class Journal:
         if self._closing or self._broken is not None:
             raise RuntimeError(f"journal is not accepting writes: {self._broken or 'closed'}")
         fut = asyncio.get_running_loop().create_future()
-        record = encode_record(batch_payload(tag, entries, count, target))
+        record = encode_record(batch_payload(tag, entries, count, target), time.time_ns())
         self._pending.append(record)
         self._waiters.append(fut)
         self.stats["appends"] += 1

@@ -28,6 +28,7 @@ log = logging.getLogger("agent.journal")
 class JournalRecord:
     payload: bytes
     next: Position  # the position after this record
+    appended_ns: int = 0  # when it was journaled
 
 
 class JournalReader:
@@ -97,11 +98,9 @@ class JournalReader:
         f.seek(offset)
         data = f.read(max_bytes)
         records = []
-        next_offset = offset
         try:
-            for end, payload in iter_records(data, 0, base=offset):
-                next_offset = end
-                records.append(JournalRecord(payload, Position(pos.segment, end)))
+            for end, payload, appended_ns in iter_records(data, 0, base=offset):
+                records.append(JournalRecord(payload, Position(pos.segment, end), appended_ns))
         except Torn as torn:
             if not records:
                 records = self._after_torn(f, torn, offset, max_bytes)
@@ -117,8 +116,8 @@ class JournalReader:
         f.seek(offset)
         data = f.read(max(size - offset, 0))
         try:
-            for end, payload in iter_records(data, 0, base=offset):
-                return [JournalRecord(payload, Position(self.position.segment, end))]
+            for end, payload, appended_ns in iter_records(data, 0, base=offset):
+                return [JournalRecord(payload, Position(self.position.segment, end), appended_ns)]
         except Torn as again:
             torn = again
         if self._newer_segment(self.position.segment) is None:

@@ -3,7 +3,10 @@
 A segment file is a 16-byte header followed by records::
 
     header  = b"HIVEJRNL" | u16 version | u16 flags | u32 reserved   (big-endian)
-    record  = u32 length | u32 crc32(payload) | payload
+    record  = u32 length | u32 crc32(appended_ns, payload) | u64 appended_ns | payload
+
+``appended_ns`` is the wall-clock time the batch was journaled: it tells how
+long the oldest record an output has not delivered has waited.
 
 The payload of a record is one batch of events encoded as a Forward-mode
 message, ``[tag, [[EventTime, record], ...]]`` with an array32 header, so that
@@ -25,7 +28,8 @@ MAGIC = b"HIVEJRNL"
 VERSION = 1
 SEGMENT_HEADER = struct.Struct(">8sHHI")
 HEADER_SIZE = SEGMENT_HEADER.size  # 16
-RECORD_HEADER = struct.Struct(">II")
+RECORD_HEADER = struct.Struct(">IIQ")
+_APPENDED = struct.Struct(">Q")
 RECORD_OVERHEAD = RECORD_HEADER.size
 MAX_RECORD = 1 << 30
 
@@ -46,8 +50,9 @@ def check_segment_header(data: bytes) -> str | None:
     return None
 
 
-def encode_record(payload: bytes) -> bytes:
-    return RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+def encode_record(payload: bytes, appended_ns: int = 0) -> bytes:
+    stamp = _APPENDED.pack(appended_ns)
+    return RECORD_HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(stamp)), appended_ns) + payload
 
 
 def batch_payload(tag: str, entries: bytes, count: int, target: str | None = None) -> bytes:
@@ -71,8 +76,8 @@ class Torn(Exception):
         self.reason = reason
 
 
-def iter_records(data: bytes | memoryview, offset: int = 0, *, base: int = 0) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(end_offset, payload)`` for each whole record from ``offset``.
+def iter_records(data: bytes | memoryview, offset: int = 0, *, base: int = 0) -> Iterator[tuple[int, bytes, int]]:
+    """Yield ``(end_offset, payload, appended_ns)`` for each whole record from ``offset``.
 
     Offsets are relative to ``data`` plus ``base`` (the file offset of data[0]).
     Stops quietly at the end; raises :class:`Torn` at a partial or bad record.
@@ -82,16 +87,16 @@ def iter_records(data: bytes | memoryview, offset: int = 0, *, base: int = 0) ->
     while pos < end:
         if end - pos < RECORD_OVERHEAD:
             raise Torn(base + pos, "record header is truncated")
-        length, crc = RECORD_HEADER.unpack_from(data, pos)
+        length, crc, appended_ns = RECORD_HEADER.unpack_from(data, pos)
         if length > MAX_RECORD:
             raise Torn(base + pos, f"record length {length} is implausible")
         stop = pos + RECORD_OVERHEAD + length
         if stop > end:
             raise Torn(base + pos, "record is truncated")
         payload = bytes(data[pos + RECORD_OVERHEAD:stop])
-        if zlib.crc32(payload) != crc:
+        if zlib.crc32(payload, zlib.crc32(_APPENDED.pack(appended_ns))) != crc:
             raise Torn(base + pos, "record checksum mismatch")
-        yield base + stop, payload
+        yield base + stop, payload, appended_ns
         pos = stop
 
 

@@ -58,7 +58,7 @@ def recover_segment(path: Path, seq: int) -> SegmentRecovery:
     valid = HEADER_SIZE
     reason = None
     try:
-        for end, _payload in iter_records(data, HEADER_SIZE):
+        for end, _payload, _appended in iter_records(data, HEADER_SIZE):
             records += 1
             valid = end
     except Torn as torn:

@@ -43,7 +43,7 @@ def read_all(directory, position=None):
 def test_record_framing_round_trip_and_checks():
     payloads = [batch_payload("t.x", entries(3), 3), batch_payload("other", entries(1), 1)]
     data = b"".join(encode_record(p) for p in payloads)
-    assert [p for _, p in iter_records(data)] == payloads
+    assert [p for _, p, _ in iter_records(data)] == payloads
     assert peek_tag(payloads[0]) == "t.x"
     long_tag = "x" * 300
     assert peek_tag(batch_payload(long_tag, entries(1), 1)) == long_tag

@@ -1,0 +1,225 @@
+"""The monitor: ``/metrics`` (Prometheus), ``/api/plugins.json`` (Fluentd's monitor_agent), ``/health``.
+
+Served by the main process. Inputs, filters and the journal live there; the
+outputs live in the delivery process, which writes a snapshot of its counters
+every second (``state/delivery.json``). Metric names are fixed here, once:
+
+  hive_agent_component_received_events_total{component,kind,type}
+  hive_agent_component_received_bytes_total{component,kind,type}
+  hive_agent_component_sent_events_total{component,kind,type}
+  hive_agent_component_retries_total{component,kind,type}
+  hive_agent_component_dead_lettered_events_total{component,kind,type}
+  hive_agent_component_discarded_events_total{component,kind,type,reason}
+  hive_agent_component_errors_total{component,kind,type,reason}
+  hive_agent_invalid_events_total{component,field,rule}
+  hive_agent_dedup_hits_total{component}
+  hive_agent_journal_bytes, hive_agent_journal_segments, hive_agent_journal_max_bytes
+  hive_agent_output_pending_bytes{component}
+  hive_agent_output_oldest_unsent_age_seconds{component}
+  hive_agent_output_retrying{component}, hive_agent_output_paused{component}
+  hive_agent_delivery_process_up
+
+Secrets never appear: configs are shown through pydantic, whose secret
+fields serialize as "***".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger("agent.monitor")
+
+SNAPSHOT_STALE = 5.0  # seconds: an older delivery snapshot means the process is stuck or gone
+
+
+class Monitor:
+    def __init__(self, app, bind: str, port: int):
+        self.app = app
+        self.bind = bind
+        self.port = port
+        self.runner: web.AppRunner | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        self.started = time.time()
+
+    async def start(self) -> None:
+        web_app = web.Application()
+        web_app.router.add_get("/metrics", self._metrics)
+        web_app.router.add_get("/api/plugins.json", self._plugins)
+        web_app.router.add_get("/api/plugins", self._plugins)
+        web_app.router.add_get("/health", self._health)
+        self.runner = web.AppRunner(web_app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.bind, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # -- data ------------------------------------------------------------------
+
+    def delivery(self) -> dict:
+        try:
+            return orjson.loads(self.app.paths.delivery_snapshot.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def pending_bytes(self, output_name: str, position) -> int:
+        journal = self.app.journal
+        if position is None:
+            cursor = self.app.cursors.load(output_name)
+            position = (cursor.segment, cursor.offset) if cursor else (min(journal.segments(), default=0), 0)
+        seg, off = position
+        total = 0
+        for s, size in journal._sizes.items():
+            if s > seg:
+                total += size
+            elif s == seg:
+                total += max(0, size - off)
+        return total
+
+    def health(self) -> tuple[bool, list[str]]:
+        problems = []
+        proc = self.app.delivery.proc
+        if proc is None or proc.returncode is not None:
+            problems.append("the delivery process is not running")
+        snap = self.delivery()
+        if snap and time.time_ns() - snap.get("at_ns", 0) > SNAPSHOT_STALE * 1e9:
+            problems.append("the delivery process has not reported for more than %.0fs" % SNAPSHOT_STALE)
+        for name, out in snap.get("outputs", {}).items():
+            if out.get("paused"):
+                problems.append(f"output {name} is paused (the destination refuses our credentials)")
+        if self.app.journal.is_full():
+            problems.append("the journal is full: inputs are held back")
+        return not problems, problems
+
+    # -- endpoints ---------------------------------------------------------------
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        ok, problems = self.health()
+        body = {"status": "ok" if ok else "unhealthy", "problems": problems,
+                "uptime_seconds": round(time.time() - self.started, 1)}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _plugins(self, request: web.Request) -> web.Response:
+        cfg = self.app.cfg
+        plugins = []
+        for inp in self.app.inputs:
+            plugins.append({"plugin_id": inp.name, "plugin_category": "input", "type": inp.cfg.type,
+                            "output_plugin": False, "retry_count": None,
+                            "emit_records": inp.stats["records"], "emit_size": inp.stats["bytes"],
+                            "config": _config(inp.cfg)})
+        for f_cfg, f in zip(cfg.filters, self.app.filters.filters):
+            stats = getattr(f, "stats", {})
+            plugins.append({"plugin_id": f_cfg.name, "plugin_category": "filter", "type": f_cfg.type,
+                            "output_plugin": False, "retry_count": None, "emit_records": stats.get("valid"),
+                            "config": _config(f_cfg)})
+        snap = self.delivery().get("outputs", {})
+        for o_cfg in cfg.outputs:
+            out = snap.get(o_cfg.name, {})
+            pending = self.pending_bytes(o_cfg.name, out.get("position"))
+            plugins.append({"plugin_id": o_cfg.name, "plugin_category": "output", "type": o_cfg.type,
+                            "output_plugin": True, "retry_count": out.get("retries", 0),
+                            "buffer_queue_length": 0 if out.get("caught_up", True) and not pending else 1,
+                            "buffer_total_queued_size": pending, "emit_records": out.get("sent_records", 0),
+                            "retry": {"steps": out.get("retry_steps", 0)} if out.get("retrying") else {},
+                            "config": _config(o_cfg)})
+        tag = request.query.get("tag")
+        kind = request.query.get("@type")
+        plugin_id = request.query.get("@id")
+        if kind:
+            plugins = [p for p in plugins if p["type"] == kind]
+        if plugin_id:
+            plugins = [p for p in plugins if p["plugin_id"] == plugin_id]
+        if tag:
+            from agent.routing import compile_pattern
+            matching = {c.name for c in list(cfg.outputs) + list(cfg.filters) if compile_pattern(c.match)(tag)}
+            plugins = [p for p in plugins if p["plugin_id"] in matching]
+        return web.json_response({"plugins": plugins}, dumps=lambda o: orjson.dumps(o).decode())
+
+
+def _config(model) -> dict:
+    return model.model_dump(mode="json")
+
+
+class _Collector:
+    def __init__(self, monitor: Monitor):
+        self.monitor = monitor
+
+    def collect(self):
+        app = self.monitor.app
+        labels = ["component", "kind", "type"]
+        received = CounterMetricFamily("hive_agent_component_received_events", "Events received", labels=labels)
+        received_bytes = CounterMetricFamily("hive_agent_component_received_bytes", "Bytes received", labels=labels)
+        sent = CounterMetricFamily("hive_agent_component_sent_events", "Events delivered", labels=labels)
+        retries = CounterMetricFamily("hive_agent_component_retries", "Send attempts retried", labels=labels)
+        dead = CounterMetricFamily("hive_agent_component_dead_lettered_events", "Events dead-lettered",
+                                   labels=labels)
+        discarded = CounterMetricFamily("hive_agent_component_discarded_events", "Events not passed on",
+                                        labels=labels + ["reason"])
+        errors = CounterMetricFamily("hive_agent_component_errors", "Errors", labels=labels + ["reason"])
+        invalid = CounterMetricFamily("hive_agent_invalid_events", "Invalid records by field and rule",
+                                      labels=["component", "field", "rule"])
+        dedup = CounterMetricFamily("hive_agent_dedup_hits", "Duplicate purchases dropped", labels=["component"])
+        for inp in app.inputs:
+            st, lv = inp.stats, [inp.name, "input", inp.cfg.type]
+            received.add_metric(lv, st["records"])
+            received_bytes.add_metric(lv, st["bytes"])
+            discarded.add_metric(lv + ["invalid_entry"], st["skipped_records"])
+            discarded.add_metric(lv + ["not_logs"], st["discarded_records"])
+            errors.add_metric(lv + ["protocol"], st["protocol_errors"])
+            errors.add_metric(lv + ["auth"], st["auth_failures"])
+        for f_cfg, f in zip(app.cfg.filters, app.filters.filters):
+            st = getattr(f, "stats", None)
+            if not st:
+                continue
+            lv = [f_cfg.name, "filter", f_cfg.type]
+            received.add_metric(lv, st.get("valid", 0) + st.get("invalid", 0))
+            dead.add_metric(lv, st.get("invalid", 0))
+            discarded.add_metric(lv + ["duplicate"], st.get("duplicates", 0))
+            dedup.add_metric([f_cfg.name], st.get("duplicates", 0))
+            for (fld, rule), n in st.get("invalid_by_rule", {}).items():
+                invalid.add_metric([f_cfg.name, fld, rule], n)
+        snap = self.monitor.delivery()
+        outputs = snap.get("outputs", {})
+        pending = GaugeMetricFamily("hive_agent_output_pending_bytes", "Journal bytes not yet delivered",
+                                    labels=["component"])
+        age = GaugeMetricFamily("hive_agent_output_oldest_unsent_age_seconds",
+                                "Age of the oldest record not yet delivered", labels=["component"])
+        retrying = GaugeMetricFamily("hive_agent_output_retrying", "1 while the output retries", labels=["component"])
+        paused = GaugeMetricFamily("hive_agent_output_paused", "1 while the output is paused", labels=["component"])
+        now = time.time_ns()
+        for o_cfg in app.cfg.outputs:
+            out = outputs.get(o_cfg.name, {})
+            lv = [o_cfg.name, "output", o_cfg.type]
+            sent.add_metric(lv, out.get("sent_records", 0))
+            retries.add_metric(lv, out.get("retries", 0))
+            dead.add_metric(lv, out.get("dead_lettered", 0))
+            pending.add_metric([o_cfg.name], self.monitor.pending_bytes(o_cfg.name, out.get("position")))
+            oldest = out.get("oldest_pending_ns")
+            age.add_metric([o_cfg.name], max(0.0, (now - oldest) / 1e9) if oldest else 0.0)
+            retrying.add_metric([o_cfg.name], 1 if out.get("retrying") else 0)
+            paused.add_metric([o_cfg.name], 1 if out.get("paused") else 0)
+        journal = app.journal
+        yield from (received, received_bytes, sent, retries, dead, discarded, errors, invalid, dedup,
+                    pending, age, retrying, paused)
+        yield GaugeMetricFamily("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
+        yield GaugeMetricFamily("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
+        yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)
+        yield CounterMetricFamily("hive_agent_journal_cut_bytes", "Torn bytes cut off at recovery",
+                                  value=journal.stats["cut_bytes"])
+        proc = app.delivery.proc
+        yield GaugeMetricFamily("hive_agent_delivery_process_up", "1 while the delivery process runs",
+                                value=1 if proc is not None and proc.returncode is None else 0)
