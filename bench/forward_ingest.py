@@ -56,12 +56,12 @@ def event_time(sec: int, nsec: int) -> msgpack.ExtType:
     return msgpack.ExtType(0, sec.to_bytes(4, "big") + nsec.to_bytes(4, "big"))
 
 
-def build_payloads() -> list[bytes]:
+def build_payloads(record=purchase, distinct: int = DISTINCT_PAYLOADS) -> list[bytes]:
     packer = msgpack.Packer()
     now = int(time.time())
     payloads = []
-    for p in range(DISTINCT_PAYLOADS):
-        payloads.append(b"".join(packer.pack([event_time(now, p * CHUNK + i), purchase(p * CHUNK + i)])
+    for p in range(distinct):
+        payloads.append(b"".join(packer.pack([event_time(now, p * CHUNK + i), record(p * CHUNK + i)])
                                  for i in range(CHUNK)))
     return payloads
 
@@ -170,6 +170,35 @@ def count_lines(path: Path, state: dict) -> int:
     return state["lines"]
 
 
+def start_agent(work: Path) -> tuple[subprocess.Popen, int]:
+    """Run the agent on work/agent.toml; return it and the forward port it listens on."""
+    log_path = work / "agent.log"
+    with open(log_path, "wb") as log:
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", "agent.toml"], cwd=work,
+                                 stdout=log, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+    # log_level warning hides the ready line; wait for the port instead.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+        m = re.search(rf"127\.0\.0\.1:(\d+)\s.*pid={agent.pid},", out)
+        if m:
+            time.sleep(0.3)  # let the listener settle
+            return agent, int(m.group(1))
+        time.sleep(0.05)
+    stop_agent(agent)
+    raise SystemExit(f"agent did not listen:\n{log_path.read_text()}")
+
+
+def stop_agent(agent: subprocess.Popen) -> None:
+    os.killpg(agent.pid, signal.SIGTERM)
+    try:
+        agent.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -200,24 +229,8 @@ type = "file"
 name = "local"
 path = "out/events.jsonl"
 """)
-    log_path = work / "agent.log"
-    log = open(log_path, "wb")
-    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", "agent.toml"], cwd=work,
-                             stdout=log, stderr=subprocess.STDOUT,
-                             env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+    agent, port = start_agent(work)
     try:
-        # log_level warning hides the ready line; wait for the port instead.
-        port = None
-        deadline = time.monotonic() + 30
-        while port is None and time.monotonic() < deadline:
-            out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
-            m = re.search(rf"127\.0\.0\.1:(\d+)\s.*pid={agent.pid},", out)
-            if m:
-                port = int(m.group(1))
-            time.sleep(0.05)
-        if port is None:
-            raise SystemExit(f"agent did not listen:\n{log_path.read_text()}")
-        time.sleep(0.3)  # the delivery process is ready before the listener opens; settle
         pids = [agent.pid] + _children(agent.pid)
         cpu0 = {p: cpu_seconds(p) for p in pids}
 
@@ -239,12 +252,7 @@ path = "out/events.jsonl"
         sys_share = {p: cpu_split(p)[1] / max(cpu_seconds(p), 1e-9) for p in pids}
         rss = {p: peak_rss_mb(p) for p in pids}
     finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        try:
-            agent.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(agent.pid, signal.SIGKILL)
-        log.close()
+        stop_agent(agent)
 
     rate = total / ingest_s
     e2e = total / e2e_s

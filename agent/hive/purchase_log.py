@@ -172,6 +172,8 @@ REQUIRED = ("channel", "did", "platform", "os_version", "market", "game_index", 
             "game_language", "device_language", "item_send_ok")
 # giftee_uid: null is a meaningful value ("not a gift"), so present-as-null satisfies it.
 NULLABLE_REQUIRED = ("giftee_uid",)
+_REQUIRED_SET = frozenset(REQUIRED)
+_REQUIRED_ORDER = {name: i for i, name in enumerate(REQUIRED)}
 
 
 def camel(name: str) -> str:
@@ -381,11 +383,10 @@ def normalize(record: dict, tag: str, *, strict: bool = True, new_guid=lambda: u
             clean[name] = out[name]
 
     reported = {p.field for p in problems}
-    for name in REQUIRED:
-        if name in reported:
-            continue
-        if name not in clean or (clean[name] is None and name not in NULLABLE_REQUIRED):
-            problems.append(Problem(name, clean.get(name), "required by the spec"))
+    missing = set(_REQUIRED_SET.difference(clean))
+    missing.update(k for k, v in clean.items() if v is None and k in _REQUIRED_SET and k not in NULLABLE_REQUIRED)
+    for name in sorted(missing - reported, key=_REQUIRED_ORDER.__getitem__):
+        problems.append(Problem(name, clean.get(name), "required by the spec"))
     if clean.get("uid") is None and clean.get("extra_uid") is None:
         problems.append(Problem("uid", None, "required (or extra_uid)"))
     if clean.get("quantity") not in (None, 1):
