@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test node bench check clean
+.PHONY: run test install install-test node bench bench-hive check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ test: install-test
 
 bench: install
 	$(BIN)/python bench/forward_ingest.py
+
+bench-hive: install
+	$(BIN)/python bench/hive_pipeline.py
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules var
