@@ -45,6 +45,7 @@ ALIASES = {"ip": "client_ip"}
 INT64 = (-(2**63), 2**63 - 1)
 INT32 = (-(2**31), 2**31 - 1)
 INT16 = (-(2**15), 2**15 - 1)
+PRICE_LIMIT = 1e15  # also keeps NaN and infinities out
 
 
 # -- coercions (only those the sources need) ----------------------------------
@@ -133,7 +134,7 @@ class PurchaseLog(BaseModel):
     transaction_id: Str(512) | None = None
     product_id: Str(512) | None = None
     product_name: Str(128) | None = None
-    product_price: Annotated[float, BeforeValidator(_price)] | None = None
+    product_price: Annotated[float, BeforeValidator(_price), Field(ge=-PRICE_LIMIT, le=PRICE_LIMIT)] | None = None
     currency: Str(3, pattern=r"^[A-Z]{3}$", before=_upper) | None = None
     quantity: Int32 | None = None
     purchase_time: str | None = None  # normalized before validation
@@ -292,7 +293,7 @@ def _rule_of(err: dict) -> str:
     if kind == "string_pattern_mismatch":
         return f"does not match {ctx.get('pattern')}"
     if kind in ("greater_than_equal", "less_than_equal"):
-        return "out of range for its integer type"
+        return "out of range for its type"
     if kind == "value_error":
         return err["msg"].removeprefix("Value error, ")
     return err["msg"]
@@ -300,6 +301,15 @@ def _rule_of(err: dict) -> str:
 
 def normalize(record: dict, tag: str, *, strict: bool = True, new_guid=lambda: uuid.uuid4().hex) -> Normalized:
     """Normalize one purchase record to the spec. Never raises for bad data: reports it."""
+    from agent.hive.fast_path import try_fast
+    fast = try_fast(record, tag)
+    if fast is not None:
+        return fast
+    return normalize_slow(record, tag, strict=strict, new_guid=new_guid)
+
+
+def normalize_slow(record: dict, tag: str, *, strict: bool = True, new_guid=lambda: uuid.uuid4().hex) -> Normalized:
+    """The model's way, for every record: maps, coerces, validates, and explains every problem."""
     out: dict[str, Any]
     extra: dict[str, Any] = {}
     problems: list[Problem] = []

@@ -81,6 +81,8 @@ def test_the_spec_spelling_wins_over_an_alias():
     ("product_price", "1,000.00", "plain decimal"),
     ("product_price", "$1.99", "plain decimal"),
     ("product_price", True, "boolean"),
+    ("product_price", float("inf"), "out of range"),
+    ("product_price", float("nan"), "out of range"),
     ("nationality", "USA", "longer than 2"),
     ("nationality", "K1", "does not match"),
     ("game_index", "99999", "out of range"),
@@ -98,7 +100,7 @@ def test_the_spec_spelling_wins_over_an_alias():
 def test_what_does_not_fit_is_an_error_naming_field_value_and_rule(field_, value, rule):
     n = normalize(dict(COMPLETE, **{field_: value}), TAG)
     [problem] = [p for p in n.errors if p.field == field_]
-    assert problem.value == value and rule in problem.rule
+    assert repr(problem.value) == repr(value) and rule in problem.rule
     assert field_ not in n.record
 
 
@@ -176,3 +178,44 @@ def test_normalize_never_raises_and_is_idempotent(record, strict):
 def test_a_complete_record_with_one_field_changed_is_either_valid_or_names_that_field(record, key, value):
     n = normalize(dict(record, **{key: value}), TAG)
     assert n.ok or {p.field for p in n.errors} <= {key, "uid"}
+
+
+# -- the fast path never disagrees with the model ---------------------------------
+
+CANONICAL = normalize(COMPLETE, TAG).record
+
+
+def test_a_canonical_record_takes_the_fast_path_with_the_models_answer():
+    from agent.hive.fast_path import try_fast
+    from agent.hive.purchase_log import normalize_slow
+    rec = dict(CANONICAL, appsflyer_id="af-1")
+    fast = try_fast(rec, TAG)
+    slow = normalize_slow(rec, TAG)
+    assert fast is not None and slow.ok and not slow.warnings
+    assert (fast.record, fast.extra) == (slow.record, slow.extra)
+
+
+perturbations = st.dictionaries(
+    st.sampled_from(list(SPEC_FIELDS) + ["ip", "serverId", "appsflyer_id", "category"]),
+    st.one_of(st.none(), st.booleans(), st.integers(-2**64, 2**64), st.floats(),
+              st.sampled_from(["", "1", "2414", "1.99", "KR", "kr", "gs", "Y", "GMT+09:00", "GMT+15:00",
+                               "2018-05-01 11:22:33", "2018-02-30 11:22:33", "u1234", "x" * 600, "1.2.3.4",
+                               "AP", "I", "C2S", "zh-hant", "a_purchase_log"]),
+              st.text(max_size=8)),
+    max_size=4)
+
+
+@settings(max_examples=500, deadline=None)
+@given(perturbations, st.sampled_from([None, "timezone", "guid", "category", "uid"]), st.booleans())
+def test_whenever_the_fast_path_answers_the_model_agrees(changes, removed, strict):
+    from agent.hive.fast_path import try_fast
+    from agent.hive.purchase_log import normalize_slow
+    rec = dict(CANONICAL, **changes)
+    if removed:
+        rec.pop(removed, None)
+    fast = try_fast(rec, TAG)
+    if fast is None:
+        return
+    slow = normalize_slow(rec, TAG, strict=strict)
+    assert slow.ok and slow.warnings == [], (rec, slow.errors, slow.warnings)
+    assert fast.record == slow.record and fast.extra == slow.extra

@@ -1,0 +1,124 @@
+"""The fast path of normalization: a record already in the spec's own terms.
+
+Most game servers send purchase_log records spelled and typed exactly as the
+spec says. For those, the pydantic model (the authority, which also explains
+every error) costs more than the rest of the pipeline together, so this
+module checks them first with a msgspec Struct of the same rules, validated
+in C. It answers only "already canonical and valid: here is the record" or
+"not sure": anything it does not accept (an alias, a string number, a missing
+field, a value that would warn) goes the slow way, through the model. A
+property test holds the two to the same answer.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal, Optional
+
+import msgspec
+from msgspec import Meta
+
+from agent.hive import purchase_log as spec
+
+Int64 = Annotated[int, Meta(ge=spec.INT64[0], le=spec.INT64[1])]
+Int32 = Annotated[int, Meta(ge=spec.INT32[0], le=spec.INT32[1])]
+Int16 = Annotated[int, Meta(ge=spec.INT16[0], le=spec.INT16[1])]
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IPv4 = Annotated[str, Meta(max_length=15, pattern=rf"^{_OCTET}(?:\.{_OCTET}){{3}}$")]
+
+
+def Str(n: int | None = None, pattern: str | None = None, min_length: int | None = None):
+    meta = {}
+    if n is not None:
+        meta["max_length"] = n
+    if pattern is not None:
+        meta["pattern"] = pattern
+    if min_length is not None:
+        meta["min_length"] = min_length
+    return Annotated[str, Meta(**meta)] if meta else str
+
+
+class Canonical(msgspec.Struct, forbid_unknown_fields=False):
+    """The spec's fields, canonical: required ones without defaults, optional ones may be absent."""
+
+    channel: Literal[spec.CHANNELS]
+    did: Int64
+    platform: Literal[spec.PLATFORMS]
+    os_version: Str(30)
+    market: Literal[spec.MARKETS]
+    game_index: Int16
+    app_id: Str(200)
+    version: Str(30)
+    nationality: Str(2, r"^[A-Z]{2}$")
+    client_ip: IPv4
+    transaction_id: Str(512)
+    product_id: Str(512)
+    product_name: Str(128)
+    product_price: Annotated[float, Meta(ge=-spec.PRICE_LIMIT, le=spec.PRICE_LIMIT)]
+    currency: Str(3, r"^[A-Z]{3}$")
+    quantity: Literal[1]
+    purchase_time: Str(19, r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+    timezone: Str(9, r"^GMT[+-](0\d|1[0-4]):[0-5]\d$")
+    path: Literal["gs"]
+    server_ip: IPv4
+    giftee_uid: Optional[Int64]
+    device_name: Str(32)
+    company: Literal[spec.COMPANIES]
+    server_id: str
+    server_uid: Int64
+    level: Int32
+    character_id: Int64
+    character_type_id: Int32
+    character_level: Int32
+    language: Str(7, r"^[a-z]{2,3}(-[a-z0-9]+)*$")
+    game_language: str
+    device_language: str
+    item_send_ok: Literal["Y", "N", ""]
+    guid: Str(64, min_length=1)
+    uid: Optional[Int64] = None
+    extra_uid: Optional[Str(30)] = None
+    category: Optional[Str(200, r"^[A-Za-z0-9_]+_purchase_log$")] = None
+    vid: Optional[Int64] = None
+    mac_address: Optional[Str(12, r"^([0-9A-Fa-f]{12})?$")] = None
+    is_emulator: Optional[Annotated[int, Meta(ge=0, le=2)]] = None
+    hiveiap_purchase_test: Optional[Str(100)] = None
+
+
+_SPEC_SET = frozenset(spec.SPEC_FIELDS)
+_ESCAPE_LOST = re.compile(r"^u[0-9a-f]{4}")
+
+
+def try_fast(record: dict, tag: str) -> spec.Normalized | None:
+    """The normalized record if ``record`` is already canonical and valid, else None."""
+    extra = None
+    if not _SPEC_SET.issuperset(record):
+        extra = {}
+        for key in record:
+            if key not in _SPEC_SET:
+                if not isinstance(key, str) or spec.spec_name(key) is not None:
+                    return None  # another spelling of a spec field: the slow path maps it
+                extra[key] = record[key]
+    try:
+        canonical = msgspec.convert(record, Canonical)
+    except msgspec.ValidationError:
+        return None
+    if canonical.uid is None and canonical.extra_uid is None:
+        return None
+    if canonical.category is None and record.get("category") is not None:
+        return None
+    if _ESCAPE_LOST.match(canonical.product_name):
+        return None  # a warning: the slow path reports it
+    t = canonical.purchase_time
+    try:
+        datetime(int(t[:4]), int(t[5:7]), int(t[8:10]), int(t[11:13]), int(t[14:16]), int(t[17:19]))
+    except ValueError:
+        return None
+    clean = {k: v for k, v in record.items() if k in _SPEC_SET} if extra is not None else dict(record)
+    clean["product_price"] = canonical.product_price  # an int price becomes a float, as the model does
+    if canonical.category is None:
+        category = spec.category_for_tag(tag)
+        if category is None:
+            return None
+        clean["category"] = category
+    return spec.Normalized(record=clean, extra=extra or {})
