@@ -18,93 +18,23 @@ import fcntl
 import logging
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
-import msgpack
-import orjson
-
 from agent.config import AgentConfig
-from agent.deadletter import DeadLetterStore, spool_source
+from agent.deadletter import DeadLetterStore
 from agent.filters import FilterChain
 from agent.inputs import build_input
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
 from agent.metrics import Monitor
 from agent.paths import DataPaths
-from agent.protocol.forward import pack_event_time
+from agent.replay import ReplayIngest
+from agent.supervisor import DeliveryProcess
 
 log = logging.getLogger("agent")
 
 COLLECT_INTERVAL = 0.5
-READY_TIMEOUT = 60.0
-
-
-class DeliveryProcess:
-    """Runs ``python -m agent deliver`` and restarts it if it dies."""
-
-    def __init__(self, config_path: Path):
-        self.config_path = config_path
-        self.proc: asyncio.subprocess.Process | None = None
-        self._supervisor: asyncio.Task | None = None
-        self._stopping = False
-        self.restarts = 0
-
-    async def start(self) -> None:
-        await self._spawn()
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="delivery-supervisor")
-
-    async def _spawn(self) -> None:
-        # The child says "ready" on a pipe once its signal handlers are in place,
-        # so that a SIGTERM from us always means "drain", never "die mid-import".
-        ready_r, ready_w = os.pipe()
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agent", "deliver", "-c", str(self.config_path), "--ready-fd", str(ready_w),
-                stdin=asyncio.subprocess.DEVNULL, pass_fds=(ready_w,))
-        finally:
-            os.close(ready_w)
-        loop = asyncio.get_running_loop()
-        try:
-            said = await asyncio.wait_for(loop.run_in_executor(None, os.read, ready_r, 1), READY_TIMEOUT)
-        except asyncio.TimeoutError:
-            said = b""
-        finally:
-            os.close(ready_r)
-        if said != b"R":
-            log.error("delivery process did not report ready (exit code %s)", self.proc.returncode)
-
-    async def _supervise(self) -> None:
-        backoff = 0.5
-        while not self._stopping:
-            code = await self.proc.wait()
-            if self._stopping:
-                return
-            log.error("delivery process exited with code %s; restarting in %.1fs", code, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-            if not self._stopping:
-                self.restarts += 1
-                await self._spawn()
-
-    async def stop(self, timeout: float) -> int | None:
-        self._stopping = True
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
-        except asyncio.TimeoutError:
-            log.error("delivery process did not stop within %.0fs; killing it (undelivered records stay "
-                      "in the journal)", timeout)
-            self.proc.kill()
-            return await self.proc.wait()
-
-    def kill(self) -> None:
-        self._stopping = True
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
 
 
 class App:
@@ -124,7 +54,8 @@ class App:
         self._stop = asyncio.Event()
         self._signals = 0
         self._lock_fd: int | None = None
-        self._unknown_spools: set[Path] = set()
+        self._replays = ReplayIngest(self.deadletters, self.journal, self.filters,
+                                     outputs={o.name for o in cfg.outputs}, filters_names={f.name for f in cfg.filters})
 
     def _lock(self) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
@@ -133,7 +64,7 @@ class App:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise SystemExit(f"hive-agent: {self.paths.root} is in use by another agent (lock {self.paths.lock})")
+            raise SystemExit(f"hive-agent: {self.paths.root} is in use by another agent (lock {self.paths.lock})") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
@@ -168,7 +99,7 @@ class App:
             await self.delivery.stop(self.cfg.agent.shutdown_timeout)
             await self.journal.close()
             return 1
-        await self._ingest_replays()  # what was spooled while the agent was down
+        await self._replays.ingest()  # what was spooled while the agent was down
         if self.monitor is not None:
             try:
                 await self.monitor.start()
@@ -211,40 +142,6 @@ class App:
             await asyncio.sleep(COLLECT_INTERVAL)
             self._collect()
             try:
-                await self._ingest_replays()
+                await self._replays.ingest()
             except Exception:  # a bad spool file must not stop collection
                 log.exception("replay: ingesting a spool file failed")
-
-    async def _ingest_replays(self) -> None:
-        """Journal the dead letters that ``hive-agent deadletter replay`` spooled."""
-        outputs = {o.name for o in self.cfg.outputs}
-        filters = {f.name for f in self.cfg.filters}
-        for path in self.deadletters.spooled():
-            source = spool_source(path)
-            if source not in outputs and source not in filters:
-                if path not in self._unknown_spools:
-                    self._unknown_spools.add(path)
-                    log.error("replay: %s names no output or filter of this config; left in place", path.name)
-                continue
-            by_tag: dict[str, list[bytes]] = {}
-            for line in path.read_bytes().splitlines():
-                if line.strip():
-                    item = orjson.loads(line)
-                    by_tag.setdefault(item["tag"], []).append(
-                        msgpack.packb([msgpack.ExtType(0, pack_event_time(item["time_ns"])[2:]), item["record"]]))
-            waits = []
-            total = 0
-            for tag, entries in by_tag.items():
-                data, count, settle = b"".join(entries), len(entries), None
-                if source in filters and self.filters.applies(tag):
-                    data, count, settle = self.filters.apply(tag, data)
-                if not count:
-                    continue
-                fut = self.journal.submit(tag, data, count, target=source if source in outputs else None)
-                if settle is not None:
-                    fut.add_done_callback(lambda f, s=settle: s(not f.cancelled() and f.exception() is None))
-                waits.append(fut)
-                total += count
-            await asyncio.gather(*waits)
-            path.unlink()
-            log.info("replay: %d dead letters of %s are back in the journal", total, source)

@@ -41,7 +41,7 @@ def _load(path: str):
         return load_config(path)
     except ConfigError as exc:
         print(f"hive-agent: config error:\n{exc}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
 
 
 def _event_loop_runner():

@@ -162,7 +162,7 @@ def test_shared_key_handshake_and_failures(tmp_path):
         assert closed_by_peer(client.sock)
         client.close()
         agent.wait_for_log(r"sent events before the handshake")
-        lines = agent.wait_for_records("seq", set(range(5)))
+        agent.wait_for_records("seq", set(range(5)))
     assert {l["record"]["seq"] for l in agent.output_lines()} == set(range(5))
     assert "authentication failed: shared_key mismatch" in agent.log()
 

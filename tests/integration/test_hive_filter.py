@@ -56,7 +56,7 @@ def test_a_resent_purchase_is_delivered_once_even_across_restarts(tmp_path):
         client = ForwardClient(agent.port)
         client.send_chunk(tag, [[t, second], [t, dict(COMPLETE, transaction_id="T-3")]], "c3")
         client.close()
-        lines = agent.wait_for_records("transaction_id", {"T-1", "T-2", "T-3"}, path="out/hive.jsonl")
+        agent.wait_for_records("transaction_id", {"T-1", "T-2", "T-3"}, path="out/hive.jsonl")
         assert agent.stop() == 0
     assert sorted(l["record"]["transaction_id"] for l in agent.output_lines("out/hive.jsonl")) == ["T-1", "T-2", "T-3"]
     assert "duplicate purchases dropped" in (tmp_path / "agent.log").read_text()

@@ -1,13 +1,12 @@
 """/metrics, /api/plugins.json and /health as an operator scrapes them."""
 
 import json
-import os
 import re
 import time
 
 from tests.agentproc import MONITOR, Agent, file_output, forward_input, get_json, http_output
 from tests.fakes.hive_http import FakeHiveHttp
-from tests.integration.test_forward_output import HIVE_FILTER, send_purchases
+from tests.integration.test_forward_output import HIVE_FILTER
 from tests.wire import ForwardClient, event_time
 
 

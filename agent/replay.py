@@ -1,0 +1,63 @@
+"""Dead letters that ``hive-agent deadletter replay`` spooled, journaled again by the running agent.
+
+An output's dead letters go back for that output only (a targeted journal
+batch); a filter's go through the filters again, for every matching output.
+The spool file is deleted once the journal holds its records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import msgpack
+import orjson
+
+from agent.deadletter import DeadLetterStore, spool_source
+from agent.protocol.forward import pack_event_time
+
+log = logging.getLogger("agent")
+
+
+class ReplayIngest:
+    def __init__(self, store: DeadLetterStore, journal, filters, *, outputs: set[str], filters_names: set[str]):
+        self.store = store
+        self.journal = journal
+        self.filters = filters
+        self.outputs = outputs
+        self.filters_names = filters_names
+        self._unknown: set[Path] = set()
+
+    async def ingest(self) -> None:
+        """Journal the dead letters that ``hive-agent deadletter replay`` spooled."""
+        outputs, filters = self.outputs, self.filters_names
+        for path in self.store.spooled():
+            source = spool_source(path)
+            if source not in outputs and source not in filters:
+                if path not in self._unknown:
+                    self._unknown.add(path)
+                    log.error("replay: %s names no output or filter of this config; left in place", path.name)
+                continue
+            by_tag: dict[str, list[bytes]] = {}
+            for line in path.read_bytes().splitlines():
+                if line.strip():
+                    item = orjson.loads(line)
+                    by_tag.setdefault(item["tag"], []).append(
+                        msgpack.packb([msgpack.ExtType(0, pack_event_time(item["time_ns"])[2:]), item["record"]]))
+            waits = []
+            total = 0
+            for tag, entries in by_tag.items():
+                data, count, settle = b"".join(entries), len(entries), None
+                if source in filters and self.filters.applies(tag):
+                    data, count, settle = self.filters.apply(tag, data)
+                if not count:
+                    continue
+                fut = self.journal.submit(tag, data, count, target=source if source in outputs else None)
+                if settle is not None:
+                    fut.add_done_callback(lambda f, s=settle: s(not f.cancelled() and f.exception() is None))
+                waits.append(fut)
+                total += count
+            await asyncio.gather(*waits)
+            path.unlink()
+            log.info("replay: %d dead letters of %s are back in the journal", total, source)

@@ -1,0 +1,80 @@
+"""The delivery process, seen from the main process: start it, restart it, stop it in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger("agent")
+
+READY_TIMEOUT = 60.0
+
+
+class DeliveryProcess:
+    """Runs ``python -m agent deliver`` and restarts it if it dies."""
+
+    def __init__(self, config_path: Path):
+        self.config_path = config_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._stopping = False
+        self.restarts = 0
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="delivery-supervisor")
+
+    async def _spawn(self) -> None:
+        # The child says "ready" on a pipe once its signal handlers are in place,
+        # so that a SIGTERM from us always means "drain", never "die mid-import".
+        ready_r, ready_w = os.pipe()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agent", "deliver", "-c", str(self.config_path), "--ready-fd", str(ready_w),
+                stdin=asyncio.subprocess.DEVNULL, pass_fds=(ready_w,))
+        finally:
+            os.close(ready_w)
+        loop = asyncio.get_running_loop()
+        try:
+            said = await asyncio.wait_for(loop.run_in_executor(None, os.read, ready_r, 1), READY_TIMEOUT)
+        except asyncio.TimeoutError:
+            said = b""
+        finally:
+            os.close(ready_r)
+        if said != b"R":
+            log.error("delivery process did not report ready (exit code %s)", self.proc.returncode)
+
+    async def _supervise(self) -> None:
+        backoff = 0.5
+        while not self._stopping:
+            code = await self.proc.wait()
+            if self._stopping:
+                return
+            log.error("delivery process exited with code %s; restarting in %.1fs", code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            if not self._stopping:
+                self.restarts += 1
+                await self._spawn()
+
+    async def stop(self, timeout: float) -> int | None:
+        self._stopping = True
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.error("delivery process did not stop within %.0fs; killing it (undelivered records stay "
+                      "in the journal)", timeout)
+            self.proc.kill()
+            return await self.proc.wait()
+
+    def kill(self) -> None:
+        self._stopping = True
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
