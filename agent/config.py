@@ -241,6 +241,10 @@ class ForwardOutputConfig(OutputBase):
     recover_wait: Duration = 10.0
     keepalive: bool = True
     compress: Literal["text", "gzip"] = "text"
+    heartbeat_type: Literal["transport", "udp", "none"] = "transport"
+    heartbeat_interval: Duration = 1.0
+    chunk_limit_records: int = Field(10_000, ge=1)
+    chunk_limit_size: Size = 8 * 1024 * 1024
     shared_key: Secret | None = None
     self_hostname: str = Field(default_factory=socket.gethostname)
     username: str | None = None

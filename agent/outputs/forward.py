@@ -13,7 +13,11 @@ What matters for Hive, as Fluentd's out_forward does it:
   again (at-least-once: a chunk acked just before a failure can repeat; Hive
   drops repeated transaction_ids);
 * the shared-key handshake (HELO/PING/PONG, users), TLS, and keepalive
-  connections.
+  connections;
+* heartbeats (``heartbeat_type`` transport: a TCP connect, or udp: Fluentd's
+  one NUL byte, every ``heartbeat_interval``): a server that stops answering is
+  skipped before a send has to fail on it, and taken back when it answers;
+* chunks of at most ``chunk_limit_records`` and ``chunk_limit_size``.
 
 The journal batch payload already holds PackedForward entries, so nothing is
 re-encoded, except to take out the fields outside the Hive spec that the hive
@@ -75,6 +79,7 @@ class ForwardOutput(Output):
         self.password = cfg.password.get_secret_value().encode() if cfg.password else b""
         self.ssl = self._ssl_context() if cfg.tls else None
         self.salt = os.urandom(16).hex().encode()  # Fluentd's salt: SecureRandom.hex(16)
+        self._heartbeat: asyncio.Task | None = None
         self.stats = {"chunks": 0, "acks": 0, "failovers": 0}
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -87,6 +92,55 @@ class ForwardOutput(Output):
         if cfg.tls_cert:
             ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
         return ctx
+
+    async def start(self) -> None:
+        if self.cfg.heartbeat_type != "none":
+            self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats(), name=f"{self.name}-heartbeat")
+
+    async def _heartbeats(self) -> None:
+        """Fluentd's heartbeat: a server that answers is up, one that does not is skipped."""
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_interval)
+            for server in self.servers:
+                alive = await self._heartbeat_once(server)
+                now = time.monotonic()
+                if alive and server.down_until > now:
+                    server.down_until = 0.0
+                    log.info("output %s: server %s answers heartbeats again", self.name, server.name)
+                elif not alive and server.down_until <= now:
+                    server.down_until = now + self.cfg.recover_wait
+                    server.last_error = "no heartbeat"
+                    self._close(server)
+                    log.warning("output %s: server %s does not answer heartbeats; skipped", self.name, server.name)
+
+    async def _heartbeat_once(self, server: _Server) -> bool:
+        timeout = min(self.cfg.heartbeat_interval, self.cfg.connect_timeout)
+        try:
+            if self.cfg.heartbeat_type == "udp":
+                loop = asyncio.get_running_loop()
+                answered = loop.create_future()
+
+                class _Probe(asyncio.DatagramProtocol):
+                    def datagram_received(self, data, addr):
+                        if not answered.done():
+                            answered.set_result(data)
+
+                transport, _ = await loop.create_datagram_endpoint(_Probe, remote_addr=(server.host, server.port))
+                try:
+                    transport.sendto(b"\x00")
+                    return await asyncio.wait_for(answered, timeout) == b"\x00"
+                finally:
+                    transport.close()
+            _, writer = await asyncio.wait_for(asyncio.open_connection(
+                server.host, server.port, ssl=self.ssl, server_hostname=server.host if self.ssl else None), timeout)
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (OSError, ssl.SSLError):
+                pass
+            return True
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            return False
 
     # -- server choice -------------------------------------------------------
 
@@ -106,43 +160,70 @@ class ForwardOutput(Output):
 
     # -- sending ---------------------------------------------------------------
 
-    async def send(self, batches: list[TagBatch]) -> Outcome:
-        messages = []
-        chunks = []
+    def _messages(self, batches: list[TagBatch]) -> tuple[list[bytes], list[str]]:
+        """PackedForward messages of at most chunk_limit_records / chunk_limit_size each:
+        consecutive batches of one tag are joined, then cut within the limits."""
+        runs: list[tuple[str, list[bytes], int]] = []
         for batch in batches:
-            entries, count = self._entries_for_hive(batch)
-            if not count:
+            entries, n = self._entries_for_hive(batch)
+            if not n:
                 continue
-            chunk = base64.b64encode(os.urandom(16)).decode()
-            messages.append(fwd.packed_forward(batch.tag, entries, count, chunk, compress=self.cfg.compress == "gzip"))
-            chunks.append(chunk)
-        if not messages:
-            return Outcome.ok()
-        tried: set[int] = set()
-        errors = []
-        while True:
-            index = self._pick(tried)
-            if index is None:
-                break
-            tried.add(index)
-            server = self.servers[index]
-            try:
-                await self._send_to(server, messages, chunks)
-                self.stats["chunks"] += len(chunks)
-                return Outcome.ok()
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError, SendError,
-                    ssl.SSLError) as exc:
-                reason = _describe(exc)
-                server.last_error = reason
-                server.down_until = time.monotonic() + self.cfg.recover_wait
-                self._close(server)
-                errors.append(f"{server.name}: {reason}")
-                log.warning("output %s: server %s failed (%s); it is skipped for %.0fs",
-                            self.name, server.name, reason, self.cfg.recover_wait)
-                self.stats["failovers"] += 1
-        if not errors:
-            errors = [f"{s.name}: down ({s.last_error or 'recovering'})" for s in self.servers]
-        return Outcome.retry("no server took the chunks: " + "; ".join(errors))
+            if runs and runs[-1][0] == batch.tag:
+                runs[-1][1].append(entries)
+                runs[-1] = (batch.tag, runs[-1][1], runs[-1][2] + n)
+            else:
+                runs.append((batch.tag, [entries], n))
+        messages: list[bytes] = []
+        chunks: list[str] = []
+        for tag, pieces, n in runs:
+            joined = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            for entries, count in split_entries(joined, n, self.cfg.chunk_limit_records, self.cfg.chunk_limit_size):
+                chunk = base64.b64encode(os.urandom(16)).decode()
+                messages.append(fwd.packed_forward(tag, entries, count, chunk, compress=self.cfg.compress == "gzip"))
+                chunks.append(chunk)
+        return messages, chunks
+
+    async def send(self, batches: list[TagBatch]) -> Outcome:
+        """Each chunk goes to the server the weighted round robin picks for it (as Fluentd
+        balances per chunk); the chunks of a server that fails go to the others."""
+        pending = list(zip(*self._messages(batches)))
+        failed: set[int] = set()
+        errors: list[str] = []
+        while pending:
+            groups: dict[int, list[tuple[bytes, str]]] = {}
+            for item in pending:
+                index = self._pick(failed)
+                if index is None:
+                    if not errors:
+                        errors = [f"{s.name}: down ({s.last_error or 'recovering'})" for s in self.servers]
+                    return Outcome.retry("no server took the chunks: " + "; ".join(errors))
+                groups.setdefault(index, []).append(item)
+            results = await asyncio.gather(*(self._send_group(i, g) for i, g in groups.items()))
+            pending = []
+            for (index, group), error in zip(groups.items(), results):
+                if error is not None:
+                    failed.add(index)
+                    errors.append(f"{self.servers[index].name}: {error}")
+                    pending.extend(group)
+        return Outcome.ok()
+
+    async def _send_group(self, index: int, group: list[tuple[bytes, str]]) -> str | None:
+        """Send chunks to one server and wait for their acks; None, or why it failed."""
+        server = self.servers[index]
+        try:
+            await self._send_to(server, [m for m, _ in group], [c for _, c in group])
+            self.stats["chunks"] += len(group)
+            return None
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError, SendError,
+                ssl.SSLError) as exc:
+            reason = _describe(exc)
+            server.last_error = reason
+            server.down_until = time.monotonic() + self.cfg.recover_wait
+            self._close(server)
+            log.warning("output %s: server %s failed (%s); it is skipped for %.0fs",
+                        self.name, server.name, reason, self.cfg.recover_wait)
+            self.stats["failovers"] += 1
+            return reason
 
     def _entries_for_hive(self, batch: TagBatch) -> tuple[bytes, int]:
         payload = batch.payload
@@ -225,6 +306,8 @@ class ForwardOutput(Output):
         server.reader = server.writer = server.unpacker = None
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         for server in self.servers:
             writer = server.writer
             self._close(server)
@@ -236,6 +319,27 @@ class ForwardOutput(Output):
 
     def describe(self) -> dict:
         return {"servers": [s.name for s in self.servers], "require_ack_response": self.cfg.require_ack_response}
+
+
+def split_entries(entries: bytes, count: int, max_records: int, max_bytes: int):
+    """Cut concatenated entries into runs within the limits: yields (bytes, count)."""
+    if count <= max_records and len(entries) <= max_bytes:
+        if count:
+            yield entries, count
+        return
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(entries), 1024))
+    unpacker.feed(entries)
+    start = pos = n = 0
+    while pos < len(entries):
+        unpacker.skip()
+        end = unpacker.tell()
+        if n and (n >= max_records or end - start > max_bytes):
+            yield entries[start:pos], n
+            start, n = pos, 0
+        n += 1
+        pos = end
+    if n:
+        yield entries[start:pos], n
 
 
 def _describe(exc: BaseException) -> str:

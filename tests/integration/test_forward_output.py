@@ -191,3 +191,33 @@ def test_sigkill_during_delivery_loses_nothing(tmp_path):
     assert set(got) == txns(2000)
     # Duplicates at most the batch in flight at the kill.
     assert len(got) - len(set(got)) <= 2000
+
+
+def test_heartbeats_bring_a_recovered_server_back_before_recover_wait(tmp_path):
+    ports = [free_port(), free_port()]
+    receiver = forward_input(port=0) + file_output()
+    c0 = Agent(tmp_path / "c0", receiver.replace("port = 0", f"port = {ports[0]}", 1)).start()
+    c1 = None
+    cfg = forward_input() + forward_output([("127.0.0.1", p) for p in ports], require_ack_response=True,
+                                           heartbeat_type="udp", heartbeat_interval="200ms", recover_wait="60s",
+                                           chunk_limit_records=20)
+    sidecar = Agent(tmp_path / "sidecar", cfg).start()
+    try:
+        sidecar.wait_for_log(rf"server 127\.0\.0\.1:{ports[1]} does not answer heartbeats")
+        c1 = Agent(tmp_path / "c1", receiver.replace("port = 0", f"port = {ports[1]}", 1)).start()
+        sidecar.wait_for_log(rf"server 127\.0\.0\.1:{ports[1]} answers heartbeats again")
+        send_purchases(sidecar.port, 0, 400, chunk=20)
+        c0.wait_for_records("transaction_id", set(), timeout=1)
+        deadline = __import__("time").monotonic() + 20
+        while __import__("time").monotonic() < deadline:
+            got0 = {l["record"]["transaction_id"] for l in c0.output_lines()}
+            got1 = {l["record"]["transaction_id"] for l in c1.output_lines()}
+            if got0 | got1 >= txns(400):
+                break
+            __import__("time").sleep(0.1)
+        # Weighted round robin over both: each took a share, long before recover_wait (60 s).
+        assert got0 | got1 == txns(400) and got0 and got1
+    finally:
+        for a in (c0, c1, sidecar):
+            if a is not None:
+                a.kill()

@@ -42,3 +42,27 @@ def test_packed_forward_messages_decode_with_our_own_server_codec():
         [batch] = fwd.ForwardDecoder().feed(msg, 0)
         assert batch.count == 3 and batch.chunk == msgpack.packb("abc==") and batch.tag == "t.x"
         assert batch.mode == ("compressed_packed_forward" if compress else "packed_forward")
+
+
+def test_entries_are_cut_and_merged_into_chunks_within_the_limits():
+    from agent.component import TagBatch
+    from agent.config import ForwardOutputConfig
+    from agent.journal.record import batch_payload
+    from agent.outputs.forward import ForwardOutput, split_entries
+
+    entry = lambda i: msgpack.packb([msgpack.ExtType(0, bytes(8)), {"i": i, "pad": "x" * 50}])  # noqa: E731
+    entries = b"".join(entry(i) for i in range(10))
+    pieces = list(split_entries(entries, 10, 4, 10**6))
+    assert [n for _, n in pieces] == [4, 4, 2] and b"".join(p for p, _ in pieces) == entries
+    by_size = list(split_entries(entries, 10, 100, 3 * len(entry(0))))
+    assert [n for _, n in by_size] == [3, 3, 3, 1]
+
+    cfg = ForwardOutputConfig(type="forward", name="f", servers=[{"host": "h"}], chunk_limit_records=5)
+    out = ForwardOutput(cfg)
+    batches = [TagBatch("a", payload=batch_payload("a", entries[:len(entry(0)) * 3], 3)),
+               TagBatch("a", payload=batch_payload("a", entries[len(entry(0)) * 3:], 7)),
+               TagBatch("b", payload=batch_payload("b", entry(99), 1))]
+    messages, chunks = out._messages(batches)
+    decoded = [fwd.ForwardDecoder().feed(m, 0)[0] for m in messages]
+    assert [(d.tag, d.count) for d in decoded] == [("a", 5), ("a", 5), ("b", 1)]
+    assert len(set(chunks)) == 3
