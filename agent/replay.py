@@ -50,7 +50,7 @@ class ReplayIngest:
             for tag, entries in by_tag.items():
                 data, count, settle = b"".join(entries), len(entries), None
                 if source in filters and self.filters.applies(tag):
-                    data, count, settle = self.filters.apply(tag, data)
+                    data, count, settle = self.filters.apply(tag, data, count)
                 if not count:
                     continue
                 fut = self.journal.submit(tag, data, count, target=source if source in outputs else None)

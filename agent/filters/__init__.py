@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import msgpack
+import msgspec
 
 from agent.component import Filter
 from agent.routing import compile_pattern
@@ -53,21 +54,43 @@ class FilterChain:
     def applies(self, tag: str) -> bool:
         return bool(self._filters) and bool(self._for(tag))
 
-    def apply(self, tag: str, entries: bytes) -> tuple[bytes, int, Callable[[bool], None] | None]:
+    def apply(self, tag: str, entries: bytes, count: int) -> tuple[bytes, int, Callable[[bool], None] | None]:
         """Run the filters; returns the entries, their count, and a callable to tell
         the filters whether the result reached the journal (or None)."""
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape",
-                                    max_buffer_size=max(len(entries), 1024))
-        unpacker.feed(entries)
-        pairs = list(unpacker)  # [[EventTime ext, record], ...]
+        pairs = _decode(entries, count)  # [[EventTime ext, record], ...]
         settles = []
         for f in self._for(tag):
             pairs = f.apply(tag, pairs)
             settle = f.take_settle()
             if settle is not None:
                 settles.append(settle)
+        return _encode(pairs), len(pairs), _combine(settles)
+
+
+# msgspec decodes and encodes a batch in one call each, about twice as fast as
+# msgpack-python; msgpack takes over for what msgspec refuses (invalid UTF-8).
+_decoder = msgspec.msgpack.Decoder()
+_encoder = msgspec.msgpack.Encoder()
+
+
+def _decode(entries: bytes, count: int) -> list:
+    try:
+        return _decoder.decode(b"\xdd" + count.to_bytes(4, "big") + entries)
+    except (msgspec.DecodeError, ValueError):
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape",
+                                    max_buffer_size=max(len(entries), 1024))
+        unpacker.feed(entries)
+        return list(unpacker)
+
+
+def _encode(pairs: list) -> bytes:
+    try:
+        data = _encoder.encode(pairs)
+    except (TypeError, ValueError, UnicodeEncodeError):
         packer = msgpack.Packer(unicode_errors="surrogateescape")
-        return b"".join(packer.pack(p) for p in pairs), len(pairs), _combine(settles)
+        return b"".join(packer.pack(p) for p in pairs)
+    b = data[0]  # drop the array header: fixarray, array16 or array32
+    return data[1:] if b < 0xDC else data[3:] if b == 0xDC else data[5:]
 
 
 def _combine(settles: list):

@@ -12,8 +12,6 @@ from __future__ import annotations
 import collections
 import logging
 
-import msgpack
-
 from agent.component import Filter
 from agent.filters.dedup import DedupStore
 from agent.hive.purchase_log import normalize
@@ -96,6 +94,7 @@ class HiveFilter(Filter):
 
 
 def _ns(time_ext) -> int:
-    if isinstance(time_ext, msgpack.ExtType):
-        return unpack_event_time(time_ext.data)
+    data = getattr(time_ext, "data", None)  # msgspec's Ext or msgpack's ExtType
+    if data is not None:
+        return unpack_event_time(data)
     return int(time_ext) * 1_000_000_000

@@ -230,7 +230,7 @@ class ForwardConnection(asyncio.Protocol):
             entries = self._inject_source(entries)
         settle = None
         if count and self.server.filters.applies(frame.tag):
-            entries, count, settle = self.server.filters.apply(frame.tag, entries)
+            entries, count, settle = self.server.filters.apply(frame.tag, entries, count)
         if count == 0:
             self._ack_now(frame.chunk)
             return
