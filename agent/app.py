@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -107,6 +108,10 @@ class App:
                 log.error("monitor: cannot listen on %s:%s: %s", self.monitor.bind, self.monitor.port, exc)
                 self._stop.set()
         collector = loop.create_task(self._collect_loop(), name="journal-collector")
+        # Filters decode batches into many short-lived objects; a young generation
+        # this small would run the cyclic collector every few records for nothing.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 50)
         listening = ", ".join(f"{i.name} on {' and '.join(i.listening)}" for i in self.inputs)
         if self.monitor is not None:
             listening += f", monitor on http {self.monitor.bind}:{self.monitor.port}"
