@@ -39,7 +39,7 @@ class HiveFilter(Filter):
         for time_ext, record in entries:
             if not isinstance(record, dict):
                 continue
-            result = normalize(record, tag, strict=self.strict)
+            result = normalize(record, tag, strict=self.strict, in_place=True)
             if result.warnings:
                 warned += 1
             if not result.ok:

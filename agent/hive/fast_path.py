@@ -89,8 +89,29 @@ _SPEC_SET = frozenset(spec.SPEC_FIELDS)
 _ESCAPE_LOST = re.compile(r"^u[0-9a-f]{4}")
 
 
-def try_fast(record: dict, tag: str) -> spec.Normalized | None:
-    """The normalized record if ``record`` is already canonical and valid, else None."""
+_VALID_DATES: dict[str, bool] = {}
+
+
+def _real_time(t: str) -> bool:
+    """Is "yyyy-mm-dd hh:mm:ss" (already shaped so) a real date and time? Dates are cached."""
+    ok = _VALID_DATES.get(t[:10])
+    if ok is None:
+        try:
+            datetime(int(t[:4]), int(t[5:7]), int(t[8:10]))
+            ok = True
+        except ValueError:
+            ok = False
+        if len(_VALID_DATES) > 10_000:
+            _VALID_DATES.clear()
+        _VALID_DATES[t[:10]] = ok
+    return ok and t[11:13] <= "23" and t[14:16] <= "59" and t[17:19] <= "59"
+
+
+def try_fast(record: dict, tag: str, *, in_place: bool = False) -> spec.Normalized | None:
+    """The normalized record if ``record`` is already canonical and valid, else None.
+
+    With ``in_place`` the record itself becomes the normalized one (no copy): for
+    callers that own it and keep nothing else of it."""
     extra = None
     if not _SPEC_SET.issuperset(record):
         extra = {}
@@ -109,16 +130,21 @@ def try_fast(record: dict, tag: str) -> spec.Normalized | None:
         return None
     if _ESCAPE_LOST.match(canonical.product_name):
         return None  # a warning: the slow path reports it
-    t = canonical.purchase_time
-    try:
-        datetime(int(t[:4]), int(t[5:7]), int(t[8:10]), int(t[11:13]), int(t[14:16]), int(t[17:19]))
-    except ValueError:
+    if not _real_time(canonical.purchase_time):
         return None
-    clean = {k: v for k, v in record.items() if k in _SPEC_SET} if extra is not None else dict(record)
-    clean["product_price"] = canonical.product_price  # an int price becomes a float, as the model does
+    category = None
     if canonical.category is None:
         category = spec.category_for_tag(tag)
         if category is None:
             return None
+    if in_place:
+        clean = record
+        if extra:
+            for key in extra:
+                del clean[key]
+    else:
+        clean = {k: v for k, v in record.items() if k in _SPEC_SET} if extra is not None else dict(record)
+    clean["product_price"] = canonical.product_price  # an int price becomes a float, as the model does
+    if category is not None:
         clean["category"] = category
     return spec.Normalized(record=clean, extra=extra or {})

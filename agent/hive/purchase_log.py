@@ -299,10 +299,13 @@ def _rule_of(err: dict) -> str:
     return err["msg"]
 
 
-def normalize(record: dict, tag: str, *, strict: bool = True, new_guid=lambda: uuid.uuid4().hex) -> Normalized:
-    """Normalize one purchase record to the spec. Never raises for bad data: reports it."""
+def normalize(record: dict, tag: str, *, strict: bool = True, new_guid=lambda: uuid.uuid4().hex,
+              in_place: bool = False) -> Normalized:
+    """Normalize one purchase record to the spec. Never raises for bad data: reports it.
+
+    ``in_place``: the caller owns ``record`` and lets a canonical one become the result."""
     from agent.hive.fast_path import try_fast
-    fast = try_fast(record, tag)
+    fast = try_fast(record, tag, in_place=in_place)
     if fast is not None:
         return fast
     return normalize_slow(record, tag, strict=strict, new_guid=new_guid)

@@ -219,3 +219,21 @@ def test_whenever_the_fast_path_answers_the_model_agrees(changes, removed, stric
     slow = normalize_slow(rec, TAG, strict=strict)
     assert slow.ok and slow.warnings == [], (rec, slow.errors, slow.warnings)
     assert fast.record == slow.record and fast.extra == slow.extra
+
+
+def test_in_place_gives_the_same_answer_without_a_copy():
+    rec = dict(CANONICAL, appsflyer_id="af-1")
+    copy = normalize(dict(rec), TAG)
+    in_place = normalize(rec, TAG, in_place=True)
+    assert in_place.record is rec and (in_place.record, in_place.extra) == (copy.record, copy.extra)
+    bad = dict(CANONICAL, purchase_time="2018-02-30 11:22:33")
+    before = dict(bad)
+    assert not normalize(bad, TAG, in_place=True).ok and bad == before  # a refused record is left as it was
+
+
+@pytest.mark.parametrize("t,ok", [("2018-02-28 23:59:59", True), ("2018-02-29 00:00:00", False),
+                                  ("2020-02-29 12:00:00", True), ("2018-05-01 24:00:00", False),
+                                  ("2018-05-01 11:60:00", False), ("2018-05-01 11:22:61", False)])
+def test_fast_path_times_are_real_times(t, ok):
+    from agent.hive.fast_path import try_fast
+    assert (try_fast(dict(CANONICAL, purchase_time=t), TAG) is not None) == ok
