@@ -31,6 +31,7 @@ Rules this module enforces (the invariants the rest of the agent relies on):
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import struct
@@ -555,9 +556,7 @@ def check_ping(ping: Ping, *, nonce: bytes, auth_salt: bytes, shared_key: bytes,
 
 def packed_forward(tag: str, entries: bytes, count: int, chunk: str, *, compress: bool = False) -> bytes:
     """A PackedForward message (CompressedPackedForward with ``compress``) carrying ``chunk``."""
-    import gzip as _gzip
-
-    payload = _gzip.compress(entries, compresslevel=6, mtime=0) if compress else entries
+    payload = gzip.compress(entries, compresslevel=6, mtime=0) if compress else entries
     option = {"size": count, "chunk": chunk, "compressed": "gzip" if compress else "text"}
     return b"\x93" + msgpack.packb(tag) + msgpack.packb(payload, use_bin_type=True) + msgpack.packb(option)
 
