@@ -33,6 +33,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from agent.journal.cursor import Position
+
 log = logging.getLogger("agent.monitor")
 
 SNAPSHOT_STALE = 5.0  # seconds: an older delivery snapshot means the process is stuck or gone
@@ -76,15 +78,10 @@ class Monitor:
         journal = self.app.journal
         if position is None:
             cursor = self.app.cursors.load(output_name)
-            position = (cursor.segment, cursor.offset) if cursor else (min(journal.segments(), default=0), 0)
-        seg, off = position
-        total = 0
-        for s, size in journal._sizes.items():
-            if s > seg:
-                total += size
-            elif s == seg:
-                total += max(0, size - off)
-        return total
+            position = cursor or Position(min(journal.segments(), default=0), 0)
+        else:
+            position = Position(*position)
+        return journal.bytes_after(position)
 
     def health(self) -> tuple[bool, list[str]]:
         problems = []

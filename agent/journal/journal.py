@@ -202,6 +202,16 @@ class Journal:
     def segments(self) -> list[int]:
         return sorted(self._sizes)
 
+    def bytes_after(self, position: Position) -> int:
+        """Bytes on disk from ``position`` to the end (what an output there has not delivered)."""
+        total = 0
+        for seq, size in self._sizes.items():
+            if seq > position.segment:
+                total += size
+            elif seq == position.segment:
+                total += max(0, size - position.offset)
+        return total
+
     def is_full(self) -> bool:
         return self.size_bytes >= self.max_bytes
 
