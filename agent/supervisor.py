@@ -39,11 +39,24 @@ class DeliveryProcess:
         finally:
             os.close(ready_w)
         loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+
+        def readable() -> None:
+            try:
+                data = os.read(ready_r, 1)  # b"" when the child died before saying anything
+            except BlockingIOError:
+                return
+            if not answer.done():
+                answer.set_result(data)
+
+        os.set_blocking(ready_r, False)
+        loop.add_reader(ready_r, readable)
         try:
-            said = await asyncio.wait_for(loop.run_in_executor(None, os.read, ready_r, 1), READY_TIMEOUT)
+            said = await asyncio.wait_for(answer, READY_TIMEOUT)
         except asyncio.TimeoutError:
             said = b""
         finally:
+            loop.remove_reader(ready_r)
             os.close(ready_r)
         if said != b"R":
             log.error("delivery process did not report ready (exit code %s)", self.proc.returncode)
