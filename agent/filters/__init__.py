@@ -57,6 +57,13 @@ class FilterChain:
     def apply(self, tag: str, entries: bytes, count: int) -> tuple[bytes, int, Callable[[bool], None] | None]:
         """Run the filters; returns the entries, their count, and a callable to tell
         the filters whether the result reached the journal (or None)."""
+        filters = self._for(tag)
+        if len(filters) == 1 and hasattr(filters[0], "apply_batch"):
+            # A filter that can take the batch as bytes, when all of it is plain sailing.
+            done = filters[0].apply_batch(tag, entries, count)
+            if done is not None:
+                settle = filters[0].take_settle()
+                return done[0], done[1], settle
         pairs = _decode(entries, count)  # [[EventTime ext, record], ...]
         settles = []
         for f in self._for(tag):

@@ -14,6 +14,7 @@ import logging
 
 from agent.component import Filter
 from agent.filters.dedup import DedupStore
+from agent.hive.fast_path import encode_batch, try_fast_batch
 from agent.hive.purchase_log import normalize
 from agent.protocol.forward import unpack_event_time
 
@@ -61,8 +62,21 @@ class HiveFilter(Filter):
         return kept
 
 
+    def apply_batch(self, tag: str, entries: bytes, count: int) -> tuple[bytes, int] | None:
+        """The whole batch at once when every record is already canonical and valid
+        (agent/hive/fast_path.py); None sends it the per-record way."""
+        pairs = try_fast_batch(entries, count, tag)
+        if pairs is None:
+            return None
+        self.stats["valid"] += len(pairs)
+        if self.dedup is not None:
+            pairs = self._dedup(tag, pairs, [(r.app_id, r.transaction_id) for _, r in pairs])
+        return encode_batch(pairs), len(pairs)
+
     def _drop_duplicates(self, tag: str, entries: list) -> list:
-        keys = [(str(r.get("app_id")), str(r.get("transaction_id"))) for _, r in entries]
+        return self._dedup(tag, entries, [(str(r.get("app_id")), str(r.get("transaction_id"))) for _, r in entries])
+
+    def _dedup(self, tag: str, entries: list, keys: list) -> list:
         known = self.dedup.committed(keys)
         kept = []
         for entry, key in zip(entries, keys):

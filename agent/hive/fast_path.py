@@ -13,6 +13,8 @@ property test holds the two to the same answer.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from datetime import datetime
 from typing import Annotated, Literal, Optional
 
@@ -148,3 +150,110 @@ def try_fast(record: dict, tag: str, *, in_place: bool = False) -> spec.Normaliz
     if category is not None:
         clean["category"] = category
     return spec.Normalized(record=clean, extra=extra or {})
+
+
+# -- a whole batch at once ----------------------------------------------------------
+#
+# Straight from the journal-bound msgpack bytes into structs, no dicts: the same
+# Canonical rules, except that the regex patterns are checked afterwards against a
+# cache of the values already seen (most of those fields take few distinct values,
+# and a regex from C costs more than the decode itself). Optional fields are UNSET
+# when absent, so they stay absent; an unknown field fails the batch (the per-record
+# path keeps it apart for the mirrors). Any doubt: None, and the per-record path runs.
+
+def _without_pattern(t):
+    origin = typing.get_origin(t)
+    if origin is Annotated:
+        base, *metas = typing.get_args(t)
+        kept = []
+        for m in metas:
+            if isinstance(m, Meta) and m.pattern is not None:
+                limits = {k: getattr(m, k) for k in ("max_length", "min_length", "ge", "le") if getattr(m, k) is not None}
+                if limits:
+                    kept.append(Meta(**limits))
+            else:
+                kept.append(m)
+        return Annotated[(base, *kept)] if kept else base
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_without_pattern(a) for a in typing.get_args(t))]
+    return t
+
+
+def _pattern_of(t) -> str | None:
+    origin = typing.get_origin(t)
+    if origin is Annotated:
+        for m in typing.get_args(t)[1:]:
+            if isinstance(m, Meta) and m.pattern is not None:
+                return m.pattern
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(t):
+            found = _pattern_of(a)
+            if found:
+                return found
+    return None
+
+
+def _entry_struct():
+    fields = []
+    for f in msgspec.structs.fields(Canonical):
+        t = _without_pattern(f.type)
+        if f.required:
+            fields.append((f.name, t))
+        else:
+            fields.append((f.name, typing.Union[t, msgspec.UnsetType], msgspec.UNSET))
+    return msgspec.defstruct("CanonicalEntry", fields, forbid_unknown_fields=True)
+
+
+CanonicalEntry = _entry_struct()
+_PATTERNS = {f.name: re.compile(_pattern_of(f.type)) for f in msgspec.structs.fields(Canonical) if _pattern_of(f.type)}
+_PATTERN_FIELDS = tuple(n for n in _PATTERNS if n != "category")
+_seen_ok: dict[str, dict[str, bool]] = {name: {} for name in _PATTERNS}
+_batch_decoder = msgspec.msgpack.Decoder(list[tuple[msgspec.msgpack.Ext, CanonicalEntry]])
+_batch_encoder = msgspec.msgpack.Encoder()
+_UNSET = msgspec.UNSET
+
+
+def _matches(name: str, value: str) -> bool:
+    cache = _seen_ok[name]
+    ok = cache.get(value)
+    if ok is None:
+        ok = _PATTERNS[name].search(value) is not None
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[value] = ok
+    return ok
+
+
+def try_fast_batch(entries: bytes, count: int, tag: str) -> list | None:
+    """[(time Ext, CanonicalEntry)] when every entry is canonical and valid, else None."""
+    try:
+        pairs = _batch_decoder.decode(b"\xdd" + count.to_bytes(4, "big") + entries)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    from_tag = None
+    for _, rec in pairs:
+        if (rec.uid is _UNSET or rec.uid is None) and (rec.extra_uid is _UNSET or rec.extra_uid is None):
+            return None
+        category = rec.category
+        if category is _UNSET:
+            if from_tag is None:
+                from_tag = spec.category_for_tag(tag)
+                if from_tag is None:
+                    return None
+            rec.category = from_tag
+        elif category is None or not _matches("category", category):
+            return None  # the per-record path replaces it, with a warning
+        for name in _PATTERN_FIELDS:
+            value = getattr(rec, name)
+            if value is not _UNSET and value is not None and not _matches(name, value):
+                return None
+        if _ESCAPE_LOST.match(rec.product_name) or not _real_time(rec.purchase_time):
+            return None
+    return pairs
+
+
+def encode_batch(pairs: list) -> bytes:
+    """Concatenated msgpack entries (no array header) of (time Ext, CanonicalEntry) pairs."""
+    data = _batch_encoder.encode(pairs)
+    b = data[0]  # drop the array header: fixarray, array16 or array32
+    return data[1:] if b < 0xDC else data[3:] if b == 0xDC else data[5:]
