@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import types
+from operator import attrgetter
 import typing
 from datetime import datetime
 from typing import Annotated, Literal, Optional
@@ -230,25 +231,36 @@ def try_fast_batch(entries: bytes, count: int, tag: str) -> list | None:
         pairs = _batch_decoder.decode(b"\xdd" + count.to_bytes(4, "big") + entries)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    from_tag = None
-    for _, rec in pairs:
-        if (rec.uid is _UNSET or rec.uid is None) and (rec.extra_uid is _UNSET or rec.extra_uid is None):
+    recs = [rec for _, rec in pairs]
+    # Column by column: each distinct value is checked once (and cached across batches).
+    for name in _PATTERN_FIELDS:
+        values = set(map(attrgetter(name), recs))
+        values.discard(_UNSET)
+        values.discard(None)
+        if not all(_matches(name, v) for v in values):
             return None
-        category = rec.category
-        if category is _UNSET:
-            if from_tag is None:
-                from_tag = spec.category_for_tag(tag)
-                if from_tag is None:
-                    return None
-            rec.category = from_tag
-        elif category is None or not _matches("category", category):
-            return None  # the per-record path replaces it, with a warning
-        for name in _PATTERN_FIELDS:
-            value = getattr(rec, name)
-            if value is not _UNSET and value is not None and not _matches(name, value):
+    if not all(_real_time(t) for t in set(map(attrgetter("purchase_time"), recs))):
+        return None
+    if any(_ESCAPE_LOST.match(n) for n in set(map(attrgetter("product_name"), recs))):
+        return None
+    uids = set(map(attrgetter("uid"), recs))
+    if _UNSET in uids or None in uids:
+        for rec in recs:
+            if (rec.uid is _UNSET or rec.uid is None) and (rec.extra_uid is _UNSET or rec.extra_uid is None):
                 return None
-        if _ESCAPE_LOST.match(rec.product_name) or not _real_time(rec.purchase_time):
+    categories = set(map(attrgetter("category"), recs))
+    if None in categories:
+        return None  # the per-record path replaces it, with a warning
+    if _UNSET in categories:
+        categories.discard(_UNSET)
+        from_tag = spec.category_for_tag(tag)
+        if from_tag is None:
             return None
+        for rec in recs:
+            if rec.category is _UNSET:
+                rec.category = from_tag
+    if not all(_matches("category", c) for c in categories):
+        return None
     return pairs
 
 
