@@ -13,6 +13,7 @@ import msgpack
 import msgspec
 
 from agent.component import Filter
+from agent.protocol.forward import array_items
 from agent.routing import compile_pattern
 
 
@@ -96,8 +97,7 @@ def _encode(pairs: list) -> bytes:
     except (TypeError, ValueError, UnicodeEncodeError):
         packer = msgpack.Packer(unicode_errors="surrogateescape")
         return b"".join(packer.pack(p) for p in pairs)
-    b = data[0]  # drop the array header: fixarray, array16 or array32
-    return data[1:] if b < 0xDC else data[3:] if b == 0xDC else data[5:]
+    return array_items(data)
 
 
 def _combine(settles: list):

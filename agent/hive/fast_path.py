@@ -23,6 +23,7 @@ import msgspec
 from msgspec import Meta
 
 from agent.hive import purchase_log as spec
+from agent.protocol.forward import array_items
 
 Int64 = Annotated[int, Meta(ge=spec.INT64[0], le=spec.INT64[1])]
 Int32 = Annotated[int, Meta(ge=spec.INT32[0], le=spec.INT32[1])]
@@ -266,6 +267,4 @@ def try_fast_batch(entries: bytes, count: int, tag: str) -> list | None:
 
 def encode_batch(pairs: list) -> bytes:
     """Concatenated msgpack entries (no array header) of (time Ext, CanonicalEntry) pairs."""
-    data = _batch_encoder.encode(pairs)
-    b = data[0]  # drop the array header: fixarray, array16 or array32
-    return data[1:] if b < 0xDC else data[3:] if b == 0xDC else data[5:]
+    return array_items(_batch_encoder.encode(pairs))

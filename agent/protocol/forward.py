@@ -67,6 +67,12 @@ def unpack_event_time(data: bytes) -> int:
     return seconds * _NS + nanos
 
 
+def array_items(data: bytes) -> bytes:
+    """The concatenated items of an encoded msgpack array (its header dropped): entries."""
+    b = data[0]
+    return data[1:] if b < 0xDC else data[3:] if b == 0xDC else data[5:]
+
+
 def ack_bytes(chunk_raw: bytes) -> bytes:
     """``{"ack": <chunk>}`` with the chunk value spliced in exactly as it arrived."""
     return b"\x81\xa3ack" + chunk_raw
