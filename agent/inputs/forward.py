@@ -132,6 +132,8 @@ class ForwardConnection(asyncio.Protocol):
         self.auth_salt = b""
         self.source_address: str | None = None
         self.source_hostname: str | None = None
+        self._resolver: asyncio.Task | None = None
+        self._held: list[bytes] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -154,7 +156,9 @@ class ForwardConnection(asyncio.Protocol):
             # the connection's frames until the name is known.
             transport.pause_reading()
             self.paused = True
-            asyncio.get_running_loop().create_task(self._resolve(peer))
+            self._held = []  # bytes that arrive before the name is known wait here
+            # Keep a reference: the loop holds tasks only weakly.
+            self._resolver = asyncio.get_running_loop().create_task(self._resolve(peer))
         if not self.authenticated:
             self.nonce = os.urandom(16)
             self.auth_salt = os.urandom(16)
@@ -166,6 +170,9 @@ class ForwardConnection(asyncio.Protocol):
             self.source_hostname = host
         except OSError:
             self.source_hostname = peer[0]
+        held, self._held = self._held, None
+        for data in held or ():
+            self.data_received(data)
         self.paused = False
         self.maybe_resume()
 
@@ -175,6 +182,9 @@ class ForwardConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self._held is not None:  # pause_reading may not stop a read already under way
+            self._held.append(data)
             return
         self.server.stats["bytes"] += len(data)
         try:

@@ -264,3 +264,21 @@ def test_a_full_journal_stops_reading_and_acking_then_everything_arrives(tmp_pat
     finally:
         agent.kill()
     assert len({l["record"]["seq"] for l in lines}) == 5000
+
+
+def test_source_hostname_key_injects_the_peers_name(tmp_path):
+    with Agent(tmp_path, forward_input(source_hostname_key="source_host") + file_output()) as agent:
+        client = ForwardClient(agent.port)
+        client.send_chunk("t.host", [[T, {"seq": 1}]], "h1")
+        client.close()
+        [line] = agent.wait_for_records("seq", {1})
+    expected = socket.getnameinfo(("127.0.0.1", 0), socket.NI_NAMEREQD)[0] if _resolvable() else "127.0.0.1"
+    assert line["record"]["source_host"] == expected
+
+
+def _resolvable() -> bool:
+    try:
+        socket.getnameinfo(("127.0.0.1", 0), socket.NI_NAMEREQD)
+        return True
+    except OSError:
+        return False
