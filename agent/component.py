@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
-
 
 class SendResult(enum.Enum):
     OK = "ok"
@@ -86,9 +84,6 @@ class Output:
 
     async def close(self) -> None:
         pass
-
-    def describe(self) -> dict[str, Any]:
-        return {}
 
 
 class Filter:

@@ -112,9 +112,6 @@ class ForwardInput:
         for conn in list(self.connections):
             conn.maybe_resume()
 
-    def describe(self) -> dict:
-        return {"listening": self.listening, "shared_key": bool(self.shared_key), "users": len(self.users)}
-
 
 class ForwardConnection(asyncio.Protocol):
     def __init__(self, server: ForwardInput):

@@ -122,9 +122,6 @@ class FileOutput(Output):
         await self.flush()
         self._close_all()
 
-    def describe(self) -> dict:
-        return {"path": self.template.template}
-
 
 def _cut_torn_line(path: Path) -> None:
     """A crash mid-write leaves a line without its newline; its batch is sent again

@@ -317,9 +317,6 @@ class ForwardOutput(Output):
                 except (OSError, ssl.SSLError):
                     pass
 
-    def describe(self) -> dict:
-        return {"servers": [s.name for s in self.servers], "require_ack_response": self.cfg.require_ack_response}
-
 
 def split_entries(entries: bytes, count: int, max_records: int, max_bytes: int):
     """Cut concatenated entries into runs within the limits: yields (bytes, count)."""

@@ -110,6 +110,3 @@ class HttpOutput(Output):
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
-
-    def describe(self) -> dict:
-        return {"url": self.endpoint}
