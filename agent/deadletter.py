@@ -32,13 +32,12 @@ SPOOL_SUFFIX = ".jsonl"
 
 
 class DeadLetterStore:
-    def __init__(self, directory: Path, spool: Path | None = None):
+    def __init__(self, directory: Path):
         self.directory = Path(directory)
-        self.spool = Path(spool) if spool is not None else self.directory.parent / "replay"
+        self.spool = self.directory.parent / "replay"
 
     def path(self, source: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in source)
-        return self.directory / f"{safe}.jsonl"
+        return self.directory / f"{safe_name(source)}.jsonl"
 
     @contextmanager
     def _locked(self):
@@ -104,7 +103,7 @@ class DeadLetterStore:
                 return 0, None
             rest = [l for l in lines if not (reason is None or reason in l["reason"])]
             self.spool.mkdir(parents=True, exist_ok=True)
-            spool = self.spool / f"{source}.{time.time_ns()}{SPOOL_SUFFIX}"
+            spool = self.spool / f"{safe_name(source)}.{time.time_ns()}{SPOOL_SUFFIX}"
             atomic_write(spool, b"".join(orjson.dumps(l) + b"\n" for l in chosen))
             atomic_write(self.path(source), b"".join(orjson.dumps(l) + b"\n" for l in rest))
         return len(chosen), spool
@@ -115,6 +114,11 @@ class DeadLetterStore:
         return sorted(self.spool.glob(f"*{SPOOL_SUFFIX}"))
 
 
+def safe_name(source: str) -> str:
+    """An output or filter name as a file name."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in source)
+
+
 def spool_source(path: Path) -> str:
-    """The output or filter a spool file was taken from."""
+    """The output or filter a spool file was taken from (its file-name form, see safe_name)."""
     return path.name[:-len(SPOOL_SUFFIX)].rsplit(".", 1)[0]

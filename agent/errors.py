@@ -16,7 +16,3 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.fatal = fatal
-
-
-class JournalCorruption(Exception):
-    """A journal segment holds bytes that are not a valid record."""

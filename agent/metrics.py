@@ -13,6 +13,7 @@ every second (``state/delivery.json``). Metric names are fixed here, once:
   hive_agent_component_errors_total{component,kind,type,reason}
   hive_agent_invalid_events_total{component,field,rule}
   hive_agent_dedup_hits_total{component}
+  hive_agent_normalization_warnings_total{component}
   hive_agent_journal_bytes, hive_agent_journal_segments, hive_agent_journal_max_bytes
   hive_agent_output_pending_bytes{component}
   hive_agent_output_oldest_unsent_age_seconds{component}
@@ -170,6 +171,8 @@ class _Collector:
         invalid = CounterMetricFamily("hive_agent_invalid_events", "Invalid records by field and rule",
                                       labels=["component", "field", "rule"])
         dedup = CounterMetricFamily("hive_agent_dedup_hits", "Duplicate purchases dropped", labels=["component"])
+        warned = CounterMetricFamily("hive_agent_normalization_warnings", "Records passed on with a warning",
+                                     labels=["component"])
         for inp in app.inputs:
             st, lv = inp.stats, [inp.name, "input", inp.cfg.type]
             received.add_metric(lv, st["records"])
@@ -187,6 +190,7 @@ class _Collector:
             dead.add_metric(lv, st.get("invalid", 0))
             discarded.add_metric(lv + ["duplicate"], st.get("duplicates", 0))
             dedup.add_metric([f_cfg.name], st.get("duplicates", 0))
+            warned.add_metric([f_cfg.name], st.get("warnings", 0))
             for (fld, rule), n in st.get("invalid_by_rule", {}).items():
                 invalid.add_metric([f_cfg.name, fld, rule], n)
         snap = self.monitor.delivery()
@@ -210,7 +214,7 @@ class _Collector:
             retrying.add_metric([o_cfg.name], 1 if out.get("retrying") else 0)
             paused.add_metric([o_cfg.name], 1 if out.get("paused") else 0)
         journal = app.journal
-        yield from (received, received_bytes, sent, retries, dead, discarded, errors, invalid, dedup,
+        yield from (received, received_bytes, sent, retries, dead, discarded, errors, invalid, dedup, warned,
                     pending, age, retrying, paused)
         yield GaugeMetricFamily("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
         yield GaugeMetricFamily("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgpack
 import orjson
 
-from agent.deadletter import DeadLetterStore, spool_source
+from agent.deadletter import DeadLetterStore, safe_name, spool_source
 from agent.protocol.forward import pack_event_time
 
 log = logging.getLogger("agent")
@@ -31,9 +31,10 @@ class ReplayIngest:
 
     async def ingest(self) -> None:
         """Journal the dead letters that ``hive-agent deadletter replay`` spooled."""
+        by_file_name = {safe_name(n): n for n in self.outputs | self.filters_names}
         outputs, filters = self.outputs, self.filters_names
         for path in self.store.spooled():
-            source = spool_source(path)
+            source = by_file_name.get(spool_source(path), spool_source(path))
             if source not in outputs and source not in filters:
                 if path not in self._unknown:
                     self._unknown.add(path)

@@ -37,10 +37,6 @@ log = logging.getLogger("agent.journal")
 FSYNC_POLICIES = ("always", "interval", "off")
 
 
-class JournalFull(Exception):
-    pass
-
-
 class Journal:
     def __init__(self, directory: Path, *, fsync: str = "always", fsync_interval: float = 1.0,
                  segment_bytes: int = 64 << 20, max_bytes: int = 2 << 30):

@@ -80,7 +80,6 @@ class ForwardOutput(Output):
         self.ssl = self._ssl_context() if cfg.tls else None
         self.salt = os.urandom(16).hex().encode()  # Fluentd's salt: SecureRandom.hex(16)
         self._heartbeat: asyncio.Task | None = None
-        self.stats = {"chunks": 0, "acks": 0, "failovers": 0}
 
     def _ssl_context(self) -> ssl.SSLContext:
         cfg = self.cfg
@@ -212,7 +211,6 @@ class ForwardOutput(Output):
         server = self.servers[index]
         try:
             await self._send_to(server, [m for m, _ in group], [c for _, c in group])
-            self.stats["chunks"] += len(group)
             return None
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError, SendError,
                 ssl.SSLError) as exc:
@@ -222,7 +220,6 @@ class ForwardOutput(Output):
             self._close(server)
             log.warning("output %s: server %s failed (%s); it is skipped for %.0fs",
                         self.name, server.name, reason, self.cfg.recover_wait)
-            self.stats["failovers"] += 1
             return reason
 
     def _entries_for_hive(self, batch: TagBatch) -> tuple[bytes, int]:
@@ -250,7 +247,6 @@ class ForwardOutput(Output):
                 reply = await self._read(server, max(0.01, deadline - time.monotonic()))
                 if not (isinstance(reply, dict) and reply.get("ack") == chunk):
                     raise SendError(f"ack mismatch: expected {chunk!r}, got {reply!r:.80}")
-                self.stats["acks"] += 1
         if not self.cfg.keepalive:
             self._close(server)
 

@@ -57,6 +57,7 @@ def test_metrics_plugins_and_health_follow_what_happens(tmp_path, monkeypatch):
                             metric(t, "hive_agent_output_paused", component="hive-http") == 1 and t)
             assert metric(text, "hive_agent_component_received_events_total", component="plain") == 3
             assert metric(text, "hive_agent_dedup_hits_total", component="hive") == 1
+            assert metric(text, "hive_agent_normalization_warnings_total", component="hive") == 0
             assert metric(text, "hive_agent_invalid_events_total", component="hive", field="currency") == 1
             assert metric(text, "hive_agent_component_dead_lettered_events_total", component="hive") == 1
             assert metric(text, "hive_agent_component_errors_total", component="plain", reason="protocol") == 1

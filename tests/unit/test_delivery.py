@@ -178,3 +178,14 @@ async def test_other_fsync_policies_still_write_everything(tmp_path, policy):
     await drain(runner(tmp_path, out))
     assert [i for _, i in out.sent] == list(range(20))
     assert (j.stats["fsyncs"] > 0) == (policy == "interval")
+
+
+def test_dead_letters_of_an_oddly_named_output_are_spooled_under_a_file_name_that_maps_back(tmp_path):
+    from agent.deadletter import safe_name, spool_source
+    store = DeadLetterStore(tmp_path / "deadletter")
+    store.write_records("hive/http", [("t", 1, {"i": 1}, "HTTP 400"), ("t", 2, {"i": 2}, "HTTP 503")])
+    assert store.summary()["hive_http"]["count"] == 2
+    n, spool = store.take_for_replay("hive/http", "400")
+    assert n == 1 and spool.parent == tmp_path / "replay"
+    assert spool_source(spool) == safe_name("hive/http") == "hive_http"
+    assert [l["record"]["i"] for l in store.read("hive/http")] == [2]

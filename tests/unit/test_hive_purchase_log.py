@@ -290,3 +290,10 @@ def test_whenever_the_batch_path_answers_the_per_record_path_agrees(changes):
     slow = [normalize_slow(dict(r), TAG) for r in records]
     assert all(n.ok and not n.warnings and not n.extra for n in slow), [(n.errors, n.warnings) for n in slow]
     assert _decoded(done[0]) == [msgpack.unpackb(msgpack.packb(n.record), raw=False) for n in slow]
+
+
+def test_the_hive_filter_counts_records_passed_on_with_a_warning():
+    f2 = _hive_filter()
+    f2.strict = False
+    kept = f2.apply(TAG, [[0, dict(SEED_EXAMPLE)], [0, dict(CANONICAL)]])
+    assert len(kept) == 2 and f2.stats["warnings"] == 1
