@@ -49,7 +49,8 @@ class App:
         self.cursors = CursorStore(self.paths.cursors)
         self.deadletters = DeadLetterStore(self.paths.deadletter)
         self.filters = FilterChain(cfg.filters, self.deadletters, self.paths.root)
-        self.inputs = [build_input(i, self.journal, self.filters) for i in cfg.inputs]
+        self.inputs = [build_input(i, self.journal, self.filters, self.deadletters, self.paths.root)
+                       for i in cfg.inputs]
         self.delivery = DeliveryProcess(self.config_path)
         self.monitor = Monitor(self, cfg.monitor.bind, cfg.monitor.port) if cfg.monitor else None
         self._stop = asyncio.Event()
@@ -136,9 +137,14 @@ class App:
         first = Position(min(self.journal.segments(), default=1), 0)
         return [self.cursors.load(o.name) or first for o in self.cfg.outputs]
 
+    def _pinned_positions(self) -> list[Position]:
+        """What inputs still need to read back (the tail input's markers after its last checkpoint)."""
+        pins = (getattr(i, "pinned_position", lambda: None)() for i in self.inputs)
+        return [p for p in pins if p is not None]
+
     def _collect(self) -> None:
         try:
-            self.journal.collect(self._cursor_positions())
+            self.journal.collect(self._cursor_positions() + self._pinned_positions())
         except OSError as exc:
             log.error("journal: collecting segments failed: %s", exc)
 

@@ -15,7 +15,8 @@ Invariants:
 * ``max_bytes`` bounds the bytes on disk. Past it :meth:`is_full` is true and
   inputs stop reading until outputs move on and segments are collected; the
   journal never drops.
-* A segment is deleted once every output's cursor has passed it.
+* A segment is deleted once every output's cursor has passed it, and every
+  position an input pins (the tail input's last checkpoint) as well.
 """
 
 from __future__ import annotations
@@ -97,8 +98,13 @@ class Journal:
     # -- appends ---------------------------------------------------------
 
     def submit(self, tag: str, entries: bytes, count: int, target: str | None = None) -> asyncio.Future:
-        """Queue one batch (for every matching output, or only ``target``);
-        the future resolves when it is durable (per policy)."""
+        """Queue one batch (for every matching output, or only ``target``).
+
+        The future resolves, with the journal position after the group that
+        holds the batch, when it is durable (per policy). Batches submitted
+        with no ``await`` between them go into the same group: one write,
+        durable together or failed together.
+        """
         if self._closing or self._broken is not None:
             raise RuntimeError(f"journal is not accepting writes: {self._broken or 'closed'}")
         fut = asyncio.get_running_loop().create_future()
@@ -142,9 +148,10 @@ class Journal:
                 continue
             self.stats["commits"] += 1
             self.stats["bytes"] += len(data)
+            end = Position(self._seq, self._end)
             for w in waiters:
                 if not w.done():
-                    w.set_result(None)
+                    w.set_result(end)
             if self._pending:
                 self._wake.set()
 
