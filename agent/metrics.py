@@ -173,14 +173,29 @@ class _Collector:
         dedup = CounterMetricFamily("hive_agent_dedup_hits", "Duplicate purchases dropped", labels=["component"])
         warned = CounterMetricFamily("hive_agent_normalization_warnings", "Records passed on with a warning",
                                      labels=["component"])
+        tail_files = GaugeMetricFamily("hive_agent_tail_files", "Files a tail input has open", labels=["component"])
+        tail_rotations = CounterMetricFamily("hive_agent_tail_rotations", "Files rotated away (renamed or deleted)",
+                                             labels=["component"])
+        tail_truncations = CounterMetricFamily("hive_agent_tail_truncations", "Files truncated and read again",
+                                               labels=["component"])
+        tail_invalid_utf8 = CounterMetricFamily("hive_agent_tail_invalid_utf8_lines",
+                                                "Lines whose invalid UTF-8 was replaced", labels=["component"])
         for inp in app.inputs:
             st, lv = inp.stats, [inp.name, "input", inp.cfg.type]
             received.add_metric(lv, st["records"])
             received_bytes.add_metric(lv, st["bytes"])
-            discarded.add_metric(lv + ["invalid_entry"], st["skipped_records"])
-            discarded.add_metric(lv + ["not_logs"], st["discarded_records"])
-            errors.add_metric(lv + ["protocol"], st["protocol_errors"])
-            errors.add_metric(lv + ["auth"], st["auth_failures"])
+            if inp.cfg.type == "forward":
+                discarded.add_metric(lv + ["invalid_entry"], st["skipped_records"])
+                discarded.add_metric(lv + ["not_logs"], st["discarded_records"])
+                errors.add_metric(lv + ["protocol"], st["protocol_errors"])
+                errors.add_metric(lv + ["auth"], st["auth_failures"])
+            elif inp.cfg.type == "tail":
+                dead.add_metric(lv, st["lines_dead_lettered"])
+                errors.add_metric(lv + ["read"], st["read_errors"])
+                tail_files.add_metric([inp.name], len(inp.files))
+                tail_rotations.add_metric([inp.name], st["rotations"])
+                tail_truncations.add_metric([inp.name], st["truncations"])
+                tail_invalid_utf8.add_metric([inp.name], st["invalid_utf8_lines"])
         for f_cfg, f in zip(app.cfg.filters, app.filters.filters):
             st = getattr(f, "stats", None)
             if not st:
@@ -215,7 +230,7 @@ class _Collector:
             paused.add_metric([o_cfg.name], 1 if out.get("paused") else 0)
         journal = app.journal
         yield from (received, received_bytes, sent, retries, dead, discarded, errors, invalid, dedup, warned,
-                    pending, age, retrying, paused)
+                    pending, age, retrying, paused, tail_files, tail_rotations, tail_truncations, tail_invalid_utf8)
         yield GaugeMetricFamily("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
         yield GaugeMetricFamily("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
         yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import orjson
 
-READY = re.compile(r"hive-agent ready: .*?tcp (\S+):(\d+)")
-TLS_READY = re.compile(r"hive-agent ready: .*?tls (\S+):(\d+)")
+READY = re.compile(r"hive-agent ready: .*")
+LISTEN = re.compile(r"hive-agent ready: .*?(?:tcp|tls) (\S+):(\d+)")
 
 
 MONITOR = '[monitor]\nbind = "127.0.0.1"\nport = 0\n'
@@ -33,6 +33,14 @@ def get_json(port: int, path: str):
 def forward_input(**options) -> str:
     lines = ["[[inputs]]", 'type = "forward"', f"bind = {_toml(options.pop('bind', '127.0.0.1'))}",
              f"port = {options.pop('port', 0)}"]
+    for k, v in options.items():
+        lines.append(f"{k} = {_toml(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def tail_input(path, tag: str = "tail.*", **options) -> str:
+    lines = ["[[inputs]]", 'type = "tail"', f"path = {_toml(path)}", f"tag = {_toml(tag)}",
+             'stat_interval = "200ms"']
     for k, v in options.items():
         lines.append(f"{k} = {_toml(v)}")
     return "\n".join(lines) + "\n"
@@ -86,9 +94,9 @@ class Agent:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log()
-            m = READY.search(text) or TLS_READY.search(text)
-            if m:
-                self.port = int(m.group(2))
+            if READY.search(text):
+                m = LISTEN.search(text)
+                self.port = int(m.group(2)) if m else None
                 monitor = re.search(r"monitor on http \S+:(\d+)", text)
                 self.monitor_port = int(monitor.group(1)) if monitor else None
                 return self
@@ -193,3 +201,25 @@ def http_output(url: str, name: str = "hive-http", match: str = "**", **options)
     for k, v in options.items():
         lines.append(f"{k} = {_toml(v)}")
     return "\n".join(lines) + "\n"
+
+
+def journal_records(data_dir: Path) -> list[tuple[str, dict]]:
+    """Every (tag, record) in the journal segments under ``data_dir``, in order; targeted batches left out."""
+    import msgpack
+
+    from agent.journal.reader import JournalReader
+    from agent.journal.record import batch_entries, batch_target, peek_tag
+    reader = JournalReader(Path(data_dir) / "journal")
+    out = []
+    try:
+        while records := reader.read():
+            for r in records:
+                if batch_target(r.payload) is not None:
+                    continue
+                tag = peek_tag(r.payload)
+                unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+                unpacker.feed(batch_entries(r.payload))
+                out.extend((tag, entry[1]) for entry in unpacker)
+    finally:
+        reader.close()
+    return out

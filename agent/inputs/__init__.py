@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 
-def _forward(cfg, journal, filters):
+def _forward(cfg, journal, filters, deadletters, data_dir):
     from agent.inputs.forward import ForwardInput
     return ForwardInput(cfg, journal, filters)
 
 
-BUILDERS = {"forward": _forward}
+def _tail(cfg, journal, filters, deadletters, data_dir):
+    from agent.inputs.tail import TailInput
+    return TailInput(cfg, journal, filters, deadletters, data_dir)
 
 
-def build_input(cfg, journal, filters):
-    return BUILDERS[cfg.type](cfg, journal, filters)
+BUILDERS = {"forward": _forward, "tail": _tail}
+
+
+def build_input(cfg, journal, filters, deadletters, data_dir):
+    return BUILDERS[cfg.type](cfg, journal, filters, deadletters, data_dir)

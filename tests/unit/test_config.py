@@ -60,6 +60,10 @@ def test_secrets_from_env_and_file(tmp_path, monkeypatch):
     ('[agent]\nunknown = 1\n[[inputs]]\ntype = "forward"\n', "agent.unknown: unknown key"),
     ('', "at least one [[inputs]]"),
     ('[[inputs]]\ntype = "forward"\nport = 1\n[[inputs]]\ntype = "forward"\nport = 1\n', "two inputs listen"),
+    ('[[inputs]]\ntype = "tail"\npath = "/l/*.log"\ntag = "a.{game}"\n', "tag_regex has no such named group"),
+    ('[[inputs]]\ntype = "tail"\npath = "/l/*.log"\ntag = "a.{game}"\ntag_regex = "/l/(?P<g>x"\n', "tag_regex"),
+    ('[[inputs]]\ntype = "tail"\npath = "l/*.log"\ntag = "a"\n', "must be absolute"),
+    ('[[inputs]]\ntype = "tail"\npath = "/l/*.log"\n', "inputs.0.tag: Field required"),
 ])
 def test_refused(tmp_path, text, message):
     if message is None:  # an unclosed brace closes at the end of the pattern, as in Fluentd
@@ -70,3 +74,10 @@ def test_refused(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
     assert message in str(err.value)
+
+
+def test_tail_input_takes_one_path_or_a_list_and_fluentd_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, '[[inputs]]\ntype = "tail"\npath = "/var/log/game/*.json"\ntag = "g.*"\n'))
+    tail = cfg.inputs[0]
+    assert tail.name == "tail.0" and tail.path == ["/var/log/game/*.json"]
+    assert (tail.read_from_head, tail.follow_inodes, tail.rotate_wait, tail.refresh_interval) == (False, False, 5, 60)
