@@ -53,6 +53,7 @@ class Journal:
         self._fd: int | None = None
         self._end = 0  # bytes in the current segment
         self._pending: list[bytes] = []
+        self._taken = 0  # bytes of the group being written
         self._waiters: list[asyncio.Future] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task | None = None
@@ -131,14 +132,17 @@ class Journal:
             records, waiters = self._pending, self._waiters
             self._pending, self._waiters = [], []
             data = b"".join(records)
+            self._taken = len(data)  # neither pending nor on disk while a roll awaits: still counted
             try:
                 if self._end > HEADER_SIZE and self._end + len(data) > self.segment_bytes:
                     await self._roll(loop)
                 self._write_all(data)
+                self._taken = 0
                 if self.fsync == "always":
                     await loop.run_in_executor(None, os.fdatasync, self._fd)
                     self.stats["fsyncs"] += 1
             except OSError as exc:
+                self._taken = 0
                 self.stats["write_errors"] += 1
                 log.error("journal: write of %d bytes to segment %d failed: %s", len(data), self._seq, exc)
                 self._rollback()
@@ -196,7 +200,7 @@ class Journal:
 
     @property
     def size_bytes(self) -> int:
-        return sum(self._sizes.values()) + sum(len(r) for r in self._pending)
+        return sum(self._sizes.values()) + self._taken + sum(len(r) for r in self._pending)
 
     @property
     def end_position(self) -> Position:
