@@ -184,8 +184,7 @@ class TailInputConfig(Strict):
     # 3s keeps a thousand idle files under 1% of a core.
     stat_interval: Duration = 3.0
     max_line_size: Size = 1024 * 1024
-    # Lines are parsed a read at a time; a read smaller than max_line_size takes the fast path.
-    read_bytes_limit: Size = 256 * 1024
+    read_bytes_limit: Size = 256 * 1024  # parsed a read at a time; 1MiB reads measured no faster
     path_key: str | None = None
     pos_file: Path | None = None  # default: <data_dir>/tail/<name>.pos.json
 

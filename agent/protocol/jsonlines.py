@@ -91,15 +91,24 @@ class LineSplitter:
         region = buf[:last + 1]
         self.consumed += last + 1
         self._hold(buf[last + 1:])
-        if last > self.max_line_size:
-            lines = region[:-1].split(b"\n")
-            if max(map(len, lines)) > self.max_line_size:
-                out.extend(self._mark_long(lines, self.consumed - last - 1))
-                return start, out
+        if last > self.max_line_size and self._has_long_line(region):
+            out.extend(self._mark_long(region[:-1].split(b"\n"), self.consumed - last - 1))
+            return start, out
         if out:
             out.extend(region[:-1].split(b"\n"))
             return start, out
         return start, region
+
+    def _has_long_line(self, region: bytes) -> bool:
+        """Is any line of ``region`` longer than the limit? A jump of about the limit per step, in C."""
+        limit = self.max_line_size
+        pos, end = 0, len(region)
+        while end - pos > limit:
+            nl = region.rfind(b"\n", pos, pos + limit + 1)
+            if nl < 0:
+                return True
+            pos = nl + 1
+        return False
 
     def _hold(self, rest: bytes) -> None:
         if len(rest) > self.max_line_size:

@@ -316,3 +316,37 @@ def test_restart_resumes_where_it_stopped_even_in_a_file_rotated_while_down(tmp_
         assert agent.stop() == 0
     # The rotated file is known by its inode: read on from where the agent stopped, not again from its start.
     exactly_once(seqs(agent.output_lines()), {1, 2, 3, 4})
+
+
+def test_a_full_journal_pauses_reading_and_nothing_is_skipped(tmp_path):
+    port = free_port()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "big.log"
+    total = 5000
+    log.write_bytes(b"".join(line(seq) for seq in range(total)))
+    size = log.stat().st_size
+    tail = Agent(tmp_path / "tail", tail_input(str(log), read_from_head=True, read_bytes_limit="8KiB")
+                 + forward_output([("127.0.0.1", port)], retry_wait="100ms", retry_max_interval="300ms",
+                                  recover_wait="300ms"),
+                 journal='max_bytes = "96KiB"\nsegment_bytes = "16KiB"\n')
+    collector = Agent(tmp_path / "collector", f'[[inputs]]\ntype = "forward"\nbind = "127.0.0.1"\nport = {port}\n'
+                      + file_output())
+    try:
+        tail.start()
+        tail.wait_for_log("no server took the chunks")
+        time.sleep(1.0)
+        stalled = positions(tail).get(str(log), 0)
+        time.sleep(1.0)
+        assert 0 < positions(tail).get(str(log), 0) == stalled < size  # paused where the journal filled up
+        journal = sum(p.stat().st_size for p in (tmp_path / "tail/var/journal").glob("*.seg"))
+        assert journal < 96 * 1024 + 16 * 1024
+        collector.start()
+        collector.wait_for_records("seq", set(range(total)))
+        wait_until(lambda: positions(tail).get(str(log)) == size, what="the whole file read")
+        assert tail.stop() == 0
+        assert collector.stop() == 0
+    finally:
+        tail.kill()
+        collector.kill()
+    exactly_once(seqs(collector.output_lines()), range(total))

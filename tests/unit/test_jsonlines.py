@@ -155,3 +155,10 @@ def test_an_integer_beyond_64_bits_is_kept_as_orjson_reads_it_a_float():
     parsed = parse_each(region, 0)
     assert parsed.records == [{"a": 1}, {"big": 1.2345678901234568e29}] and not parsed.bad
     assert to_entries(parsed.records, 0)
+
+
+@pytest.mark.parametrize("lengths", [[5] * 40, [19, 20, 20, 3], [20, 21, 2], [1, 2, 50], [60], [20] * 10 + [21]])
+def test_the_long_line_check_agrees_with_measuring_every_line(lengths):
+    region = b"".join(b"a" * n + b"\n" for n in lengths)
+    splitter = LineSplitter(0, max_line_size=20)
+    assert splitter._has_long_line(region) == (max(lengths) > 20)
