@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test node bench bench-hive check clean
+.PHONY: run test install install-test node bench bench-hive bench-tail check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench: install
 
 bench-hive: install
 	$(BIN)/python bench/hive_pipeline.py
+
+bench-tail: install
+	$(BIN)/python bench/tail_ingest.py
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules var
