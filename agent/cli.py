@@ -59,6 +59,10 @@ def cmd_check(path: str) -> int:
     print(f"config {path}: OK")
     print(f"data_dir {a.data_dir}  journal: fsync={j.fsync} segment_bytes={j.segment_bytes} max_bytes={j.max_bytes}")
     for i in cfg.inputs:
+        if i.type == "tail":
+            tag = i.tag + (f" (tag_regex {i.tag_regex})" if i.tag_regex else "")
+            print(f"input  {i.name}: tail {' '.join(i.path)} tag {tag}")
+            continue
         extra = []
         if i.shared_key:
             extra.append("shared_key")

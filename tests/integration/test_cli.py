@@ -32,6 +32,9 @@ def test_check_prints_what_would_run_for_the_default_and_example_configs():
     for example in sorted((ROOT / "conf/examples").glob("*.toml")):
         run = hive_agent("check", "-c", str(example), env=env)
         assert run.returncode == 0, f"{example}: {run.stderr}"
+        if example.name == "legacy-tail.toml":
+            assert "input  purchase-files: tail /var/log/*/purchase*.json tag ha2union.game.{game}.purchase_log" \
+                in run.stdout
 
 
 def test_check_rejects_a_bad_config_with_exit_2_and_says_where(tmp_path):
