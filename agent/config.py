@@ -345,7 +345,99 @@ class HttpOutputConfig(OutputBase):
         return value
 
 
-OutputConfig = Annotated[Union[FileOutputConfig, StdoutOutputConfig, ForwardOutputConfig, HttpOutputConfig],
+class MirrorApp(Strict):
+    """One Hive app_id's settings at a vendor. The token comes from the environment or a file."""
+    app_id: str | None = None  # the vendor's app id (AppsFlyer: the package name, or "id" + digits on iOS)
+    bundle_id: str | None = None
+    service_number: int | None = None  # Wisetracker's _wtno
+    token_env: str | None = None
+    token_file: Path | None = None
+    token: Secret | None = None
+
+    @model_validator(mode="after")
+    def _token(self):
+        sources = [s for s in (self.token_env, self.token_file, self.token) if s is not None]
+        if len(sources) > 1:
+            raise ValueError("give one of token_env, token_file, token")
+        if self.token_env is not None:
+            object.__setattr__(self, "token", SecretStr(resolve_secret(f"env:{self.token_env}")))
+        elif self.token_file is not None:
+            object.__setattr__(self, "token", SecretStr(resolve_secret(f"file:{self.token_file}")))
+        return self
+
+
+class MirrorOutputBase(OutputBase):
+    """What the three vendor mirrors share (agent/outputs/mirror.py)."""
+    match: MatchPattern = "ha2union.game.*.purchase_log"
+    endpoint: str
+    apps: dict[str, MirrorApp] = {}  # keyed by the Hive app_id
+    in_flight: int = Field(8, ge=1, le=1024)
+    rate_limit: float | None = Field(None, gt=0)  # requests per second
+    timeout: Duration = 10.0
+    mirror_test_purchases: bool = False
+    refund_field: str = "refund"
+    refund_values: list[Any] = [True, 1, "1", "Y", "y", "true"]
+    identity_match: MatchPattern = "ha2union.game.*.device_ids"
+    delivered_retention: Duration = 30 * 86400.0
+    batch_bytes: Size = 256 * 1024
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def routing_match(self) -> str:
+        """What the delivery loop hands this output: the purchases, and the identity records it learns."""
+        return f"{self.match} {self.identity_match}"
+
+
+class AppsFlyerOutputConfig(MirrorOutputBase):
+    type: Literal["appsflyer"]
+    endpoint: str = "https://api3.appsflyer.com"
+    rate_limit: float | None = Field(900.0, gt=0)  # AppsFlyer: stay under 1,000 requests per second
+    max_event_age: Duration = 7 * 86400.0
+    server_errors_before_dead_letter: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _ios_ids(self):
+        for hive_app, app in self.apps.items():
+            if not app.app_id:
+                raise ValueError(f"apps.{hive_app}: app_id (the AppsFlyer app id) is required")
+            ios = ".ios." in hive_app or hive_app.endswith(".ios") or ".apple." in hive_app
+            if ios and not re.fullmatch(r"id\d+", app.app_id):
+                raise ValueError(f"apps.{hive_app}: iOS app_id {app.app_id!r} must be 'id' + digits "
+                                 f"(AppsFlyer answers 200 and drops the event otherwise)")
+            if app.token is None:
+                raise ValueError(f"apps.{hive_app}: token_env, token_file or token is required")
+        return self
+
+
+class WisetrackerOutputConfig(MirrorOutputBase):
+    type: Literal["wisetracker"]
+    endpoint: str = "https://trk.analytics.wisetracker.co.kr/s2s/v1/s2sDataRcv.do"
+    first_purchase: bool = False  # w_first_purchase when this agent has not seen the user buy before
+
+    @model_validator(mode="after")
+    def _service_numbers(self):
+        for hive_app, app in self.apps.items():
+            if app.service_number is None:
+                raise ValueError(f"apps.{hive_app}: service_number (_wtno) is required")
+            if app.token is None:
+                raise ValueError(f"apps.{hive_app}: token_env, token_file or token is required")
+        return self
+
+
+class NaverOutputConfig(MirrorOutputBase):
+    type: Literal["naver"]
+    fx_to_krw: dict[str, float] = {}
+    all_apps: bool = True  # without [apps], mirror every app; a token is then optional
+
+
+OutputConfig = Annotated[Union[FileOutputConfig, StdoutOutputConfig, ForwardOutputConfig, HttpOutputConfig,
+                               AppsFlyerOutputConfig, WisetrackerOutputConfig, NaverOutputConfig],
                          Field(discriminator="type")]
 
 
@@ -389,7 +481,8 @@ def _format_error(path: Path, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in (
-            "forward", "tail", "file", "stdout", "record_transformer", "hive", "http")))
+            "forward", "tail", "file", "stdout", "record_transformer", "hive", "http", "appsflyer", "wisetracker",
+            "naver")))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -35,7 +35,8 @@ class OutputRunner:
         self.cfg = cfg
         self.name = cfg.name
         self.output = output
-        self.matches = compile_pattern(cfg.match)
+        # Mirrors also take the identity records they learn from (routing_match).
+        self.matches = compile_pattern(getattr(cfg, "routing_match", cfg.match))
         self.cursors = cursors
         self.deadletters = deadletters
         self.commit_interval = commit_interval

@@ -59,7 +59,7 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None) -> int:
     paths = DataPaths(cfg.agent.data_dir)
     cursors = CursorStore(paths.cursors)
     deadletters = DeadLetterStore(paths.deadletter)
-    outputs = [build_output(o) for o in cfg.outputs]
+    outputs = [build_output(o, paths.root) for o in cfg.outputs]
     for out in outputs:
         await out.start()
     runners = [OutputRunner(o_cfg, out, paths.journal, cursors, deadletters)

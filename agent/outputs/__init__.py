@@ -25,8 +25,26 @@ def _http(cfg) -> Output:
     return HttpOutput(cfg)
 
 
+def _appsflyer(cfg, data_dir) -> Output:
+    from agent.outputs.appsflyer import AppsFlyerOutput
+    return AppsFlyerOutput(cfg, data_dir)
+
+
+def _wisetracker(cfg, data_dir) -> Output:
+    from agent.outputs.wisetracker import WisetrackerOutput
+    return WisetrackerOutput(cfg, data_dir)
+
+
+def _naver(cfg, data_dir) -> Output:
+    from agent.outputs.naver import NaverOutput
+    return NaverOutput(cfg, data_dir)
+
+
 BUILDERS = {"file": _file, "stdout": _stdout, "forward": _forward, "http": _http}
+MIRRORS = {"appsflyer": _appsflyer, "wisetracker": _wisetracker, "naver": _naver}  # they keep state in data_dir
 
 
-def build_output(cfg) -> Output:
+def build_output(cfg, data_dir) -> Output:
+    if cfg.type in MIRRORS:
+        return MIRRORS[cfg.type](cfg, data_dir)
     return BUILDERS[cfg.type](cfg)

@@ -1,0 +1,117 @@
+"""What the mirrors remember, in one embedded SQLite file under ``data_dir``.
+
+* ``identity``: (game, did or uid) → the identifiers vendors need and Hive
+  records lack (appsflyer_id, advertising_id, idfa, idfv, att), learned from
+  ``ha2union.game.<game>.device_ids`` records. A later record adds to or
+  replaces what an earlier one said; it never erases a known value with
+  nothing.
+* ``delivered``: (vendor output, app, key) of every event a vendor accepted,
+  so restarts, replays and game servers that send a purchase twice never
+  make a second vendor event. Rows older than the retention are purged.
+* ``buyers``: (vendor output, app, uid) that bought through this agent, for
+  Wisetracker's first-purchase event.
+
+WAL with ``synchronous = NORMAL``: a commit survives the process being
+killed (it is in the OS's cache); only a power loss can take the last
+commits back, which makes a purchase mirrored twice, never lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from agent.mirrors.payloads import ID_FIELDS
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identity (
+    game TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
+    appsflyer_id TEXT, advertising_id TEXT, idfa TEXT, idfv TEXT, att INTEGER, updated_ns INTEGER,
+    PRIMARY KEY (game, kind, id));
+CREATE TABLE IF NOT EXISTS delivered (
+    vendor TEXT NOT NULL, app TEXT NOT NULL, key TEXT NOT NULL, at_ns INTEGER NOT NULL,
+    PRIMARY KEY (vendor, app, key));
+CREATE INDEX IF NOT EXISTS delivered_at ON delivered (at_ns);
+CREATE TABLE IF NOT EXISTS buyers (
+    vendor TEXT NOT NULL, app TEXT NOT NULL, uid TEXT NOT NULL, PRIMARY KEY (vendor, app, uid));
+"""
+
+_STORES: dict[Path, "MirrorState"] = {}
+
+
+def open_state(path: Path) -> "MirrorState":
+    """One connection per file in a process: the three mirror outputs share it."""
+    path = Path(path).resolve()
+    if path not in _STORES:
+        _STORES[path] = MirrorState(path)
+    return _STORES[path]
+
+
+class MirrorState:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    # -- identity ------------------------------------------------------------------
+
+    def learn(self, game: str, record: dict) -> bool:
+        """Store what an identity record says; False if it names no did/uid or no identifier."""
+        values = {k: record.get(k) for k in ID_FIELDS if record.get(k) not in (None, "")}
+        if "att" in values:
+            try:
+                values["att"] = int(values["att"])
+            except (TypeError, ValueError):
+                del values["att"]
+        keys = [(kind, str(record[kind])) for kind in ("did", "uid") if record.get(kind) not in (None, "")]
+        if not values or not keys:
+            return False
+        cols = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in values)
+        now = time.time_ns()
+        with self.db:
+            for kind, ident in keys:
+                self.db.execute(
+                    f"INSERT INTO identity (game, kind, id, {cols}, updated_ns) VALUES (?, ?, ?, {marks}, ?) "
+                    f"ON CONFLICT (game, kind, id) DO UPDATE SET {updates}, updated_ns = excluded.updated_ns",
+                    (game, kind, ident, *values.values(), now))
+        return True
+
+    def lookup(self, game: str, did, uid) -> dict:
+        """The identifiers known for this device (did first, then uid)."""
+        found: dict = {}
+        for kind, ident in (("uid", uid), ("did", did)):  # did last: it wins
+            if ident in (None, ""):
+                continue
+            row = self.db.execute(f"SELECT {', '.join(ID_FIELDS)} FROM identity WHERE game = ? AND kind = ? "
+                                  f"AND id = ?", (game, kind, str(ident))).fetchone()
+            if row:
+                found.update({k: v for k, v in zip(ID_FIELDS, row) if v is not None})
+        return found
+
+    # -- delivered -------------------------------------------------------------------
+
+    def was_delivered(self, vendor: str, app: str, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM delivered WHERE vendor = ? AND app = ? AND key = ?",
+                               (vendor, app, key)).fetchone() is not None
+
+    def mark_delivered(self, vendor: str, app: str, key: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)",
+                        (vendor, app, key, time.time_ns()))
+
+    def purge_delivered(self, older_than_s: float) -> int:
+        cutoff = time.time_ns() - int(older_than_s * 1e9)
+        return self.db.execute("DELETE FROM delivered WHERE at_ns < ?", (cutoff,)).rowcount
+
+    # -- buyers --------------------------------------------------------------------------
+
+    def has_bought(self, vendor: str, app: str, uid) -> bool:
+        return self.db.execute("SELECT 1 FROM buyers WHERE vendor = ? AND app = ? AND uid = ?",
+                               (vendor, app, str(uid))).fetchone() is not None
+
+    def mark_buyer(self, vendor: str, app: str, uid) -> None:
+        self.db.execute("INSERT OR IGNORE INTO buyers (vendor, app, uid) VALUES (?, ?, ?)", (vendor, app, str(uid)))

@@ -1,0 +1,56 @@
+"""``type = "appsflyer"``: S2S in-app events, ``POST {endpoint}/inappevent/{app_id}``.
+
+One ``af_purchase`` per request, header ``authentication`` (an S2S token on
+api3, a dev key on the legacy api2). With a backlog the earliest deadline
+goes first: AppsFlyer keeps an event's time only if it arrives before 02:00
+UTC on the day after its UTC date; later ones are sent and counted as late.
+Events older than ``max_event_age`` are not sent (dead letter ``too_old``).
+
+Answers: 200 OK; timeouts, 429 and 5xx RETRY (a 5xx at most
+``server_errors_before_dead_letter`` times for one event, then FATAL);
+401, 403 and the 400 "Failed to Authenticate" PAUSE; other 400s FATAL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from agent.component import SendResult
+from agent.mirrors.payloads import Purchase, Refused, appsflyer_cutoff, appsflyer_event, appsflyer_keeps_time
+from agent.outputs.mirror import Job, MirrorOutput, Request, json_request
+
+AUTH_FAILURES = ("authenticat", "token", "app_id")  # 400 bodies that mean our credentials, not the event
+
+
+class AppsFlyerOutput(MirrorOutput):
+    vendor = "appsflyer"
+
+    def __init__(self, cfg, data_dir):
+        super().__init__(cfg, data_dir)
+        self.stats.update({"late": 0})
+        self._server_errors: dict[tuple[str, str], int] = {}
+
+    def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
+        if now - p.time_utc > timedelta(seconds=self.cfg.max_event_age):
+            raise Refused("too_old", f"purchase time {p.time_utc:%Y-%m-%d %H:%M:%S} UTC is older than max_event_age")
+        if not appsflyer_keeps_time(p.time_utc, now):
+            self.stats["late"] += 1
+        body = appsflyer_event(p, ids, bundle_id=app.bundle_id)
+        return json_request(f"{self.cfg.endpoint}/inappevent/{app.app_id}",
+                            {"authentication": app.token.get_secret_value()}, body,
+                            order=appsflyer_cutoff(p.time_utc).timestamp())
+
+    def order(self, jobs: list[Job]) -> list[Job]:
+        return sorted(jobs, key=lambda job: job.request.order)
+
+    def classify(self, status: int, text: str, job: Job) -> SendResult:
+        if status == 400 and any(word in text.lower() for word in AUTH_FAILURES):
+            return SendResult.PAUSE
+        result = super().classify(status, text, job)
+        if result is SendResult.RETRY and status >= 500:
+            key = (job.purchase.app_id, job.key)
+            self._server_errors[key] = self._server_errors.get(key, 0) + 1
+            if self._server_errors[key] >= self.cfg.server_errors_before_dead_letter:
+                del self._server_errors[key]
+                return SendResult.FATAL
+        return result

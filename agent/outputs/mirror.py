@@ -1,0 +1,220 @@
+"""What the AppsFlyer, Wisetracker and Naver outputs share: one purchase, one request, once.
+
+For each purchase of a batch:
+
+* a test purchase is skipped unless ``mirror_test_purchases``; an app with no
+  settings for this vendor is skipped (not every game uses every vendor);
+* a purchase this vendor already accepted (``delivered`` in the mirror state)
+  is skipped: restarts, replays and game servers that send twice never make a
+  second vendor event;
+* the identifiers the vendor needs come from the record's extra fields or the
+  identity map; the vendor's pure mapping (agent/mirrors/payloads.py) builds
+  the request, or refuses the purchase with a reason for the dead-letter
+  store (``missing_identifier``, ``unsupported_refund``, ``too_old``, …);
+* requests go out concurrently (``in_flight``), under ``rate_limit``.
+
+Identity records (``identity_match``) reach the output through the same
+journal, in order, and are stored in the identity map as they pass.
+
+The outcome for the delivery loop: any PAUSE (credentials refused) pauses
+the output; else any RETRY retries the batch, whose accepted purchases are
+then skipped as delivered; refused purchases are dead-lettered once the
+batch is OK. The one unavoidable repeat: a request in flight when the
+process dies, since no vendor lets a sender ask whether it landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from agent.component import DeadRecord, Outcome, Output, SendResult, TagBatch
+from agent.mirrors.payloads import Purchase, Refused, game_of, purchase_from
+from agent.mirrors.state import open_state
+from agent.routing import compile_pattern
+
+log = logging.getLogger("agent.output.mirror")
+
+
+@dataclass(slots=True)
+class Request:
+    url: str
+    headers: dict
+    body: bytes
+    order: float = 0.0  # lower goes first (AppsFlyer: the earliest deadline)
+
+
+@dataclass(slots=True)
+class Job:
+    tag: str
+    time_ns: int
+    record: dict
+    purchase: Purchase
+    key: str
+    request: Request
+    after_ok: list = field(default_factory=list)
+
+
+class RateLimit:
+    """At most ``rate`` starts per second, evenly spaced."""
+
+    def __init__(self, rate: float | None):
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        start = max(now, self.next)
+        self.next = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class MirrorOutput(Output):
+    vendor = "mirror"
+
+    def __init__(self, cfg, data_dir: Path):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.state = open_state(Path(data_dir) / "mirrors.sqlite")
+        self.is_identity = compile_pattern(cfg.identity_match)
+        self.refund_values = tuple(cfg.refund_values)
+        self.limit = RateLimit(cfg.rate_limit)
+        self.session: aiohttp.ClientSession | None = None
+        self.gate: asyncio.Semaphore | None = None
+        self.stats = {"requests": 0, "accepted": 0, "duplicates": 0, "test_skipped": 0, "not_configured": 0,
+                      "identities": 0, "refused": 0}
+        self._purged_at = 0.0
+
+    async def start(self) -> None:
+        self.gate = asyncio.Semaphore(self.cfg.in_flight)
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
+            connector=aiohttp.TCPConnector(limit=self.cfg.in_flight))
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    # -- what a vendor output provides ---------------------------------------------
+
+    def app_settings(self, p: Purchase):
+        return self.cfg.apps.get(p.app_id)
+
+    def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
+        raise NotImplementedError
+
+    def classify(self, status: int, text: str, job: Job) -> SendResult:
+        """2xx OK; 401/403 PAUSE; 408, 429 and 5xx RETRY; other 4xx FATAL."""
+        if 200 <= status < 300:
+            return SendResult.OK
+        if status in (401, 403):
+            return SendResult.PAUSE
+        if status in (408, 429) or status >= 500:
+            return SendResult.RETRY
+        return SendResult.FATAL
+
+    def accepted(self, job: Job) -> None:
+        """Called once the vendor took ``job`` (after it is marked delivered)."""
+
+    def order(self, jobs: list[Job]) -> list[Job]:
+        return jobs
+
+    # -- the shared part -----------------------------------------------------------------
+
+    async def send(self, batches: list[TagBatch]) -> Outcome:
+        now = datetime.now(timezone.utc)
+        jobs, dead = self._jobs(batches, now)
+        if jobs:
+            results = await asyncio.gather(*(self._request(job) for job in self.order(jobs)))
+        else:
+            results = []
+        pause = next((reason for result, reason, _ in results if result is SendResult.PAUSE), None)
+        if pause is not None:
+            return Outcome.pause(pause)
+        retry = [reason for result, reason, _ in results if result is SendResult.RETRY]
+        if retry:
+            return Outcome.retry(f"{len(retry)} of {len(results)} requests: {retry[0]}")
+        for result, reason, job in results:
+            if result is SendResult.FATAL:
+                dead.append((job.tag, job.time_ns, job.record, reason))
+        self.stats["refused"] += len(dead)
+        self._purge()
+        return Outcome.ok(dead)
+
+    def _jobs(self, batches: list[TagBatch], now: datetime) -> tuple[list[Job], list[DeadRecord]]:
+        jobs: list[Job] = []
+        dead: list[DeadRecord] = []
+        seen: set[tuple[str, str]] = set()
+        job_state: dict = {}  # what earlier purchases of this call decided (e.g. a first purchase)
+        for batch in batches:
+            if self.is_identity(batch.tag):
+                game = game_of(batch.tag)
+                for _, record in batch.entries:
+                    self.stats["identities"] += self.state.learn(game, record)
+                continue
+            for time_ns, record in batch.entries:
+                try:
+                    p = purchase_from(batch.tag, record, refund_field=self.cfg.refund_field,
+                                      refund_values=self.refund_values)
+                except Refused as refused:
+                    dead.append((batch.tag, time_ns, record, str(refused)))
+                    continue
+                if p.test and not self.cfg.mirror_test_purchases:
+                    self.stats["test_skipped"] += 1
+                    continue
+                app = self.app_settings(p)
+                if app is None:
+                    self.stats["not_configured"] += 1
+                    continue
+                key = p.transaction_id + (":refund" if p.refund else "")
+                if (p.app_id, key) in seen or self.state.was_delivered(self.name, p.app_id, key):
+                    self.stats["duplicates"] += 1
+                    continue
+                seen.add((p.app_id, key))
+                ids = {**self.state.lookup(p.game, p.did, p.uid), **p.ids}
+                try:
+                    request = self.build(p, ids, app, now, job_state)
+                except Refused as refused:
+                    dead.append((batch.tag, time_ns, record, str(refused)))
+                    continue
+                jobs.append(Job(batch.tag, time_ns, record, p, key, request))
+        return jobs, dead
+
+    async def _request(self, job: Job) -> tuple[SendResult, str, Job]:
+        async with self.gate:
+            await self.limit.wait()
+            self.stats["requests"] += 1
+            req = job.request
+            try:
+                async with self.session.post(req.url, data=req.body, headers=req.headers) as resp:
+                    status = resp.status
+                    text = " ".join((await resp.text(errors="replace"))[:200].split())
+            except asyncio.TimeoutError:
+                return SendResult.RETRY, f"POST {req.url}: timed out after {self.cfg.timeout:g}s", job
+            except aiohttp.ClientError as exc:
+                return SendResult.RETRY, f"POST {req.url}: {exc}", job
+        result = self.classify(status, text, job)
+        if result is SendResult.OK:
+            self.state.mark_delivered(self.name, job.purchase.app_id, job.key)
+            self.stats["accepted"] += 1
+            self.accepted(job)
+        return result, f"HTTP {status} from {req.url}: {text}", job
+
+    def _purge(self) -> None:
+        if time.monotonic() - self._purged_at > 3600:
+            self._purged_at = time.monotonic()
+            self.state.purge_delivered(self.cfg.delivered_retention)
+
+
+def json_request(url: str, headers: dict, body: dict, order: float = 0.0) -> Request:
+    return Request(url, {"Content-Type": "application/json", **headers}, orjson.dumps(body), order)

@@ -1,0 +1,206 @@
+"""Purchases mirrored to fake AppsFlyer, Wisetracker and Naver servers that enforce the contracts."""
+
+import collections
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.agentproc import Agent, forward_input
+from tests.fakes.vendors import FakeAppsFlyer, FakeNaverRelay, FakeWisetracker
+from tests.integration.test_forward_output import HIVE_FILTER
+from tests.unit.test_hive_purchase_log import COMPLETE
+from tests.wire import ForwardClient, event_time
+
+GAME = "misample"
+TAG = f"ha2union.game.{GAME}.purchase_log"
+IDS_TAG = f"ha2union.game.{GAME}.device_ids"
+APP = "com.com2us.misample"  # the Hive app_id of the seed's sample record
+FAST = 'retry_wait = "100ms"\nretry_max_interval = "300ms"\n'
+NO_DEDUP = HIVE_FILTER + 'dedup_window = 0\n'  # the mirrors' own once-only is under test
+
+
+def kst_now() -> str:
+    return (datetime.now(timezone.utc) + timedelta(hours=9)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def purchase(i: int, ids: bool = True, **changes) -> dict:
+    record = {**COMPLETE, "transaction_id": f"T-{i}", "uid": 1000 + i, "did": 5000 + i,
+              "hiveiap_purchase_test": "", "purchase_time": kst_now(), **changes}
+    if ids:
+        record.update(appsflyer_id=f"1700000000000-{i:07d}", advertising_id=f"ad-{i}")
+    return record
+
+
+def send(port: int, tag: str, records: list[dict], chunk: int = 50) -> None:
+    client = ForwardClient(port)
+    for k in range(0, len(records), chunk):
+        client.send_chunk(tag, [[event_time(int(time.time()), n), r] for n, r in enumerate(records[k:k + chunk])],
+                          f"c{time.monotonic_ns()}-{k}")
+    client.close()
+
+
+def mirrors(af: FakeAppsFlyer, wt: FakeWisetracker, nv: FakeNaverRelay, **options) -> str:
+    extra = "".join(f"{k} = {v}\n" for k, v in options.items())
+    return (f'[[outputs]]\ntype = "appsflyer"\nname = "appsflyer"\nendpoint = "{af.url}"\n{FAST}{extra}'
+            f'[outputs.apps."{APP}"]\napp_id = "{APP}"\ntoken_env = "AF_TOKEN_TEST"\n\n'
+            f'[[outputs]]\ntype = "wisetracker"\nname = "wisetracker"\nendpoint = "{wt.url}/s2s/v1/s2sDataRcv.do"\n'
+            f'{FAST}{extra}[outputs.apps."{APP}"]\nservice_number = 1234\ntoken_env = "WT_TOKEN_TEST"\n\n'
+            f'[[outputs]]\ntype = "naver"\nname = "naver"\nendpoint = "{nv.url}/naver"\n{FAST}{extra}'
+            f'fx_to_krw = {{ JPY = 9.1 }}\n')
+
+
+@pytest.fixture
+def vendors(monkeypatch):
+    monkeypatch.setenv("AF_TOKEN_TEST", "af-secret")
+    monkeypatch.setenv("WT_TOKEN_TEST", "wt-secret")
+    with FakeAppsFlyer({APP: "af-secret"}) as af, FakeWisetracker({1234: "wt-secret"}) as wt, \
+            FakeNaverRelay() as nv:
+        yield af, wt, nv
+
+
+def wait_for(fakes, expected: set, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(expected <= set(f.transaction_ids()) for f in fakes):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"not every vendor has {len(expected)} purchases: "
+                       f"{[len(set(f.transaction_ids()) & expected) for f in fakes]}")
+
+
+def txns(n: int, start: int = 0) -> set:
+    return {f"T-{i}" for i in range(start, start + n)}
+
+
+def once_each(fake, expected: set) -> None:
+    counts = collections.Counter(fake.transaction_ids())
+    assert set(counts) == expected
+    assert max(counts.values()) == 1, {t: n for t, n in counts.items() if n > 1}
+
+
+def test_each_purchase_reaches_each_vendor_once_in_its_own_terms(tmp_path, vendors):
+    af, wt, nv = vendors
+    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv))
+    with agent:
+        records = [purchase(i) for i in range(20)]
+        send(agent.port, TAG, records)
+        send(agent.port, TAG, records[:5])  # a game server sending again
+        send(agent.port, TAG, [purchase(99, hiveiap_purchase_test="Y")])  # a test purchase
+        wait_for((af, wt, nv), txns(20))
+        time.sleep(0.5)
+        assert agent.stop() == 0
+    for fake in (af, wt, nv):
+        once_each(fake, txns(20))
+        assert not fake.refusals, fake.refusals
+    app, txn, body = af.events[0]
+    assert app == APP and body["eventName"] == "af_purchase" and isinstance(body["eventValue"], str)
+    assert body["appsflyer_id"].startswith("1700000000000-") and body["os"] == COMPLETE["os_version"]
+    _, _, wise = wt.events[0]
+    assert wise["SESSION"]["plat"] == "AOS" and wise["SESSION"]["advtId"].startswith("ad-")
+    assert wise["REVENUE"]["product"]["revenue"] == 1.99
+    _, _, naver = nv.events[0]
+    assert "value" not in naver and naver["items"][0]["ext1"] == "USD"  # USD: items only
+
+
+def test_a_5xx_storm_and_429_are_retried_and_still_deliver_once(tmp_path, vendors):
+    af, wt, nv = vendors
+    af.script = [500, 503, 429, 502] * 5
+    wt.script = [503] * 10 + [429] * 3
+    nv.script = [500] * 8
+    with Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=4)) as agent:
+        send(agent.port, TAG, [purchase(i) for i in range(30)])
+        wait_for((af, wt, nv), txns(30))
+        time.sleep(0.5)
+        assert agent.stop() == 0
+        assert "retry" in agent.log()
+    for fake in (af, wt, nv):
+        once_each(fake, txns(30))
+
+
+def test_credentials_refused_pause_the_output_and_the_backlog_waits(tmp_path, vendors):
+    af, wt, nv = vendors
+    af.script = [401, 401]
+    with Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv)) as agent:
+        send(agent.port, TAG, [purchase(i) for i in range(3)], chunk=3)
+        agent.wait_for_log("output appsflyer: PAUSED: .*HTTP 401")
+        wait_for((af, wt, nv), txns(3))  # after retry_max_interval it tries again and the fake accepts
+        assert agent.stop() == 0
+    once_each(af, txns(3))
+
+
+def test_missing_identifier_is_dead_lettered_then_replayed_once_the_identity_is_known(tmp_path, vendors):
+    af, wt, nv = vendors
+    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv))
+    with agent:
+        send(agent.port, TAG, [purchase(1), purchase(2, ids=False)])
+        wait_for((af, wt), txns(1, 1))
+        wait_for((nv,), txns(2, 1))  # Naver needs no identifier
+        agent.wait_for_log("output appsflyer: 1 records refused by the destination, dead-lettered: missing_identifier")
+        agent.wait_for_log("output wisetracker: 1 records refused .*missing_identifier")
+        # The game server reports the device's identifiers; then the operator replays.
+        send(agent.port, IDS_TAG, [{"did": 5002, "uid": 1002, "appsflyer_id": "1700000000000-7777777",
+                                    "advertising_id": "ad-known"}])
+        time.sleep(1.0)
+        for output in ("appsflyer", "wisetracker"):
+            run = subprocess.run([sys.executable, "-m", "agent", "deadletter", "replay", "-c", str(agent.config),
+                                  "--output", output, "--reason", "missing_identifier"], cwd=tmp_path,
+                                 capture_output=True, text=True)
+            assert run.returncode == 0 and "1 dead letters" in run.stdout, run.stdout + run.stderr
+        wait_for((af, wt, nv), txns(2, 1))
+        time.sleep(0.5)
+        assert agent.stop() == 0
+    for fake in (af, wt, nv):
+        once_each(fake, txns(2, 1))
+    by_txn = {txn: body for _, txn, body in af.events}
+    assert by_txn["T-2"]["appsflyer_id"] == "1700000000000-7777777"
+    assert {b["REVENUE"]["transaction_id"]: b["SESSION"]["advtId"] for _, _, b in wt.events}["T-2"] == "ad-known"
+
+
+def test_refunds_old_events_and_currencies_each_vendor_in_its_own_terms(tmp_path, vendors):
+    af, wt, nv = vendors
+    old = (datetime.now(timezone.utc) + timedelta(hours=9) - timedelta(days=9)).strftime("%Y-%m-%d %H:%M:%S")
+    records = [purchase(1, refund="Y"), purchase(2, purchase_time=old), purchase(3, currency="JPY",
+                                                                                  product_price="120")]
+    with Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv)) as agent:
+        send(agent.port, TAG, records)
+        wait_for((af,), {"T-1", "T-3"})
+        wait_for((wt,), {"T-2", "T-3"})
+        wait_for((nv,), {"T-2", "T-3"})
+        agent.wait_for_log("output naver: 1 records refused .*unsupported_refund")
+        agent.wait_for_log("output appsflyer: 1 records refused .*too_old")
+        assert agent.stop() == 0
+    refund = [b for _, t, b in af.events if t == "T-1"][0]
+    assert '"af_revenue":"-1.99"' in refund["eventValue"]
+    jpy = [b for _, t, b in nv.events if t == "T-3"][0]
+    assert jpy["value"] == 1092 and jpy["items"][0]["ext1"] == "KRW"  # 120 JPY × 9.1
+
+
+def test_sigkill_loses_nothing_and_repeats_only_requests_in_flight(tmp_path, vendors):
+    af, wt, nv = vendors
+    for fake in (af, wt, nv):
+        fake.delay = 0.02
+    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=4))
+    total = 600
+    kills = 0
+    try:
+        agent.start()
+        send(agent.port, TAG, [purchase(i) for i in range(total)])  # acked: in the journal
+        for _ in range(2):
+            time.sleep(0.7)
+            agent.kill()
+            kills += 1
+            agent.start()
+        wait_for((af, wt, nv), txns(total), timeout=60)
+        time.sleep(0.5)
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+    for name, fake in (("appsflyer", af), ("wisetracker", wt), ("naver", nv)):
+        counts = collections.Counter(fake.transaction_ids())
+        assert set(counts) == txns(total)
+        repeated = sum(n - 1 for n in counts.values())
+        print(f"{name}: {repeated} purchases sent again after {kills} kills (at most {4 * kills} were in flight)")
+        assert repeated <= 4 * kills  # in_flight per kill: no vendor says whether an interrupted request landed
