@@ -79,6 +79,8 @@ def cmd_check(path: str) -> int:
             where = " to " + ", ".join(f"{s.host}:{s.port}" for s in o.servers)
         elif o.type == "http":
             where = f" to {o.url.rstrip('/')}/v1/server-recv"
+        elif o.type in ("appsflyer", "wisetracker", "naver"):
+            where = f" to {o.endpoint} for {len(o.apps) or 'every'} app{'s' if len(o.apps) != 1 else ''}"
         print(f"output {o.name}: {o.type} match {o.match!r}{where}")
     return 0
 

@@ -53,6 +53,7 @@ class OutputRunner:
         """What the monitor shows of this output (the main process serves it)."""
         position = self.reader.position if self.caught_up else self.delivered_to
         return {"type": self.cfg.type, "match": self.cfg.match, **self.stats,
+                "output_stats": dict(getattr(self.output, "stats", None) or {}),
                 "retrying": self.schedule.steps > 0, "retry_steps": self.schedule.steps, "paused": self.paused,
                 "caught_up": self.caught_up, "oldest_pending_ns": self.oldest_pending_ns,
                 "position": [position.segment, position.offset] if position else None}

@@ -216,6 +216,10 @@ class _Collector:
                                 "Age of the oldest record not yet delivered", labels=["component"])
         retrying = GaugeMetricFamily("hive_agent_output_retrying", "1 while the output retries", labels=["component"])
         paused = GaugeMetricFamily("hive_agent_output_paused", "1 while the output is paused", labels=["component"])
+        mirror = CounterMetricFamily(
+            "hive_agent_mirror_events", "Vendor mirrors: requests, accepted, duplicates skipped, test purchases "
+            "skipped, apps not configured, identities learned, refused, late (AppsFlyer), unsupported_currency "
+            "(Naver)", labels=["component", "what"])
         now = time.time_ns()
         for o_cfg in app.cfg.outputs:
             out = outputs.get(o_cfg.name, {})
@@ -228,9 +232,12 @@ class _Collector:
             age.add_metric([o_cfg.name], max(0.0, (now - oldest) / 1e9) if oldest else 0.0)
             retrying.add_metric([o_cfg.name], 1 if out.get("retrying") else 0)
             paused.add_metric([o_cfg.name], 1 if out.get("paused") else 0)
+            if o_cfg.type in ("appsflyer", "wisetracker", "naver"):
+                for what, n in out.get("output_stats", {}).items():
+                    mirror.add_metric([o_cfg.name, what], n)
         journal = app.journal
         yield from (received, received_bytes, sent, retries, dead, discarded, errors, invalid, dedup, warned,
-                    pending, age, retrying, paused, tail_files, tail_rotations, tail_truncations, tail_invalid_utf8)
+                    pending, age, retrying, paused, mirror, tail_files, tail_rotations, tail_truncations, tail_invalid_utf8)
         yield GaugeMetricFamily("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
         yield GaugeMetricFamily("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
         yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)

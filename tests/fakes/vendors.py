@@ -13,7 +13,7 @@ Each refuses what the real one would (docs/HIVE_AND_VENDORS.md §2–4, the seed
   payAmount; value equal to their sum; KRW or USD (or value 0).
 
 ``script`` holds behaviours consumed one per request: an HTTP status,
-("delay", seconds) or "ok"; ``delay`` delays every answer. ``events`` lists
+(status, body), ("delay", seconds) or "ok"; ``delay`` delays every answer. ``events`` lists
 what was accepted, ``(app, transaction_id, body)``, once per accepted request.
 """
 
@@ -90,6 +90,9 @@ class FakeVendor:
             if isinstance(behaviour, tuple) and behaviour[0] == "delay":
                 await asyncio.sleep(behaviour[1])
                 behaviour = "ok"
+            if isinstance(behaviour, tuple) and isinstance(behaviour[0], int):  # (status, body)
+                self.refusals.append(behaviour)
+                return web.Response(status=behaviour[0], text=behaviour[1])
             if isinstance(behaviour, int):
                 self.refusals.append((behaviour, "scripted"))
                 return web.Response(status=behaviour, text=f"scripted {behaviour}")

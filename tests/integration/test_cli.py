@@ -28,10 +28,15 @@ def test_check_prints_what_would_run_for_the_default_and_example_configs():
     assert run.returncode == 0, run.stderr
     assert "input  forward.0: forward 127.0.0.1:24224" in run.stdout
     assert "output local: file match '**' path var/out/events.jsonl" in run.stdout
-    env = dict(os.environ, HIVE_FORWARD_SHARED_KEY="example-key")
+    env = dict(os.environ, HIVE_FORWARD_SHARED_KEY="example-key", AF_TOKEN_SAMPLEGAME="af-1",
+               AF_TOKEN_SAMPLEGAME_IOS="af-2", WT_TOKEN_SAMPLEGAME="wt", NAVER_RELAY_TOKEN="nv")
     for example in sorted((ROOT / "conf/examples").glob("*.toml")):
         run = hive_agent("check", "-c", str(example), env=env)
         assert run.returncode == 0, f"{example}: {run.stderr}"
+        if example.name == "sidecar.toml":
+            assert "output appsflyer: appsflyer match 'ha2union.game.*.purchase_log' to https://api3.appsflyer.com " \
+                "for 2 apps" in run.stdout
+            assert "af-1" not in run.stdout and "af-2" not in run.stdout
         if example.name == "legacy-tail.toml":
             assert "input  purchase-files: tail /var/log/*/purchase*.json tag ha2union.game.{game}.purchase_log" \
                 in run.stdout

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.agentproc import Agent, forward_input
+from tests.agentproc import MONITOR, Agent, forward_input, get_json
 from tests.fakes.vendors import FakeAppsFlyer, FakeNaverRelay, FakeWisetracker
 from tests.integration.test_forward_output import HIVE_FILTER
 from tests.unit.test_hive_purchase_log import COMPLETE
@@ -42,12 +42,16 @@ def send(port: int, tag: str, records: list[dict], chunk: int = 50) -> None:
     client.close()
 
 
-def mirrors(af: FakeAppsFlyer, wt: FakeWisetracker, nv: FakeNaverRelay, **options) -> str:
+def mirrors(af: FakeAppsFlyer, wt: FakeWisetracker, nv: FakeNaverRelay, appsflyer: dict | None = None,
+            wisetracker: dict | None = None, **options) -> str:
+    """The three mirror outputs; ``options`` for all three, ``appsflyer`` / ``wisetracker`` for one."""
     extra = "".join(f"{k} = {v}\n" for k, v in options.items())
-    return (f'[[outputs]]\ntype = "appsflyer"\nname = "appsflyer"\nendpoint = "{af.url}"\n{FAST}{extra}'
+    af_extra = extra + "".join(f"{k} = {v}\n" for k, v in (appsflyer or {}).items())
+    wt_extra = extra + "".join(f"{k} = {v}\n" for k, v in (wisetracker or {}).items())
+    return (f'[[outputs]]\ntype = "appsflyer"\nname = "appsflyer"\nendpoint = "{af.url}"\n{FAST}{af_extra}'
             f'[outputs.apps."{APP}"]\napp_id = "{APP}"\ntoken_env = "AF_TOKEN_TEST"\n\n'
             f'[[outputs]]\ntype = "wisetracker"\nname = "wisetracker"\nendpoint = "{wt.url}/s2s/v1/s2sDataRcv.do"\n'
-            f'{FAST}{extra}[outputs.apps."{APP}"]\nservice_number = 1234\ntoken_env = "WT_TOKEN_TEST"\n\n'
+            f'{FAST}{wt_extra}[outputs.apps."{APP}"]\nservice_number = 1234\ntoken_env = "WT_TOKEN_TEST"\n\n'
             f'[[outputs]]\ntype = "naver"\nname = "naver"\nendpoint = "{nv.url}/naver"\n{FAST}{extra}'
             f'fx_to_krw = {{ JPY = 9.1 }}\n')
 
@@ -83,14 +87,23 @@ def once_each(fake, expected: set) -> None:
 
 def test_each_purchase_reaches_each_vendor_once_in_its_own_terms(tmp_path, vendors):
     af, wt, nv = vendors
-    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv))
+    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv) + MONITOR)
     with agent:
         records = [purchase(i) for i in range(20)]
         send(agent.port, TAG, records)
         send(agent.port, TAG, records[:5])  # a game server sending again
         send(agent.port, TAG, [purchase(99, hiveiap_purchase_test="Y")])  # a test purchase
         wait_for((af, wt, nv), txns(20))
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            body = get_json(agent.monitor_port, "/metrics")[1]
+            if 'hive_agent_mirror_events_total{component="naver",what="duplicates"} 5.0' in body:
+                break
+            time.sleep(0.2)
+        for name in ("appsflyer", "wisetracker", "naver"):
+            assert f'hive_agent_mirror_events_total{{component="{name}",what="accepted"}} 20.0' in body
+            assert f'hive_agent_mirror_events_total{{component="{name}",what="duplicates"}} 5.0' in body
+            assert f'hive_agent_mirror_events_total{{component="{name}",what="test_skipped"}} 1.0' in body
         assert agent.stop() == 0
     for fake in (af, wt, nv):
         once_each(fake, txns(20))
@@ -204,3 +217,50 @@ def test_sigkill_loses_nothing_and_repeats_only_requests_in_flight(tmp_path, ven
         repeated = sum(n - 1 for n in counts.values())
         print(f"{name}: {repeated} purchases sent again after {kills} kills (at most {4 * kills} were in flight)")
         assert repeated <= 4 * kills  # in_flight per kill: no vendor says whether an interrupted request landed
+
+
+def test_appsflyer_answers_auth_400_pauses_other_400_and_repeated_500_dead_letter(tmp_path, vendors):
+    af, wt, nv = vendors
+    af.script = [(400, "Failed to Authenticate")] + [400] + [500] * 3
+    with Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=1,
+                                                              appsflyer={"server_errors_before_dead_letter": 3})) as agent:
+        send(agent.port, TAG, [purchase(1)], chunk=1)
+        agent.wait_for_log("output appsflyer: PAUSED: .*HTTP 400 .*Failed to Authenticate")
+        agent.wait_for_log("output appsflyer: 1 records refused .*HTTP 400", timeout=15)
+        send(agent.port, TAG, [purchase(2)], chunk=1)
+        agent.wait_for_log("output appsflyer: 1 records refused .*HTTP 500", timeout=15)
+        send(agent.port, TAG, [purchase(3)], chunk=1)
+        wait_for((af,), {"T-3"})
+        assert agent.stop() == 0
+    assert af.transaction_ids() == ["T-3"]
+    dead = (tmp_path / "var/deadletter/appsflyer.jsonl").read_text()
+    assert '"transaction_id":"T-1"' in dead and '"transaction_id":"T-2"' in dead
+
+
+def test_timeouts_are_retried_and_requests_in_flight_stay_under_the_limit(tmp_path, vendors):
+    af, wt, nv = vendors
+    nv.script = [("delay", 3)]
+    for fake in (af, wt, nv):
+        fake.delay = 0.05
+    cfg = forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=3, timeout='"1s"')
+    with Agent(tmp_path, cfg) as agent:
+        send(agent.port, TAG, [purchase(i) for i in range(40)], chunk=40)
+        wait_for((af, wt, nv), txns(40))
+        agent.wait_for_log("output naver: .*timed out after 1s")
+        assert agent.stop() == 0
+    assert max(f.max_in_flight for f in (af, wt, nv)) <= 3
+    once_each(nv, txns(40))
+
+
+def test_wisetracker_first_purchase_is_marked_once_per_user(tmp_path, vendors):
+    af, wt, nv = vendors
+    cfg = forward_input() + NO_DEDUP + mirrors(af, wt, nv, wisetracker={"first_purchase": "true"})
+    with Agent(tmp_path, cfg) as agent:
+        send(agent.port, TAG, [purchase(1), purchase(2, uid=1001)], chunk=2)  # the same user twice
+        wait_for((wt,), {"T-1", "T-2"})
+        send(agent.port, TAG, [purchase(3, uid=1001), purchase(4)], chunk=2)
+        wait_for((wt,), {"T-3", "T-4"})
+        assert agent.stop() == 0
+    events = {b["REVENUE"]["transaction_id"]: b["REVENUE"]["event"] for _, _, b in wt.events}
+    assert events == {"T-1": "w_first_purchase", "T-2": "w_purchase", "T-3": "w_purchase",
+                      "T-4": "w_first_purchase"}

@@ -64,6 +64,13 @@ def test_secrets_from_env_and_file(tmp_path, monkeypatch):
     ('[[inputs]]\ntype = "tail"\npath = "/l/*.log"\ntag = "a.{game}"\ntag_regex = "/l/(?P<g>x"\n', "tag_regex"),
     ('[[inputs]]\ntype = "tail"\npath = "l/*.log"\ntag = "a"\n', "must be absolute"),
     ('[[inputs]]\ntype = "tail"\npath = "/l/*.log"\n', "inputs.0.tag: Field required"),
+    ('[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = "appsflyer"\n'
+     '[outputs.apps."com.com2us.x.normal.freefull.apple.global.ios.universal"]\napp_id = "123456"\ntoken = "t"\n',
+     "must be 'id' + digits"),
+    ('[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = "appsflyer"\n[outputs.apps."a"]\napp_id = "a"\n'
+     'token_env = "HIVE_TEST_UNSET_TOKEN"\n', "HIVE_TEST_UNSET_TOKEN is not set"),
+    ('[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = "wisetracker"\n[outputs.apps."a"]\ntoken = "t"\n',
+     "service_number (_wtno) is required"),
 ])
 def test_refused(tmp_path, text, message):
     if message is None:  # an unclosed brace closes at the end of the pattern, as in Fluentd
