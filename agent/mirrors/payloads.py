@@ -113,8 +113,12 @@ def purchase_from(tag: str, record: dict, *, refund_field: str = "refund",
 
 def purchase_time_utc(local: str, tz: str | None) -> datetime:
     """purchase_time ("yyyy-mm-dd hh:mm:ss" in the record's timezone, KST when none) → aware UTC."""
-    try:
-        naive = datetime.strptime(local.strip()[:19], "%Y-%m-%d %H:%M:%S")
+    text = local.strip()
+    try:  # the hive filter wrote it as "yyyy-mm-dd hh:mm:ss"; slicing is ten times cheaper than strptime
+        if len(text) != 19 or text[4] != "-" or text[7] != "-" or text[13] != ":" or text[16] != ":":
+            raise ValueError
+        naive = datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
+                         int(text[17:19]))
     except ValueError:
         raise Refused("invalid", f"purchase_time {local!r}") from None
     offset = parse_timezone(tz) if tz else None

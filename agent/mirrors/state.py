@@ -14,10 +14,17 @@
 WAL with ``synchronous = NORMAL``: a commit survives the process being
 killed (it is in the OS's cache); only a power loss can take the last
 commits back, which makes a purchase mirrored twice, never lost.
+
+A vendor's acceptance is recorded the moment its answer arrives, as one
+``write`` to an append-only log beside the database (a few µs, where an
+SQLite transaction per answer cost about 60 µs); the log is folded into the
+database in one transaction every ``FOLD_INTERVAL`` and at every start, so a
+kill loses no acceptance and the log stays short.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -38,6 +45,7 @@ CREATE TABLE IF NOT EXISTS buyers (
 """
 
 _STORES: dict[Path, "MirrorState"] = {}
+FOLD_INTERVAL = 2.0  # seconds between folds of the acceptance log into the database
 
 
 def open_state(path: Path) -> "MirrorState":
@@ -55,6 +63,11 @@ class MirrorState:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._log_path = path.with_name(path.name + ".delivered.log")
+        self._recent: set[tuple[str, str, str]] = set()  # in the log, not yet in the database
+        self._folded_at = time.monotonic()
+        self._fold_log()
+        self._log = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     # -- identity ------------------------------------------------------------------
 
@@ -96,12 +109,40 @@ class MirrorState:
     # -- delivered -------------------------------------------------------------------
 
     def was_delivered(self, vendor: str, app: str, key: str) -> bool:
+        if (vendor, app, key) in self._recent:
+            return True
         return self.db.execute("SELECT 1 FROM delivered WHERE vendor = ? AND app = ? AND key = ?",
                                (vendor, app, key)).fetchone() is not None
 
     def mark_delivered(self, vendor: str, app: str, key: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)",
-                        (vendor, app, key, time.time_ns()))
+        # Tabs and newlines cannot occur in the fields (names, app ids, transaction ids); escape anyway.
+        line = "\t".join(f.replace("\t", " ").replace("\n", " ") for f in (vendor, app, key)) + "\n"
+        os.write(self._log, line.encode())
+        self._recent.add((vendor, app, key))
+        if time.monotonic() - self._folded_at > FOLD_INTERVAL:
+            self.fold()
+
+    def fold(self) -> None:
+        """Move the acceptance log into the database (one transaction), then empty it."""
+        self._fold_log()
+        os.ftruncate(self._log, 0)
+
+    def _fold_log(self) -> None:
+        rows = set(self._recent)
+        try:
+            for line in self._log_path.read_text(errors="replace").splitlines():
+                fields = line.split("\t")
+                if len(fields) == 3:  # a torn last line was never acknowledged to anyone: skip it
+                    rows.add(tuple(fields))
+        except FileNotFoundError:
+            pass
+        if rows:
+            now = time.time_ns()
+            with self.db:
+                self.db.executemany("INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)",
+                                    [(*row, now) for row in rows])
+        self._recent.clear()
+        self._folded_at = time.monotonic()
 
     def purge_delivered(self, older_than_s: float) -> int:
         cutoff = time.time_ns() - int(older_than_s * 1e9)

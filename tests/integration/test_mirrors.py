@@ -248,7 +248,8 @@ def test_timeouts_are_retried_and_requests_in_flight_stay_under_the_limit(tmp_pa
         wait_for((af, wt, nv), txns(40))
         agent.wait_for_log("output naver: .*timed out after 1s")
         assert agent.stop() == 0
-    assert max(f.max_in_flight for f in (af, wt, nv)) <= 3
+    # (Not counted at the Naver fake: a request the agent gave up on still sleeps there.)
+    assert max(f.max_in_flight for f in (af, wt)) == 3
     once_each(nv, txns(40))
 
 
