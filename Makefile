@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test node bench bench-hive bench-tail check clean
+.PHONY: run test install install-test node bench bench-hive bench-tail bench-mirrors check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-hive: install
 
 bench-tail: install
 	$(BIN)/python bench/tail_ingest.py
+
+bench-mirrors: install
+	$(BIN)/python bench/mirror_fanout.py
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules var

@@ -379,7 +379,9 @@ class MirrorOutputBase(OutputBase):
     refund_values: list[Any] = [True, 1, "1", "Y", "y", "true"]
     identity_match: MatchPattern = "ha2union.game.*.device_ids"
     delivered_retention: Duration = 30 * 86400.0
-    batch_bytes: Size = 256 * 1024
+    # A batch's requests go out together and the next batch waits for the last answer:
+    # bigger batches keep more requests in flight (1 MiB: about 1,500 purchases).
+    batch_bytes: Size = 1024 * 1024
 
     @field_validator("endpoint")
     @classmethod

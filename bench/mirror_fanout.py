@@ -5,10 +5,12 @@ after ``--latency`` (20 ms), from a separate process (a bare asyncio HTTP/1.1
 server, so that the fakes cost little CPU); Hive is a forward receiver in the
 same process that acks without decoding. Each mirror output has
 ``--in-flight`` (64) requests in flight, so its ceiling is in-flight ÷
-latency = 3,200 events/s. Prints, per vendor: events/s, the fraction of
-that ceiling, end-to-end lag p50/p99 (sent by the game server → received by
-the vendor); CPU s per million purchases per agent process; RSS sampled
-every second (to show it stays flat).
+latency = 3,200 events/s. The baseline, measured first in the same run:
+aiohttp alone posting to the same fake with as many requests in flight,
+nothing else to do. Prints, per vendor: events/s, its fraction of the
+ceiling and of the baseline, end-to-end lag p50/p99 (sent by the game
+server → received by the vendor); CPU s per million purchases per agent
+process; RSS sampled every second (to show whether it stays flat).
 
     python bench/mirror_fanout.py [--purchases 200000] [--in-flight 64] [--latency 0.02] [--only appsflyer]
 """
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = "com.com2us.benchgame.normal.freefull.google.global.android.common"
 TAG = "ha2union.game.benchgame.purchase_log"
 VENDORS = ("appsflyer", "wisetracker", "naver")
+BATCH = os.environ.get("MIRROR_BENCH_BATCH", "")
 TXN = re.compile(rb"B-(\d+)")
 
 
@@ -142,7 +145,7 @@ require_ack_response = true
         if only and vendor != only:
             continue
         url = f"http://127.0.0.1:{ports[vendor]}"
-        out += f'\n[[outputs]]\ntype = "{vendor}"\nname = "{vendor}"\nin_flight = {in_flight}\nretry_wait = "100ms"\n'
+        out += f'\n[[outputs]]\ntype = "{vendor}"\nname = "{vendor}"\nin_flight = {in_flight}\nretry_wait = "100ms"\n' + BATCH
         if vendor == "appsflyer":
             out += f'endpoint = "{url}"\nrate_limit = 100000\n[outputs.apps."{APP}"]\napp_id = "com.x.bench"\n' \
                    f'token = "t"\n'
@@ -186,6 +189,32 @@ def send_all(port: int, n: int, chunk: int = 500) -> list[float]:
     return sent_at
 
 
+def client_baseline(port: int, in_flight: int, seconds: float = 5.0) -> float:
+    """Requests/s that aiohttp alone, with nothing else to do, gets from the same fake: the
+    practical ceiling of one Python process, measured in this run."""
+    import aiohttp
+
+    async def run() -> float:
+        done = 0
+        stop = time.perf_counter() + seconds
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
+            async def worker():
+                nonlocal done
+                while time.perf_counter() < stop:
+                    async with session.post(f"http://127.0.0.1:{port}/inappevent/x", data=b'{"n":1}',
+                                            headers={"Content-Type": "application/json"}) as resp:
+                        await resp.read()
+                    done += 1
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(in_flight)))
+            return done / (time.perf_counter() - start)
+    try:
+        import uvloop
+        return uvloop.run(run())
+    except ImportError:
+        return asyncio.run(run())
+
+
 def rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -216,6 +245,7 @@ def main() -> int:
     fakes.start()
     assert parent.recv() == "ready"
 
+    baseline = client_baseline(ports["appsflyer"], args.in_flight)
     loop = asyncio.new_event_loop()
     hive_port = free_port()
     hive = loop.run_until_complete(loop.create_server(_ForwardAck, "127.0.0.1", hive_port))
@@ -277,6 +307,7 @@ def main() -> int:
     ceiling = args.in_flight / args.latency
     print(f"{args.purchases:,} purchases, {len(vendors)} vendor outputs + Hive; {args.in_flight} in flight, "
           f"{args.latency * 1000:.0f} ms answers: ceiling {ceiling:,.0f} events/s per vendor")
+    print(f"client baseline (aiohttp alone, {args.in_flight} in flight, same fake): {baseline:,.0f} requests/s")
     print(f"ingest (forward, acked): {args.purchases / ingest_s:,.0f} purchases/s")
     for vendor in vendors:
         times = [(seq, t) for name, seq, t in received if name == vendor and seq >= 0]
@@ -284,15 +315,16 @@ def main() -> int:
         rate = len(times) / (last - first) if last > first else float("nan")
         lags = [t - sent_at[seq] for seq, t in times]
         dup = len(times) - len({seq for seq, _ in times})
-        print(f"{vendor:12s} {rate:8,.0f} events/s = {rate / ceiling:.0%} of the ceiling; lag p50 "
-              f"{percentile(lags, 0.5):.1f} s, p99 {percentile(lags, 0.99):.1f} s; {dup} duplicates")
+        print(f"{vendor:12s} {rate:8,.0f} events/s = {rate / ceiling:.0%} of the ceiling, {rate / baseline:.2f} of "
+              f"the client baseline; lag p50 {percentile(lags, 0.5):.1f} s, p99 {percentile(lags, 0.99):.1f} s; "
+              f"{dup} duplicates")
     per_million = [(b - a) / args.purchases * 1e6 for a, b in zip(cpu0, cpu1)]
     print(f"CPU s per million purchases: main {per_million[0]:.1f}, delivery {sum(per_million[1:]):.1f}")
     marks = rss[:: max(1, len(rss) // 6)] + rss[-1:]
     print("RSS over the run (s: main + delivery MB): " + ", ".join(f"{t:.0f}: {m:.0f}+{d:.0f}" for t, m, d in marks))
     later = rss[len(rss) // 4:]
     if later:
-        totals = [m + d for _, m, d in later]
+        totals = [m + d for _, m, d in later]  # main + delivery
         print(f"RSS after the first quarter: min {min(totals):.0f} MB, max {max(totals):.0f} MB")
     return 0
 

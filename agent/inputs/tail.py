@@ -91,7 +91,7 @@ def watch_root(pattern: str) -> tuple[str, bool]:
 class Watched:
     """One file being read."""
 
-    __slots__ = ("key", "path", "tag", "fd", "splitter", "read_pos", "pos", "away_since", "gone")
+    __slots__ = ("key", "path", "tag", "fd", "splitter", "read_pos", "pos", "away_since", "gone", "generation")
 
     def __init__(self, key: FileKey, path: str, tag: str, fd: int, offset: int, max_line_size: int,
                  pos: FilePosition):
@@ -104,6 +104,7 @@ class Watched:
         self.pos = pos  # the durable position: what the position file may say
         self.away_since: float | None = None  # no longer at a watched name since then (monotonic)
         self.gone = False  # deleted: read to the end, then close at once
+        self.generation = 0  # counts truncations: a batch read before one must not move the position after it
 
 
 class TailInput:
@@ -254,8 +255,15 @@ class TailInput:
                  self.name, w.path, size, w.read_pos)
         w.splitter.reset(0)
         w.read_pos = 0
-        w.pos = FilePosition(w.path, 0)
+        w.generation += 1
+        w.pos = FilePosition(w.path, 0)  # and no fingerprint: the first bytes are new
         self._pos_changed = True
+        # Journal the reset too: a kill before the next batch must not restart from the old offset.
+        try:
+            self._submit_marker(w, FilePosition(w.path, 0), time.time_ns())
+        except RuntimeError as exc:
+            log.error("input %s: file %s: truncation not journaled (%s)", self.name, w.path, exc)
+            self._failed = True
 
     def _rewritten(self, w: Watched) -> bool:
         consumed = w.splitter.consumed
@@ -284,12 +292,11 @@ class TailInput:
         settle = None
         if count and self.filters.applies(w.tag):
             entries, count, settle = self.filters.apply(w.tag, entries, count)
-        pos = self._next_position(w)
         try:
             # No await between the two: the lines and their marker share one journal group.
             if count:
                 self.journal.submit(w.tag, entries, count)
-            fut = self.journal.submit(self.name, marker_entry(w.key, pos, now), 1, target=self.name)
+            fut = self._submit_marker(w, self._next_position(w), now)
         except RuntimeError as exc:
             if settle is not None:
                 settle(False)
@@ -298,8 +305,12 @@ class TailInput:
             return
         if settle is not None:
             fut.add_done_callback(lambda f: settle(not f.cancelled() and f.exception() is None))
+
+    def _submit_marker(self, w: Watched, pos: FilePosition, now: int) -> asyncio.Future:
+        fut = self.journal.submit(self.name, marker_entry(w.key, pos, now), 1, target=self.name)
         self._inflight += 1
-        fut.add_done_callback(partial(self._on_durable, w, pos))
+        fut.add_done_callback(partial(self._on_durable, w, pos, w.generation))
+        return fut
 
     def _entries(self, w: Watched, records: list[dict], now: int) -> bytes:
         if records and self.cfg.path_key:
@@ -315,7 +326,7 @@ class TailInput:
             fp_len, fp = len(head), fingerprint(head)
         return FilePosition(w.path, consumed, fp_len, fp)
 
-    def _on_durable(self, w: Watched, pos: FilePosition, fut: asyncio.Future) -> None:
+    def _on_durable(self, w: Watched, pos: FilePosition, generation: int, fut: asyncio.Future) -> None:
         self._inflight -= 1
         self._wake.set()
         if fut.cancelled() or fut.exception() is not None:
@@ -325,10 +336,10 @@ class TailInput:
                           "cancelled" if fut.cancelled() else fut.exception())
             self._failed = True
             return
-        if self._failed:
+        self._durable_at = fut.result()
+        if self._failed or generation != w.generation:
             return
         w.pos = pos
-        self._durable_at = fut.result()
         self._pos_changed = True
 
     def _rewind_all(self) -> None:

@@ -13,7 +13,7 @@ Answers: 200 OK; timeouts, 429 and 5xx RETRY (a 5xx at most
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from agent.component import SendResult
 from agent.mirrors.payloads import Purchase, Refused, appsflyer_cutoff, appsflyer_event, appsflyer_keeps_time
@@ -33,8 +33,6 @@ class AppsFlyerOutput(MirrorOutput):
     def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
         if now - p.time_utc > timedelta(seconds=self.cfg.max_event_age):
             raise Refused("too_old", f"purchase time {p.time_utc:%Y-%m-%d %H:%M:%S} UTC is older than max_event_age")
-        if not appsflyer_keeps_time(p.time_utc, now):
-            self.stats["late"] += 1
         body = appsflyer_event(p, ids, bundle_id=app.bundle_id)
         return json_request(f"{self.cfg.endpoint}/inappevent/{app.app_id}",
                             {"authentication": app.token.get_secret_value()}, body,
@@ -47,10 +45,16 @@ class AppsFlyerOutput(MirrorOutput):
         if status == 400 and any(word in text.lower() for word in AUTH_FAILURES):
             return SendResult.PAUSE
         result = super().classify(status, text, job)
+        key = (job.purchase.app_id, job.key)
         if result is SendResult.RETRY and status >= 500:
-            key = (job.purchase.app_id, job.key)
             self._server_errors[key] = self._server_errors.get(key, 0) + 1
             if self._server_errors[key] >= self.cfg.server_errors_before_dead_letter:
                 del self._server_errors[key]
                 return SendResult.FATAL
+        else:
+            self._server_errors.pop(key, None)
         return result
+
+    def accepted(self, job: Job) -> None:
+        if not appsflyer_keeps_time(job.purchase.time_utc, datetime.now(timezone.utc)):
+            self.stats["late"] += 1  # AppsFlyer stamps it with its arrival time
