@@ -265,3 +265,14 @@ def test_wisetracker_first_purchase_is_marked_once_per_user(tmp_path, vendors):
     events = {b["REVENUE"]["transaction_id"]: b["REVENUE"]["event"] for _, _, b in wt.events}
     assert events == {"T-1": "w_first_purchase", "T-2": "w_purchase", "T-3": "w_purchase",
                       "T-4": "w_first_purchase"}
+
+
+def test_appsflyer_sends_the_earliest_deadline_first(tmp_path, vendors):
+    af, wt, nv = vendors
+    two_days_ago = (datetime.now(timezone.utc) + timedelta(hours=9) - timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
+    cfg = forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=1)
+    with Agent(tmp_path, cfg) as agent:
+        send(agent.port, TAG, [purchase(1), purchase(2, purchase_time=two_days_ago), purchase(3)], chunk=3)
+        wait_for((af,), {"T-1", "T-2", "T-3"})
+        assert agent.stop() == 0
+    assert af.transaction_ids()[0] == "T-2"  # its 02:00 UTC cutoff passed first: it goes first (and is late)

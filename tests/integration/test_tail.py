@@ -59,13 +59,17 @@ def test_lines_from_head_partial_lines_wait_and_bad_lines_are_dead_lettered(tmp_
     log.write_bytes(line(1) + b"not json at all\n" + line(2) + b"[1, 2]\n" + line(3))
     with open(log, "ab") as f:  # invalid UTF-8, written raw
         f.write(b'{"seq": 4, "name": "caf\xe9"}\n')
+    (logs / "purchase-archived.json").write_bytes(line(1000))  # excluded
     agent = Agent(tmp_path, tail_input(str(tmp_path / "logs/*/purchase*.json"),
                                        tag="ha2union.game.{game}.purchase_log",
-                                       tag_regex="/logs/(?P<game>[^/]+)/", read_from_head=True)
+                                       tag_regex="/logs/(?P<game>[^/]+)/", read_from_head=True,
+                                       exclude_path=[str(tmp_path / "logs/*/purchase-archived*")],
+                                       path_key="source_file")
                   + file_output() + MONITOR)
     with agent:
         lines = agent.wait_for_records("seq", {1, 2, 3, 4})
         assert {item["tag"] for item in lines} == {"ha2union.game.samplegame.purchase_log"}
+        assert {item["record"]["source_file"] for item in lines} == {str(log)}
         assert [item["record"]["name"] for item in lines if item["record"]["seq"] == 4] == ["caf\ufffd"]
 
         # A partial line waits for its newline, and the position stays before it.

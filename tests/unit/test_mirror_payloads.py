@@ -155,3 +155,11 @@ def test_naver_validation_enforces_the_documented_rules():
         validate_naver({"items": [{"quantity": 1, "payAmount": 100.0, "ext1": "KRW"}], "value": 90.0})
     with pytest.raises(Refused, match="quantity"):
         validate_naver({"items": [{"quantity": 0, "payAmount": 100.0, "ext1": "KRW"}]})
+
+
+def test_appsflyer_payload_over_1kb_is_refused_not_sent():
+    # A Google test purchase token as transaction_id, and a long SKU: each within Hive's 512.
+    p = sample_purchase(transaction_id="t" * 500, product_id="p" * 500, appsflyer_id="1525416000000-1234567")
+    with pytest.raises(Refused) as refused:
+        appsflyer_event(p, p.ids)
+    assert refused.value.code == "too_large"
