@@ -33,6 +33,9 @@ class AppsFlyerOutput(MirrorOutput):
     def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
         if now - p.time_utc > timedelta(seconds=self.cfg.max_event_age):
             raise Refused("too_old", f"purchase time {p.time_utc:%Y-%m-%d %H:%M:%S} UTC is older than max_event_age")
+        if p.platform == "I" and not app.app_id.startswith("id"):
+            # AppsFlyer would answer 200 and drop it; the config check catches iOS apps by their Hive app_id.
+            raise Refused("invalid", f"iOS purchase for AppsFlyer app_id {app.app_id!r}, which lacks the 'id' prefix")
         body = appsflyer_event(p, ids, bundle_id=app.bundle_id)
         return json_request(f"{self.cfg.endpoint}/inappevent/{app.app_id}",
                             {"authentication": app.token.get_secret_value()}, body,
