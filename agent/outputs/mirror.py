@@ -90,13 +90,11 @@ class MirrorOutput(Output):
         self.refund_values = tuple(cfg.refund_values)
         self.limit = RateLimit(cfg.rate_limit)
         self.session: aiohttp.ClientSession | None = None
-        self.gate: asyncio.Semaphore | None = None
         self.stats = {"requests": 0, "accepted": 0, "duplicates": 0, "test_skipped": 0, "not_configured": 0,
                       "identities": 0, "refused": 0}
         self._purged_at = 0.0
 
     async def start(self) -> None:
-        self.gate = asyncio.Semaphore(self.cfg.in_flight)
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
             connector=aiohttp.TCPConnector(limit=self.cfg.in_flight))
@@ -134,10 +132,7 @@ class MirrorOutput(Output):
     async def send(self, batches: list[TagBatch]) -> Outcome:
         now = datetime.now(timezone.utc)
         jobs, dead = self._jobs(batches, now)
-        if jobs:
-            results = await asyncio.gather(*(self._request(job) for job in self.order(jobs)))
-        else:
-            results = []
+        results = await self._run_all(self.order(jobs)) if jobs else []
         pause = next((reason for result, reason, _ in results if result is SendResult.PAUSE), None)
         if pause is not None:
             return Outcome.pause(pause)
@@ -190,19 +185,30 @@ class MirrorOutput(Output):
                 jobs.append(Job(batch.tag, time_ns, record, p, key, request))
         return jobs, dead
 
+    async def _run_all(self, jobs: list[Job]) -> list[tuple[SendResult, str, Job]]:
+        """``in_flight`` workers take the jobs in order (cheaper than a task per job behind a semaphore)."""
+        results: list = [None] * len(jobs)
+        todo = iter(enumerate(jobs))
+
+        async def worker():
+            for i, job in todo:
+                results[i] = await self._request(job)
+        await asyncio.gather(*(worker() for _ in range(min(self.cfg.in_flight, len(jobs)))))
+        return results
+
     async def _request(self, job: Job) -> tuple[SendResult, str, Job]:
-        async with self.gate:
-            await self.limit.wait()
-            self.stats["requests"] += 1
-            req = job.request
-            try:
-                async with self.session.post(req.url, data=req.body, headers=req.headers) as resp:
-                    status = resp.status
-                    text = " ".join((await resp.text(errors="replace"))[:200].split())
-            except asyncio.TimeoutError:
-                return SendResult.RETRY, f"POST {req.url}: timed out after {self.cfg.timeout:g}s", job
-            except aiohttp.ClientError as exc:
-                return SendResult.RETRY, f"POST {req.url}: {exc}", job
+        await self.limit.wait()
+        self.stats["requests"] += 1
+        req = job.request
+        try:
+            async with self.session.post(req.url, data=req.body, headers=req.headers) as resp:
+                status = resp.status
+                body = await resp.read()  # read whole, so the connection is reused
+        except asyncio.TimeoutError:
+            return SendResult.RETRY, f"POST {req.url}: timed out after {self.cfg.timeout:g}s", job
+        except aiohttp.ClientError as exc:
+            return SendResult.RETRY, f"POST {req.url}: {exc}", job
+        text = "" if 200 <= status < 300 else " ".join(body[:200].decode("utf-8", "replace").split())
         result = self.classify(status, text, job)
         if result is SendResult.OK:
             self.state.mark_delivered(self.name, job.purchase.app_id, job.key)
