@@ -26,6 +26,7 @@ process dies, since no vendor lets a sender ask whether it landed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class MirrorOutput(Output):
         self.stats = {"requests": 0, "accepted": 0, "duplicates": 0, "test_skipped": 0, "not_configured": 0,
                       "identities": 0, "refused": 0}
         self._purged_at = 0.0
+        self._accepted_by_this_batch: set[tuple[str, str]] = set()  # until the batches are done
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -130,8 +132,12 @@ class MirrorOutput(Output):
     # -- the shared part -----------------------------------------------------------------
 
     async def send(self, batches: list[TagBatch]) -> Outcome:
+        # The delivery loop sends the same batches again after RETRY or PAUSE: what this call
+        # skipped is counted only once the batches are done, and a purchase accepted by an
+        # earlier attempt is not a duplicate.
         now = datetime.now(timezone.utc)
-        jobs, dead = self._jobs(batches, now)
+        counts: collections.Counter = collections.Counter()
+        jobs, dead = self._jobs(batches, now, counts)
         results = await self._run_all(self.order(jobs)) if jobs else []
         pause = next((reason for result, reason, _ in results if result is SendResult.PAUSE), None)
         if pause is not None:
@@ -142,11 +148,14 @@ class MirrorOutput(Output):
         for result, reason, job in results:
             if result is SendResult.FATAL:
                 dead.append((job.tag, job.time_ns, job.record, reason))
-        self.stats["refused"] += len(dead)
+        counts["refused"] += len(dead)
+        self.stats.update(counts)
+        self._accepted_by_this_batch.clear()
         self._purge()
         return Outcome.ok(dead)
 
-    def _jobs(self, batches: list[TagBatch], now: datetime) -> tuple[list[Job], list[DeadRecord]]:
+    def _jobs(self, batches: list[TagBatch], now: datetime,
+              counts: collections.Counter) -> tuple[list[Job], list[DeadRecord]]:
         jobs: list[Job] = []
         dead: list[DeadRecord] = []
         seen: set[tuple[str, str]] = set()
@@ -155,7 +164,7 @@ class MirrorOutput(Output):
             if self.is_identity(batch.tag):
                 game = game_of(batch.tag)
                 for _, record in batch.entries:
-                    self.stats["identities"] += self.state.learn(game, record)
+                    counts["identities"] += self.state.learn(game, record)
                 continue
             for time_ns, record in batch.entries:
                 try:
@@ -165,15 +174,16 @@ class MirrorOutput(Output):
                     dead.append((batch.tag, time_ns, record, str(refused)))
                     continue
                 if p.test and not self.cfg.mirror_test_purchases:
-                    self.stats["test_skipped"] += 1
+                    counts["test_skipped"] += 1
                     continue
                 app = self.app_settings(p)
                 if app is None:
-                    self.stats["not_configured"] += 1
+                    counts["not_configured"] += 1
                     continue
                 key = p.transaction_id + (":refund" if p.refund else "")
                 if (p.app_id, key) in seen or self.state.was_delivered(self.name, p.app_id, key):
-                    self.stats["duplicates"] += 1
+                    if (p.app_id, key) not in self._accepted_by_this_batch:
+                        counts["duplicates"] += 1
                     continue
                 seen.add((p.app_id, key))
                 ids = {**self.state.lookup(p.game, p.did, p.uid), **p.ids}
@@ -212,6 +222,7 @@ class MirrorOutput(Output):
         result = self.classify(status, text, job)
         if result is SendResult.OK:
             self.state.mark_delivered(self.name, job.purchase.app_id, job.key)
+            self._accepted_by_this_batch.add((job.purchase.app_id, job.key))
             self.stats["accepted"] += 1
             self.accepted(job)
         return result, f"HTTP {status} from {req.url}: {text}", job
