@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from agent.mirrors.payloads import ID_FIELDS
@@ -72,6 +73,17 @@ class MirrorState:
         self._fold_log()
         self._log = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
+    @contextmanager
+    def _transaction(self):
+        """One transaction (the connection autocommits each statement otherwise)."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     # -- identity ------------------------------------------------------------------
 
     def learn(self, game: str, record: dict) -> bool:
@@ -89,7 +101,7 @@ class MirrorState:
         marks = ", ".join("?" for _ in values)
         updates = ", ".join(f"{c} = excluded.{c}" for c in values)
         now = time.time_ns()
-        with self.db:
+        with self._transaction():
             for kind, ident in keys:
                 self.db.execute(
                     f"INSERT INTO identity (game, kind, id, {cols}, updated_ns) VALUES (?, ?, ?, {marks}, ?) "
@@ -141,7 +153,7 @@ class MirrorState:
             pass
         if rows:
             now = time.time_ns()
-            with self.db:
+            with self._transaction():
                 self.db.executemany("INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)",
                                     [(*row, now) for row in rows])
         self._recent.clear()
