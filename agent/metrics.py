@@ -237,7 +237,8 @@ class _Collector:
                     mirror.add_metric([o_cfg.name, what], n)
         journal = app.journal
         yield from (received, received_bytes, sent, retries, dead, discarded, errors, invalid, dedup, warned,
-                    pending, age, retrying, paused, mirror, tail_files, tail_rotations, tail_truncations, tail_invalid_utf8)
+                    pending, age, retrying, paused, mirror, tail_files, tail_rotations, tail_truncations,
+                    tail_invalid_utf8)
         yield GaugeMetricFamily("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
         yield GaugeMetricFamily("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
         yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)

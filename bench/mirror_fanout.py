@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = "com.com2us.benchgame.normal.freefull.google.global.android.common"
 TAG = "ha2union.game.benchgame.purchase_log"
 VENDORS = ("appsflyer", "wisetracker", "naver")
-BATCH = os.environ.get("MIRROR_BENCH_BATCH", "")
 TXN = re.compile(rb"B-(\d+)")
 
 
@@ -145,7 +144,8 @@ require_ack_response = true
         if only and vendor != only:
             continue
         url = f"http://127.0.0.1:{ports[vendor]}"
-        out += f'\n[[outputs]]\ntype = "{vendor}"\nname = "{vendor}"\nin_flight = {in_flight}\nretry_wait = "100ms"\n' + BATCH
+        out += (f'\n[[outputs]]\ntype = "{vendor}"\nname = "{vendor}"\nin_flight = {in_flight}\n'
+                f'retry_wait = "100ms"\n')
         if vendor == "appsflyer":
             out += f'endpoint = "{url}"\nrate_limit = 100000\n[outputs.apps."{APP}"]\napp_id = "com.x.bench"\n' \
                    f'token = "t"\n'

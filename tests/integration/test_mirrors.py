@@ -230,8 +230,9 @@ def test_sigkill_loses_nothing_and_repeats_only_requests_in_flight(tmp_path, ven
 def test_appsflyer_answers_auth_400_pauses_other_400_and_repeated_500_dead_letter(tmp_path, vendors):
     af, wt, nv = vendors
     af.script = [(400, "Failed to Authenticate")] + [400] + [500] * 3
-    with Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=1,
-                                                              appsflyer={"server_errors_before_dead_letter": 3})) as agent:
+    cfg = forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=1,
+                                               appsflyer={"server_errors_before_dead_letter": 3})
+    with Agent(tmp_path, cfg) as agent:
         send(agent.port, TAG, [purchase(1)], chunk=1)
         agent.wait_for_log("output appsflyer: PAUSED: .*HTTP 400 .*Failed to Authenticate")
         agent.wait_for_log("output appsflyer: 1 records refused .*HTTP 400", timeout=15)

@@ -124,8 +124,9 @@ def test_wisetracker_session_and_revenue_like_the_seed_example():
                                 "quantity": 2, "revenue": 566200}}}  # the seed's S2S example: a line total
 
 
-@pytest.mark.parametrize("changes,code", [({"refund": "Y"}, "unsupported_refund"), ({"platform": "B"},
-                                                                                    "unsupported_platform"), ({}, "missing_identifier")])
+@pytest.mark.parametrize("changes,code", [({"refund": "Y"}, "unsupported_refund"),
+                                          ({"platform": "B"}, "unsupported_platform"),
+                                          ({}, "missing_identifier")])
 def test_wisetracker_refuses_what_it_cannot_express(changes, code):
     p = sample_purchase(**changes)
     with pytest.raises(Refused) as refused:
