@@ -171,7 +171,9 @@ def test_rename_and_create_rotation_while_writing_reads_every_line_exactly_once(
         time.sleep(1.5)  # past rotate_wait: a file read twice would show now
         assert agent.stop() == 0
     exactly_once(seqs(agent.output_lines()), expected)
-    assert agent.log().count("was rotated away") >= (rotations if pattern == "app.log" or not follow_inodes else 0)
+    if pattern == "app.log" or not follow_inodes:
+        # Noticed as rotations (a generation renamed before any scan saw it is simply a new file).
+        assert agent.log().count("was rotated away") >= 1
 
 
 def test_copytruncate_while_writing_loses_only_unread_lines_at_each_truncate(tmp_path):
