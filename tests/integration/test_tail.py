@@ -356,3 +356,25 @@ def test_a_full_journal_pauses_reading_and_nothing_is_skipped(tmp_path):
         tail.kill()
         collector.kill()
     exactly_once(seqs(collector.output_lines()), range(total))
+
+
+@pytest.mark.parametrize("same_file", [True, False])
+def test_a_saved_position_is_used_only_for_the_file_it_was_taken_from(tmp_path, same_file):
+    """ext4 reuses a deleted file's inode at once: the fingerprint of the first bytes tells them apart."""
+    import zlib
+    log = tmp_path / "app.log"
+    log.write_bytes(line(1) + line(2) + line(3))
+    st = log.stat()
+    head = log.read_bytes()[:64]
+    saved = {"version": 1, "input": "tail.0", "journal": None,
+             "files": [{"dev": st.st_dev, "ino": st.st_ino, "path": str(log), "offset": len(line(1)),
+                        "fp_len": len(head), "fp": zlib.crc32(head if same_file else b"another file's" + head[14:]),
+                        "released": False}]}
+    (tmp_path / "var" / "tail").mkdir(parents=True)
+    (tmp_path / "var" / "tail" / "tail.0.pos.json").write_bytes(orjson.dumps(saved))
+    with Agent(tmp_path, tail_input(str(log), read_from_head=True) + file_output()) as agent:
+        agent.wait_for_records("seq", {2, 3})
+        time.sleep(0.5)
+        assert agent.stop() == 0
+    # The same file resumes after line 1; another file with the old inode is read from its start.
+    assert seqs(agent.output_lines()) == ({2: 1, 3: 1} if same_file else {1: 1, 2: 1, 3: 1})
