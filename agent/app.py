@@ -51,7 +51,8 @@ class App:
         self.filters = FilterChain(cfg.filters, self.deadletters, self.paths.root)
         self.inputs = [build_input(i, self.journal, self.filters, self.deadletters, self.paths.root)
                        for i in cfg.inputs]
-        self.delivery = DeliveryProcess(self.config_path)
+        self.deliveries = [DeliveryProcess(self.config_path, group)
+                           for group in range(min(cfg.agent.delivery_processes, max(1, len(cfg.outputs))))]
         self.monitor = Monitor(self, cfg.monitor.bind, cfg.monitor.port) if cfg.monitor else None
         self._stop = asyncio.Event()
         self._signals = 0
@@ -79,7 +80,8 @@ class App:
         else:
             log.error("%s received again: forced exit; unacknowledged frames are not acked and will be resent",
                       signame)
-            self.delivery.kill()
+            for delivery in self.deliveries:
+                delivery.kill()
             os._exit(1)
 
     async def run(self) -> int:
@@ -92,13 +94,14 @@ class App:
         if s["recovered_records"] or s["cut_bytes"]:
             log.info("journal: recovered %d batches; cut %d torn bytes", s["recovered_records"], s["cut_bytes"])
         await self.journal.start()
-        await self.delivery.start()
+        for delivery in self.deliveries:
+            await delivery.start()
         try:
             for inp in self.inputs:
                 await inp.start()
         except OSError as exc:
             log.error("cannot listen: %s", exc)
-            await self.delivery.stop(self.cfg.agent.shutdown_timeout)
+            await self._stop_deliveries(self.cfg.agent.shutdown_timeout)
             await self.journal.close()
             return 1
         await self._replays.ingest()  # what was spooled while the agent was down
@@ -125,13 +128,18 @@ class App:
         for inp in self.inputs:
             await inp.stop(max(0.1, deadline - time.monotonic()))
         await self.journal.close()
-        code = await self.delivery.stop(max(1.0, deadline - time.monotonic()))
+        code = await self._stop_deliveries(max(1.0, deadline - time.monotonic()))
         if self.monitor is not None:
             await self.monitor.stop()
         collector.cancel()
         self._collect()
         log.info("hive-agent stopped (delivery process exit code %s)", code)
         return 0
+
+    async def _stop_deliveries(self, timeout: float):
+        """Every delivery process drains at once; the worst exit code counts."""
+        codes = await asyncio.gather(*(d.stop(timeout) for d in self.deliveries))
+        return next((c for c in codes if c), codes[0] if codes else None)
 
     def _cursor_positions(self) -> list[Position]:
         first = Position(min(self.journal.segments(), default=1), 0)

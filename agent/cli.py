@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     deliver = sub.add_parser("deliver", help=argparse.SUPPRESS)  # the delivery process (started by run)
     deliver.add_argument("-c", "--config", required=True)
     deliver.add_argument("--ready-fd", type=int, default=None)
+    deliver.add_argument("--group", type=int, default=0)
     return p
 
 
@@ -93,12 +94,12 @@ def cmd_run(path: str) -> int:
     return _event_loop_runner()(App(cfg, Path(path)).run())
 
 
-def cmd_deliver(path: str, ready_fd: int | None) -> int:
+def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
     from agent.log import setup_logging
     from agent.worker import run_delivery
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery")
-    return _event_loop_runner()(run_delivery(cfg, ready_fd))
+    return _event_loop_runner()(run_delivery(cfg, ready_fd, group))
 
 
 def cmd_deadletter(args) -> int:
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "deadletter":
         return cmd_deadletter(args)
     if args.command == "deliver":
-        return cmd_deliver(args.config, args.ready_fd)
+        return cmd_deliver(args.config, args.ready_fd, args.group)
     return 2
 
 

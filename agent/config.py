@@ -115,6 +115,8 @@ class AgentSettings(Strict):
     log_format: Literal["text", "json"] = "text"
     shutdown_timeout: Duration = 30.0
     journal: JournalSettings = JournalSettings()
+    # Outputs run in this many delivery processes (output i in process i mod n): one core each.
+    delivery_processes: int = Field(1, ge=1, le=16)
 
 
 # -- [[inputs]] --------------------------------------------------------------
@@ -456,6 +458,11 @@ class AgentConfig(Strict):
     inputs: list[InputConfig] = []
     filters: list[FilterConfig] = []
     outputs: list[OutputConfig] = []
+
+    def delivery_group(self, group: int) -> list:
+        """The outputs delivery process ``group`` runs."""
+        n = self.agent.delivery_processes
+        return [o for i, o in enumerate(self.outputs) if i % n == group]
 
     @model_validator(mode="after")
     def _names_and_ports(self):

@@ -1,8 +1,9 @@
 """The monitor: ``/metrics`` (Prometheus), ``/api/plugins.json`` (Fluentd's monitor_agent), ``/health``.
 
 Served by the main process. Inputs, filters and the journal live there; the
-outputs live in the delivery process, which writes a snapshot of its counters
-every second (``state/delivery.json``). Metric names are fixed here, once:
+outputs live in the delivery processes, each of which writes a snapshot of its
+counters every second (``state/delivery.json``, ``state/delivery-<n>.json``).
+Metric names are fixed here, once:
 
   hive_agent_component_received_events_total{component,kind,type}
   hive_agent_component_received_bytes_total{component,kind,type}
@@ -18,7 +19,10 @@ every second (``state/delivery.json``). Metric names are fixed here, once:
   hive_agent_output_pending_bytes{component}
   hive_agent_output_oldest_unsent_age_seconds{component}
   hive_agent_output_retrying{component}, hive_agent_output_paused{component}
-  hive_agent_delivery_process_up
+  hive_agent_delivery_process_up{group}
+  hive_agent_tail_files{component}, hive_agent_tail_rotations_total{component},
+  hive_agent_tail_truncations_total{component}, hive_agent_tail_invalid_utf8_lines_total{component}
+  hive_agent_mirror_events_total{component, what}
 
 Secrets never appear: configs are shown through pydantic, whose secret
 fields serialize as "***".
@@ -70,10 +74,16 @@ class Monitor:
     # -- data ------------------------------------------------------------------
 
     def delivery(self) -> dict:
-        try:
-            return orjson.loads(self.app.paths.delivery_snapshot.read_bytes())
-        except (FileNotFoundError, ValueError):
-            return {}
+        """The delivery processes' snapshots, merged: every output, and the oldest report time."""
+        merged: dict = {"outputs": {}}
+        for group in range(len(self.app.deliveries)):
+            try:
+                snap = orjson.loads(self.app.paths.delivery_snapshot(group).read_bytes())
+            except (FileNotFoundError, ValueError):
+                continue
+            merged["outputs"].update(snap.get("outputs", {}))
+            merged["at_ns"] = min(merged.get("at_ns", snap.get("at_ns", 0)), snap.get("at_ns", 0))
+        return merged if "at_ns" in merged else {}
 
     def pending_bytes(self, output_name: str, position) -> int:
         journal = self.app.journal
@@ -86,9 +96,9 @@ class Monitor:
 
     def health(self) -> tuple[bool, list[str]]:
         problems = []
-        proc = self.app.delivery.proc
-        if proc is None or proc.returncode is not None:
-            problems.append("the delivery process is not running")
+        for delivery in self.app.deliveries:
+            if not delivery.running:
+                problems.append(f"delivery process {delivery.group} is not running")
         snap = self.delivery()
         if snap and time.time_ns() - snap.get("at_ns", 0) > SNAPSHOT_STALE * 1e9:
             problems.append("the delivery process has not reported for more than %.0fs" % SNAPSHOT_STALE)
@@ -244,6 +254,8 @@ class _Collector:
         yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)
         yield CounterMetricFamily("hive_agent_journal_cut_bytes", "Torn bytes cut off at recovery",
                                   value=journal.stats["cut_bytes"])
-        proc = app.delivery.proc
-        yield GaugeMetricFamily("hive_agent_delivery_process_up", "1 while the delivery process runs",
-                                value=1 if proc is not None and proc.returncode is None else 0)
+        up = GaugeMetricFamily("hive_agent_delivery_process_up", "1 while the delivery process runs",
+                               labels=["group"])
+        for delivery in app.deliveries:
+            up.add_metric([str(delivery.group)], 1 if delivery.running else 0)
+        yield up

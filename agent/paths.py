@@ -33,6 +33,6 @@ class DataPaths:
     def state(self) -> Path:
         return self.root / "state"
 
-    @property
-    def delivery_snapshot(self) -> Path:
-        return self.state / "delivery.json"
+    def delivery_snapshot(self, group: int = 0) -> Path:
+        """Where delivery process ``group`` reports its outputs (``delivery.json`` for the first)."""
+        return self.state / ("delivery.json" if group == 0 else f"delivery-{group}.json")

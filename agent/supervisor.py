@@ -17,16 +17,22 @@ READY_TIMEOUT = 60.0
 class DeliveryProcess:
     """Runs ``python -m agent deliver`` and restarts it if it dies."""
 
-    def __init__(self, config_path: Path):
+    def __init__(self, config_path: Path, group: int = 0):
         self.config_path = config_path
+        self.group = group
         self.proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task | None = None
         self._stopping = False
         self.restarts = 0
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
     async def start(self) -> None:
         await self._spawn()
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="delivery-supervisor")
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(),
+                                                                  name=f"delivery-supervisor-{self.group}")
 
     async def _spawn(self) -> None:
         # The child says "ready" on a pipe once its signal handlers are in place,
@@ -35,6 +41,7 @@ class DeliveryProcess:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agent", "deliver", "-c", str(self.config_path), "--ready-fd", str(ready_w),
+                "--group", str(self.group),
                 stdin=asyncio.subprocess.DEVNULL, pass_fds=(ready_w,))
         finally:
             os.close(ready_w)

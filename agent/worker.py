@@ -39,31 +39,32 @@ log = logging.getLogger("agent.worker")
 SNAPSHOT_INTERVAL = 1.0
 
 
-def _write_snapshot(paths: DataPaths, runners) -> None:
+def _write_snapshot(paths: DataPaths, runners, group: int) -> None:
     """The outputs' counters and states, for the main process's /metrics and /health."""
     data = {"pid": os.getpid(), "at_ns": time.time_ns(), "outputs": {r.name: r.snapshot() for r in runners}}
     try:
         paths.state.mkdir(parents=True, exist_ok=True)
-        atomic_write(paths.delivery_snapshot, orjson.dumps(data), durable=False)
+        atomic_write(paths.delivery_snapshot(group), orjson.dumps(data), durable=False)
     except OSError as exc:
         log.warning("cannot write the delivery snapshot: %s", exc)
 
 
-async def _report(paths: DataPaths, runners) -> None:
+async def _report(paths: DataPaths, runners, group: int) -> None:
     while True:
-        _write_snapshot(paths, runners)
+        _write_snapshot(paths, runners, group)
         await asyncio.sleep(SNAPSHOT_INTERVAL)
 
 
-async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None) -> int:
+async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int = 0) -> int:
     paths = DataPaths(cfg.agent.data_dir)
     cursors = CursorStore(paths.cursors)
     deadletters = DeadLetterStore(paths.deadletter)
-    outputs = [build_output(o, paths.root) for o in cfg.outputs]
+    configs = cfg.delivery_group(group)
+    outputs = [build_output(o, paths.root) for o in configs]
     for out in outputs:
         await out.start()
     runners = [OutputRunner(o_cfg, out, paths.journal, cursors, deadletters)
-               for o_cfg, out in zip(cfg.outputs, outputs)]
+               for o_cfg, out in zip(configs, outputs)]
     draining, stopping = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     parent = os.getppid()
@@ -87,7 +88,7 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None) -> int:
                 on_term()
 
     watcher = loop.create_task(watch_parent())
-    reporter = loop.create_task(_report(paths, runners))
+    reporter = loop.create_task(_report(paths, runners, group))
     if ready_fd is not None:
         os.write(ready_fd, b"R")
         os.close(ready_fd)
@@ -98,7 +99,7 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None) -> int:
     results = await asyncio.gather(*(r.run(draining, stopping) for r in runners), return_exceptions=True)
     watcher.cancel()
     reporter.cancel()
-    _write_snapshot(paths, runners)
+    _write_snapshot(paths, runners, group)
     code = 0
     for runner, result in zip(runners, results):
         if isinstance(result, BaseException):

@@ -13,6 +13,7 @@ server → received by the vendor); CPU s per million purchases per agent
 process; RSS sampled every second (to show whether it stays flat).
 
     python bench/mirror_fanout.py [--purchases 200000] [--in-flight 64] [--latency 0.02] [--only appsflyer]
+                                  [--processes 2]
 """
 
 from __future__ import annotations
@@ -118,11 +119,13 @@ class _ForwardAck(asyncio.Protocol):
 
 # -- the agent ---------------------------------------------------------------------------
 
-def config(forward_port: int, hive_port: int, ports: dict, in_flight: int, only: str | None) -> str:
+def config(forward_port: int, hive_port: int, ports: dict, in_flight: int, only: str | None,
+           processes: int) -> str:
     out = f"""[agent]
 data_dir = "var"
 log_level = "warning"
 shutdown_timeout = "5s"
+delivery_processes = {processes}
 
 [[inputs]]
 type = "forward"
@@ -237,6 +240,7 @@ def main() -> int:
     ap.add_argument("--in-flight", type=int, default=64)
     ap.add_argument("--latency", type=float, default=0.02)
     ap.add_argument("--only", choices=VENDORS, default=None, help="one vendor output instead of three")
+    ap.add_argument("--processes", type=int, default=1, help="[agent] delivery_processes")
     args = ap.parse_args()
     vendors = [v for v in VENDORS if not args.only or v == args.only]
     ports = {v: free_port() for v in VENDORS}
@@ -254,7 +258,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="mirror-bench-"))
     forward_port = free_port()
-    (work / "agent.toml").write_text(config(forward_port, hive_port, ports, args.in_flight, args.only))
+    (work / "agent.toml").write_text(config(forward_port, hive_port, ports, args.in_flight, args.only,
+                                            args.processes))
     log = open(work / "agent.log", "wb")
     agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", "agent.toml"], cwd=work, stdout=log,
                              stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -275,16 +280,19 @@ def main() -> int:
         start = time.time()
         sent_at = send_all(forward_port, args.purchases)
         ingest_s = time.time() - start
-        snapshot = work / "var" / "state" / "delivery.json"
+        snapshots = [work / "var" / "state" / ("delivery.json" if g == 0 else f"delivery-{g}.json")
+                     for g in range(args.processes)]
         rss: list[tuple[float, float, float]] = []
         import orjson
         while True:
             time.sleep(1.0)
             rss.append((time.time() - start, rss_mb(agent.pid), sum(rss_mb(c) for c in children)))
-            try:
-                outs = orjson.loads(snapshot.read_bytes())["outputs"]
-            except (FileNotFoundError, ValueError):
-                continue
+            outs = {}
+            for snapshot in snapshots:
+                try:
+                    outs.update(orjson.loads(snapshot.read_bytes())["outputs"])
+                except (FileNotFoundError, ValueError):
+                    pass
             done = [outs.get(v, {}).get("output_stats", {}).get("accepted", 0) for v in vendors]
             if all(d >= args.purchases for d in done) and outs.get("hive", {}).get("sent_records", 0) >= args.purchases:
                 break
@@ -305,7 +313,8 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     ceiling = args.in_flight / args.latency
-    print(f"{args.purchases:,} purchases, {len(vendors)} vendor outputs + Hive; {args.in_flight} in flight, "
+    print(f"{args.purchases:,} purchases, {len(vendors)} vendor outputs + Hive in {args.processes} delivery "
+          f"process{'es' if args.processes > 1 else ''}; {args.in_flight} in flight, "
           f"{args.latency * 1000:.0f} ms answers: ceiling {ceiling:,.0f} events/s per vendor")
     print(f"client baseline (aiohttp alone, {args.in_flight} in flight, same fake): {baseline:,.0f} requests/s")
     print(f"ingest (forward, acked): {args.purchases / ingest_s:,.0f} purchases/s")

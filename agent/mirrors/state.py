@@ -18,8 +18,11 @@ commits back, which makes a purchase mirrored twice, never lost.
 A vendor's acceptance is recorded the moment its answer arrives, as one
 ``write`` to an append-only log beside the database (a few µs, where an
 SQLite transaction per answer cost about 60 µs); the log is folded into the
-database in one transaction every ``FOLD_INTERVAL`` and at every start, so a
-kill loses no acceptance and the log stays short. The purge of old rows scans
+database in one transaction every ``FOLD_INTERVAL`` and before the output's
+first lookup after a start, so a kill loses no acceptance and the log stays
+short. There is one log per output: an output lives in one delivery process,
+so no two processes ever share a log (they share the database, which SQLite
+serializes). The purge of old rows scans
 the table once an hour rather than keeping an index on their age.
 """
 
@@ -46,6 +49,10 @@ CREATE TABLE IF NOT EXISTS buyers (
 """
 
 _STORES: dict[Path, "MirrorState"] = {}
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 FOLD_INTERVAL = 10.0  # seconds between folds of the acceptance log into the database
 
 
@@ -66,12 +73,12 @@ class MirrorState:
         # Checkpoints fsync the database; fewer, larger ones cost less (measured: folds were 13% of the
         # delivery process's CPU with the default of 1,000 pages and an index on at_ns).
         self.db.execute("PRAGMA wal_autocheckpoint=16384")
+        self.db.execute("PRAGMA busy_timeout=10000")  # other delivery processes write too
         self.db.executescript(_SCHEMA)
-        self._log_path = path.with_name(path.name + ".delivered.log")
-        self._recent: set[tuple[str, str, str]] = set()  # in the log, not yet in the database
+        self.path = path
+        self._logs: dict[str, int] = {}  # output name → its acceptance log, folded and open
+        self._recent: set[tuple[str, str, str]] = set()  # in a log, not yet in the database
         self._folded_at = time.monotonic()
-        self._fold_log()
-        self._log = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     @contextmanager
     def _transaction(self):
@@ -124,40 +131,53 @@ class MirrorState:
     # -- delivered -------------------------------------------------------------------
 
     def was_delivered(self, vendor: str, app: str, key: str) -> bool:
+        if vendor not in self._logs:
+            self._open_log(vendor)
         if (vendor, app, key) in self._recent:
             return True
         return self.db.execute("SELECT 1 FROM delivered WHERE vendor = ? AND app = ? AND key = ?",
                                (vendor, app, key)).fetchone() is not None
 
     def mark_delivered(self, vendor: str, app: str, key: str) -> None:
+        fd = self._logs.get(vendor) or self._open_log(vendor)
         # Tabs and newlines cannot occur in the fields (names, app ids, transaction ids); escape anyway.
         line = "\t".join(f.replace("\t", " ").replace("\n", " ") for f in (vendor, app, key)) + "\n"
-        os.write(self._log, line.encode())
+        os.write(fd, line.encode())
         self._recent.add((vendor, app, key))
         if time.monotonic() - self._folded_at > FOLD_INTERVAL:
             self.fold()
 
     def fold(self) -> None:
-        """Move the acceptance log into the database (one transaction), then empty it."""
-        self._fold_log()
-        os.ftruncate(self._log, 0)
+        """Move what the logs hold into the database (one transaction), then empty them."""
+        self._insert_delivered(self._recent)
+        for fd in self._logs.values():
+            os.ftruncate(fd, 0)
+        self._recent.clear()
+        self._folded_at = time.monotonic()
 
-    def _fold_log(self) -> None:
-        rows = set(self._recent)
+    def _open_log(self, vendor: str) -> int:
+        """Fold what a previous run of this output logged, then open its log for appends."""
+        path = self.path.with_name(f"{self.path.name}.{_file_safe(vendor)}.delivered.log")
+        rows = set()
         try:
-            for line in self._log_path.read_text(errors="replace").splitlines():
+            for line in path.read_text(errors="replace").splitlines():
                 fields = line.split("\t")
                 if len(fields) == 3:  # a torn last line was never acknowledged to anyone: skip it
                     rows.add(tuple(fields))
         except FileNotFoundError:
             pass
+        self._insert_delivered(rows)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.ftruncate(fd, 0)
+        self._logs[vendor] = fd
+        return fd
+
+    def _insert_delivered(self, rows) -> None:
         if rows:
             now = time.time_ns()
             with self._transaction():
                 self.db.executemany("INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)",
                                     [(*row, now) for row in rows])
-        self._recent.clear()
-        self._folded_at = time.monotonic()
 
     def purge_delivered(self, older_than_s: float) -> int:
         cutoff = time.time_ns() - int(older_than_s * 1e9)

@@ -95,9 +95,11 @@ def once_each(fake, expected: set) -> None:
     assert max(counts.values()) == 1, {t: n for t, n in counts.items() if n > 1}
 
 
-def test_each_purchase_reaches_each_vendor_once_in_its_own_terms(tmp_path, vendors):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_each_purchase_reaches_each_vendor_once_in_its_own_terms(tmp_path, vendors, processes):
     af, wt, nv = vendors
-    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv) + MONITOR)
+    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv) + MONITOR,
+                  agent_section=f"delivery_processes = {processes}")
     with agent:
         records = [purchase(i) for i in range(20)]
         send(agent.port, TAG, records)
@@ -105,6 +107,9 @@ def test_each_purchase_reaches_each_vendor_once_in_its_own_terms(tmp_path, vendo
         send(agent.port, TAG, [purchase(99, hiveiap_purchase_test="Y")])  # a test purchase
         wait_for((af, wt, nv), txns(20))
         body = wait_metric(agent, 'hive_agent_mirror_events_total{component="naver",what="test_skipped"} 1.0')
+        body = wait_metric(agent, 'hive_agent_mirror_events_total{component="wisetracker",what="test_skipped"} 1.0')
+        for group in range(processes):  # the outputs are spread over the delivery processes
+            assert f'hive_agent_delivery_process_up{{group="{group}"}} 1.0' in body
         for name in ("appsflyer", "wisetracker", "naver"):
             assert f'hive_agent_mirror_events_total{{component="{name}",what="accepted"}} 20.0' in body
             assert f'hive_agent_mirror_events_total{{component="{name}",what="duplicates"}} 5.0' in body
@@ -203,7 +208,9 @@ def test_sigkill_loses_nothing_and_repeats_only_requests_in_flight(tmp_path, ven
     af, wt, nv = vendors
     for fake in (af, wt, nv):
         fake.delay = 0.02
-    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=4))
+    # Two delivery processes: the kill takes both, each with its own outputs' acceptance logs.
+    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=4),
+                  agent_section="delivery_processes = 2")
     total = 600
     kills = 0
     try:
