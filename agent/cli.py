@@ -98,7 +98,7 @@ def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
     from agent.log import setup_logging
     from agent.worker import run_delivery
     cfg = _load(path)
-    setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery")
+    setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery" if group == 0 else f"delivery-{group}")
     return _event_loop_runner()(run_delivery(cfg, ready_fd, group))
 
 
