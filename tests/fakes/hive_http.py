@@ -14,53 +14,23 @@ import asyncio
 import gzip
 import json
 import re
-import threading
 
 from aiohttp import web
+
+from tests.fakes.server import ThreadedServer
 
 DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")
 
 
-class FakeHiveHttp:
+class FakeHiveHttp(ThreadedServer):
     def __init__(self, script=()):
+        super().__init__()
         self.script = list(script)
         self.records: list[dict] = []
         self.requests: list[tuple[int, str]] = []  # (status answered, app id)
-        self.loop = asyncio.new_event_loop()
-        self.port = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self):
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/server-recv", self._handle)
-        runner = web.AppRunner(app)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-        pending = asyncio.all_tasks(self.loop)
-        for task in pending:
-            task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self.loop.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
         behaviour = self.script.pop(0) if self.script else "ok"

@@ -22,18 +22,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 
 from aiohttp import web
+
+from tests.fakes.server import ThreadedServer
 
 PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 AF_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}")
 
 
-class FakeVendor:
+class FakeVendor(ThreadedServer):
     path = "/"
 
     def __init__(self, tokens: dict | None = None, script=(), delay: float = 0.0):
+        super().__init__()
         self.tokens = tokens or {}
         self.script = list(script)
         self.delay = delay
@@ -41,44 +43,12 @@ class FakeVendor:
         self.refusals: list[tuple[int, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self.loop = asyncio.new_event_loop()
-        self.port = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def transaction_ids(self) -> list[str]:
         return [txn for _, txn, _ in self.events]
 
-    def _run(self):
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post(self.path, self._handle)
-        runner = web.AppRunner(app)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-        pending = asyncio.all_tasks(self.loop)
-        for task in pending:
-            task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self.loop.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.in_flight += 1
