@@ -19,6 +19,17 @@ LISTEN = re.compile(r"hive-agent ready: .*?(?:tcp|tls) (\S+):(\d+)")
 MONITOR = '[monitor]\nbind = "127.0.0.1"\nport = 0\n'
 
 
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not reached in {timeout}s")
+
+
 def get_json(port: int, path: str):
     """GET http://127.0.0.1:port/path → (status, body as text)."""
     import urllib.error

@@ -2,22 +2,12 @@
 
 import subprocess
 import sys
-import time
 
-from tests.agentproc import Agent, forward_input, http_output
+from tests.agentproc import Agent, forward_input, http_output, wait_until
 from tests.fakes.hive_http import FakeHiveHttp
 from tests.integration.test_forward_output import HIVE_FILTER, send_purchases, txns
 
 FAST_RETRY = dict(retry_wait="100ms", retry_max_interval="300ms")
-
-
-def wait_until(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError("condition not reached")
 
 
 def delivered(fake):

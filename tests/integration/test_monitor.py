@@ -2,9 +2,8 @@
 
 import json
 import re
-import time
 
-from tests.agentproc import MONITOR, Agent, file_output, forward_input, get_json, http_output
+from tests.agentproc import MONITOR, Agent, file_output, forward_input, get_json, http_output, wait_until
 from tests.fakes.hive_http import FakeHiveHttp
 from tests.integration.test_forward_output import HIVE_FILTER
 from tests.wire import ForwardClient, event_time
@@ -16,16 +15,6 @@ def metric(text: str, name: str, **labels) -> float:
             if all(f'{k}="{v}"' in line for k, v in labels.items()):
                 return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} {labels} not in /metrics")
-
-
-def wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError
 
 
 def test_metrics_plugins_and_health_follow_what_happens(tmp_path, monkeypatch):
@@ -51,9 +40,9 @@ def test_metrics_plugins_and_health_follow_what_happens(tmp_path, monkeypatch):
             client.send(b"\xc1")  # garbage: counted as a protocol error
             client.close()
             # The http output is refused (401): paused, unhealthy, the backlog kept.
-            status, body = wait_for(lambda: (r := get_json(port, "/health"))[0] == 503 and r)
+            status, body = wait_until(lambda: (r := get_json(port, "/health"))[0] == 503 and r)
             assert "output hive-http is paused" in body
-            text = wait_for(lambda: (t := get_json(port, "/metrics")[1]) and
+            text = wait_until(lambda: (t := get_json(port, "/metrics")[1]) and
                             metric(t, "hive_agent_output_paused", component="hive-http") == 1 and t)
             assert metric(text, "hive_agent_component_received_events_total", component="plain") == 3
             assert metric(text, "hive_agent_dedup_hits_total", component="hive") == 1
@@ -71,9 +60,9 @@ def test_metrics_plugins_and_health_follow_what_happens(tmp_path, monkeypatch):
             assert plugins["forward.0"]["plugin_category"] == "input"
             assert "do-not-show-me" not in body and plugins["forward.0"]["config"]["shared_key"] == "***"
             # Once Hive takes our credentials again, everything is delivered and the agent is healthy.
-            wait_for(lambda: len(hive.records) == 1)
-            status, body = wait_for(lambda: (r := get_json(port, "/health"))[0] == 200 and r)
-            text = wait_for(lambda: (t := get_json(port, "/metrics")[1]) and
+            wait_until(lambda: len(hive.records) == 1)
+            status, body = wait_until(lambda: (r := get_json(port, "/health"))[0] == 200 and r)
+            text = wait_until(lambda: (t := get_json(port, "/metrics")[1]) and
                             metric(t, "hive_agent_component_sent_events_total", component="hive-http") == 1 and t)
             assert metric(text, "hive_agent_output_oldest_unsent_age_seconds", component="hive-http") == 0
             assert metric(text, "hive_agent_component_sent_events_total", component="local") == 1

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.agentproc import MONITOR, Agent, file_output, forward_output, free_port, get_json, journal_records, \
-    tail_input
+    tail_input, wait_until
 
 PAD = "p" * 60
 
@@ -40,16 +40,6 @@ def positions(agent: Agent, name: str = "tail.0") -> dict:
         return {f["path"]: f["offset"] for f in orjson.loads(path.read_bytes())["files"]}
     except (FileNotFoundError, orjson.JSONDecodeError):
         return {}
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not reached in {timeout}s")
 
 
 def test_lines_from_head_partial_lines_wait_and_bad_lines_are_dead_lettered(tmp_path):
@@ -276,7 +266,7 @@ def test_sigkill_mid_file_and_restart_journal_every_line_exactly_once(tmp_path):
         thread.join()
         agent.start()
         size = log.stat().st_size
-        wait_until(lambda: positions(agent).get(str(log)) == size, what="the position file at the end of the file")
+        wait_until(lambda: positions(agent).get(str(log)) == size, timeout=30, what="the position file at the end of the file")
         agent.kill()
     finally:
         stop.set()
@@ -349,7 +339,7 @@ def test_a_full_journal_pauses_reading_and_nothing_is_skipped(tmp_path):
         assert journal < 96 * 1024 + 16 * 1024
         collector.start()
         collector.wait_for_records("seq", set(range(total)))
-        wait_until(lambda: positions(tail).get(str(log)) == size, what="the whole file read")
+        wait_until(lambda: positions(tail).get(str(log)) == size, timeout=30, what="the whole file read")
         assert tail.stop() == 0
         assert collector.stop() == 0
     finally:
