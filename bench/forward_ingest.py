@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -188,6 +189,12 @@ def start_agent(work: Path) -> tuple[subprocess.Popen, int]:
         time.sleep(0.05)
     stop_agent(agent)
     raise SystemExit(f"agent did not listen:\n{log_path.read_text()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def stop_agent(agent: subprocess.Popen) -> None:

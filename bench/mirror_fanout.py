@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,19 +34,13 @@ from pathlib import Path
 import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from forward_ingest import _children, cpu_split  # noqa: E402
+from forward_ingest import _children, cpu_split, free_port, stop_agent  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "com.com2us.benchgame.normal.freefull.google.global.android.common"
 TAG = "ha2union.game.benchgame.purchase_log"
 VENDORS = ("appsflyer", "wisetracker", "naver")
 TXN = re.compile(rb"B-(\d+)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the fake vendors: one process, one port per vendor -------------------------------
@@ -301,11 +294,7 @@ def main() -> int:
                 break
         cpu1 = [sum(cpu_split(agent.pid))] + [sum(cpu_split(c)) for c in children]
     finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        try:
-            agent.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(agent.pid, signal.SIGKILL)
+        stop_agent(agent)
         parent.send("done")
         received = parent.recv()
         fakes.join(5)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +30,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from forward_ingest import _children, cpu_split, peak_rss_mb, purchase  # noqa: E402
+from forward_ingest import _children, cpu_split, free_port, peak_rss_mb, purchase, stop_agent  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,12 +53,6 @@ def orjson_ceiling(path: Path) -> float:
     return n / (time.perf_counter() - start)
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def config(work: Path, pattern: str) -> str:
     return f"""[agent]
 data_dir = "var"
@@ -78,7 +70,7 @@ stat_interval = "100ms"
 type = "forward"
 name = "blocked"
 match = "**"
-servers = [{{ host = "127.0.0.1", port = {closed_port()} }}]
+servers = [{{ host = "127.0.0.1", port = {free_port()} }}]
 """
 
 
@@ -95,15 +87,6 @@ def start_agent(work: Path) -> subprocess.Popen:
             raise SystemExit(f"agent did not start:\n{(work / 'agent.log').read_text()}")
         time.sleep(0.02)
     return agent
-
-
-def stop_agent(agent: subprocess.Popen) -> None:
-    os.killpg(agent.pid, signal.SIGTERM)
-    try:
-        agent.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(agent.pid, signal.SIGKILL)
-        agent.wait()
 
 
 def positions(work: Path) -> dict[str, int]:
