@@ -25,9 +25,9 @@ from decimal import Decimal, InvalidOperation
 
 import orjson
 
+from agent.filters.hive import EXTRA_KEY  # where the hive filter keeps the fields outside the spec
 from agent.hive.purchase_log import KST, parse_timezone
 
-EXTRA_KEY = "_extra"  # where the hive filter keeps the fields outside the spec
 ID_FIELDS = ("appsflyer_id", "advertising_id", "idfa", "idfv", "att")
 APPSFLYER_MAX_BYTES = 1024
 _REVENUE = re.compile(r"-?\d+(\.\d+)?")

@@ -34,6 +34,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent.deadletter import safe_name
 from agent.mirrors.payloads import ID_FIELDS
 
 _SCHEMA = """
@@ -49,10 +50,6 @@ CREATE TABLE IF NOT EXISTS buyers (
 """
 
 _STORES: dict[Path, "MirrorState"] = {}
-
-
-def _file_safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 FOLD_INTERVAL = 10.0  # seconds between folds of the acceptance log into the database
 
 
@@ -157,7 +154,7 @@ class MirrorState:
 
     def _open_log(self, vendor: str) -> int:
         """Fold what a previous run of this output logged, then open its log for appends."""
-        path = self.path.with_name(f"{self.path.name}.{_file_safe(vendor)}.delivered.log")
+        path = self.path.with_name(f"{self.path.name}.{safe_name(vendor)}.delivered.log")
         rows = set()
         try:
             for line in path.read_text(errors="replace").splitlines():
