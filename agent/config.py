@@ -260,6 +260,11 @@ class OutputBase(Strict):
     retry_forever: bool = False
     batch_bytes: Size = 4 * 1024 * 1024
 
+    @property
+    def routing_match(self) -> str:
+        """The tags the delivery loop hands this output (mirrors add the identity records)."""
+        return self.match
+
 
 class FileOutputConfig(OutputBase):
     type: Literal["file"]

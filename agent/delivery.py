@@ -35,8 +35,7 @@ class OutputRunner:
         self.cfg = cfg
         self.name = cfg.name
         self.output = output
-        # Mirrors also take the identity records they learn from (routing_match).
-        self.matches = compile_pattern(getattr(cfg, "routing_match", cfg.match))
+        self.matches = compile_pattern(cfg.routing_match)
         self.cursors = cursors
         self.deadletters = deadletters
         self.commit_interval = commit_interval
