@@ -50,8 +50,8 @@ def forward_input(**options) -> str:
 
 
 def tail_input(path, tag: str = "tail.*", **options) -> str:
-    lines = ["[[inputs]]", 'type = "tail"', f"path = {_toml(path)}", f"tag = {_toml(tag)}",
-             'stat_interval = "200ms"']
+    options.setdefault("stat_interval", "200ms")
+    lines = ["[[inputs]]", 'type = "tail"', f"path = {_toml(path)}", f"tag = {_toml(tag)}"]
     for k, v in options.items():
         lines.append(f"{k} = {_toml(v)}")
     return "\n".join(lines) + "\n"

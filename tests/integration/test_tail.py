@@ -368,3 +368,39 @@ def test_a_saved_position_is_used_only_for_the_file_it_was_taken_from(tmp_path, 
         assert agent.stop() == 0
     # The same file resumes after line 1; another file with the old inode is read from its start.
     assert seqs(agent.output_lines()) == ({2: 1, 3: 1} if same_file else {1: 1, 2: 1, 3: 1})
+
+
+def test_journal_segments_after_the_position_file_are_kept_for_its_markers(tmp_path):
+    """Outputs that have caught up let segments go; the ones holding markers the position file
+    does not have yet must stay, or a kill -9 would resume from an older position."""
+    from agent.journal.segment import segment_path
+    log = tmp_path / "app.log"
+    stop = threading.Event()
+
+    def writer():
+        seq = 0
+        with open(log, "ab", buffering=0) as f:
+            while not stop.is_set():
+                f.write(b"".join(line(s) for s in range(seq, seq + 50)))
+                seq += 50
+                time.sleep(0.002)
+
+    log.write_bytes(b"")
+    # The default stat_interval (3 s) spaces checkpoints well behind the file output's cursor.
+    agent = Agent(tmp_path, tail_input(str(log), read_from_head=True, stat_interval="3s") + file_output(),
+                  journal='segment_bytes = "16KiB"\nmax_bytes = "256MiB"\n')
+    thread = threading.Thread(target=writer)
+    try:
+        agent.start()
+        thread.start()
+        agent.wait_for_output(20_000, timeout=60)
+        time.sleep(2.0)  # many segments have rolled and been collected behind the file output
+        agent.kill()
+    finally:
+        stop.set()
+        thread.join()
+        agent.kill()
+    pinned = orjson.loads((tmp_path / "var/tail/tail.0.pos.json").read_bytes())["journal"]["segment"]
+    segments = sorted(int(p.stem) for p in (tmp_path / "var/journal").glob("*.seg"))
+    assert segments[-1] - segments[0] > 0, "no segment rolled: the test did not exercise collection"
+    assert segment_path(tmp_path / "var/journal", pinned).exists(), (pinned, segments[:5])
