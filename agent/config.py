@@ -92,6 +92,15 @@ def _check_match(value: str) -> str:
 MatchPattern = Annotated[str, BeforeValidator(_check_match)]
 
 
+def _key_style(value: Any) -> Any:
+    return "raw" if value == "as_is" else value  # the name of earlier versions
+
+
+# How an output writes records (agent/hive/records.py): "raw" as journaled; "snake" the
+# Hive spec's fields only, by the spec's names; "camel" the same as the final store's columns.
+KeyStyle = Annotated[Literal["raw", "snake", "camel"], BeforeValidator(_key_style)]
+
+
 # -- [agent] -----------------------------------------------------------------
 
 class JournalSettings(Strict):
@@ -239,11 +248,14 @@ class HiveFilterConfig(Strict):
     type: Literal["hive"]
     name: str | None = None
     match: MatchPattern = "ha2union.game.*.purchase_log"
-    # strict: every spec violation dead-letters the record; otherwise only the
-    # fields mirroring needs do, and the rest are warnings.
-    strict: bool = True
-    # A purchase (app_id, transaction_id) seen within this window is delivered once; 0 turns it off.
+    # strict: every spec violation dead-letters the record; otherwise (the default) it is
+    # kept as sent and warned, and the mirrors refuse what they cannot send.
+    strict: bool = False
+    # A purchase (app_id, transaction_id, refund) seen within this window is delivered once; 0 turns it off.
     dedup_window: Duration = 7 * 86400.0
+    # The field that marks a record as the refund of a purchase (same transaction_id).
+    refund_field: str = "refund"
+    refund_values: list[Any] = [True, 1, "1", "Y", "y", "true"]
 
 
 FilterConfig = Annotated[Union[RecordTransformerConfig, HiveFilterConfig], Field(discriminator="type")]
@@ -271,10 +283,7 @@ class FileOutputConfig(OutputBase):
     # "{tag}" and "{tag[N]}" expand per event, e.g. "var/out/{tag}.jsonl".
     path: str
     fsync: bool = True
-    # "as_is" writes records as journaled; "snake" and "camel" write Hive-normalized
-    # records with the spec's names or the final store's camelCase column names,
-    # without the fields outside the spec.
-    key_style: Literal["as_is", "snake", "camel"] = "as_is"
+    key_style: KeyStyle = "raw"
 
     @field_validator("path")
     @classmethod
@@ -286,6 +295,7 @@ class FileOutputConfig(OutputBase):
 
 class StdoutOutputConfig(OutputBase):
     type: Literal["stdout"]
+    key_style: KeyStyle = "raw"
 
 
 class ForwardServer(Strict):
@@ -320,8 +330,8 @@ class ForwardOutputConfig(OutputBase):
     tls_verify_hostname: bool = True
     tls_cert: Path | None = None  # a client certificate, when the server asks for one
     tls_key: Path | None = None
-    # The fields outside the Hive spec (kept by the hive filter for the mirrors) never reach the servers.
-    strip_extra: bool = True
+    # "snake": the fields outside the Hive spec (kept by the hive filter for the mirrors) never reach the servers.
+    key_style: KeyStyle = "snake"
 
     @model_validator(mode="after")
     def _checks(self):
@@ -342,6 +352,7 @@ class HttpOutputConfig(OutputBase):
     batch_records: int = Field(500, ge=1)
     batch_bytes: Size = 1024 * 1024
     default_app_id: str | None = None  # for records without app_id
+    key_style: KeyStyle = "snake"
     headers: dict[str, Secret] = {}
 
     @field_validator("url")

@@ -1,10 +1,15 @@
 """``type = "hive"``: normalize purchase records to the Hive purchase_log spec at ingest.
 
-A valid record is journaled as the spec's fields (snake_case) plus, under
-``EXTRA_KEY``, the fields outside the spec that the vendor mirrors need; the
-outputs that speak to Hive never send that key. A record that cannot be made
-valid goes to the dead-letter store with every reason (field, value, rule) and
-is counted; it is never dropped silently. Warnings are counted and logged.
+A record is journaled as the spec's fields (snake_case) plus the fields
+outside the spec that the vendor mirrors need (agent/hive/records.py); the
+outputs that speak to Hive leave those out. Every finding is counted by field
+and rule (``hive_agent_invalid_events_total``). Without ``strict`` (the
+default) findings are warnings and the record goes on as sent; with it, a
+record that breaks a rule of the spec goes to the dead-letter store with every
+reason (field, value, rule) and is counted, never dropped silently.
+
+A purchase and its refund (same transaction_id, marked by ``refund_field``)
+are two events: duplicates are found by (app_id, transaction_id, refund).
 """
 
 from __future__ import annotations
@@ -16,17 +21,18 @@ from agent.component import Filter
 from agent.filters.dedup import DedupStore
 from agent.hive.fast_path import encode_batch, try_fast_batch
 from agent.hive.purchase_log import normalize
+from agent.hive.records import is_refund, with_extra
 from agent.protocol.forward import unpack_event_time
 
 log = logging.getLogger("agent.filter.hive")
-
-EXTRA_KEY = "_extra"
 
 
 class HiveFilter(Filter):
     def __init__(self, cfg, deadletters, dedup: DedupStore | None = None):
         self.name = cfg.name
         self.strict = cfg.strict
+        self.refund_field = cfg.refund_field
+        self.refund_values = tuple(cfg.refund_values)
         self.deadletters = deadletters
         self.dedup = dedup
         self.stats = {"valid": 0, "invalid": 0, "warnings": 0, "duplicates": 0,
@@ -37,20 +43,19 @@ class HiveFilter(Filter):
         normalized = []
         rejected = []
         warned = 0
+        by_rule = self.stats["invalid_by_rule"]
         for time_ext, record in entries:
             if not isinstance(record, dict):
                 continue
             result = normalize(record, tag, strict=self.strict, in_place=True)
             if result.warnings:
                 warned += 1
+                by_rule.update((p.field, p.rule) for p in result.warnings)
             if not result.ok:
-                self.stats["invalid_by_rule"].update((p.field, p.rule) for p in result.errors)
+                by_rule.update((p.field, p.rule) for p in result.errors)
                 rejected.append((tag, _ns(time_ext), record, "; ".join(str(p) for p in result.errors)))
                 continue
-            clean = result.record
-            if result.extra:
-                clean[EXTRA_KEY] = result.extra
-            normalized.append([time_ext, clean])
+            normalized.append([time_ext, with_extra(result.record, result.extra)])
         kept = self._drop_duplicates(tag, normalized) if self.dedup is not None else normalized
         self.stats["valid"] += len(normalized)
         self.stats["warnings"] += warned
@@ -70,16 +75,28 @@ class HiveFilter(Filter):
             return None
         self.stats["valid"] += len(pairs)
         if self.dedup is not None:
-            pairs = self._dedup(tag, pairs, [(r.app_id, r.transaction_id) for _, r in pairs])
+            # An entry of this path has no field outside the spec, so no refund flag.
+            pairs = self._dedup(tag, pairs, [(r.app_id, r.transaction_id, False) if r.transaction_id else None
+                                             for _, r in pairs])
         return encode_batch(pairs), len(pairs)
 
     def _drop_duplicates(self, tag: str, entries: list) -> list:
-        return self._dedup(tag, entries, [(str(r.get("app_id")), str(r.get("transaction_id"))) for _, r in entries])
+        return self._dedup(tag, entries, [self._key(r) for _, r in entries])
+
+    def _key(self, record: dict):
+        """(app_id, transaction_id, refund), or None when the record has no usable key."""
+        app, txn = record.get("app_id"), record.get("transaction_id")
+        if not (isinstance(app, str) and isinstance(txn, str) and txn):
+            return None  # lenient mode keeps such a record: it is not anybody's duplicate
+        return app, txn, is_refund(record, self.refund_field, self.refund_values)
 
     def _dedup(self, tag: str, entries: list, keys: list) -> list:
-        known = self.dedup.committed(keys)
+        known = self.dedup.committed([k for k in keys if k is not None])
         kept = []
         for entry, key in zip(entries, keys):
+            if key is None:
+                kept.append(entry)
+                continue
             if key in known or key in self.dedup.pending:
                 self.stats["duplicates"] += 1
                 continue

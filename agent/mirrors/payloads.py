@@ -1,19 +1,25 @@
 """A normalized Hive purchase in each vendor's own terms. Pure functions: no I/O, no clock.
 
-Sources (the seeds, in Korean; English summaries in docs/HIVE_AND_VENDORS.md §2–5):
+Sources: the seeds, in Korean (``shared/seeds/``); where the English summary
+differs, the seed wins.
 
-* AppsFlyer S2S in-app events: one event per request; ``eventValue`` is a JSON
+* Hive (seed 003): ``product_price`` is what the user paid and quantity is
+  fixed to 1, so the revenue a vendor gets is the price paid, whatever the
+  quantity says (negative for a refund).
+* AppsFlyer (seed 001): one event per request; ``eventValue`` is a JSON
   *string*; ``af_revenue`` is a plain number (a decimal point and a leading
   minus allowed, no separators, no currency); ``eventTime`` is UTC
   ``yyyy-MM-dd HH:mm:ss.SSS`` and is kept only if the event arrives before
-  02:00 UTC on the day after its UTC date; ``os`` must be sent; payload ≤ 1 KB.
-* Wisetracker S2S: ``SESSION`` (vtTz ms, _wtno, advtId, dSource, plat) plus
-  ``REVENUE`` (vtTz, event w_purchase | w_first_purchase, transaction_id,
-  currency, product {product_id, product_name, quantity, revenue}); a request
-  without an event block is ignored by the server, so it is never built.
-* Naver in-app purchase conversion: ``value`` in KRW equals the sum of the
-  items' ``payAmount`` (a line total: price × quantity); items need quantity
-  and payAmount, ``ext1`` is the ISO 4217 currency; only KRW and USD count.
+  02:00 UTC on the day after its UTC date; iOS 14+ needs ``os``; ≤ 1 KB.
+* Wisetracker (seed 000): ``SESSION`` (vtTz, _wtno, advtId, dSource, plat)
+  plus ``REVENUE`` (vtTz, event w_purchase | w_first_purchase,
+  transaction_id, currency, product {product_id, product_name, quantity,
+  revenue}). vtTz is "required, current time" in both blocks: the send time in
+  ms. plat is reserved text, "AOS" or "IOS" only.
+* Naver (seed 002): ``value`` in KRW equals the sum of the items'
+  ``payAmount`` (a line total); items need quantity and payAmount, ``ext1`` is
+  the ISO 4217 currency; only KRW and USD count, and another currency's value
+  is taken as 0: such a purchase goes as items without value.
 """
 
 from __future__ import annotations
@@ -21,17 +27,26 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from math import isfinite
 
 import orjson
 
-from agent.filters.hive import EXTRA_KEY  # where the hive filter keeps the fields outside the spec
-from agent.hive.purchase_log import KST, parse_timezone
+from agent.hive import codes, spec
+from agent.hive.records import REFUND_VALUES, field_of, is_refund
+from agent.hive.times import utc_of
 
 ID_FIELDS = ("appsflyer_id", "advertising_id", "idfa", "idfv", "att")
+# Which identifiers belong to an install on which platform: a GAID is never an IDFA. An
+# appsflyer_id names one install on any platform (it is looked up per app and platform).
+PLATFORM_IDS = {"A": frozenset({"appsflyer_id", "advertising_id"}),
+                "I": frozenset({"appsflyer_id", "idfa", "idfv", "att"}),
+                "B": frozenset({"appsflyer_id"}), "W": frozenset({"appsflyer_id"})}
 APPSFLYER_MAX_BYTES = 1024
 _REVENUE = re.compile(r"-?\d+(\.\d+)?")
-PLATFORMS = {"A": "android", "I": "ios", "W": "windows"}
+_OS_VERSION = re.compile(r"\d+(\.\d+)*")
+# Apple's ATTrackingManager.AuthorizationStatus, as AppsFlyer's att takes it.
+ATT_CODES = {"notDetermined": 0, "restricted": 1, "denied": 2, "authorized": 3}
 
 
 class Refused(Exception):
@@ -48,13 +63,14 @@ class Purchase:
     app_id: str
     platform: str
     transaction_id: str
-    product_id: str
-    product_name: str
-    price: Decimal
+    product_id: str | None
+    product_name: str | None
+    price: Decimal  # what the user paid (seed 003), whatever the quantity
     quantity: int
     currency: str
     time_utc: datetime
     uid: int | None = None
+    extra_uid: str | None = None
     did: int | None = None
     client_ip: str | None = None
     os_version: str | None = None
@@ -67,9 +83,16 @@ class Purchase:
 
     @property
     def revenue(self) -> Decimal:
-        """The line total; negative for a refund."""
-        total = self.price * self.quantity
-        return -abs(total) if self.refund else total
+        """What the user paid; negative for a refund."""
+        return -abs(self.price) if self.refund else self.price
+
+    @property
+    def customer_user_id(self) -> str | None:
+        """The Hive uid, or the external channel's extra_uid when there is no uid."""
+        for value in (self.uid, self.extra_uid):
+            if value not in (None, ""):
+                return str(value)
+        return None
 
 
 def game_of(tag: str) -> str:
@@ -78,53 +101,80 @@ def game_of(tag: str) -> str:
     return parts[2] if len(parts) > 3 else tag
 
 
+def _text(value, name: str, limit: int) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise Refused("invalid", f"{name} {value!r:.80} is not a text of 1 to {limit} characters")
+    return value
+
+
+def _price(value) -> Decimal:
+    """A number, or a plain decimal string (a record that no hive filter normalized)."""
+    if isinstance(value, str) and _REVENUE.fullmatch(value.strip()):
+        return Decimal(value.strip())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not isfinite(value):
+        raise Refused("invalid", f"product_price {value!r:.40} is not a number")
+    return Decimal(str(value))
+
+
+def att_code(value) -> int | None:
+    """AppsFlyer's att (0-3) from a code or Apple's name for it; None for anything else."""
+    if isinstance(value, str):
+        value = ATT_CODES.get(value.strip(), value.strip())
+        value = int(value) if isinstance(value, str) and value.isdigit() else value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 3:
+        return value
+    return None
+
+
+def platform_ids(platform: str, ids: dict) -> dict:
+    """Only the identifiers that belong to an install on this platform."""
+    allowed = PLATFORM_IDS.get(platform, frozenset())
+    return {k: v for k, v in ids.items() if k in allowed and v not in (None, "")}
+
+
 def purchase_from(tag: str, record: dict, *, refund_field: str = "refund",
-                  refund_values: tuple = (True, 1, "1", "Y", "y", "true")) -> Purchase:
-    """The fields every mirror needs, from a record the hive filter normalized."""
-    extra = record.get(EXTRA_KEY) or {}
-
+                  refund_values: tuple = REFUND_VALUES) -> Purchase:
+    """What every mirror needs, from a record the hive filter normalized (or kept as sent,
+    with warnings: the fields a vendor cannot do without are checked here)."""
     def get(name):
-        value = record.get(name)
-        return extra.get(name) if value is None else value
+        return field_of(record, name)
 
-    missing = [f for f in ("app_id", "platform", "transaction_id", "product_id", "product_price", "currency",
-                           "purchase_time") if get(f) in (None, "")]
+    missing = [f for f in spec.MIRROR_FIELDS if get(f) in (None, "")]
     if missing:
         raise Refused("invalid", f"missing {', '.join(missing)}")
+    platform = get("platform")
+    if platform not in codes.PLATFORMS:
+        raise Refused("invalid", f"platform {platform!r:.40} is not one of {codes.PLATFORMS}")
+    currency = get("currency")
+    if not (isinstance(currency, str) and codes.known_currency(currency)):
+        raise Refused("invalid", f"currency {currency!r:.40} is not an ISO 4217 code")
     try:
-        price = Decimal(str(get("product_price")))
-    except InvalidOperation:
-        raise Refused("invalid", f"product_price {get('product_price')!r} is not a number") from None
+        time_utc = utc_of(get("purchase_time"), get("timezone"))
+    except ValueError as exc:
+        raise Refused("invalid_time", str(exc)) from None
+    price = _price(get("product_price"))
     quantity = get("quantity")
-    quantity = 1 if quantity in (None, "") else int(quantity)
+    quantity = 1 if quantity is None else quantity  # the spec fixes it to 1
+    refund = is_refund(record, refund_field, refund_values)
+    problem = spec.mirror_amount_problem(price, quantity, refund)
+    if problem is not None:
+        raise Refused("invalid", problem)
     test = get("hiveiap_purchase_test")
-    ids = {k: extra.get(k, record.get(k)) for k in ID_FIELDS if extra.get(k, record.get(k)) not in (None, "")}
+    ids = {k: get(k) for k in ID_FIELDS if get(k) not in (None, "")}
     return Purchase(
-        game=game_of(tag), app_id=str(get("app_id")), platform=str(get("platform")).upper(),
-        transaction_id=str(get("transaction_id")), product_id=str(get("product_id")),
-        product_name=str(get("product_name") or ""), price=price, quantity=quantity,
-        currency=str(get("currency")).upper(),
-        time_utc=purchase_time_utc(str(get("purchase_time")), get("timezone")),
-        uid=get("uid"), did=get("did"), client_ip=get("client_ip") or get("ip"), os_version=get("os_version"),
-        version=get("version"), language=get("device_language") or get("language"),
-        device_name=get("device_name"), test=bool(test) and str(test).upper() not in ("N", "0", "FALSE"),
-        refund=get(refund_field) in refund_values, ids=ids)
+        game=game_of(tag), app_id=_text(get("app_id"), "app_id", 200), platform=platform,
+        transaction_id=_text(get("transaction_id"), "transaction_id", 512),
+        product_id=_str_or_none(get("product_id")), product_name=_str_or_none(get("product_name")), price=price,
+        quantity=quantity, currency=currency, time_utc=time_utc, uid=get("uid"), extra_uid=get("extra_uid"),
+        did=get("did"), client_ip=_str_or_none(get("client_ip") or get("ip")),
+        os_version=_str_or_none(get("os_version")), version=_str_or_none(get("version")),
+        language=_str_or_none(get("device_language") or get("language")),
+        device_name=_str_or_none(get("device_name")),
+        test=bool(test) and str(test).upper() not in ("N", "0", "FALSE"), refund=refund, ids=ids)
 
 
-def purchase_time_utc(local: str, tz: str | None) -> datetime:
-    """purchase_time ("yyyy-mm-dd hh:mm:ss" in the record's timezone, KST when none) → aware UTC."""
-    text = local.strip()
-    try:  # the hive filter wrote it as "yyyy-mm-dd hh:mm:ss"; slicing is ten times cheaper than strptime
-        if len(text) != 19 or text[4] != "-" or text[7] != "-" or text[13] != ":" or text[16] != ":":
-            raise ValueError
-        naive = datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
-                         int(text[17:19]))
-    except ValueError:
-        raise Refused("invalid", f"purchase_time {local!r}") from None
-    offset = parse_timezone(tz) if tz else None
-    if offset is None:
-        offset = parse_timezone(KST)
-    return naive.replace(tzinfo=timezone(offset)).astimezone(timezone.utc)
+def _str_or_none(value) -> str | None:
+    return str(value) if value not in (None, "") else None
 
 
 def revenue_string(value: Decimal) -> str:
@@ -165,17 +215,26 @@ def appsflyer_time(moment: datetime) -> str:
 
 
 def appsflyer_event(p: Purchase, ids: dict, *, bundle_id: str | None = None) -> dict:
-    """The body of ``POST /inappevent/{app_id}`` for one purchase (a refund: negative revenue)."""
+    """The body of ``POST /inappevent/{app_id}`` for one purchase (a refund: negative revenue).
+
+    ``ids`` are the identifiers of this purchase's own platform (:func:`platform_ids`)."""
     appsflyer_id = ids.get("appsflyer_id")
     if not appsflyer_id:
         raise Refused("missing_identifier", f"no appsflyer_id for did {p.did} / uid {p.uid} of {p.game}")
-    value = {"af_revenue": revenue_string(p.revenue), "af_currency": p.currency, "af_content_id": p.product_id,
+    real_os = p.os_version is not None and _OS_VERSION.fullmatch(p.os_version.strip()) is not None
+    if p.platform == "I" and not real_os:
+        raise Refused("invalid", f"iOS purchase without an OS version ({p.os_version!r}): iOS 14+ requires os")
+    value = {"af_revenue": revenue_string(p.revenue), "af_currency": p.currency,
              "af_quantity": str(-p.quantity if p.refund else p.quantity), "af_order_id": p.transaction_id}
+    if p.product_id:
+        value["af_content_id"] = p.product_id
     body = {"appsflyer_id": str(appsflyer_id), "eventName": "af_purchase",
             "eventValue": orjson.dumps(value).decode(), "eventCurrency": p.currency,
-            "eventTime": appsflyer_time(p.time_utc), "os": p.os_version or "unknown"}
-    if p.uid is not None:
-        body["customer_user_id"] = str(p.uid)
+            "eventTime": appsflyer_time(p.time_utc)}
+    if p.os_version:
+        body["os"] = p.os_version.strip()
+    if p.customer_user_id is not None:
+        body["customer_user_id"] = p.customer_user_id
     if p.client_ip:
         body["ip"] = p.client_ip
     if bundle_id:
@@ -186,8 +245,9 @@ def appsflyer_event(p: Purchase, ids: dict, *, bundle_id: str | None = None) -> 
         for k in ("idfa", "idfv"):
             if ids.get(k):
                 body[k] = str(ids[k])
-        if ids.get("att") not in (None, ""):
-            body["att"] = int(ids["att"])
+        att = att_code(ids.get("att"))
+        if att is not None:
+            body["att"] = att
     elif ids.get("advertising_id"):
         body["advertising_id"] = str(ids["advertising_id"])
     if len(orjson.dumps(body)) > APPSFLYER_MAX_BYTES:
@@ -197,24 +257,24 @@ def appsflyer_event(p: Purchase, ids: dict, *, bundle_id: str | None = None) -> 
 
 # -- Wisetracker ----------------------------------------------------------------
 
-WISETRACKER_PLATFORMS = {"A": "AOS", "I": "IOS", "W": "PC"}
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+WISETRACKER_PLATFORMS = {"A": "AOS", "I": "IOS"}  # "Reserved text": nothing else
 
 
 def wisetracker_body(p: Purchase, ids: dict, *, service_number: int, send_ms: int, first: bool) -> dict:
-    """SESSION + REVENUE for one purchase. Refunds have no Wisetracker form."""
+    """SESSION + REVENUE for one purchase. Refunds have no Wisetracker form.
+
+    ``ids`` are the identifiers of this purchase's own platform (:func:`platform_ids`)."""
     if p.refund:
         raise Refused("unsupported_refund", "Wisetracker has no refund event")
     plat = WISETRACKER_PLATFORMS.get(p.platform)
     if plat is None:
-        raise Refused("unsupported_platform", f"platform {p.platform!r} has no Wisetracker plat")
-    advt = ids.get("advertising_id") if p.platform != "I" else ids.get("idfa")
-    advt = advt or ids.get("advertising_id") or ids.get("idfa")
+        raise Refused("unsupported_platform", f"platform {p.platform!r} has no Wisetracker plat (AOS or IOS)")
+    advt = ids.get("idfa") if p.platform == "I" else ids.get("advertising_id")
     if not advt:
-        raise Refused("missing_identifier", f"no advertising id for did {p.did} / uid {p.uid} of {p.game}")
+        kind = "IDFA" if p.platform == "I" else "advertising id"
+        raise Refused("missing_identifier", f"no {kind} for did {p.did} / uid {p.uid} of {p.game}")
+    if not p.product_id:
+        raise Refused("invalid", "missing product_id (Wisetracker's product needs it)")
     session = {"vtTz": send_ms, "_wtno": service_number, "advtId": str(advt), "dSource": "SDK", "plat": plat}
     if ids.get("idfv"):
         session["vendorId"] = str(ids["idfv"])
@@ -224,10 +284,10 @@ def wisetracker_body(p: Purchase, ids: dict, *, service_number: int, send_ms: in
         session["phone"] = p.device_name
     if p.version:
         session["apVr"] = p.version
-    revenue = {"vtTz": _ms(p.time_utc), "event": "w_first_purchase" if first else "w_purchase",
+    revenue = {"vtTz": send_ms, "event": "w_first_purchase" if first else "w_purchase",
                "transaction_id": p.transaction_id, "currency": p.currency,
-               "product": {"product_id": p.product_id, "product_name": p.product_name, "quantity": p.quantity,
-                           "revenue": _number(p.price * p.quantity)}}
+               "product": {"product_id": p.product_id, "product_name": p.product_name or p.product_id,
+                           "quantity": p.quantity, "revenue": _number(p.revenue)}}
     return {"SESSION": session, "REVENUE": revenue}
 
 
@@ -243,17 +303,18 @@ NAVER_CURRENCIES = ("KRW", "USD")
 @dataclass(slots=True)
 class Item:
     quantity: int
-    price: Decimal
+    pay_amount: Decimal  # the line's total, as payAmount is
     id: str = ""
     name: str = ""
 
 
 def naver_event(items: list[Item], currency: str, fx_to_krw: dict[str, float]) -> tuple[dict, bool]:
-    """The in-app purchase conversion event, and whether its currency is unsupported (value 0).
+    """The in-app purchase conversion event, and whether its currency is one Naver does not count.
 
-    KRW: value = the sum of payAmount. USD: items only (Naver computes the
-    value). Another currency converts to KRW through ``fx_to_krw``, or is sent
-    with value 0.
+    KRW: value = the sum of payAmount. USD: items only (Naver computes the value).
+    Another currency converts to KRW through ``fx_to_krw``; without a rate it goes
+    as items in its own currency and no value (Naver counts it as 0; a value would
+    contradict the sum of payAmount).
     """
     if not items:
         raise Refused("invalid", "a purchase without items")
@@ -264,8 +325,7 @@ def naver_event(items: list[Item], currency: str, fx_to_krw: dict[str, float]) -
             rate = Decimal(str(rate))
     body_items = []
     for item in items:
-        pay = item.price * item.quantity
-        item_currency = currency
+        pay, item_currency = item.pay_amount, currency
         if rate is not None:
             pay, item_currency = (pay * rate).quantize(Decimal(1)), "KRW"
         entry = {"quantity": item.quantity, "payAmount": float(pay), "ext1": item_currency}
@@ -275,29 +335,27 @@ def naver_event(items: list[Item], currency: str, fx_to_krw: dict[str, float]) -
             entry["name"] = item.name
         body_items.append(entry)
     event = {"event": "inAppPurchase", "items": body_items}
-    unsupported = currency not in NAVER_CURRENCIES and rate is None
     if currency == "KRW" or rate is not None:
         event["value"] = float(sum(Decimal(str(i["payAmount"])) for i in body_items))
-    elif unsupported:
-        event["value"] = 0.0
-    validate_naver(event, unsupported)
-    return event, unsupported
+    validate_naver(event)
+    return event, currency not in NAVER_CURRENCIES and rate is None
 
 
-def validate_naver(event: dict, unsupported: bool = False) -> None:
-    """The documented rules: integer quantity ≥ 1, numeric payAmount, value = the sum, KRW or USD."""
+def validate_naver(event: dict) -> None:
+    """The documented rules: integer quantity ≥ 1, numeric payAmount, a value in KRW equal to the sum."""
     for item in event["items"]:
         if not isinstance(item["quantity"], int) or item["quantity"] < 1:
             raise Refused("invalid", f"item quantity {item['quantity']!r} is not an integer ≥ 1")
         if not isinstance(item["payAmount"], (int, float)):
             raise Refused("invalid", "payAmount is not a number")
-        if item.get("ext1", "KRW") not in NAVER_CURRENCIES and not unsupported:
-            raise Refused("invalid", f"currency {item['ext1']} is not KRW or USD")
-    if "value" in event and not unsupported:
+    if "value" in event:
+        if {i.get("ext1", "KRW") for i in event["items"]} != {"KRW"}:
+            raise Refused("invalid", "a value is in KRW, and so must every item be")
         total = sum(Decimal(str(i["payAmount"])) for i in event["items"])
         if Decimal(str(event["value"])) != total:
             raise Refused("invalid", f"value {event['value']} is not the sum of payAmount {total}")
 
 
 def naver_items(p: Purchase) -> list[Item]:
-    return [Item(p.quantity, p.price, p.product_id, p.product_name)]
+    """One line: the product, the quantity, and what the user paid for it."""
+    return [Item(p.quantity, p.price, p.product_id or "", p.product_name or "")]

@@ -1,8 +1,12 @@
 """What the mirrors remember, in one embedded SQLite file under ``data_dir``.
 
-* ``identity``: (game, did or uid) → the identifiers vendors need and Hive
-  records lack (appsflyer_id, advertising_id, idfa, idfv, att), learned from
-  ``ha2union.game.<game>.device_ids`` records. A later record adds to or
+* ``identities``: (game, scope, did or uid) → the identifiers vendors need
+  and Hive records lack (appsflyer_id, advertising_id, idfa, idfv, att),
+  learned from ``ha2union.game.<game>.device_ids`` records. An advertising ID
+  and an AppsFlyer ID belong to one install on one platform, so the scope is
+  the identity record's Hive app_id (``app:<app_id>``), or its platform
+  (``platform:A`` / ``platform:I``) when it names no app; a lookup for a
+  purchase matches only its own app and platform. A later record adds to or
   replaces what an earlier one said; it never erases a known value with
   nothing.
 * ``delivered``: (vendor output, app, key) of every event a vendor accepted,
@@ -35,13 +39,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agent.deadletter import safe_name
-from agent.mirrors.payloads import ID_FIELDS
+from agent.mirrors.payloads import ID_FIELDS, PLATFORM_IDS, att_code
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS identity (
-    game TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS identities (
+    game TEXT NOT NULL, scope TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
     appsflyer_id TEXT, advertising_id TEXT, idfa TEXT, idfv TEXT, att INTEGER, updated_ns INTEGER,
-    PRIMARY KEY (game, kind, id));
+    PRIMARY KEY (game, scope, kind, id));
 CREATE TABLE IF NOT EXISTS delivered (
     vendor TEXT NOT NULL, app TEXT NOT NULL, key TEXT NOT NULL, at_ns INTEGER NOT NULL,
     PRIMARY KEY (vendor, app, key)) WITHOUT ROWID;
@@ -72,6 +76,7 @@ class MirrorState:
         self.db.execute("PRAGMA wal_autocheckpoint=16384")
         self.db.execute("PRAGMA busy_timeout=10000")  # other delivery processes write too
         self.db.executescript(_SCHEMA)
+        self._migrate()
         self.path = path
         self._logs: dict[str, int] = {}  # output name → its acceptance log, folded and open
         self._recent: set[tuple[str, str, str]] = set()  # in a log, not yet in the database
@@ -88,18 +93,32 @@ class MirrorState:
             raise
         self.db.execute("COMMIT")
 
+    def _migrate(self) -> None:
+        """Identities of earlier versions had no scope: an IDFA or IDFV makes them iOS, a GAID Android."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identity'").fetchone():
+            return
+        cols = ", ".join(ID_FIELDS)
+        with self._transaction():
+            self.db.execute(
+                f"INSERT OR IGNORE INTO identities (game, scope, kind, id, {cols}, updated_ns) "
+                f"SELECT game, CASE WHEN idfa IS NOT NULL OR idfv IS NOT NULL THEN 'platform:I' ELSE 'platform:A' END, "
+                f"kind, id, {cols}, updated_ns FROM identity "
+                f"WHERE idfa IS NOT NULL OR idfv IS NOT NULL OR advertising_id IS NOT NULL")
+            self.db.execute("DROP TABLE identity")
+
     # -- identity ------------------------------------------------------------------
 
     def learn(self, game: str, record: dict) -> bool:
-        """Store what an identity record says; False if it names no did/uid or no identifier."""
+        """Store what an identity record says; False if it names no did/uid, no identifier, or
+        neither an app nor a platform (nor an identifier that only one platform has)."""
         values = {k: record.get(k) for k in ID_FIELDS if record.get(k) not in (None, "")}
         if "att" in values:
-            try:
-                values["att"] = int(values["att"])
-            except (TypeError, ValueError):
+            values["att"] = att_code(values["att"])
+            if values["att"] is None:
                 del values["att"]
         keys = [(kind, str(record[kind])) for kind in ("did", "uid") if record.get(kind) not in (None, "")]
-        if not values or not keys:
+        scope = identity_scope(record, values)
+        if not values or not keys or scope is None:
             return False
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
@@ -108,22 +127,28 @@ class MirrorState:
         with self._transaction():
             for kind, ident in keys:
                 self.db.execute(
-                    f"INSERT INTO identity (game, kind, id, {cols}, updated_ns) VALUES (?, ?, ?, {marks}, ?) "
-                    f"ON CONFLICT (game, kind, id) DO UPDATE SET {updates}, updated_ns = excluded.updated_ns",
-                    (game, kind, ident, *values.values(), now))
+                    f"INSERT INTO identities (game, scope, kind, id, {cols}, updated_ns) "
+                    f"VALUES (?, ?, ?, ?, {marks}, ?) ON CONFLICT (game, scope, kind, id) "
+                    f"DO UPDATE SET {updates}, updated_ns = excluded.updated_ns",
+                    (game, scope, kind, ident, *values.values(), now))
         return True
 
-    def lookup(self, game: str, did, uid) -> dict:
-        """The identifiers known for this device (did first, then uid)."""
+    def lookup(self, game: str, app_id: str, platform: str, did, uid) -> dict:
+        """The identifiers known for this purchase's app and platform: of its uid, then of its
+        did (which wins); of the platform, then of the app (which wins). Only those of its
+        platform are returned."""
         found: dict = {}
-        for kind, ident in (("uid", uid), ("did", did)):  # did last: it wins
+        scopes = (f"platform:{platform}", f"app:{app_id}")
+        for kind, ident in (("uid", uid), ("did", did)):
             if ident in (None, ""):
                 continue
-            row = self.db.execute(f"SELECT {', '.join(ID_FIELDS)} FROM identity WHERE game = ? AND kind = ? "
-                                  f"AND id = ?", (game, kind, str(ident))).fetchone()
-            if row:
-                found.update({k: v for k, v in zip(ID_FIELDS, row) if v is not None})
-        return found
+            rows = self.db.execute(f"SELECT scope, {', '.join(ID_FIELDS)} FROM identities WHERE game = ? "
+                                   f"AND kind = ? AND id = ? AND scope IN (?, ?)",
+                                   (game, kind, str(ident), *scopes)).fetchall()
+            for row in sorted(rows, key=lambda r: scopes.index(r[0])):
+                found.update({k: v for k, v in zip(ID_FIELDS, row[1:]) if v is not None})
+        allowed = PLATFORM_IDS.get(platform, frozenset())
+        return {k: v for k, v in found.items() if k in allowed}
 
     # -- delivered -------------------------------------------------------------------
 
@@ -188,3 +213,22 @@ class MirrorState:
 
     def mark_buyer(self, vendor: str, app: str, uid) -> None:
         self.db.execute("INSERT OR IGNORE INTO buyers (vendor, app, uid) VALUES (?, ?, ?)", (vendor, app, str(uid)))
+
+
+_PLATFORM_NAMES = {"A": "A", "ANDROID": "A", "AOS": "A", "I": "I", "IOS": "I"}
+
+
+def identity_scope(record: dict, ids: dict) -> str | None:
+    """Where an identity record's identifiers hold: its Hive app, else its platform, else the
+    platform its identifiers can only come from (an IDFA or IDFV: iOS; a GAID: Android)."""
+    app = record.get("app_id")
+    if isinstance(app, str) and app:
+        return f"app:{app}"
+    platform = record.get("platform")
+    if isinstance(platform, str) and platform.strip().upper() in _PLATFORM_NAMES:
+        return f"platform:{_PLATFORM_NAMES[platform.strip().upper()]}"
+    if "idfa" in ids or "idfv" in ids:
+        return "platform:I"
+    if "advertising_id" in ids:
+        return "platform:A"
+    return None

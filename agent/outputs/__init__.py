@@ -12,7 +12,7 @@ def _file(cfg) -> Output:
 
 def _stdout(cfg) -> Output:
     from agent.outputs.stdout import StdoutOutput
-    return StdoutOutput(cfg.name)
+    return StdoutOutput(cfg.name, key_style=cfg.key_style)
 
 
 def _forward(cfg) -> Output:

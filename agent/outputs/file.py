@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agent.component import Outcome, Output, TagBatch
 from agent.event import LineRenderer
+from agent.hive.records import in_key_style
 
 _PLACEHOLDER = re.compile(r"\{(tag)(?:\[(-?\d+)\])?\}")
 
@@ -50,23 +51,8 @@ class PathTemplate:
         return path
 
 
-def _hive_view(batch: TagBatch, key_style: str) -> TagBatch:
-    """What Hive would store: the spec's fields only, snake_case or camelCase."""
-    from agent.filters.hive import EXTRA_KEY
-    from agent.hive.purchase_log import CAMEL_NAMES
-
-    entries = []
-    for time_ns, record in batch.entries:
-        if key_style == "camel":
-            record = {CAMEL_NAMES.get(k, k): v for k, v in record.items() if k != EXTRA_KEY}
-        else:
-            record = {k: v for k, v in record.items() if k != EXTRA_KEY}
-        entries.append([time_ns, record])
-    return TagBatch(batch.tag, entries)
-
-
 class FileOutput(Output):
-    def __init__(self, name: str, path: str, fsync: bool = True, key_style: str = "as_is"):
+    def __init__(self, name: str, path: str, fsync: bool = True, key_style: str = "raw"):
         self.name = name
         self.template = PathTemplate(path)
         self.fsync = fsync
@@ -89,8 +75,7 @@ class FileOutput(Output):
     async def send(self, batches: list[TagBatch]) -> Outcome:
         by_path: dict[Path, list[bytes]] = {}
         for batch in batches:
-            if self.key_style != "as_is":
-                batch = _hive_view(batch, self.key_style)
+            batch = in_key_style(batch, self.key_style)
             by_path.setdefault(self.template.for_tag(batch.tag), []).append(self.renderer.render(batch))
         try:
             for path, lines in by_path.items():

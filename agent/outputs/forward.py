@@ -20,8 +20,9 @@ What matters for Hive, as Fluentd's out_forward does it:
 * chunks of at most ``chunk_limit_records`` and ``chunk_limit_size``.
 
 The journal batch payload already holds PackedForward entries, so nothing is
-re-encoded, except to take out the fields outside the Hive spec that the hive
-filter keeps for the mirrors (``_extra``): they never reach Hive.
+re-encoded, except to write records in another ``key_style``: the default,
+"snake", takes out the fields outside the Hive spec that the hive filter keeps
+for the mirrors (agent/hive/records.py), so they never reach Hive.
 """
 
 from __future__ import annotations
@@ -38,12 +39,11 @@ import msgpack
 
 from agent.component import Outcome, Output, TagBatch
 from agent.errors import ProtocolError
+from agent.hive.records import may_hold_extras, render
 from agent.journal.record import batch_count, batch_entries
 from agent.protocol import forward as fwd
 
 log = logging.getLogger("agent.output.forward")
-
-EXTRA_MARKER = b"\xa6_extra"  # msgpack fixstr "_extra"
 
 
 class SendError(Exception):
@@ -224,14 +224,13 @@ class ForwardOutput(Output):
 
     def _entries_for_hive(self, batch: TagBatch) -> tuple[bytes, int]:
         payload = batch.payload
-        if payload is not None and EXTRA_MARKER not in payload:
+        style = self.cfg.key_style
+        if payload is not None and (style == "raw" or (style == "snake" and not may_hold_extras(payload))):
             return batch_entries(payload), batch_count(payload)
-        from agent.filters.hive import EXTRA_KEY
         packer = msgpack.Packer(unicode_errors="surrogateescape")
         out = []
         for time_ns, record in batch.entries:
-            if self.cfg.strip_extra and isinstance(record, dict):
-                record = {k: v for k, v in record.items() if k != EXTRA_KEY}
+            record = render(record, style)
             out.append(b"\x92" + fwd.pack_event_time(time_ns) + packer.pack(record))
         return b"".join(out), len(out)
 

@@ -18,34 +18,38 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import aiohttp
 import orjson
 
 from agent.component import DeadRecord, Outcome, Output, TagBatch
-from agent.hive.purchase_log import KST, parse_timezone
+from agent.hive.records import render
+from agent.hive.times import KST_OFFSET, parse_timezone, timezone_missing
 
 log = logging.getLogger("agent.output.http")
 
 RETRY_STATUSES = {408, 429}
 PAUSE_STATUSES = {401, 403}
-_KST_OFFSET = timedelta(hours=9)
 
 
-def date_time(time_ns: int, tz: str | None) -> str:
-    """The event time as "YYYY-MM-DD HH:MM:SS" in the record's timezone."""
-    offset = parse_timezone(tz) if tz else None
-    moment = datetime.fromtimestamp(time_ns / 1e9, timezone(offset if offset is not None else _KST_OFFSET))
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+def date_time(time_ns: int, tz: object) -> str:
+    """The event time as "YYYY-MM-DD HH:MM:SS" in the record's timezone (KST when it has none).
+
+    A timezone that is present but not understood is not guessed: the time is then
+    written in ISO 8601 UTC, which the transport accepts too."""
+    offset = KST_OFFSET if timezone_missing(tz) else parse_timezone(tz)
+    if offset is None:
+        return datetime.fromtimestamp(time_ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(time_ns / 1e9, timezone(offset)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def hive_records(batch: TagBatch, extra_key: str = "_extra") -> list[tuple[int, dict, dict]]:
+def hive_records(batch: TagBatch, key_style: str = "snake") -> list[tuple[int, dict, dict]]:
     """(time_ns, original record, record for Hive) for each event of a batch."""
     out = []
     for time_ns, record in batch.entries:
-        body = {k: v for k, v in record.items() if k != extra_key}
-        body.setdefault("dateTime", date_time(time_ns, body.get("timezone") or KST))
+        body = dict(render(record, key_style))
+        body.setdefault("dateTime", date_time(time_ns, record.get("timezone")))
         out.append((time_ns, record, body))
     return out
 
@@ -69,8 +73,8 @@ class HttpOutput(Output):
         """Group the events by app and cut them by count and bytes: [(app_id, [(tag, time, rec, body, json)])]."""
         groups: dict[str, list] = {}
         for batch in batches:
-            for time_ns, record, body in hive_records(batch):
-                app = str(body.get("app_id", self.cfg.default_app_id or ""))
+            for time_ns, record, body in hive_records(batch, self.cfg.key_style):
+                app = str(record.get("app_id", self.cfg.default_app_id or ""))
                 groups.setdefault(app, []).append((batch.tag, time_ns, record, orjson.dumps(body)))
         for app, items in groups.items():
             chunk, size = [], 0

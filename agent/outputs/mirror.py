@@ -8,9 +8,13 @@ For each purchase of a batch:
   is skipped: restarts, replays and game servers that send twice never make a
   second vendor event;
 * the identifiers the vendor needs come from the record's extra fields or the
-  identity map; the vendor's pure mapping (agent/mirrors/payloads.py) builds
-  the request, or refuses the purchase with a reason for the dead-letter
-  store (``missing_identifier``, ``unsupported_refund``, ``too_old``, …);
+  identity map, only those of the purchase's own app and platform; the
+  vendor's pure mapping (agent/mirrors/payloads.py) builds the request, or
+  refuses the purchase with a reason for the dead-letter store
+  (``missing_identifier``, ``unsupported_refund``, ``invalid_time``, …);
+* any other exception while reading, mapping or encoding one purchase
+  dead-letters that purchase (``invalid``, with the error): one record the
+  mapping did not expect never holds the batch behind it;
 * requests go out concurrently (``in_flight``), under ``rate_limit``.
 
 Identity records (``identity_match``) reach the output through the same
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,7 +42,7 @@ import aiohttp
 import orjson
 
 from agent.component import DeadRecord, Outcome, Output, SendResult, TagBatch
-from agent.mirrors.payloads import Purchase, Refused, game_of, purchase_from
+from agent.mirrors.payloads import Purchase, Refused, game_of, platform_ids, purchase_from
 from agent.mirrors.state import open_state
 from agent.routing import compile_pattern
 
@@ -162,38 +167,51 @@ class MirrorOutput(Output):
         job_state: dict = {}  # what earlier purchases of this call decided (e.g. a first purchase)
         for batch in batches:
             if self.is_identity(batch.tag):
-                game = game_of(batch.tag)
-                for _, record in batch.entries:
-                    counts["identities"] += self.state.learn(game, record)
+                self._learn(batch, counts)
                 continue
             for time_ns, record in batch.entries:
                 try:
-                    p = purchase_from(batch.tag, record, refund_field=self.cfg.refund_field,
-                                      refund_values=self.refund_values)
+                    job = self._job(batch.tag, time_ns, record, now, job_state, seen, counts)
                 except Refused as refused:
                     dead.append((batch.tag, time_ns, record, str(refused)))
                     continue
-                if p.test and not self.cfg.mirror_test_purchases:
-                    counts["test_skipped"] += 1
+                except (sqlite3.Error, OSError):
+                    raise  # the mirror state, not the purchase: the delivery loop retries the batch
+                except Exception as exc:  # noqa: BLE001 - one purchase's fault, never the batch's
+                    dead.append((batch.tag, time_ns, record, f"invalid: {type(exc).__name__}: {exc}"[:500]))
                     continue
-                app = self.app_settings(p)
-                if app is None:
-                    counts["not_configured"] += 1
-                    continue
-                key = p.transaction_id + (":refund" if p.refund else "")
-                if (p.app_id, key) in seen or self.state.was_delivered(self.name, p.app_id, key):
-                    if (p.app_id, key) not in self._accepted_by_this_batch:
-                        counts["duplicates"] += 1
-                    continue
-                seen.add((p.app_id, key))
-                ids = {**self.state.lookup(p.game, p.did, p.uid), **p.ids}
-                try:
-                    request = self.build(p, ids, app, now, job_state)
-                except Refused as refused:
-                    dead.append((batch.tag, time_ns, record, str(refused)))
-                    continue
-                jobs.append(Job(batch.tag, time_ns, record, p, key, request))
+                if job is not None:
+                    jobs.append(job)
         return jobs, dead
+
+    def _learn(self, batch: TagBatch, counts: collections.Counter) -> None:
+        game = game_of(batch.tag)
+        for _, record in batch.entries:
+            try:
+                counts["identities"] += self.state.learn(game, record) if isinstance(record, dict) else 0
+            except (TypeError, ValueError, OverflowError) as exc:  # a value SQLite cannot hold
+                log.warning("output %s: identity record of %s not learned: %s", self.name, batch.tag, exc)
+
+    def _job(self, tag: str, time_ns: int, record: dict, now: datetime, job_state: dict,
+             seen: set, counts: collections.Counter) -> Job | None:
+        """The request for one purchase, None when it is skipped; raises Refused (or anything)."""
+        p = purchase_from(tag, record, refund_field=self.cfg.refund_field, refund_values=self.refund_values)
+        if p.test and not self.cfg.mirror_test_purchases:
+            counts["test_skipped"] += 1
+            return None
+        app = self.app_settings(p)
+        if app is None:
+            counts["not_configured"] += 1
+            return None
+        key = p.transaction_id + (":refund" if p.refund else "")
+        if (p.app_id, key) in seen or self.state.was_delivered(self.name, p.app_id, key):
+            if (p.app_id, key) not in self._accepted_by_this_batch:
+                counts["duplicates"] += 1
+            return None
+        seen.add((p.app_id, key))
+        ids = {**self.state.lookup(p.game, p.app_id, p.platform, p.did, p.uid), **platform_ids(p.platform, p.ids)}
+        request = self.build(p, ids, app, now, job_state)
+        return Job(tag, time_ns, record, p, key, request)
 
     async def _run_all(self, jobs: list[Job]) -> list[tuple[SendResult, str, Job]]:
         """``in_flight`` workers take the jobs in order (cheaper than a task per job behind a semaphore)."""

@@ -6,18 +6,20 @@ import sys
 
 from agent.component import Outcome, Output, TagBatch
 from agent.event import LineRenderer
+from agent.hive.records import in_key_style
 
 
 class StdoutOutput(Output):
-    def __init__(self, name: str, stream=None):
+    def __init__(self, name: str, stream=None, key_style: str = "raw"):
         self.name = name
+        self.key_style = key_style
         self.stream = stream or sys.stdout.buffer
         self.renderer = LineRenderer()
 
     async def send(self, batches: list[TagBatch]) -> Outcome:
         try:
             for batch in batches:
-                self.stream.write(self.renderer.render(batch))
+                self.stream.write(self.renderer.render(in_key_style(batch, self.key_style)))
             self.stream.flush()
         except BrokenPipeError:
             return Outcome.fatal("standard output is closed")

@@ -1,16 +1,23 @@
 """Local AppsFlyer, Wisetracker and Naver-relay servers that enforce the documented contracts.
 
-Each refuses what the real one would (docs/HIVE_AND_VENDORS.md §2–4, the seeds):
+Each refuses exactly what the seeds (``shared/seeds/``) say the real one
+would: not stricter, not looser. A malformed request gets 400, never 500.
 
-* AppsFlyer: ``POST /inappevent/{app_id}``, header ``authentication`` (401 if
-  wrong), JSON ≤ 1 KB with ``appsflyer_id``, ``eventName``, ``eventValue`` as a
-  JSON *string* whose ``af_revenue`` is a plain number, ``eventTime`` as
-  ``yyyy-MM-dd HH:mm:ss.SSS``, and ``os``.
-* Wisetracker: ``POST /s2s/v1/s2sDataRcv.do``, header ``authToken``, ``SESSION``
-  with vtTz (ms), _wtno (int), advtId, dSource, plat, and ``REVENUE`` with the
-  product fields; a request with no event block gets no answer at all.
-* Naver relay: ``POST /naver``, items with integer quantity ≥ 1 and numeric
-  payAmount; value equal to their sum; KRW or USD (or value 0).
+* AppsFlyer (seed 001): ``POST /inappevent/{app_id}``, header
+  ``authentication`` (401 if wrong), JSON ≤ 1 KB with ``appsflyer_id``,
+  ``eventName`` and ``eventValue`` as a JSON *string* whose ``af_revenue`` is a
+  plain number. ``eventTime`` is optional (the arrival time stands in), as
+  ``yyyy-MM-dd HH:mm:ss.SSS`` when sent; ``os`` is required for iOS apps
+  (``id`` + digits) only.
+* Wisetracker (seed 000): ``POST /s2s/v1/s2sDataRcv.do``, header ``authToken``;
+  ``SESSION`` with vtTz (ms), _wtno (int), advtId, dSource ("SDK" or
+  "Website") and plat ("AOS" or "IOS"); ``REVENUE`` with vtTz (ms), event,
+  transaction_id, currency and product(s) {product_id, product_name, quantity,
+  revenue}, or ``GOAL`` with vtTz and event. A request with no event block gets
+  no answer at all.
+* Naver relay (seed 002): an inAppPurchase with items of integer quantity ≥ 1
+  and numeric payAmount; a value, when sent, is KRW and equals their sum.
+  Items in a currency other than KRW and USD are taken (Naver counts them 0).
 
 ``script`` holds behaviours consumed one per request: an HTTP status,
 (status, body), ("delay", seconds) or "ok"; ``delay`` delays every answer. ``events`` lists
@@ -29,6 +36,11 @@ from tests.fakes.server import ThreadedServer
 
 PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 AF_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}")
+
+
+def _ms(value) -> bool:
+    """A Unix time in milliseconds (13 digits), as vtTz is."""
+    return isinstance(value, int) and not isinstance(value, bool) and 10**12 <= value < 10**13
 
 
 class FakeVendor(ThreadedServer):
@@ -100,15 +112,20 @@ class FakeAppsFlyer(FakeVendor):
             return self._refuse(400, "payload larger than 1KB")
         if not isinstance(body, dict) or not body.get("appsflyer_id"):
             return self._refuse(400, "appsflyer_id is missing")
-        for key in ("eventName", "eventValue", "eventTime", "os", "eventCurrency"):
+        for key in ("eventName", "eventValue"):
             if key not in body:
                 return self._refuse(400, f"{key} is missing")
+        if re.fullmatch(r"id\d+", app_id) and not body.get("os"):
+            return self._refuse(400, "os is required for iOS 14+")
         if not isinstance(body["eventValue"], str):
-            return self._refuse(500, "check the eventValue JSON is stringified")
-        value = json.loads(body["eventValue"]) if body["eventValue"] else {}
-        if not PLAIN_NUMBER.fullmatch(str(value.get("af_revenue", "0"))):
+            return self._refuse(400, "eventValue must be a JSON string")
+        try:
+            value = json.loads(body["eventValue"]) if body["eventValue"] else {}
+        except ValueError:
+            return self._refuse(400, "eventValue is not JSON")
+        if not isinstance(value, dict) or not PLAIN_NUMBER.fullmatch(str(value.get("af_revenue", "0"))):
             return self._refuse(400, f"af_revenue {value.get('af_revenue')!r} is not a plain number")
-        if not AF_TIME.fullmatch(body["eventTime"]):
+        if "eventTime" in body and not AF_TIME.fullmatch(str(body["eventTime"])):
             return self._refuse(400, "eventTime is not yyyy-MM-dd HH:mm:ss.SSS")
         return self._accept(app_id, value.get("af_order_id", ""), body, web.Response(text="ok"))
 
@@ -125,22 +142,30 @@ class FakeWisetracker(FakeVendor):
             return self._refuse(401, "bad authToken for _wtno")
         if "REVENUE" not in body and "GOAL" not in body:
             await asyncio.sleep(3600)  # "a request with only SESSION is ignored and gets no response"
-        for key, kind in (("vtTz", int), ("advtId", str)):
-            if not isinstance(session.get(key), kind):
-                return self._refuse(400, f"SESSION.{key}")
-        if session.get("dSource") not in ("SDK", "Website") or session.get("plat") not in ("AOS", "IOS", "PC"):
-            return self._refuse(400, "SESSION.dSource or plat")
+        if not _ms(session.get("vtTz")) or not isinstance(session.get("advtId"), str) or not session["advtId"]:
+            return self._refuse(400, "SESSION.vtTz (ms) and advtId are required")
+        if session.get("dSource") not in ("SDK", "Website") or session.get("plat") not in ("AOS", "IOS"):
+            return self._refuse(400, "SESSION.dSource (SDK, Website) or plat (AOS, IOS)")
+        if "GOAL" in body:
+            goal = body["GOAL"]
+            if not isinstance(goal, dict) or not _ms(goal.get("vtTz")) or not isinstance(goal.get("event"), str):
+                return self._refuse(400, "GOAL.vtTz (ms) and event are required")
+            return self._accept(str(service), "", body, web.json_response({"result": "ok"}))
         revenue = body["REVENUE"]
-        if not isinstance(revenue.get("vtTz"), int) or revenue.get("event") not in ("w_purchase", "w_first_purchase"):
-            return self._refuse(400, "REVENUE.vtTz or event")
+        if not isinstance(revenue, dict) or not _ms(revenue.get("vtTz")) \
+                or revenue.get("event") not in ("w_purchase", "w_first_purchase"):
+            return self._refuse(400, "REVENUE.vtTz (ms) or event")
         for key in ("transaction_id", "currency"):
             if not isinstance(revenue.get(key), str):
                 return self._refuse(400, f"REVENUE.{key}")
         products = revenue.get("product")
         for product in products if isinstance(products, list) else [products]:
             if not isinstance(product, dict) or not isinstance(product.get("quantity"), int) \
-                    or not isinstance(product.get("revenue"), (int, float)) or "product_id" not in product:
-                return self._refuse(400, "REVENUE.product")
+                    or isinstance(product.get("revenue"), bool) \
+                    or not isinstance(product.get("revenue"), (int, float)) \
+                    or not isinstance(product.get("product_id"), str) \
+                    or not isinstance(product.get("product_name"), str):
+                return self._refuse(400, "REVENUE.product needs product_id, product_name, quantity and revenue")
         return self._accept(str(service), revenue["transaction_id"], body, web.json_response({"result": "ok"}))
 
 
@@ -150,22 +175,19 @@ class FakeNaverRelay(FakeVendor):
     async def check(self, request, raw, body):
         if self.tokens and request.headers.get("Authorization") not in {f"Bearer {t}" for t in self.tokens.values()}:
             return self._refuse(401, "Unauthorized")
-        items = body.get("items")
-        if body.get("event") != "inAppPurchase" or not isinstance(items, list) or not items:
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items or body.get("event") != "inAppPurchase":
             return self._refuse(400, "an inAppPurchase event with items")
         total = 0.0
         for item in items:
-            if not isinstance(item.get("quantity"), int) or item["quantity"] < 1:
+            if not isinstance(item, dict) or not isinstance(item.get("quantity"), int) or item["quantity"] < 1:
                 return self._refuse(400, "item quantity")
-            if not isinstance(item.get("payAmount"), (int, float)):
+            if isinstance(item.get("payAmount"), bool) or not isinstance(item.get("payAmount"), (int, float)):
                 return self._refuse(400, "item payAmount")
             total += item["payAmount"]
-        currencies = {item.get("ext1", "KRW") for item in items}
         if "value" in body:
-            if body["value"] != 0 and abs(body["value"] - total) > 1e-6:
+            if not isinstance(body["value"], (int, float)) or abs(body["value"] - total) > 1e-6:
                 return self._refuse(400, "value is not the sum of payAmount")
-            if body["value"] != 0 and currencies != {"KRW"}:
-                return self._refuse(400, "value is KRW")
-        elif currencies - {"KRW", "USD"}:
-            return self._refuse(400, "only KRW and USD")
+            if {item.get("ext1", "KRW") for item in items} != {"KRW"}:
+                return self._refuse(400, "value is KRW, and so must the items be")
         return self._accept(body.get("app_id", ""), body.get("transaction_id", ""), body, web.json_response({}))

@@ -72,7 +72,7 @@ def test_401_pauses_the_output_and_keeps_the_backlog(tmp_path):
 
 
 def test_replay_of_a_filters_dead_letters_runs_them_through_the_filter_again(tmp_path):
-    strict = HIVE_FILTER.replace('type = "hive"', 'type = "hive"\nname = "hive"')
+    strict = HIVE_FILTER.replace('type = "hive"', 'type = "hive"\nname = "hive"') + "strict = true\n"
     with FakeHiveHttp() as hive:
         from tests.unit.test_hive_purchase_log import SEED_EXAMPLE
         from tests.wire import ForwardClient, event_time
@@ -83,9 +83,8 @@ def test_replay_of_a_filters_dead_letters_runs_them_through_the_filter_again(tmp
             client.close()
             agent.wait_for_log(r"1 of 1 records invalid, dead-lettered")
             agent.stop()
-            # The operator decides the spec's own example is good enough: not strict.
-            agent = Agent(tmp_path, forward_input() + strict + "strict = false\n" + http_output(hive.url))
-            agent.config.write_text(agent.config.read_text().replace("strict = true\n", ""))
+            # The operator decides the spec's own example is good enough: not strict (the default).
+            agent = Agent(tmp_path, forward_input() + strict.replace("strict = true\n", "") + http_output(hive.url))
             agent.start()
             subprocess.run([sys.executable, "-m", "agent", "deadletter", "replay", "-c", "agent.toml", "--output",
                             "hive"], cwd=tmp_path, check=True, capture_output=True)

@@ -6,9 +6,10 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import pytest
 
-from tests.agentproc import MONITOR, Agent, forward_input, get_json
+from tests.agentproc import MONITOR, Agent, forward_input, get_json, wait_until
 from tests.fakes.vendors import FakeAppsFlyer, FakeNaverRelay, FakeWisetracker
 from tests.integration.test_forward_output import HIVE_FILTER
 from tests.unit.test_hive_purchase_log import COMPLETE
@@ -292,3 +293,89 @@ def test_appsflyer_sends_the_earliest_deadline_first(tmp_path, vendors):
         wait_for((af,), {"T-1", "T-2", "T-3"})
         assert agent.stop() == 0
     assert af.transaction_ids()[0] == "T-2"  # its 02:00 UTC cutoff passed first: it goes first (and is late)
+
+
+def test_one_record_the_mapping_did_not_expect_never_holds_the_batch(tmp_path, vendors):
+    """1,000 purchases in one chunk, one with quantity "two" (kept as sent, with a warning, at ingest):
+    the 999 others reach every vendor on the first try; that one is dead-lettered as invalid."""
+    af, wt, nv = vendors
+    records = [purchase(i) for i in range(1000)]
+    records[500] = purchase(500, quantity="two")
+    with Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=32) + MONITOR) as agent:
+        send(agent.port, TAG, records, chunk=1000)
+        wait_for((af, wt, nv), txns(1000) - {"T-500"})
+        body = wait_until(lambda: (b := get_json(agent.monitor_port, "/metrics")[1]) and all(
+            metric_value(b, "hive_agent_component_dead_lettered_events_total", name) == 1
+            for name in ("appsflyer", "wisetracker", "naver")) and b)
+        for name in ("appsflyer", "wisetracker", "naver"):
+            assert metric_value(body, "hive_agent_component_retries_total", name) == 0
+        assert agent.stop() == 0
+    for name, fake in (("appsflyer", af), ("wisetracker", wt), ("naver", nv)):
+        once_each(fake, txns(1000) - {"T-500"})
+        [dead] = [orjson.loads(line) for line in (tmp_path / f"var/deadletter/{name}.jsonl").read_bytes().splitlines()]
+        assert dead["record"]["transaction_id"] == "T-500"
+        assert dead["reason"].startswith("invalid: quantity 'two' is not a whole number")
+
+
+def metric_value(body: str, name: str, component: str) -> float:
+    import re
+    m = re.search(rf'^{name}{{component="{component}"[^}}]*}} (\S+)$', body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_purchases_reach_each_vendor_as_the_seeds_say(tmp_path, vendors):
+    """Forward → hive filter (lenient, dedup on) → the three fakes, each enforcing its seed."""
+    af, wt, nv = vendors
+    utc_now = datetime.now(timezone.utc)
+    utc_time = utc_now.strftime("%Y-%m-%d %H:%M:%S")
+    records = [
+        purchase(1),
+        purchase(1, refund="Y"),  # the refund of T-1: the same transaction_id, a second event
+        purchase(2, timezone="UTC", purchase_time=utc_time),  # never read as KST
+        purchase(3, timezone="KST"),  # present and not understood: never guessed
+        purchase(4, platform="W"),  # Wisetracker's plat is AOS or IOS only
+        purchase(5, quantity=3, product_price="5.97"),  # the price paid is the revenue
+        purchase(6, ids=False, uid=1006),  # only an iOS identity is known for this user
+    ]
+    ios_identity = {"uid": 1006, "platform": "I", "appsflyer_id": "1700000000000-6666666", "idfa": "IDFA-6",
+                    "att": "authorized"}
+    with Agent(tmp_path, forward_input() + HIVE_FILTER + mirrors(af, wt, nv)) as agent:
+        send(agent.port, IDS_TAG, [ios_identity])
+        send(agent.port, TAG, records, chunk=len(records))
+        wait_for((af,), {"T-1", "T-2", "T-4", "T-5"})
+        wait_for((wt,), {"T-1", "T-2", "T-5"})
+        wait_for((nv,), {"T-1", "T-2", "T-4", "T-5", "T-6"})
+        dead_letters = tmp_path / "var/deadletter"
+        wait_until(lambda: [len((dead_letters / f"{name}.jsonl").read_bytes().splitlines())
+                            if (dead_letters / f"{name}.jsonl").exists() else 0
+                            for name in ("appsflyer", "wisetracker", "naver")] == [2, 4, 2])
+        assert agent.stop() == 0
+    for fake in (af, wt, nv):
+        assert not fake.refusals, fake.refusals
+    af_events = collections.defaultdict(list)
+    for _, txn, body in af.events:
+        af_events[txn].append(orjson.loads(body["eventValue"])["af_revenue"])
+    assert sorted(af_events["T-1"]) == ["-1.99", "1.99"]  # the purchase and its refund
+    [t2] = [b for _, t, b in af.events if t == "T-2"]
+    assert t2["eventTime"] == utc_now.strftime("%Y-%m-%d %H:%M:%S") + ".000"
+    assert af_events["T-5"] == ["5.97"]
+    [wt5] = [b for _, t, b in wt.events if t == "T-5"]
+    assert wt5["REVENUE"]["product"] == {"product_id": COMPLETE["product_id"], "product_name": "지 Gem Pack",
+                                         "quantity": 3, "revenue": 5.97}
+    assert wt5["REVENUE"]["vtTz"] == wt5["SESSION"]["vtTz"]  # both the send time
+    assert abs(wt5["SESSION"]["vtTz"] / 1000 - time.time()) < 120
+    [nv5] = [b for _, t, b in nv.events if t == "T-5"]
+    assert nv5["items"][0]["payAmount"] == 5.97 and nv5["items"][0]["quantity"] == 3
+    reasons = {}
+    for name in ("appsflyer", "wisetracker", "naver"):
+        for line in (tmp_path / f"var/deadletter/{name}.jsonl").read_bytes().splitlines():
+            item = orjson.loads(line)
+            reasons[(name, item["record"]["transaction_id"])] = item["reason"].split(":")[0]
+    assert reasons == {
+        ("appsflyer", "T-3"): "invalid_time", ("wisetracker", "T-3"): "invalid_time",
+        ("naver", "T-3"): "invalid_time",
+        ("wisetracker", "T-1"): "unsupported_refund", ("naver", "T-1"): "unsupported_refund",
+        ("wisetracker", "T-4"): "unsupported_platform",
+        # An iOS identity is never sent with an Android purchase.
+        ("appsflyer", "T-6"): "missing_identifier", ("wisetracker", "T-6"): "missing_identifier",
+    }

@@ -19,7 +19,7 @@ def metric(text: str, name: str, **labels) -> float:
 
 def test_metrics_plugins_and_health_follow_what_happens(tmp_path, monkeypatch):
     monkeypatch.setenv("HIVE_TEST_FWD_KEY", "do-not-show-me")
-    hive_filter = HIVE_FILTER.replace('type = "hive"', 'type = "hive"\nname = "hive"')
+    hive_filter = HIVE_FILTER.replace('type = "hive"', 'type = "hive"\nname = "hive"') + "strict = true\n"
     with FakeHiveHttp([401] * 3) as hive:
         cfg = (MONITOR + forward_input(shared_key="env:HIVE_TEST_FWD_KEY", self_hostname="agent")
                + forward_input(port=0, bind="127.0.0.2", name="plain") + hive_filter
@@ -47,7 +47,8 @@ def test_metrics_plugins_and_health_follow_what_happens(tmp_path, monkeypatch):
             assert metric(text, "hive_agent_component_received_events_total", component="plain") == 3
             assert metric(text, "hive_agent_dedup_hits_total", component="hive") == 1
             assert metric(text, "hive_agent_normalization_warnings_total", component="hive") == 0
-            assert metric(text, "hive_agent_invalid_events_total", component="hive", field="currency") == 1
+            assert metric(text, "hive_agent_invalid_events_total", component="hive", field="currency",
+                          rule="too_long") == 1
             assert metric(text, "hive_agent_component_dead_lettered_events_total", component="hive") == 1
             assert metric(text, "hive_agent_component_errors_total", component="plain", reason="protocol") == 1
             assert metric(text, "hive_agent_output_pending_bytes", component="hive-http") > 0

@@ -14,30 +14,68 @@ class Clock:
 def test_a_committed_key_is_known_until_the_window_passes_and_survives_reopening(tmp_path):
     clock = Clock()
     store = DedupStore(tmp_path / "d.sqlite", 3600, clock)
-    store.reserve(("app", "t1"))
-    assert store.committed([("app", "t1")]) == set()  # reserved, not yet durable
-    store.commit([("app", "t1")])
+    store.reserve(("app", "t1", False))
+    assert store.committed([("app", "t1", False)]) == set()  # reserved, not yet durable
+    store.commit([("app", "t1", False)])
     assert store.pending == {}
     store.close()
     store = DedupStore(tmp_path / "d.sqlite", 3600, clock)
-    assert store.committed([("app", "t1"), ("app", "t2"), ("other", "t1")]) == {("app", "t1")}
+    keys = [("app", "t1", False), ("app", "t2", False), ("other", "t1", False)]
+    assert store.committed(keys) == {("app", "t1", False)}
     clock.now += 3601
-    assert store.committed([("app", "t1")]) == set()
-    assert store.expire() == 1
+    assert store.committed([("app", "t1", False)]) == set()
+    assert store.db.execute("SELECT count(*) FROM seen").fetchone()[0] == 0  # swept, not only hidden
     store.close()
 
 
 def test_a_released_reservation_leaves_no_trace(tmp_path):
     store = DedupStore(tmp_path / "d.sqlite", 3600)
-    store.reserve(("app", "t1"))
-    store.release([("app", "t1")])
-    assert store.pending == {} and store.committed([("app", "t1")]) == set()
+    store.reserve(("app", "t1", False))
+    store.release([("app", "t1", False)])
+    assert store.pending == {} and store.committed([("app", "t1", False)]) == set()
     store.close()
 
 
 def test_many_keys_in_one_query(tmp_path):
     store = DedupStore(tmp_path / "d.sqlite", 3600)
-    keys = [("app", f"t{i}") for i in range(2000)]
+    keys = [("app", f"t{i}", i % 3 == 0) for i in range(2000)]
     store.commit(keys[::2])
     assert store.committed(keys) == set(keys[::2])
+    store.close()
+
+
+def test_a_purchase_and_its_refund_are_two_keys(tmp_path):
+    store = DedupStore(tmp_path / "d.sqlite", 3600)
+    store.commit([("app", "t1", False)])
+    assert store.committed([("app", "t1", False), ("app", "t1", True)]) == {("app", "t1", False)}
+    store.commit([("app", "t1", True)])
+    assert store.committed([("app", "t1", True)]) == {("app", "t1", True)}
+    store.close()
+
+
+def test_old_keys_expire_while_the_agent_runs_not_only_at_start(tmp_path):
+    from agent.filters.dedup import EXPIRE_INTERVAL
+    clock = Clock()
+    store = DedupStore(tmp_path / "d.sqlite", 60, clock)
+    store.commit([("app", f"t{i}", i % 2 == 0) for i in range(100)])
+    def count():
+        return store.db.execute("SELECT (SELECT count(*) FROM seen) + (SELECT count(*) FROM refunds)").fetchone()[0]
+
+    assert count() == 100
+    clock.now += EXPIRE_INTERVAL + 1
+    store.committed([("app", "new", False)])  # any lookup sweeps once an interval has passed
+    assert count() == 0
+    store.close()
+
+
+def test_keys_of_the_earlier_two_part_table_are_kept_as_purchases(tmp_path):
+    import sqlite3
+    db = sqlite3.connect(tmp_path / "d.sqlite")
+    db.execute("CREATE TABLE seen (app TEXT NOT NULL, txn TEXT NOT NULL, at REAL NOT NULL, "
+               "PRIMARY KEY (app, txn)) WITHOUT ROWID")
+    db.execute("INSERT INTO seen VALUES ('app', 't1', ?)", (Clock()(),))
+    db.commit()
+    db.close()
+    store = DedupStore(tmp_path / "d.sqlite", 3600, Clock())
+    assert store.committed([("app", "t1", False), ("app", "t1", True)]) == {("app", "t1", False)}
     store.close()

@@ -7,8 +7,10 @@ import orjson
 import pytest
 
 from agent.hive.purchase_log import normalize
+from agent.hive.records import with_extra
 from agent.mirrors.payloads import (Item, Refused, appsflyer_event, appsflyer_keeps_time, is_plain_revenue,
-                                    naver_event, purchase_from, revenue_string, validate_naver, wisetracker_body)
+                                    naver_event, naver_items, platform_ids, purchase_from, revenue_string,
+                                    validate_naver, wisetracker_body)
 
 TAG = "ha2union.game.misample.purchase_log"
 
@@ -27,11 +29,8 @@ HIVE_SAMPLE = {
 
 
 def normalized(record: dict) -> dict:
-    result = normalize(dict(record), TAG, strict=False)
-    out = dict(result.record)
-    if result.extra:
-        out["_extra"] = result.extra
-    return out
+    result = normalize(dict(record), TAG)
+    return with_extra(dict(result.record), result.extra)
 
 
 def sample_purchase(**changes):
@@ -50,7 +49,7 @@ def test_the_hive_sample_as_a_purchase():
 
 def test_the_hive_sample_to_appsflyer():
     p = sample_purchase(appsflyer_id="1525416000000-1234567890123456789", advertising_id="38400000-8cf0-11bd-b23e")
-    body = appsflyer_event(p, p.ids, bundle_id="com.com2us.misample")
+    body = appsflyer_event(p, platform_ids(p.platform, p.ids), bundle_id="com.com2us.misample")
     assert body == {
         "appsflyer_id": "1525416000000-1234567890123456789", "eventName": "af_purchase",
         "eventValue": body["eventValue"], "eventCurrency": "USD", "eventTime": "2018-05-01 02:22:33.000",
@@ -65,11 +64,79 @@ def test_the_hive_sample_to_appsflyer():
 
 
 def test_appsflyer_refund_is_negative_revenue_and_ios_sends_att_and_idfa():
-    p = sample_purchase(platform="I", refund="Y", appsflyer_id="1525416000000-1234567", idfa="AAAA", att=3)
-    value = orjson.loads(appsflyer_event(p, p.ids)["eventValue"])
-    assert value["af_revenue"] == "-1.99"
-    body = appsflyer_event(p, p.ids)
+    p = sample_purchase(platform="I", refund="Y", appsflyer_id="1525416000000-1234567", idfa="AAAA", att=3,
+                        advertising_id="gaid-of-another-install")
+    body = appsflyer_event(p, platform_ids(p.platform, p.ids))
+    assert orjson.loads(body["eventValue"])["af_revenue"] == "-1.99"
     assert (body["idfa"], body["att"]) == ("AAAA", 3) and "advertising_id" not in body
+
+
+@pytest.mark.parametrize("att,code", [("authorized", 3), ("denied", 2), ("restricted", 1), ("notDetermined", 0),
+                                      (2, 2), ("3", 3), ("granted", None), (7, None), (True, None), ("", None)])
+def test_appsflyer_att_as_apples_names_or_codes_anything_else_left_out(att, code):
+    p = sample_purchase(platform="I", appsflyer_id="1525416000000-1234567", att=att)
+    body = appsflyer_event(p, platform_ids(p.platform, p.ids))
+    assert body.get("att") == code
+
+
+@pytest.mark.parametrize("os_version", [None, "", "unknown", "iOS"])
+def test_an_ios_purchase_without_a_real_os_version_is_refused_never_sent_as_unknown(os_version):
+    p = sample_purchase(platform="I", os_version=os_version, appsflyer_id="1525416000000-1234567")
+    with pytest.raises(Refused) as refused:
+        appsflyer_event(p, platform_ids(p.platform, p.ids))
+    assert refused.value.code == "invalid" and "os" in str(refused.value)
+
+
+def test_android_without_os_version_is_sent_without_os_and_customer_user_id_falls_back_to_extra_uid():
+    p = sample_purchase(os_version=None, uid=None, extra_uid="kakao-77", appsflyer_id="1525416000000-1234567")
+    body = appsflyer_event(p, platform_ids(p.platform, p.ids))
+    assert "os" not in body and body["customer_user_id"] == "kakao-77"
+
+
+@pytest.mark.parametrize("tz,event_time", [
+    (None, "2018-05-01 02:22:33.000"),  # missing: KST
+    ("UTC", "2018-05-01 11:22:33.000"),  # not KST: never nine hours early
+    ("GMT-04:00", "2018-05-01 15:22:33.000"),
+    ("Z", "2018-05-01 11:22:33.000"),
+])
+def test_appsflyer_event_time_follows_the_records_timezone(tz, event_time):
+    p = sample_purchase(timezone=tz, appsflyer_id="1525416000000-1234567")
+    assert appsflyer_event(p, platform_ids(p.platform, p.ids))["eventTime"] == event_time
+
+
+@pytest.mark.parametrize("changes", [{"timezone": "KST"}, {"timezone": "Asia/Seoul"},
+                                     {"purchase_time": "2018-05-01"}, {"purchase_time": "2018-W18-2"},
+                                     {"purchase_time": "20180501"}])
+def test_a_time_the_mirrors_cannot_place_is_invalid_time(changes):
+    with pytest.raises(Refused) as refused:
+        sample_purchase(**changes)
+    assert refused.value.code == "invalid_time"
+
+
+@pytest.mark.parametrize("changes,why", [
+    ({"quantity": 0}, "at least 1"), ({"quantity": -1}, "at least 1"), ({"quantity": "two"}, "whole number"),
+    ({"quantity": 1.5}, "whole number"), ({"product_price": 0}, "above 0"), ({"product_price": "-1.99"}, "above 0"),
+    ({"product_price": "1,99"}, "not a number"), ({"currency": "ABC"}, "ISO 4217"), ({"platform": "X"}, "platform"),
+    ({"transaction_id": None}, "missing transaction_id"), ({"app_id": ""}, "missing app_id"),
+])
+def test_what_would_make_vendor_data_wrong_is_invalid(changes, why):
+    with pytest.raises(Refused) as refused:
+        sample_purchase(**changes)
+    assert refused.value.code == "invalid" and why in str(refused.value)
+
+
+def test_a_refund_may_carry_a_zero_or_negative_price_and_is_negative_revenue():
+    assert sample_purchase(refund="Y", product_price="-1.99").revenue == Decimal("-1.99")
+    assert sample_purchase(refund="Y", product_price="0").revenue == 0
+
+
+def test_quantity_above_one_keeps_the_price_paid_as_revenue():
+    # Seed 003: product_price is what the user paid, quantity is fixed to 1. A quantity of 3
+    # is warned at ingest; the revenue is still the price paid, not three times it.
+    p = sample_purchase(quantity=3, product_price="2.97", appsflyer_id="1525416000000-1234567")
+    value = orjson.loads(appsflyer_event(p, platform_ids(p.platform, p.ids))["eventValue"])
+    assert (value["af_revenue"], value["af_quantity"]) == ("2.97", "3")
+    assert naver_items(p)[0].pay_amount == Decimal("2.97")
 
 
 def test_appsflyer_without_appsflyer_id_is_a_missing_identifier():
@@ -77,6 +144,9 @@ def test_appsflyer_without_appsflyer_id_is_a_missing_identifier():
     with pytest.raises(Refused) as refused:
         appsflyer_event(p, {})
     assert refused.value.code == "missing_identifier"
+    p = sample_purchase(platform="I", idfa="IDFA-1")  # an IDFA is no appsflyer_id
+    with pytest.raises(Refused):
+        appsflyer_event(p, platform_ids(p.platform, p.ids))
 
 
 @pytest.mark.parametrize("value,text", [("123", "123"), ("-123.45", "-123.45"), ("123.456", "123.456"),
@@ -111,31 +181,38 @@ def test_appsflyer_future_time_on_another_date_is_not_kept():
 
 
 def test_wisetracker_session_and_revenue_like_the_seed_example():
+    # The seed's S2S example: quantity 2, revenue 566,200, the line total: what the user paid.
     p = sample_purchase(platform="I", product_id="2007291158", product_name="Leia Pleats Bag Black",
-                        product_price="283100", quantity=2, currency="KRW",
-                        idfa="12D9505B-A48E-410A-8787-75BF39DA82F5")
-    body = wisetracker_body(p, p.ids, service_number=1234, send_ms=1620702642346, first=False)
+                        product_price="566200", quantity=2, currency="KRW",
+                        idfa="12D9505B-A48E-410A-8787-75BF39DA82F5", advertising_id="gaid-elsewhere")
+    body = wisetracker_body(p, platform_ids(p.platform, p.ids), service_number=1234, send_ms=1620702642346,
+                            first=False)
     assert body == {
         "SESSION": {"vtTz": 1620702642346, "_wtno": 1234, "advtId": "12D9505B-A48E-410A-8787-75BF39DA82F5",
                     "dSource": "SDK", "plat": "IOS", "lng": "ko", "phone": "samsung SM-G920P", "apVr": "2.4.1"},
-        "REVENUE": {"vtTz": int(p.time_utc.timestamp() * 1000), "event": "w_purchase",
+        # vtTz is "required, current time" in REVENUE too: the send time, not the purchase time.
+        "REVENUE": {"vtTz": 1620702642346, "event": "w_purchase",
                     "transaction_id": "GPA.3333-8449-4747-11111", "currency": "KRW",
                     "product": {"product_id": "2007291158", "product_name": "Leia Pleats Bag Black",
-                                "quantity": 2, "revenue": 566200}}}  # the seed's S2S example: a line total
+                                "quantity": 2, "revenue": 566200}}}
 
 
 @pytest.mark.parametrize("changes,code", [({"refund": "Y"}, "unsupported_refund"),
                                           ({"platform": "B"}, "unsupported_platform"),
-                                          ({}, "missing_identifier")])
+                                          ({"platform": "W", "advertising_id": "a"}, "unsupported_platform"),
+                                          ({}, "missing_identifier"),
+                                          ({"idfa": "IDFA-1"}, "missing_identifier"),  # an iOS id, Android buy
+                                          ({"platform": "I", "advertising_id": "GAID-1"}, "missing_identifier")])
 def test_wisetracker_refuses_what_it_cannot_express(changes, code):
     p = sample_purchase(**changes)
     with pytest.raises(Refused) as refused:
-        wisetracker_body(p, p.ids, service_number=1, send_ms=0, first=False)
+        wisetracker_body(p, platform_ids(p.platform, p.ids), service_number=1, send_ms=0, first=False)
     assert refused.value.code == code
 
 
 def test_naver_items_table_from_the_seed_sums_to_1400_krw():
-    items = [Item(1, Decimal(100), "item1"), Item(2, Decimal(200), "item2"), Item(3, Decimal(300), "item3")]
+    # Unit prices 100, 200, 300 bought 1, 2 and 3 times: payAmount is each line's total.
+    items = [Item(1, Decimal(100), "item1"), Item(2, Decimal(400), "item2"), Item(3, Decimal(900), "item3")]
     event, unsupported = naver_event(items, "KRW", {})
     assert [i["payAmount"] for i in event["items"]] == [100, 400, 900]
     assert event["value"] == 1400 and not unsupported
@@ -145,10 +222,11 @@ def test_naver_items_table_from_the_seed_sums_to_1400_krw():
 def test_naver_usd_sends_items_without_value_and_other_currencies_convert_or_count():
     usd, _ = naver_event([Item(1, Decimal("1.99"), "gem")], "USD", {})
     assert "value" not in usd and usd["items"][0] == {"quantity": 1, "payAmount": 1.99, "ext1": "USD", "id": "gem"}
-    jpy, unsupported = naver_event([Item(2, Decimal(120), "gem")], "JPY", {"JPY": 9.1})
+    jpy, unsupported = naver_event([Item(2, Decimal(240), "gem")], "JPY", {"JPY": 9.1})
     assert jpy["value"] == 2184 and jpy["items"][0]["ext1"] == "KRW" and not unsupported
+    # No rate: items in their own currency and no value (a value of 0 would contradict payAmount).
     eur, unsupported = naver_event([Item(1, Decimal(5), "gem")], "EUR", {"JPY": 9.1})
-    assert eur["value"] == 0 and unsupported
+    assert "value" not in eur and eur["items"][0]["ext1"] == "EUR" and unsupported
 
 
 def test_naver_validation_enforces_the_documented_rules():
@@ -156,11 +234,19 @@ def test_naver_validation_enforces_the_documented_rules():
         validate_naver({"items": [{"quantity": 1, "payAmount": 100.0, "ext1": "KRW"}], "value": 90.0})
     with pytest.raises(Refused, match="quantity"):
         validate_naver({"items": [{"quantity": 0, "payAmount": 100.0, "ext1": "KRW"}]})
+    with pytest.raises(Refused, match="KRW"):
+        validate_naver({"items": [{"quantity": 1, "payAmount": 5.0, "ext1": "EUR"}], "value": 5.0})
 
 
 def test_appsflyer_payload_over_1kb_is_refused_not_sent():
     # A Google test purchase token as transaction_id, and a long SKU: each within Hive's 512.
     p = sample_purchase(transaction_id="t" * 500, product_id="p" * 500, appsflyer_id="1525416000000-1234567")
     with pytest.raises(Refused) as refused:
-        appsflyer_event(p, p.ids)
+        appsflyer_event(p, platform_ids(p.platform, p.ids))
     assert refused.value.code == "too_large"
+
+
+def test_a_record_no_hive_filter_normalized_is_read_the_same_way():
+    raw = dict(HIVE_SAMPLE, purchase_time="2018-05-01T02:22:33Z", hiveiap_purchase_test="")
+    p = purchase_from(TAG, raw)
+    assert p.time_utc == datetime(2018, 5, 1, 2, 22, 33, tzinfo=timezone.utc) and p.price == Decimal("1.99")

@@ -1,0 +1,72 @@
+"""A normalized purchase as the journal holds it, and as outputs write it.
+
+The hive filter journals the spec's fields (snake_case) and keeps the fields
+outside the spec, which Hive would not store but the vendor mirrors need
+(appsflyer_id, idfa, the refund flag, …), under :data:`EXTRA_KEY`. This module
+is the one place that knows that key:
+
+* :func:`field_of` reads a field wherever the filter put it;
+* :func:`render` writes a record in an output's ``key_style``: ``raw`` as
+  journaled, ``snake`` with the spec's names and nothing outside the spec
+  (what Hive stores), ``camel`` the same with the final store's camelCase
+  column names (server_id → serverId).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from agent.component import TagBatch
+from agent.hive.spec import CAMEL_NAMES
+
+EXTRA_KEY = "_extra"
+EXTRA_MARKER = b"\xa6_extra"  # EXTRA_KEY as a msgpack fixstr: a payload without it holds no extras
+KeyStyle = Literal["raw", "snake", "camel"]
+KEY_STYLES: tuple[str, ...] = ("raw", "snake", "camel")
+REFUND_VALUES: tuple = (True, 1, "1", "Y", "y", "true")
+
+
+def with_extra(record: dict, extra: dict) -> dict:
+    """The journaled form: the spec's fields, and the rest under EXTRA_KEY."""
+    if extra:
+        record[EXTRA_KEY] = extra
+    return record
+
+
+def field_of(record: dict, name: str) -> Any:
+    """A field of a journaled record, from the spec's fields or else from the extras."""
+    value = record.get(name)
+    if value is None:
+        extra = record.get(EXTRA_KEY)
+        if isinstance(extra, dict):
+            return extra.get(name)
+    return value
+
+
+def is_refund(record: dict, refund_field: str = "refund", refund_values: tuple = REFUND_VALUES) -> bool:
+    """Does the sender mark this record as the refund of a purchase (same transaction_id)?"""
+    value = field_of(record, refund_field)
+    return value is not None and value in refund_values
+
+
+def render(record: Any, style: str) -> Any:
+    """One record in a key style (records that are not maps pass unchanged)."""
+    if style == "raw" or not isinstance(record, dict):
+        return record
+    if style == "camel":
+        return {CAMEL_NAMES.get(k, k): v for k, v in record.items() if k != EXTRA_KEY}
+    if EXTRA_KEY not in record:
+        return record
+    return {k: v for k, v in record.items() if k != EXTRA_KEY}
+
+
+def in_key_style(batch: TagBatch, style: str) -> TagBatch:
+    """A batch with its records in ``style``; "raw" is the batch itself (its payload still usable)."""
+    if style == "raw":
+        return batch
+    return TagBatch(batch.tag, [[time_ns, render(record, style)] for time_ns, record in batch.entries])
+
+
+def may_hold_extras(payload: bytes) -> bool:
+    """False when a msgpack payload certainly holds no EXTRA_KEY (a byte search, no decode)."""
+    return EXTRA_MARKER in payload
