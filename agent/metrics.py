@@ -16,6 +16,8 @@ Metric names are fixed here, once:
   hive_agent_dedup_hits_total{component}
   hive_agent_normalization_warnings_total{component}
   hive_agent_journal_bytes, hive_agent_journal_segments, hive_agent_journal_max_bytes
+  hive_agent_journal_cut_bytes_total, hive_agent_journal_quarantined_bytes_total,
+  hive_agent_journal_damaged_regions_total
   hive_agent_output_pending_bytes{component}
   hive_agent_output_oldest_unsent_age_seconds{component}
   hive_agent_output_retrying{component}, hive_agent_output_paused{component}
@@ -254,6 +256,12 @@ class _Collector:
         yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)
         yield CounterMetricFamily("hive_agent_journal_cut_bytes", "Torn bytes cut off at recovery",
                                   value=journal.stats["cut_bytes"])
+        yield CounterMetricFamily("hive_agent_journal_quarantined_bytes",
+                                  "Damaged journal bytes set aside in data_dir/quarantine at recovery",
+                                  value=journal.stats["quarantined_bytes"])
+        yield CounterMetricFamily("hive_agent_journal_damaged_regions",
+                                  "Damaged places in journal segments, each skipped to the next whole record",
+                                  value=journal.stats["damaged_regions"])
         up = GaugeMetricFamily("hive_agent_delivery_process_up", "1 while the delivery process runs",
                                labels=["group"])
         for delivery in app.deliveries:

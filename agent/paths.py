@@ -18,6 +18,11 @@ class DataPaths:
         return self.root / "journal"
 
     @property
+    def quarantine(self) -> Path:
+        """Damaged journal bytes that recovery set aside (never deleted by the agent)."""
+        return self.root / "quarantine"
+
+    @property
     def cursors(self) -> Path:
         return self.root / "cursors"
 

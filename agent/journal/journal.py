@@ -62,7 +62,8 @@ class Journal:
         self._broken: str | None = None
         self._room_listeners: list[Callable[[], None]] = []
         self.stats = {"appends": 0, "records": 0, "bytes": 0, "commits": 0, "fsyncs": 0,
-                      "recovered_records": 0, "cut_bytes": 0, "write_errors": 0}
+                      "recovered_records": 0, "cut_bytes": 0, "write_errors": 0, "quarantined_bytes": 0,
+                      "damaged_regions": 0}
 
     # -- start -----------------------------------------------------------
 
@@ -70,9 +71,11 @@ class Journal:
         """Scan existing segments (cut torn tails) and open a new segment for appends."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for seq in list_segments(self.directory):
-            result = recover_segment(segment_path(self.directory, seq), seq)
+            result = recover_segment(segment_path(self.directory, seq), seq, self.directory.parent / "quarantine")
             self.stats["recovered_records"] += result.records
             self.stats["cut_bytes"] += result.cut_bytes
+            self.stats["quarantined_bytes"] += result.quarantined_bytes
+            self.stats["damaged_regions"] += result.damaged_regions
             if result.valid_bytes:
                 self._sizes[seq] = result.valid_bytes
         last = max(list_segments(self.directory), default=0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.journal.cursor import Position
-from agent.journal.record import HEADER_SIZE, Torn, iter_records
+from agent.journal.record import HEADER_SIZE, Torn, is_filler, iter_records
 from agent.journal.segment import list_segments, segment_path
 
 log = logging.getLogger("agent.journal")
@@ -98,16 +98,22 @@ class JournalReader:
         f.seek(offset)
         data = f.read(max_bytes)
         records = []
+        passed = offset  # past the records read and the fillers skipped
         try:
             for end, payload, appended_ns in iter_records(data, 0, base=offset):
-                records.append(JournalRecord(payload, Position(pos.segment, end), appended_ns))
+                passed = end
+                if not is_filler(payload):  # where recovery set damaged bytes aside
+                    records.append(JournalRecord(payload, Position(pos.segment, end), appended_ns))
         except Torn as torn:
-            if not records:
+            if not records and passed == offset:
                 records = self._after_torn(f, torn, offset, max_bytes)
                 if records is None:
                     return [], True
         if records:
             self.position = records[-1].next
+        elif passed > offset:
+            self.position = Position(pos.segment, passed)
+            return [], True  # only fillers: read on
         return records, False
 
     def _after_torn(self, f, torn: Torn, offset: int, max_bytes: int):
@@ -117,6 +123,9 @@ class JournalReader:
         data = f.read(max(size - offset, 0))
         try:
             for end, payload, appended_ns in iter_records(data, 0, base=offset):
+                if is_filler(payload):
+                    self.position = Position(self.position.segment, end)
+                    return None
                 return [JournalRecord(payload, Position(self.position.segment, end), appended_ns)]
         except Torn as again:
             torn = again

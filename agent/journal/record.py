@@ -12,8 +12,12 @@ The payload of a record is one batch of events encoded as a Forward-mode
 message, ``[tag, [[EventTime, record], ...]]`` with an array32 header, so that
 readers decode a whole batch in one call and the forward output can send it
 on without re-encoding. A record whose length runs past the end of the bytes,
-or whose checksum does not match, ends the valid part of a segment: recovery
-cuts the file there (a torn tail after a crash).
+or whose checksum does not match, is damaged. At the end of a segment that is
+a torn tail after a crash, and recovery cuts it. In the middle, recovery finds
+the next record whose header and checksum check out (:func:`next_record_start`)
+and overwrites the damaged bytes, in place, with one *filler* record (payload
+of zero bytes, :func:`filler_record`), so that every offset after it, and every
+cursor pointing there, stays valid; readers skip fillers.
 """
 
 from __future__ import annotations
@@ -67,6 +71,59 @@ def batch_payload(tag: str, entries: bytes, count: int, target: str | None = Non
     return (b"\x93" if target is not None else b"\x92") + head + b"\xdd" + count.to_bytes(4, "big") + entries
 
 
+def filler_record(size: int) -> bytes:
+    """A record of exactly ``size`` bytes that readers skip: it stands where damaged bytes were."""
+    return encode_record(b"\x00" * (size - RECORD_OVERHEAD), FILLER_STAMP)
+
+
+def is_filler(payload: bytes) -> bool:
+    """A batch payload starts with an array header (0x92 or 0x93); a filler with a zero byte."""
+    return payload[:1] == b"\x00"
+
+
+FILLER_STAMP = 1  # appended_ns of a filler: no batch was journaled at 1 ns after the epoch
+MIN_FILLER = RECORD_OVERHEAD + 1
+# appended_ns of a real record: wall-clock ns between 2001 and 2286 (a cheap test before the CRC).
+_PLAUSIBLE_NS = (10**18, 10**19)
+
+
+def next_record_start(data: bytes, start: int) -> int | None:
+    """The first offset after ``start`` (at least MIN_FILLER on) where a whole record checks
+    out: a plausible header, a batch payload, and its checksum. None when there is none."""
+    end = len(data)
+    view = memoryview(data)
+    pos = start + MIN_FILLER
+    # A batch payload starts with 0x92 or 0x93: only the offsets 16 bytes before one are tried.
+    found = {mark: -1 for mark in (b"\x92", b"\x93")}  # the next one of each; end: none left
+    while pos + RECORD_OVERHEAD < end:
+        for mark, at in found.items():
+            if at < pos + RECORD_OVERHEAD:
+                at = data.find(mark, pos + RECORD_OVERHEAD)
+                found[mark] = at if at >= 0 else end
+        pos = min(found.values()) - RECORD_OVERHEAD
+        if pos + RECORD_OVERHEAD >= end:
+            return None
+        if _whole_record_at(view, pos, end):
+            return pos
+        pos += 1
+    return None
+
+
+def _whole_record_at(view: memoryview, pos: int, end: int) -> bool:
+    length, crc, appended_ns = RECORD_HEADER.unpack_from(view, pos)
+    stop = pos + RECORD_OVERHEAD + length
+    if length < 6 or stop > end or not (_PLAUSIBLE_NS[0] <= appended_ns < _PLAUSIBLE_NS[1]):
+        return False
+    payload = view[pos + RECORD_OVERHEAD:stop]
+    try:  # the tag and the entries' array32 header where a batch has them
+        entries = _entries_header(payload)
+        if entries + 5 > length or payload[entries] != 0xDD:
+            return False
+    except (IndexError, ValueError):
+        return False
+    return zlib.crc32(payload, zlib.crc32(_APPENDED.pack(appended_ns))) == crc
+
+
 class Torn(Exception):
     """The bytes end inside a record, or a checksum does not match."""
 
@@ -109,8 +166,10 @@ def _str_span(payload: bytes, pos: int) -> tuple[int, int]:
         n, start = payload[pos + 1], pos + 2
     elif b == 0xDA:
         n, start = int.from_bytes(payload[pos + 1:pos + 3], "big"), pos + 3
-    else:
+    elif b == 0xDB:
         n, start = int.from_bytes(payload[pos + 1:pos + 5], "big"), pos + 5
+    else:
+        raise ValueError(f"no msgpack str at {pos}")
     return start, start + n
 
 

@@ -1,4 +1,11 @@
-"""Segment files on disk: naming, listing, and recovery of a torn tail."""
+"""Segment files on disk: naming, listing, and recovery of damage.
+
+Recovery keeps every record whose header and checksum check out. A torn tail
+(a write cut short by a crash: bad bytes with nothing whole after them) is cut
+off. Damaged bytes with whole records after them are copied to
+``<data_dir>/quarantine/`` and overwritten in place by a filler record, so that
+the records after them, and the offsets cursors hold, stay as they were.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.journal.record import HEADER_SIZE, Torn, check_segment_header, iter_records
+from agent.journal.record import (HEADER_SIZE, Torn, check_segment_header, filler_record, iter_records,
+                                  next_record_start)
 
 log = logging.getLogger("agent.journal")
 
@@ -39,10 +47,12 @@ class SegmentRecovery:
     valid_bytes: int
     cut_bytes: int
     reason: str | None
+    quarantined_bytes: int = 0
+    damaged_regions: int = 0
 
 
-def recover_segment(path: Path, seq: int) -> SegmentRecovery:
-    """Scan a segment; cut a torn or corrupt tail off, keep everything before it."""
+def recover_segment(path: Path, seq: int, quarantine: Path | None = None) -> SegmentRecovery:
+    """Scan a segment: keep every whole record, set damaged bytes aside, cut a torn tail."""
     data = path.read_bytes()
     bad_header = check_segment_header(data)
     if bad_header:
@@ -57,12 +67,23 @@ def recover_segment(path: Path, seq: int) -> SegmentRecovery:
     records = 0
     valid = HEADER_SIZE
     reason = None
-    try:
-        for end, _payload, _appended in iter_records(data, HEADER_SIZE):
-            records += 1
-            valid = end
-    except Torn as torn:
-        reason = torn.reason
+    moved = regions = 0
+    while True:
+        try:
+            for end, _payload, _appended in iter_records(data, valid):
+                records += 1
+                valid = end
+            break
+        except Torn as torn:
+            reason = torn.reason
+        resume = next_record_start(data, valid)
+        if resume is None:
+            break  # nothing whole after it: a torn tail
+        _set_aside(path, data, valid, resume, reason, quarantine or path.parent.parent / "quarantine")
+        data = data[:valid] + filler_record(resume - valid) + data[resume:]
+        moved += resume - valid
+        regions += 1
+        valid = resume
     cut = len(data) - valid
     if cut:
         with open(path, "r+b") as f:
@@ -71,4 +92,23 @@ def recover_segment(path: Path, seq: int) -> SegmentRecovery:
             os.fsync(f.fileno())
         log.warning("journal: segment %s: %s at byte %d; cut %d bytes, kept %d records",
                     path.name, reason, valid, cut, records)
-    return SegmentRecovery(seq, records, valid, cut, reason)
+    return SegmentRecovery(seq, records, valid, cut, reason, moved, regions)
+
+
+def _set_aside(path: Path, data: bytes, start: int, stop: int, reason: str | None, quarantine: Path) -> None:
+    """Copy damaged bytes to the quarantine, then overwrite them in the segment with a filler."""
+    quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
+    kept = quarantine / f"{path.stem}.{start}-{stop}.bin"
+    fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data[start:stop])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(filler_record(stop - start))
+        f.flush()
+        os.fsync(f.fileno())
+    log.error("journal: segment %s: %s at byte %d: %d damaged bytes moved to %s; the records after them are kept",
+              path.name, reason, start, stop - start, kept)

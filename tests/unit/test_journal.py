@@ -86,21 +86,68 @@ async def test_torn_tail_is_cut_and_everything_before_it_kept(tmp_path):
     assert [e[2] for e in events] == list(range(40)) + [1000]
 
 
-async def test_a_corrupt_record_is_cut_with_everything_after_it(tmp_path):
-    j = await started(tmp_path)
-    for k in range(3):
-        await j.append("t", entries(2, k * 2), 2)
+async def test_a_damaged_record_mid_segment_is_set_aside_and_every_record_after_it_kept(tmp_path):
+    jdir = tmp_path / "journal"
+    j = await started(jdir)
+    for k in range(10):
+        await j.append("t", entries(100, k * 100), 100)
     await j.close()
-    path = segment_path(tmp_path, list_segments(tmp_path)[0])
+    path = segment_path(jdir, list_segments(jdir)[0])
     data = bytearray(path.read_bytes())
-    second = HEADER_SIZE + len(encode_record(batch_payload("t", entries(2), 2)))
-    data[second + 20] ^= 0x55
+    ends = [end for end, _, _ in iter_records(bytes(data), HEADER_SIZE)]
+    fifth, record = ends[3], ends[4] - ends[3]
+    # A cursor that had passed the damage (after record 7) must still point at a record boundary.
+    after_seven = Position(list_segments(jdir)[0], ends[6])
+    data[fifth + 300] ^= 0x01  # one flipped bit in record 5 of 10
     path.write_bytes(bytes(data))
-    j2 = Journal(tmp_path)
+    j2 = Journal(jdir)
     j2.recover()
-    assert j2.stats["recovered_records"] == 1
-    events, _ = read_all(tmp_path)
-    assert [e[2] for e in events] == [0, 1]
+    assert j2.stats["recovered_records"] == 9
+    assert (j2.stats["damaged_regions"], j2.stats["quarantined_bytes"]) == (1, record)
+    [kept] = list((tmp_path / "quarantine").iterdir())
+    assert kept.read_bytes() == bytes(data[fifth:fifth + record]) and kept.stat().st_mode & 0o777 == 0o600
+    assert path.stat().st_size == len(data)  # offsets unchanged
+    events, _ = read_all(jdir)
+    assert [e[2] for e in events] == [i for i in range(1000) if not 400 <= i < 500]
+    events, _ = read_all(jdir, after_seven)
+    assert [e[2] for e in events] == list(range(700, 1000))
+    j3 = Journal(jdir)
+    j3.recover()  # recovering again finds nothing more to do
+    assert j3.stats["recovered_records"] == 10 and j3.stats["damaged_regions"] == 0  # the filler counts
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_random_damage_and_truncation_keep_every_intact_record(tmp_path, seed):
+    import random
+    rng = random.Random(seed)
+    jdir = tmp_path / "journal"
+    j = await started(jdir, segment_bytes=64 * 1024)
+    for k in range(60):
+        await j.append("t", entries(20, k * 20), 20)
+    await j.close()
+    intact: set[int] = set()
+    for seq in list_segments(jdir):
+        path = segment_path(jdir, seq)
+        data = bytearray(path.read_bytes())
+        spans = []  # (start, end, events) of each record as written
+        start = HEADER_SIZE
+        for end, payload, _ in iter_records(bytes(data), HEADER_SIZE):
+            spans.append((start, end, {rec["i"] for _, rec in decode_batch(payload).entries}))
+            start = end
+        flips = [rng.randrange(HEADER_SIZE, len(data)) for _ in range(rng.randint(0, 4))] if len(data) > HEADER_SIZE else []
+        for at in flips:
+            data[at] ^= 1 << rng.randrange(8)
+        cut = rng.randrange(HEADER_SIZE, len(data) + 1) if rng.random() < 0.5 else len(data)
+        path.write_bytes(bytes(data[:cut]))
+        for start, end, events in spans:
+            if end <= cut and not any(start <= at < end for at in flips):
+                intact |= events
+    j2 = Journal(jdir)
+    j2.recover()  # never raises
+    events, _ = read_all(jdir)
+    got = [e[2] for e in events]
+    assert len(got) == len(set(got))
+    assert set(got) == intact
 
 
 async def test_segments_roll_and_are_collected_once_every_cursor_passed(tmp_path):
