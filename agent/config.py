@@ -9,6 +9,7 @@ bytes. Secrets (shared keys, passwords) may be written as ``"env:NAME"`` or
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -16,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr,
                       ValidationError, field_validator, model_validator)
 
 from agent.errors import ConfigError
@@ -34,8 +35,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '30s'")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a duration: it must be a finite number of seconds, not negative")
         return float(value)
     m = _DURATION.match(str(value))
     if not m:
@@ -71,7 +72,15 @@ def resolve_secret(value: Any) -> Any:
     return value
 
 
+def _some_time(value: float) -> float:
+    if value < 0.001:
+        raise ValueError("must be at least 1ms (0 would spin)")
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# An interval or a timeout: something the agent waits for, so never 0.
+Interval = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_some_time)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret),
                    PlainSerializer(lambda s: "***", return_type=str)]
@@ -91,6 +100,20 @@ def _check_match(value: str) -> str:
 
 MatchPattern = Annotated[str, BeforeValidator(_check_match)]
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def _check_name(value: str) -> str:
+    """A component's name names its files under data_dir (cursor, dead letters, state): two names
+    must never map to one file, and none may step out of its directory."""
+    if not _SAFE_NAME.fullmatch(value) or set(value) == {"."}:
+        raise ValueError(f"{value!r} is not a usable name: 1 to 100 letters, digits, '_', '.' or '-' "
+                         f"(it names files under data_dir)")
+    return value
+
+
+ComponentName = Annotated[str, AfterValidator(_check_name)]
+
 
 def _key_style(value: Any) -> Any:
     return "raw" if value == "as_is" else value  # the name of earlier versions
@@ -105,7 +128,7 @@ KeyStyle = Annotated[Literal["raw", "snake", "camel"], BeforeValidator(_key_styl
 
 class JournalSettings(Strict):
     fsync: Literal["always", "interval", "off"] = "always"
-    fsync_interval: Duration = 1.0
+    fsync_interval: Annotated[Interval, Field(ge=0.01)] = 1.0  # fsyncs below 10ms apart: use "always"
     segment_bytes: Size = 64 * 1024 * 1024
     max_bytes: Size = 2 * 1024 * 1024 * 1024
 
@@ -122,10 +145,25 @@ class AgentSettings(Strict):
     data_dir: Path = Path("var")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
-    shutdown_timeout: Duration = 30.0
+    shutdown_timeout: Interval = 30.0
     journal: JournalSettings = JournalSettings()
     # Outputs run in this many delivery processes (output i in process i mod n): one core each.
     delivery_processes: int = Field(1, ge=1, le=16)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _usable_data_dir(cls, value: Path) -> Path:
+        """A directory the agent can write in, or one it can create: said now, not as a traceback later."""
+        probe = value
+        while not probe.exists():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            raise ValueError(f"{probe} is not a directory")
+        if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"{probe} is not writable by this user")
+        return value
 
 
 # -- [[inputs]] --------------------------------------------------------------
@@ -137,7 +175,7 @@ class User(Strict):
 
 class ForwardInputConfig(Strict):
     type: Literal["forward"]
-    name: str | None = None
+    name: ComponentName | None = None
     bind: str = "0.0.0.0"
     port: int = Field(24224, ge=0, le=65535)
     unix_path: Path | None = None
@@ -148,11 +186,13 @@ class ForwardInputConfig(Strict):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None  # when set, clients must present a certificate signed by it
-    max_frame_size: Size = 16 * 1024 * 1024
-    max_decompressed_size: Size = 64 * 1024 * 1024
+    max_frame_size: Annotated[Size, Field(ge=1024)] = 16 * 1024 * 1024
+    max_decompressed_size: Annotated[Size, Field(ge=1024)] = 64 * 1024 * 1024
     source_address_key: str | None = None
     source_hostname_key: str | None = None
     max_inflight_frames: int = Field(8, ge=1)
+    # With shared_key: a connection that has not authenticated by then is closed.
+    handshake_timeout: Interval = 10.0
 
     @model_validator(mode="after")
     def _tls_pair(self):
@@ -180,7 +220,7 @@ class TailInputConfig(Strict):
     """Fluentd's in_tail, for JSON-lines files. Defaults follow Fluentd, except
     ``max_line_size`` (bounded here) and the position file (always kept)."""
     type: Literal["tail"]
-    name: str | None = None
+    name: ComponentName | None = None
     path: Annotated[list[str], BeforeValidator(_str_list)]
     exclude_path: Annotated[list[str], BeforeValidator(_str_list)] = []
     tag: str
@@ -189,11 +229,11 @@ class TailInputConfig(Strict):
     read_from_head: bool = False
     follow_inodes: bool = False
     rotate_wait: Duration = 5.0
-    refresh_interval: Duration = 60.0
+    refresh_interval: Interval = 60.0
     # Every watched file is stat'ed this often. inotify reports changes at once; this is the safety
     # net for what it misses (network file systems, a full event queue). Fluentd's watch timer is 1s;
     # 3s keeps a thousand idle files under 1% of a core.
-    stat_interval: Duration = 3.0
+    stat_interval: Interval = 3.0
     max_line_size: Size = 1024 * 1024
     read_bytes_limit: Size = 256 * 1024  # parsed a read at a time; 1MiB reads measured no faster
     path_key: str | None = None
@@ -236,7 +276,7 @@ class RecordTransformerConfig(Strict):
     """Fluentd's record_transformer, the static part: set and remove keys."""
 
     type: Literal["record_transformer"]
-    name: str | None = None
+    name: ComponentName | None = None
     match: MatchPattern = "**"
     record: dict[str, Any] = {}
     remove_keys: list[str] = []
@@ -246,7 +286,7 @@ class HiveFilterConfig(Strict):
     """Normalize purchase records to the Hive purchase_log spec (agent/hive/purchase_log.py)."""
 
     type: Literal["hive"]
-    name: str | None = None
+    name: ComponentName | None = None
     match: MatchPattern = "ha2union.game.*.purchase_log"
     # strict: every spec violation dead-letters the record; otherwise (the default) it is
     # kept as sent and warned, and the mirrors refuse what they cannot send.
@@ -264,10 +304,10 @@ FilterConfig = Annotated[Union[RecordTransformerConfig, HiveFilterConfig], Field
 # -- [[outputs]] -------------------------------------------------------------
 
 class OutputBase(Strict):
-    name: str | None = None
+    name: ComponentName | None = None
     match: MatchPattern = "**"
-    retry_wait: Duration = 1.0
-    retry_max_interval: Duration = 60.0
+    retry_wait: Interval = 1.0
+    retry_max_interval: Interval = 60.0
     retry_timeout: Duration = 72 * 3600.0
     retry_forever: bool = False
     batch_bytes: Size = 4 * 1024 * 1024
@@ -311,13 +351,13 @@ class ForwardOutputConfig(OutputBase):
     type: Literal["forward"]
     servers: list[ForwardServer] = Field(min_length=1)
     require_ack_response: bool = False
-    ack_response_timeout: Duration = 190.0
-    connect_timeout: Duration = 10.0
+    ack_response_timeout: Interval = 190.0
+    connect_timeout: Interval = 10.0
     recover_wait: Duration = 10.0
     keepalive: bool = True
     compress: Literal["text", "gzip"] = "text"
     heartbeat_type: Literal["transport", "udp", "none"] = "transport"
-    heartbeat_interval: Duration = 1.0
+    heartbeat_interval: Interval = 1.0
     chunk_limit_records: int = Field(10_000, ge=1)
     chunk_limit_size: Size = 8 * 1024 * 1024
     shared_key: Secret | None = None
@@ -348,7 +388,7 @@ class HttpOutputConfig(OutputBase):
     type: Literal["http"]
     url: str
     compress: Literal["text", "gzip"] = "text"
-    timeout: Duration = 30.0
+    timeout: Interval = 30.0
     batch_records: int = Field(500, ge=1)
     batch_bytes: Size = 1024 * 1024
     default_app_id: str | None = None  # for records without app_id
@@ -361,6 +401,13 @@ class HttpOutputConfig(OutputBase):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _one_authorization(self):
+        from urllib.parse import urlsplit
+        if urlsplit(self.url).username is not None and any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError("url credentials and an Authorization header both authorize: give one of them")
+        return self
 
 
 class MirrorApp(Strict):
@@ -391,7 +438,7 @@ class MirrorOutputBase(OutputBase):
     apps: dict[str, MirrorApp] = {}  # keyed by the Hive app_id
     in_flight: int = Field(8, ge=1, le=1024)
     rate_limit: float | None = Field(None, gt=0)  # requests per second
-    timeout: Duration = 10.0
+    timeout: Interval = 10.0
     mirror_test_purchases: bool = False
     refund_field: str = "refund"
     refund_values: list[Any] = [True, 1, "1", "Y", "y", "true"]
@@ -499,6 +546,8 @@ class AgentConfig(Strict):
                 ports.add(key)
         if not self.inputs:
             raise ValueError("at least one [[inputs]] is needed")
+        if not self.outputs:
+            raise ValueError("at least one [[outputs]] is needed (events are journaled for the outputs)")
         return self
 
 

@@ -43,7 +43,8 @@ def test_secrets_from_env_and_file(tmp_path, monkeypatch):
     monkeypatch.setenv("FWD_KEY", "from-env")
     (tmp_path / "pw").write_text("from-file\n")
     cfg = load_config(write(tmp_path, f'[[inputs]]\ntype = "forward"\nshared_key = "env:FWD_KEY"\n'
-                                      f'users = [{{username = "u", password = "file:{tmp_path}/pw"}}]\n'))
+                                      f'users = [{{username = "u", password = "file:{tmp_path}/pw"}}]\n'
+                                      '[[outputs]]\ntype = "stdout"\n'))
     inp = cfg.inputs[0]
     assert inp.shared_key.get_secret_value() == "from-env"
     assert inp.users[0].password.get_secret_value() == "from-file"
@@ -84,7 +85,20 @@ def test_refused(tmp_path, text, message):
 
 
 def test_tail_input_takes_one_path_or_a_list_and_fluentd_defaults(tmp_path):
-    cfg = load_config(write(tmp_path, '[[inputs]]\ntype = "tail"\npath = "/var/log/game/*.json"\ntag = "g.*"\n'))
+    cfg = load_config(write(tmp_path, '[[inputs]]\ntype = "tail"\npath = "/var/log/game/*.json"\ntag = "g.*"\n'
+                                      '[[outputs]]\ntype = "stdout"\n'))
     tail = cfg.inputs[0]
     assert tail.name == "tail.0" and tail.path == ["/var/log/game/*.json"]
     assert (tail.read_from_head, tail.follow_inodes, tail.rotate_wait, tail.refresh_interval) == (False, False, 5, 60)
+
+
+@pytest.mark.parametrize("name,ok", [("a_b", True), ("hive-http", True), ("out.1", True), ("a/b", False),
+                                     ("../x", False), ("..", False), (".", False), ("a b", False), ("", False),
+                                     ("é", False), ("x" * 101, False)])
+def test_component_names_use_a_safe_alphabet(tmp_path, name, ok):
+    text = f'[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = "stdout"\nname = "{name}"\n'
+    if ok:
+        assert load_config(write(tmp_path, text)).outputs[0].name == name
+    else:
+        with pytest.raises(ConfigError, match=r"outputs\.0\.name: .* is not a usable name"):
+            load_config(write(tmp_path, text))
