@@ -63,7 +63,7 @@ def _canonical_fields() -> list[tuple]:
         if (f.required and f.name not in _MAY_BE_ABSENT) or f.name == "guid":
             required.append((f.name, t))
         else:
-            nullable = Optional[t] if f.name not in ("category", "nationality") else t
+            nullable = Optional[t] if f.name != "category" else t
             optional.append((f.name, nullable, None))
     return required + optional
 
@@ -129,11 +129,12 @@ def _nothing_to_say(rec: Any, tag: str) -> bool:
     return spec.category_rule(rec.category, tag)[1] is None
 
 
-def try_fast(record: dict, tag: str, *, in_place: bool = False) -> Normalized | None:
+def try_fast(record: dict, tag: str, *, in_place: bool = False, new_guid=None) -> Normalized | None:
     """The normalized record if ``record`` is already canonical and valid, else None.
 
     With ``in_place`` the record itself becomes the normalized one (no copy): for
-    callers that own it and keep nothing else of it."""
+    callers that own it and keep nothing else of it. A missing guid is generated
+    with ``new_guid`` (seed 003 makes guid optional; the model fills it the same way)."""
     extra = None
     if not spec.SPEC_SET.issuperset(record):
         extra = {}
@@ -142,13 +143,25 @@ def try_fast(record: dict, tag: str, *, in_place: bool = False) -> Normalized | 
                 if not isinstance(key, str) or spec.spec_name(key) is not None:
                     return None  # another spelling of a spec field: the slow path maps it
                 extra[key] = record[key]
-    if record.get("category", "") is None or record.get("nationality", "") is None:
+    if record.get("category", "") is None:
         return None  # a null where the slow path says something
+    had_guid, given_guid = "guid" in record, record.get("guid")
+    if not given_guid:
+        if new_guid is None:
+            return None
+        if not in_place:
+            record = dict(record)
+        record["guid"] = new_guid()
     try:
         canonical = msgspec.convert(record, Canonical)
     except msgspec.ValidationError:
-        return None
-    if not _nothing_to_say(canonical, tag):
+        canonical = None
+    if canonical is None or not _nothing_to_say(canonical, tag):
+        if not given_guid and in_place:  # left as it was, for the slow path and any dead letter
+            if had_guid:
+                record["guid"] = given_guid
+            else:
+                del record["guid"]
         return None
     if in_place:
         clean = record
@@ -212,7 +225,7 @@ def _entry_struct() -> type:
         t = _without_pattern(f.type)
         if f.required:
             fields.append((f.name, t))
-        elif f.name in ("category", "nationality"):  # a null there is a finding: not on this path
+        elif f.name == "category":  # a null there is a finding: not on this path
             fields.append((f.name, typing.Union[t, msgspec.UnsetType], msgspec.UNSET))
         else:
             fields.append((f.name, typing.Union[t, None, msgspec.UnsetType], msgspec.UNSET))

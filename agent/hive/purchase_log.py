@@ -122,7 +122,7 @@ def normalize(record: dict, tag: str, *, strict: bool = False, new_guid=lambda: 
     """Normalize one purchase record to the spec. Never raises for bad data: reports it.
 
     ``in_place``: the caller owns ``record`` and lets a canonical one become the result."""
-    fast = try_fast(record, tag, in_place=in_place)
+    fast = try_fast(record, tag, in_place=in_place, new_guid=new_guid)
     if fast is not None:
         return fast
     return normalize_slow(record, tag, strict=strict, new_guid=new_guid)

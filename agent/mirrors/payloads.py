@@ -24,6 +24,7 @@ differs, the seed wins.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -33,7 +34,7 @@ from math import isfinite
 import orjson
 
 from agent.hive import codes, spec
-from agent.hive.records import REFUND_VALUES, field_of, is_refund
+from agent.hive.records import EXTRA_KEY, REFUND_VALUES
 from agent.hive.times import utc_of
 
 ID_FIELDS = ("appsflyer_id", "advertising_id", "idfa", "idfv", "att")
@@ -136,8 +137,9 @@ def purchase_from(tag: str, record: dict, *, refund_field: str = "refund",
                   refund_values: tuple = REFUND_VALUES) -> Purchase:
     """What every mirror needs, from a record the hive filter normalized (or kept as sent,
     with warnings: the fields a vendor cannot do without are checked here)."""
-    def get(name):
-        return field_of(record, name)
+    extra = record.get(EXTRA_KEY)
+    # The spec's fields and the ones kept outside it never share a name: one dict for both.
+    get = {**record, **extra}.get if isinstance(extra, dict) else record.get
 
     missing = [f for f in spec.MIRROR_FIELDS if get(f) in (None, "")]
     if missing:
@@ -149,18 +151,18 @@ def purchase_from(tag: str, record: dict, *, refund_field: str = "refund",
     if not (isinstance(currency, str) and codes.known_currency(currency)):
         raise Refused("invalid", f"currency {currency!r:.40} is not an ISO 4217 code")
     try:
-        time_utc = utc_of(get("purchase_time"), get("timezone"))
+        time_utc = _utc_of(get("purchase_time"), get("timezone"))
     except ValueError as exc:
         raise Refused("invalid_time", str(exc)) from None
     price = _price(get("product_price"))
     quantity = get("quantity")
     quantity = 1 if quantity is None else quantity  # the spec fixes it to 1
-    refund = is_refund(record, refund_field, refund_values)
+    refund = (value := get(refund_field)) is not None and value in refund_values
     problem = spec.mirror_amount_problem(price, quantity, refund)
     if problem is not None:
         raise Refused("invalid", problem)
     test = get("hiveiap_purchase_test")
-    ids = {k: get(k) for k in ID_FIELDS if get(k) not in (None, "")}
+    ids = {k: v for k in ID_FIELDS if (v := get(k)) not in (None, "")}
     return Purchase(
         game=game_of(tag), app_id=_text(get("app_id"), "app_id", 200), platform=platform,
         transaction_id=_text(get("transaction_id"), "transaction_id", 512),
@@ -171,6 +173,18 @@ def purchase_from(tag: str, record: dict, *, refund_field: str = "refund",
         language=_str_or_none(get("device_language") or get("language")),
         device_name=_str_or_none(get("device_name")),
         test=bool(test) and str(test).upper() not in ("N", "0", "FALSE"), refund=refund, ids=ids)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_utc_of(purchase_time: str, tz: str | None) -> datetime:
+    return utc_of(purchase_time, tz)
+
+
+def _utc_of(purchase_time, tz) -> datetime:
+    """utc_of, remembered for the times and timezones just seen (purchases come in bursts)."""
+    if isinstance(purchase_time, str) and (tz is None or isinstance(tz, str)):
+        return _cached_utc_of(purchase_time, tz)
+    return utc_of(purchase_time, tz)
 
 
 def _str_or_none(value) -> str | None:
