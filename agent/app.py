@@ -57,12 +57,18 @@ class App:
         self._stop = asyncio.Event()
         self._signals = 0
         self._lock_fd: int | None = None
+        self._failed = False  # a part failed to start: the exit code says so
         self._replays = ReplayIngest(self.deadletters, self.journal, self.filters,
                                      outputs={o.name for o in cfg.outputs}, filters_names={f.name for f in cfg.filters})
 
     def _lock(self) -> None:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        self.paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:  # a data_dir made by an earlier version, or by hand: private too
+            if self.paths.root.stat().st_mode & 0o077:
+                os.chmod(self.paths.root, 0o700)
+        except PermissionError:
+            log.warning("data_dir %s is readable by other users and is not ours to change", self.paths.root)
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,7 +115,9 @@ class App:
             try:
                 await self.monitor.start()
             except OSError as exc:
-                log.error("monitor: cannot listen on %s:%s: %s", self.monitor.bind, self.monitor.port, exc)
+                log.error("monitor: cannot listen on %s:%s: %s; stopping", self.monitor.bind, self.monitor.port,
+                          exc.strerror or exc)
+                self._failed = True  # exit non-zero, so that Restart=on-failure starts it again
                 self._stop.set()
         collector = loop.create_task(self._collect_loop(), name="journal-collector")
         # Filters decode batches into many short-lived objects; a young generation
@@ -134,7 +142,7 @@ class App:
         collector.cancel()
         self._collect()
         log.info("hive-agent stopped (delivery process exit code %s)", code)
-        return 0
+        return 1 if self._failed else 0
 
     async def _stop_deliveries(self, timeout: float):
         """Every delivery process drains at once; the worst exit code counts."""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+
+from agent import secrets
+from agent.secrets import redact_url
 from pathlib import Path
 
 from agent import __version__
@@ -79,26 +83,36 @@ def cmd_check(path: str) -> int:
         if o.type == "forward":
             where = " to " + ", ".join(f"{s.host}:{s.port}" for s in o.servers)
         elif o.type == "http":
-            where = f" to {o.url.rstrip('/')}/v1/server-recv"
+            where = f" to {redact_url(o.url.rstrip('/'))}/v1/server-recv"
         elif o.type in ("appsflyer", "wisetracker", "naver"):
-            where = f" to {o.endpoint} for {len(o.apps) or 'every'} app{'s' if len(o.apps) != 1 else ''}"
+            where = f" to {redact_url(o.endpoint)} for {len(o.apps) or 'every'} app{'s' if len(o.apps) != 1 else ''}"
         print(f"output {o.name}: {o.type} match {o.match!r}{where}")
     return 0
+
+
+# Everything the agent writes (journal, dead letters with purchases and vendor answers, the
+# identity map, cursors, locks) is private: files 0600, directories 0700, whatever umask the
+# agent was started with. The delivery processes inherit it.
+PRIVATE_UMASK = 0o077
 
 
 def cmd_run(path: str) -> int:
     from agent.app import App
     from agent.log import setup_logging
+    os.umask(PRIVATE_UMASK)
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "main")
+    secrets.install(cfg)
     return _event_loop_runner()(App(cfg, Path(path)).run())
 
 
 def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
     from agent.log import setup_logging
     from agent.worker import run_delivery
+    os.umask(PRIVATE_UMASK)
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery" if group == 0 else f"delivery-{group}")
+    secrets.install(cfg)
     return _event_loop_runner()(run_delivery(cfg, ready_fd, group))
 
 

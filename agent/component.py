@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import errno
 from dataclasses import dataclass, field
 
 class SendResult(enum.Enum):
@@ -10,6 +12,19 @@ class SendResult(enum.Enum):
     RETRY = "retry"  # temporary: try again after a backoff
     FATAL = "fatal"  # this batch can never be delivered: dead letter
     PAUSE = "pause"  # the destination refuses us (credentials): alert, keep the backlog, try again later
+    REJECTED = "rejected"  # some record of this batch makes it fail: split it and find which
+
+
+# OS errors that a request's own content causes (its file name, its bytes): sending it again
+# cannot help. Every other OS error (a full disk, EIO, a refused connection) may pass.
+_CAUSED_BY_RECORDS = {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.EISDIR, errno.ENOTDIR, errno.ELOOP}
+
+
+def caused_by_records(exc: BaseException) -> bool:
+    """Is this failure the records' own, so that the same records would fail the same way again?"""
+    if isinstance(exc, OSError):
+        return exc.errno in _CAUSED_BY_RECORDS
+    return not isinstance(exc, (asyncio.TimeoutError, asyncio.CancelledError, MemoryError))
 
 
 # A record an output could not deliver while the rest went: (tag, time_ns, record, reason).
@@ -37,6 +52,10 @@ class Outcome:
     @classmethod
     def fatal(cls, reason: str) -> "Outcome":
         return cls(SendResult.FATAL, reason)
+
+    @classmethod
+    def rejected(cls, reason: str) -> "Outcome":
+        return cls(SendResult.REJECTED, reason)
 
 
 class TagBatch:

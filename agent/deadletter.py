@@ -15,6 +15,7 @@ lines out never lose each other's lines.
 
 from __future__ import annotations
 
+import base64
 import collections
 import fcntl
 import os
@@ -27,6 +28,8 @@ import orjson
 from agent.component import TagBatch
 from agent.event import _json_default, rfc3339_ns
 from agent.fsutil import atomic_write
+from agent.journal.record import batch_count, batch_entries
+from agent.secrets import scrub
 
 SPOOL_SUFFIX = ".jsonl"
 
@@ -42,7 +45,7 @@ class DeadLetterStore:
     @contextmanager
     def _locked(self):
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -50,25 +53,64 @@ class DeadLetterStore:
             os.close(fd)
 
     def write(self, output_name: str, reason: str, batches: list[TagBatch]) -> int:
-        """Dead-letter whole batches that an output could not deliver, all for one reason."""
-        return self.write_records(output_name, [(b.tag, t, r, reason) for b in batches for t, r in b.entries])
+        """Dead-letter whole batches that an output could not deliver, all for one reason.
+
+        Never fails because of what the records hold: a batch whose records cannot be decoded
+        or written as JSON (nesting too deep, keys JSON has no form for) is kept as its journal
+        bytes, base64 (``entries_msgpack_b64``), which a replay journals again as they were."""
+        at = rfc3339_ns(time.time_ns())
+        lines: list[bytes] = []
+        count = 0
+        for b in batches:
+            try:
+                items = [(b.tag, t, r, reason) for t, r in b.entries]
+                lines.extend(self._lines(output_name, items, at))
+                count += len(items)
+            except Exception as exc:  # noqa: BLE001 - the content's fault: keep the bytes instead
+                if b.payload is None:
+                    raise
+                n = batch_count(b.payload)
+                lines.append(orjson.dumps({
+                    "output": output_name, "reason": reason, "at": at, "tag": b.tag, "count": n,
+                    "entries_msgpack_b64": base64.b64encode(batch_entries(b.payload)).decode(),
+                    "note": f"kept as msgpack: {type(exc).__name__}: {exc}"[:300]}) + b"\n")
+                count += n
+        self._append(output_name, lines)
+        return count
+
+    def _lines(self, source: str, items: list[tuple[str, int, dict, str]], at: str) -> list[bytes]:
+        return [orjson.dumps({"output": source, "reason": reason, "at": at, "tag": tag,
+                              "time": rfc3339_ns(time_ns), "time_ns": time_ns, "record": record},
+                             default=_json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+                for tag, time_ns, record, reason in items]
 
     def write_records(self, source: str, items: list[tuple[str, int, dict, str]]) -> int:
         """Dead-letter records one by one: (tag, time_ns, record, reason)."""
         at = rfc3339_ns(time.time_ns())
         lines = []
-        for tag, time_ns, record, reason in items:
-            lines.append(orjson.dumps({"output": source, "reason": reason, "at": at, "tag": tag,
-                                       "time": rfc3339_ns(time_ns), "time_ns": time_ns, "record": record},
-                                      default=_json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n")
-        with self._locked():
-            fd = os.open(self.path(source), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        for item in items:
             try:
-                os.write(fd, b"".join(lines))
+                lines.extend(self._lines(source, [item], at))
+            except Exception as exc:  # noqa: BLE001 - the content's fault: keep what can be kept
+                tag, time_ns, record, reason = item
+                lines.append(orjson.dumps({"output": source, "reason": reason, "at": at, "tag": tag,
+                                           "time": rfc3339_ns(time_ns), "time_ns": time_ns,
+                                           "record_repr": _bounded_repr(record),
+                                           "note": f"not JSON: {type(exc).__name__}: {exc}"[:300]}) + b"\n")
+        self._append(source, lines)
+        return len(lines)
+
+    def _append(self, source: str, lines: list[bytes]) -> None:
+        lines = [scrub_line(line) for line in lines]  # a destination that echoed our credentials
+        with self._locked():
+            fd = os.open(self.path(source), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                data = memoryview(b"".join(lines))
+                while data:
+                    data = data[os.write(fd, data):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        return len(lines)
 
     # -- reading, for people and for replay --------------------------------------
 
@@ -112,6 +154,19 @@ class DeadLetterStore:
         if not self.spool.is_dir():
             return []
         return sorted(self.spool.glob(f"*{SPOOL_SUFFIX}"))
+
+
+def scrub_line(line: bytes) -> bytes:
+    text = line.decode("utf-8", "surrogateescape")
+    cleaned = scrub(text)
+    return line if cleaned is text else cleaned.encode("utf-8", "surrogateescape")
+
+
+def _bounded_repr(value, limit: int = 65536) -> str:
+    try:
+        return repr(value)[:limit]
+    except RecursionError:
+        return "(nested too deep to show)"
 
 
 def safe_name(source: str) -> str:

@@ -6,6 +6,15 @@ and sends the same events again; FATAL, or retries running out, writes the
 events to the dead-letter store. The cursor moves only past what was
 delivered or dead-lettered, and only after the output's ``flush`` made it
 durable, so a crash repeats at most the last batch and never loses one.
+
+A failure caused by the records themselves (an exception that is no I/O or
+network error, or an OS error that names the request: a file name too long,
+an invalid argument) is no reason to wait: the batch is split in halves, sent
+again, until the record(s) at fault stand alone; those are dead-lettered with
+the error and every other record is delivered. Local I/O of the loop itself
+(the cursor, the dead-letter store) that fails, a full disk say, is retried
+with backoff: the loop never dies of it, and the cursor never passes records
+that were neither delivered nor dead-lettered.
 """
 
 from __future__ import annotations
@@ -15,11 +24,11 @@ import logging
 import time
 from pathlib import Path
 
-from agent.component import Outcome, Output, SendResult, TagBatch
+from agent.component import Outcome, Output, SendResult, TagBatch, caused_by_records
 from agent.deadletter import DeadLetterStore
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.reader import JournalReader
-from agent.journal.record import batch_target, peek_tag
+from agent.journal.record import batch_target, peek_tag, split_payload
 from agent.retry import RetrySchedule
 from agent.routing import compile_pattern
 
@@ -27,7 +36,7 @@ log = logging.getLogger("agent.delivery")
 
 POLL_MIN = 0.005
 POLL_MAX = 0.1
-
+LOCAL_IO_RETRY_MAX = 30.0  # seconds between tries of the loop's own disk writes
 
 class OutputRunner:
     def __init__(self, cfg, output: Output, journal_dir: Path, cursors: CursorStore,
@@ -42,7 +51,8 @@ class OutputRunner:
         self.batch_bytes = cfg.batch_bytes
         self.schedule = RetrySchedule(cfg.retry_wait, cfg.retry_max_interval, cfg.retry_timeout, cfg.retry_forever)
         self.reader = JournalReader(journal_dir, cursors.load(self.name))
-        self.stats = {"sent_records": 0, "retries": 0, "dead_lettered": 0, "batches": 0, "pauses": 0}
+        self.stats = {"sent_records": 0, "retries": 0, "dead_lettered": 0, "batches": 0, "pauses": 0,
+                      "local_io_errors": 0}
         self.caught_up = False
         self.paused = False
         self.oldest_pending_ns: int | None = None
@@ -70,7 +80,7 @@ class OutputRunner:
                     self.caught_up = True
                     self.oldest_pending_ns = None
                     if delivered is not None:
-                        await self._commit(delivered)
+                        await self._commit(delivered, stopping)
                         delivered = None
                     if draining.is_set():
                         return
@@ -90,36 +100,63 @@ class OutputRunner:
                     return  # stopped while retrying: the cursor stays before these records
                 delivered = records[-1].next
                 if time.monotonic() - committed_at >= self.commit_interval:
-                    await self._commit(delivered)
+                    await self._commit(delivered, stopping)
                     delivered = None
                     committed_at = time.monotonic()
         finally:
             if delivered is not None:
-                await self._commit(delivered)
+                await self._commit(delivered, stopping)
             self.reader.close()
 
-    async def _commit(self, position: Position) -> None:
-        await self.output.flush()
-        self.cursors.save(self.name, position)
+    async def _commit(self, position: Position, stopping: asyncio.Event) -> None:
+        async def commit() -> bool:
+            await self.output.flush()
+            self.cursors.save(self.name, position)
+            return True
+        await self._local_io("save its cursor", commit, stopping)  # given up when stopping: repeats, never loses
+
+    async def _local_io(self, what: str, action, stopping: asyncio.Event):
+        """Run the loop's own disk write until it succeeds (backoff up to LOCAL_IO_RETRY_MAX);
+        None if ``stopping`` is or gets set first."""
+        wait = 0.1
+        while True:
+            try:
+                return await action()
+            except OSError as exc:
+                self.stats["local_io_errors"] += 1
+                log.error("output %s: cannot %s: %s; trying again in %.1fs", self.name, what,
+                          exc.strerror or exc, wait)
+            if stopping.is_set() or await _wait(stopping, wait):
+                return None
+            wait = min(wait * 2, LOCAL_IO_RETRY_MAX)
 
     async def _deliver(self, batches: list[TagBatch], stopping: asyncio.Event) -> bool:
         count = sum(len(b) for b in batches)
+        content_failures = 0  # in a row: the second one splits the batch
         while True:
             try:
                 outcome = await self.output.send(batches)
             except Exception as exc:  # an output bug must not kill delivery for good
-                log.exception("output %s: send raised", self.name)
-                outcome = Outcome.retry(f"send raised {exc!r}")
+                if caused_by_records(exc):
+                    outcome = Outcome.rejected(f"{type(exc).__name__}: {exc}"[:500])
+                else:
+                    log.warning("output %s: send raised %r", self.name, exc)
+                    outcome = Outcome.retry(f"send raised {exc!r}")
+            if outcome.result is SendResult.REJECTED:
+                content_failures += 1
+                if content_failures >= 2:  # the same records fail the same way: find which
+                    return await self._isolate(batches, outcome.reason, stopping)
+                continue
             if outcome.result is SendResult.OK:
                 if self.schedule.steps or self.paused:
                     log.info("output %s: delivering again after %d retries", self.name, self.schedule.steps)
                 self.schedule.reset()
                 self.paused = False
                 if outcome.dead:
-                    n = self.deadletters.write_records(self.name, outcome.dead)
-                    self.stats["dead_lettered"] += n
+                    if not await self._write_dead(outcome.dead, stopping):
+                        return False
                     log.error("output %s: %d records refused by the destination, dead-lettered: %s",
-                              self.name, n, outcome.dead[0][3])
+                              self.name, len(outcome.dead), outcome.dead[0][3])
                 self.stats["sent_records"] += count - len(outcome.dead)
                 self.stats["batches"] += 1
                 return True
@@ -134,23 +171,63 @@ class OutputRunner:
                     return False
                 continue
             if outcome.result is SendResult.FATAL:
-                self._dead_letter(batches, outcome.reason)
-                return True
+                return await self._dead_letter(batches, outcome.reason, stopping)
             wait = self.schedule.next_wait(time.monotonic())
             if wait is None:
-                self._dead_letter(batches, f"retry_timeout reached; last error: {outcome.reason}")
                 self.schedule.reset()
-                return True
+                return await self._dead_letter(batches, f"retry_timeout reached; last error: {outcome.reason}",
+                                               stopping)
             self.stats["retries"] += 1
             log.warning("output %s: %d records not delivered (%s); retry %d in %.1fs",
                         self.name, count, outcome.reason, self.schedule.steps, wait)
             if await _wait(stopping, wait):
                 return False
 
-    def _dead_letter(self, batches: list[TagBatch], reason: str) -> None:
-        n = self.deadletters.write(self.name, reason, batches)
+    async def _isolate(self, batches: list[TagBatch], reason: str, stopping: asyncio.Event) -> bool:
+        """The records made the send fail: halve until the ones at fault stand alone."""
+        count = sum(len(b) for b in batches)
+        if count <= 1:
+            return await self._dead_letter(batches, f"rejected: {reason}", stopping)
+        log.warning("output %s: %d records failed because of their content (%s); splitting the batch to "
+                    "find the records at fault", self.name, count, reason)
+        for half in _halves(batches):
+            if not await self._deliver(half, stopping):
+                return False
+        return True
+
+    async def _write_dead(self, items: list, stopping: asyncio.Event) -> bool:
+        async def write() -> int:
+            return self.deadletters.write_records(self.name, items)
+        n = await self._local_io("write dead letters", write, stopping)
+        if n is None:
+            return False
+        self.stats["dead_lettered"] += n
+        return True
+
+    async def _dead_letter(self, batches: list[TagBatch], reason: str, stopping: asyncio.Event) -> bool:
+        async def write() -> int:
+            return self.deadletters.write(self.name, reason, batches)
+        n = await self._local_io("write dead letters", write, stopping)
+        if n is None:
+            return False
         self.stats["dead_lettered"] += n
         log.error("output %s: %d records dead-lettered: %s", self.name, n, reason)
+        return True
+
+
+def _halves(batches: list[TagBatch]) -> tuple[list[TagBatch], list[TagBatch]]:
+    """Two lists of batches holding the first and the second half of the events, tags kept.
+    A journal batch is cut between its entries' bytes (a record that cannot be decoded is
+    carried whole, to its dead letter)."""
+    if len(batches) > 1:
+        middle = len(batches) // 2
+        return batches[:middle], batches[middle:]
+    [batch] = batches
+    if batch.payload is not None:
+        first, second = split_payload(batch.payload)
+        return [TagBatch(batch.tag, payload=first)], [TagBatch(batch.tag, payload=second)]
+    middle = len(batch.entries) // 2
+    return [TagBatch(batch.tag, batch.entries[:middle])], [TagBatch(batch.tag, batch.entries[middle:])]
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:

@@ -1,4 +1,11 @@
-"""Logging setup: one line per event, to stderr."""
+"""Logging setup: one line per event, to stderr.
+
+One line per event holds even for text a peer wrote (a hostname, a tag): the
+text format escapes line breaks and other control characters in every
+message, so nobody can forge a line, and :func:`peer_text` bounds what a peer
+sends before it reaches a message. :class:`Summary` turns a stream of the
+same failure from one peer into one line per interval.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,53 @@ import logging
 import sys
 
 import orjson
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9,)} | {10: "\\n", 13: "\\r", 127: "\\x7f"}
+
+
+def one_line(text: str) -> str:
+    """Control characters (line breaks above all) written as escapes."""
+    return text.translate(_CONTROL)
+
+
+def peer_text(value, limit: int = 120) -> str:
+    """A string a peer sent, fit for one log line: decoded, escaped, and cut to ``limit`` characters."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value[:limit * 4]).decode("utf-8", "replace") + ("" if len(value) <= limit * 4 else "…")
+    text = one_line(str(value))
+    return text if len(text) <= limit else f"{text[:limit]}…(+{len(text) - limit} characters)"
+
+
+class Summary:
+    """At most one line per key (a peer and what failed) each ``interval`` seconds; the lines held
+    back are counted into the next one."""
+
+    def __init__(self, interval: float = 60.0, clock=None):
+        import time
+        self.interval = interval
+        self.clock = clock or time.monotonic
+        self._last: dict = {}
+        self._held: dict = {}
+
+    def should_log(self, key) -> int | None:
+        """None to hold this one back; else how many were held back since the last line."""
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        if len(self._last) > 10_000:  # keys come from peers: bounded
+            self._last.clear()
+            self._held.clear()
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+
+class _OneLineFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -19,7 +73,7 @@ def setup_logging(level: str = "info", fmt: str = "text", process: str = "main")
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(_OneLineFormatter(
             f"%(asctime)s %(levelname)s [{process}] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -27,7 +27,8 @@ Metric names are fixed here, once:
   hive_agent_mirror_events_total{component, what}
 
 Secrets never appear: configs are shown through pydantic, whose secret
-fields serialize as "***".
+fields serialize as "***", and then through agent/secrets.py, which masks URL
+credentials and any other copy of a configured secret.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.journal.cursor import Position
+from agent.secrets import scrub
 
 log = logging.getLogger("agent.monitor")
 
@@ -109,6 +111,8 @@ class Monitor:
                 problems.append(f"output {name} is paused (the destination refuses our credentials)")
         if self.app.journal.is_full():
             problems.append("the journal is full: inputs are held back")
+        if self.app.journal.write_error is not None:
+            problems.append(f"journal: {self.app.journal.write_error}")
         return not problems, problems
 
     # -- endpoints ---------------------------------------------------------------
@@ -161,7 +165,8 @@ class Monitor:
 
 
 def _config(model) -> dict:
-    return model.model_dump(mode="json")
+    # Secret fields dump as "***"; a URL's credentials and any echo of a secret are masked too.
+    return orjson.loads(scrub(orjson.dumps(model.model_dump(mode="json")).decode()))
 
 
 class _Collector:

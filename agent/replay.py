@@ -8,6 +8,7 @@ The spool file is deleted once the journal holds its records.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from pathlib import Path
 
@@ -40,16 +41,15 @@ class ReplayIngest:
                     self._unknown.add(path)
                     log.error("replay: %s names no output or filter of this config; left in place", path.name)
                 continue
-            by_tag: dict[str, list[bytes]] = {}
+            by_tag: dict[str, list[tuple[bytes, int]]] = {}
             for line in path.read_bytes().splitlines():
                 if line.strip():
                     item = orjson.loads(line)
-                    by_tag.setdefault(item["tag"], []).append(
-                        msgpack.packb([msgpack.ExtType(0, pack_event_time(item["time_ns"])[2:]), item["record"]]))
+                    by_tag.setdefault(item["tag"], []).append(_entries_of(item))
             waits = []
             total = 0
             for tag, entries in by_tag.items():
-                data, count, settle = b"".join(entries), len(entries), None
+                data, count, settle = b"".join(e for e, _ in entries), sum(n for _, n in entries), None
                 if source in filters and self.filters.applies(tag):
                     data, count, settle = self.filters.apply(tag, data, count)
                 if not count:
@@ -62,3 +62,13 @@ class ReplayIngest:
             await asyncio.gather(*waits)
             path.unlink()
             log.info("replay: %d dead letters of %s are back in the journal", total, source)
+
+
+def _entries_of(item: dict) -> tuple[bytes, int]:
+    """A dead letter's events as journal entries: re-packed from JSON, or its kept msgpack bytes."""
+    if "entries_msgpack_b64" in item:
+        return base64.b64decode(item["entries_msgpack_b64"]), item["count"]
+    if "record" not in item:  # only a description of it could be kept
+        log.error("replay: a dead letter of %s holds no record (%s); not replayed", item.get("tag"), item.get("note"))
+        return b"", 0
+    return msgpack.packb([msgpack.ExtType(0, pack_event_time(item["time_ns"])[2:]), item["record"]]), 1

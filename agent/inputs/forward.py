@@ -19,8 +19,10 @@ owns the sockets. Per connection:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 import time
@@ -31,9 +33,13 @@ import msgpack
 from agent.errors import ProtocolError
 from agent.filters import FilterChain
 from agent.journal.journal import Journal
+from agent.log import Summary, peer_text
 from agent.protocol import forward as fwd
 
 log = logging.getLogger("agent.input.forward")
+
+PING_PREFIX = b"\x96\xa4PING"  # ["PING", hostname, salt, digest, username, password]: a fixarray of 6
+PREAUTH_LIMIT = 64 * 1024  # a PING is a few hundred bytes
 
 UDP_HEARTBEAT_MAX = 128
 
@@ -51,6 +57,7 @@ class ForwardInput:
         self.servers: list[asyncio.AbstractServer] = []
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.listening: list[str] = []
+        self.failures = Summary(60.0)  # one line per peer and kind of failure a minute
         self.stats = {"connections": 0, "frames": 0, "records": 0, "journaled": 0, "bytes": 0, "skipped_records": 0,
                       "discarded_records": 0, "protocol_errors": 0, "acks": 0, "heartbeats": 0,
                       "auth_failures": 0}
@@ -80,6 +87,10 @@ class ForwardInput:
             self.servers.append(unix)
             self.listening.append(f"unix {path}")
         self.port = port
+        if ssl_ctx is None and cfg.shared_key is None and not _loopback(cfg.bind):
+            # Allowed, as in Fluentd, but anyone who can reach the port can write into the journal.
+            log.warning("input %s: listening on %s with neither shared_key nor TLS: any host that reaches "
+                        "this port can send events", self.name, _hostport(cfg.bind, port))
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.cfg
@@ -121,6 +132,7 @@ class ForwardConnection(asyncio.Protocol):
                                           max_decompressed_size=self.cfg.max_decompressed_size)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.peer_host = "?"  # repeated failures are summarized per host, whatever the port
         self.inflight: deque[tuple[asyncio.Future, bytes | None]] = deque()
         self.paused = False
         self.closing = False
@@ -131,6 +143,8 @@ class ForwardConnection(asyncio.Protocol):
         self.source_hostname: str | None = None
         self._resolver: asyncio.Task | None = None
         self._held: list[bytes] | None = None
+        self._preauth = bytearray()
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -141,6 +155,7 @@ class ForwardConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = _hostport(peer[0], peer[1])
+            self.peer_host = peer[0]
             self.source_address = peer[0]
         else:
             self.peer = "unix socket"
@@ -160,6 +175,53 @@ class ForwardConnection(asyncio.Protocol):
             self.nonce = os.urandom(16)
             self.auth_salt = os.urandom(16)
             transport.write(fwd.helo(self.nonce, self.auth_salt))
+            self._preauth = bytearray()
+            self._handshake_timer = asyncio.get_running_loop().call_later(
+                self.cfg.handshake_timeout, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        if not self.authenticated:
+            self.server.stats["auth_failures"] += 1
+            self.abort(f"no handshake within handshake_timeout ({self.cfg.handshake_timeout:g}s)")
+
+    def _before_handshake(self, data: bytes) -> None:
+        """Until the peer has authenticated, the one thing it may send is a small PING: nothing
+        else is buffered past PREAUTH_LIMIT, decompressed or scanned."""
+        buf = self._preauth
+        buf += data
+        head = bytes(buf[:len(PING_PREFIX)])
+        if not PING_PREFIX.startswith(head):
+            self.server.stats["protocol_errors"] += 1
+            self.abort("sent something other than PING before the handshake (shared_key is set)")
+            return
+        if len(buf) > PREAUTH_LIMIT:
+            self.server.stats["protocol_errors"] += 1
+            self.abort(f"PING larger than {PREAUTH_LIMIT} bytes")
+            return
+        framer = msgpack.Unpacker(raw=True, max_buffer_size=PREAUTH_LIMIT * 2)
+        framer.feed(bytes(buf))
+        try:
+            framer.skip()
+        except msgpack.OutOfData:
+            return  # the rest of the PING is on its way
+        except (ValueError, msgpack.UnpackException) as exc:
+            self.server.stats["protocol_errors"] += 1
+            self.abort(f"invalid PING: {exc}")
+            return
+        end = framer.tell()
+        ping_bytes, rest = bytes(buf[:end]), bytes(buf[end:])
+        self._preauth = bytearray()
+        try:
+            ping = fwd.parse_frame(ping_bytes, time.time_ns(), PREAUTH_LIMIT)
+        except ProtocolError as exc:
+            self.server.stats["protocol_errors"] += 1
+            self.abort(exc.reason)
+            return
+        self._handle_ping(ping)
+        if self.authenticated:
+            self._handshake_timer.cancel()
+            if rest:
+                self.data_received(rest)
 
     async def _resolve(self, peer) -> None:
         try:
@@ -176,6 +238,8 @@ class ForwardConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closing = True
         self.server.connections.discard(self)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -184,6 +248,9 @@ class ForwardConnection(asyncio.Protocol):
             self._held.append(data)
             return
         self.server.stats["bytes"] += len(data)
+        if not self.authenticated:
+            self._before_handshake(data)
+            return
         try:
             frames = self.decoder.feed(data, time.time_ns())
         except ProtocolError as exc:
@@ -223,12 +290,13 @@ class ForwardConnection(asyncio.Protocol):
         if frame.skipped:
             stats["skipped_records"] += len(frame.skipped)
             log.warning("input %s: peer %s: tag %s: skipped %d invalid entries: %s%s",
-                        self.server.name, self.peer, frame.tag, len(frame.skipped), frame.skipped[0],
+                        self.server.name, self.peer, peer_text(frame.tag), len(frame.skipped),
+                        peer_text(frame.skipped[0], 300),
                         f" (+{len(frame.skipped) - 1} more)" if len(frame.skipped) > 1 else "")
         if frame.signal != fwd.SIGNAL_LOGS:
             stats["discarded_records"] += frame.count
             log.warning("input %s: peer %s: tag %s: discarded %d entries of fluent_signal %d (only logs are kept)",
-                        self.server.name, self.peer, frame.tag, frame.count, frame.signal)
+                        self.server.name, self.peer, peer_text(frame.tag), frame.count, frame.signal)
             self._ack_now(frame.chunk)
             return
         entries, count = frame.entries, frame.count
@@ -297,8 +365,10 @@ class ForwardConnection(asyncio.Protocol):
             self.authenticated = True
             return
         self.server.stats["auth_failures"] += 1
-        log.warning("input %s: peer %s (%s): authentication failed: %s",
-                    self.server.name, self.peer, ping.hostname.decode("utf-8", "replace"), reason)
+        held = self.server.failures.should_log((self.peer_host, "auth"))
+        if held is not None:
+            log.warning("input %s: peer %s (%s): authentication failed: %s%s", self.server.name, self.peer,
+                        peer_text(ping.hostname), reason, f" (and {held} more times since the last line)" if held else "")
         self.closing = True
         self.transport.close()  # after the PONG is written
 
@@ -346,7 +416,10 @@ class ForwardConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             self.closing = True
             return
-        log.error("input %s: peer %s: closing connection: %s", self.server.name, self.peer, reason)
+        held = self.server.failures.should_log((self.peer_host, re.sub(r"\d+", "N", reason)[:60]))
+        if held is not None:
+            log.error("input %s: peer %s: closing connection: %s%s", self.server.name, self.peer, peer_text(reason, 300),
+                      f" (and {held} more connections since the last line)" if held else "")
         self.closing = True
         self.transport.abort()
 
@@ -365,6 +438,13 @@ class _HeartbeatProtocol(asyncio.DatagramProtocol):
         if len(data) <= UDP_HEARTBEAT_MAX:
             self.server.stats["heartbeats"] += 1
             self.transport.sendto(b"\x00", addr)
+
+
+def _loopback(bind: str) -> bool:
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return bind == "localhost"
 
 
 def _hostport(host: str, port: int) -> str:

@@ -43,6 +43,7 @@ import glob
 import logging
 import os
 import re
+import stat
 import time
 from functools import partial
 from pathlib import Path
@@ -59,6 +60,7 @@ log = logging.getLogger("agent.input.tail")
 logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 MAX_INFLIGHT = 8  # batches of one input waiting for the journal
+_KERNEL_FILES = ("/proc/", "/sys/", "/dev/")
 WATCH_SETTLE = 1.0  # seconds after a watch starts when the directory is globbed again
 
 
@@ -402,12 +404,23 @@ class TailInput:
                 if path in excluded or path in found:
                     continue
                 try:
-                    st = os.stat(path)
+                    st = os.stat(path)  # through a symlink: in_tail on Kubernetes follows them
                 except OSError:
                     continue
-                if os.path.isfile(path):
+                if stat.S_ISREG(st.st_mode) and self._loggable(path):
                     found[path] = st
         return found
+
+    def _loggable(self, path: str) -> bool:
+        """Not a file of the kernel's (/proc, /sys, /dev): those do not grow like a log, and a
+        link into them would be read again without end. Said once per path."""
+        real = os.path.realpath(path)
+        if not real.startswith(_KERNEL_FILES):
+            return True
+        if path not in self._untaggable:
+            self._untaggable.add(path)
+            log.warning("input %s: %s is %s, a kernel file, not a log; not read", self.name, path, real)
+        return False
 
     def _scan(self, initial: bool = False) -> None:
         """Match the globs: pick up new files, notice renamed and vanished ones."""
@@ -452,12 +465,13 @@ class TailInput:
                 log.warning("input %s: file %s: tag_regex does not match its path; not read", self.name, path)
             return
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # O_NONBLOCK: a FIFO put in the glob's place between the stat and the open must not hang us.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             log.warning("input %s: file %s: cannot open: %s", self.name, path, exc.strerror)
             return
         fst = os.fstat(fd)
-        if (fst.st_dev, fst.st_ino) != key:  # replaced between the glob and the open
+        if (fst.st_dev, fst.st_ino) != key or not stat.S_ISREG(fst.st_mode):  # replaced since the glob
             os.close(fd)
             self._scan_requested = True
             return

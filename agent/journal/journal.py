@@ -60,6 +60,7 @@ class Journal:
         self._syncer: asyncio.Task | None = None
         self._closing = False
         self._broken: str | None = None
+        self.write_error: str | None = None  # the last write's error, until a write succeeds (for /health)
         self._room_listeners: list[Callable[[], None]] = []
         self.stats = {"appends": 0, "records": 0, "bytes": 0, "commits": 0, "fsyncs": 0,
                       "recovered_records": 0, "cut_bytes": 0, "write_errors": 0, "quarantined_bytes": 0,
@@ -91,7 +92,7 @@ class Journal:
 
     def _open_segment(self, seq: int) -> None:
         path = segment_path(self.directory, seq)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         os.write(fd, segment_header())
         if self.fsync != "off":
             os.fsync(fd)
@@ -147,12 +148,14 @@ class Journal:
             except OSError as exc:
                 self._taken = 0
                 self.stats["write_errors"] += 1
+                self.write_error = exc.strerror or str(exc)
                 log.error("journal: write of %d bytes to segment %d failed: %s", len(data), self._seq, exc)
                 self._rollback()
                 for w in waiters:
                     if not w.done():
                         w.set_exception(exc)
                 continue
+            self.write_error = None
             self.stats["commits"] += 1
             self.stats["bytes"] += len(data)
             end = Position(self._seq, self._end)
@@ -197,6 +200,7 @@ class Journal:
                     await loop.run_in_executor(None, os.fdatasync, self._fd)
                     self.stats["fsyncs"] += 1
                 except OSError as exc:
+                    self.write_error = exc.strerror or str(exc)
                     log.error("journal: fsync failed: %s", exc)
 
     # -- limits and collection ---------------------------------------------

@@ -209,3 +209,19 @@ def batch_count(payload: bytes) -> int:
     """How many entries a batch payload holds (its array32 header)."""
     pos = _entries_header(payload)
     return int.from_bytes(payload[pos + 1:pos + 5], "big")
+
+
+def split_payload(payload: bytes) -> tuple[bytes, bytes]:
+    """A batch payload of two or more entries as two payloads, each with half the entries (same tag
+    and target), cut between the entries' bytes: nothing is decoded, so a record no decoder can
+    take apart is carried whole."""
+    tag, target = peek_tag(payload), batch_target(payload)
+    entries, count = batch_entries(payload), batch_count(payload)
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(entries), 1024), strict_map_key=False)
+    unpacker.feed(entries)
+    first = count // 2
+    for _ in range(first):
+        unpacker.skip()
+    cut = unpacker.tell()
+    return (batch_payload(tag, entries[:cut], first, target),
+            batch_payload(tag, entries[cut:], count - first, target))

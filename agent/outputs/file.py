@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from agent.component import Outcome, Output, TagBatch
+from agent.component import Outcome, Output, TagBatch, caused_by_records
 from agent.event import LineRenderer
 from agent.hive.records import in_key_style
 
@@ -42,7 +42,9 @@ class PathTemplate:
                 else:
                     i = int(m.group(2))
                     value = parts[i] if -len(parts) <= i < len(parts) else "_"
-                return value.replace("/", "_").replace("\x00", "_") or "_"
+                value = value.replace("/", "_").replace("\x00", "_")
+                # "." or "..": the tag must not name a directory outside the template's own.
+                return "_" * max(1, len(value)) if set(value) <= {"."} else value
 
             path = Path(_PLACEHOLDER.sub(sub, self.template))
             if len(self._cache) > 1024:
@@ -66,7 +68,7 @@ class FileOutput(Output):
         if fd is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             _cut_torn_line(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             if len(self._fds) >= 256:
                 self._close_all()
             self._fds[path] = fd
@@ -85,7 +87,8 @@ class FileOutput(Output):
                     data = data[os.write(fd, data):]
                 self._dirty.add(fd)
         except OSError as exc:
-            return Outcome.retry(f"{exc.filename or ''}: {exc.strerror}")
+            reason = f"{exc.filename or ''}: {exc.strerror}"
+            return Outcome.rejected(reason) if caused_by_records(exc) else Outcome.retry(reason)
         return Outcome.ok()
 
     async def flush(self) -> None:

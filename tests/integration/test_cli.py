@@ -42,6 +42,9 @@ def test_check_prints_what_would_run_for_the_default_and_example_configs():
                 in run.stdout
 
 
+OUT = "[[inputs]]\ntype = \"forward\"\n[[outputs]]\ntype = \"stdout\"\n"
+
+
 def test_check_rejects_a_bad_config_with_exit_2_and_says_where(tmp_path):
     cases = {
         "[[inputs]]\ntype = \"forward\"\nprot = 24224\n": "inputs.0.prot: unknown key",
@@ -51,7 +54,20 @@ def test_check_rejects_a_bad_config_with_exit_2_and_says_where(tmp_path):
         "[[inputs]]\ntype = \"forward\"\nshared_key = \"env:HIVE_TEST_UNSET_KEY\"\n": "HIVE_TEST_UNSET_KEY is not set",
         "[[inputs]]\ntype = \"forward\"\ntls_cert = \"/nonexistent.pem\"\n": "tls_cert and tls_key go together",
         "not toml at all [": "not valid TOML",
+        # Names map to files under data_dir: two names must never share one, nor leave the directory.
+        OUT + "name = \"a/b\"\n": "outputs.0.name: 'a/b' is not a usable name",
+        OUT + "name = \"..\"\n": "outputs.0.name: '..' is not a usable name",
+        OUT + "retry_wait = nan\n": "outputs.0.retry_wait: nan is not a duration",
+        OUT + "retry_wait = \"0s\"\n": "outputs.0.retry_wait: must be at least 1ms",
+        "[agent.journal]\nfsync = \"interval\"\nfsync_interval = \"0s\"\n" + OUT: "agent.journal.fsync_interval",
+        "[[inputs]]\ntype = \"forward\"\nmax_frame_size = 0\n" + OUT[len("[[inputs]]\ntype = \"forward\"\n"):]:
+            "inputs.0.max_frame_size",
+        "[[inputs]]\ntype = \"forward\"\n": "at least one [[outputs]] is needed",
+        "[[inputs]]\ntype = \"forward\"\n[[outputs]]\ntype = \"http\"\nurl = \"http://u:p@127.0.0.1:9\"\n"
+        "headers = { Authorization = \"Bearer x\" }\n": "give one of them",
+        f"[agent]\ndata_dir = \"{tmp_path / 'a-file'}\"\n" + OUT: "is not a directory",
     }
+    (tmp_path / "a-file").write_text("")
     for text, message in cases.items():
         cfg = tmp_path / "bad.toml"
         cfg.write_text(text)
@@ -65,11 +81,13 @@ def test_check_rejects_a_bad_config_with_exit_2_and_says_where(tmp_path):
 
 def test_secrets_from_environment_are_never_printed(tmp_path):
     cfg = tmp_path / "a.toml"
-    cfg.write_text('[[inputs]]\ntype = "forward"\nshared_key = "env:HIVE_TEST_KEY"\n')
+    cfg.write_text('[[inputs]]\ntype = "forward"\nshared_key = "env:HIVE_TEST_KEY"\n[[outputs]]\ntype = "stdout"\n'
+                   '[[outputs]]\ntype = "http"\nurl = "https://hive:url-secret-pw@collector.example"\n')
     run = subprocess.run([sys.executable, "-m", "agent", "check", "-c", str(cfg)], capture_output=True, text=True,
                          env={"HIVE_TEST_KEY": "super-secret-value", "PATH": "/usr/bin:/bin"}, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert "super-secret-value" not in run.stdout + run.stderr
+    assert "url-secret-pw" not in run.stdout + run.stderr and "https://hive:***@collector.example" in run.stdout
     assert "shared_key" in run.stdout
 
 
@@ -130,3 +148,21 @@ def test_a_second_signal_forces_exit(tmp_path):
     (tmp_path / "blocked").unlink()
     with Agent(tmp_path, cfg) as again:
         again.wait_for_records("seq", {1}, path="blocked/x.jsonl")
+
+
+def test_a_monitor_port_in_use_is_a_failed_start_exit_1_with_one_clear_line(tmp_path):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        agent = Agent(tmp_path, f'[monitor]\nbind = "127.0.0.1"\nport = {port}\n' + forward_input() + file_output())
+        with open(agent.log_path, "ab") as log:
+            code = subprocess.run([sys.executable, "-m", "agent", "run", "-c", str(agent.config)], cwd=tmp_path,
+                                  stdout=log, stderr=subprocess.STDOUT, timeout=60).returncode
+    assert code == 1
+    text = agent.log()
+    import re
+    assert re.search(rf"ERROR .*monitor: cannot listen on 127\.0\.0\.1:{port}: .*address already in use.*; stopping",
+                     text, re.I), text
+    assert "Traceback" not in text

@@ -189,3 +189,105 @@ def test_dead_letters_of_an_oddly_named_output_are_spooled_under_a_file_name_tha
     assert n == 1 and spool.parent == tmp_path / "replay"
     assert spool_source(spool) == safe_name("hive/http") == "hive_http"
     assert [l["record"]["i"] for l in store.read("hive/http")] == [2]
+
+
+
+# -- one record never blocks an output -----------------------------------------------------
+
+class PoisonedOutput(ScriptedOutput):
+    """Fails, as a rendering bug would, on any batch that holds a record marked poison."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    async def send(self, batches):
+        self.attempts += 1
+        if any(r.get("poison") for b in batches for _, r in b.entries):
+            raise self.error
+        for b in batches:
+            self.sent += [(b.tag, r["i"]) for _, r in b.entries]
+        return Outcome.ok()
+
+
+async def fill_records(directory, tag, records):
+    j = Journal(directory)
+    j.recover()
+    await j.start()
+    await j.append(tag, b"".join(pack([event_time(1_700_000_000, n), r]) for n, r in enumerate(records)),
+                   len(records))
+    await j.close()
+
+
+@pytest.mark.parametrize("error", [RecursionError("maximum recursion depth exceeded"),
+                                   TypeError("unhashable type: 'list'"),
+                                   OSError(36, "File name too long")])
+async def test_a_record_that_fails_by_its_content_is_found_and_dead_lettered_the_rest_delivered(tmp_path, error):
+    records = [{"i": i} for i in range(40)]
+    records[23]["poison"] = True
+    await fill_records(tmp_path / "journal", "t", records)
+    out = PoisonedOutput(error)
+    r = runner(tmp_path, out, retry_timeout=3600)
+    await drain(r)
+    assert sorted(i for _, i in out.sent) == [i for i in range(40) if i != 23]
+    assert r.stats["retries"] == 0 and r.stats["dead_lettered"] == 1
+    [dead] = [orjson.loads(line) for line in (tmp_path / "deadletter/fake.jsonl").read_bytes().splitlines()]
+    assert dead["record"] == {"i": 23, "poison": True}
+    assert dead["reason"].startswith(f"rejected: {type(error).__name__}")
+
+
+async def test_a_transient_os_error_is_retried_not_split(tmp_path):
+    await fill(tmp_path / "journal", [("t", [1, 2, 3])])
+
+    class FullDisk(ScriptedOutput):
+        async def send(self, batches):
+            if self.attempts < 2:
+                self.attempts += 1
+                raise OSError(28, "No space left on device")
+            return await super().send(batches)
+
+    out = FullDisk()
+    r = runner(tmp_path, out)
+    await drain(r)
+    assert out.sent == [("t", 1), ("t", 2), ("t", 3)] and r.stats["retries"] == 2 and r.stats["dead_lettered"] == 0
+
+
+async def test_a_full_disk_for_the_cursor_and_the_dead_letters_is_waited_out_not_fatal(tmp_path, monkeypatch):
+    await fill(tmp_path / "journal", [("t", [1, 2]), ("t", [3])])
+    out = ScriptedOutput([Outcome.fatal("refused")])
+    r = runner(tmp_path, out)
+    failures = {"cursor": 2, "dead": 2}
+    save, append = r.cursors.save, r.deadletters._append
+
+    def full(kind, real):
+        def call(*args, **kwargs):
+            if failures[kind]:
+                failures[kind] -= 1
+                raise OSError(28, "No space left on device")
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(r.cursors, "save", full("cursor", save))
+    monkeypatch.setattr(r.deadletters, "_append", full("dead", append))
+    await drain(r)
+    assert r.stats["dead_lettered"] == 3 and len(r.deadletters.read("fake")) == 3
+    assert r.stats["local_io_errors"] >= 3 and failures == {"cursor": 0, "dead": 0}
+    assert CursorStore(tmp_path / "cursors").load("fake") is not None
+
+
+def test_a_dead_letter_never_fails_because_of_the_record_and_replays_as_it_was(tmp_path):
+    import base64
+    from agent.component import TagBatch
+    from agent.journal.record import batch_payload
+    from agent.replay import _entries_of
+    depth = 3000  # deeper than any JSON or msgpack library here will write
+    record = b"\x81\xa1k" * depth + b"\xc0"
+    entry = b"\x92" + pack(event_time(1_700_000_000)) + record
+    store = DeadLetterStore(tmp_path / "deadletter")
+    assert store.write("out", "rejected: RecursionError", [TagBatch("t", payload=batch_payload("t", entry, 1))]) == 1
+    [line] = store.read("out")
+    assert base64.b64decode(line["entries_msgpack_b64"]) == entry and line["count"] == 1
+    assert _entries_of(line) == (entry, 1)
+    # A decoded record that JSON cannot hold keeps a description.
+    assert store.write_records("out", [("t", 0, {("a", "b"): 1}, "x")]) == 1
+    assert "record_repr" in store.read("out")[-1]

@@ -134,7 +134,7 @@ async def test_random_damage_and_truncation_keep_every_intact_record(tmp_path, s
         for end, payload, _ in iter_records(bytes(data), HEADER_SIZE):
             spans.append((start, end, {rec["i"] for _, rec in decode_batch(payload).entries}))
             start = end
-        flips = [rng.randrange(HEADER_SIZE, len(data)) for _ in range(rng.randint(0, 4))] if len(data) > HEADER_SIZE else []
+        flips = [rng.randrange(HEADER_SIZE, len(data)) for _ in range(rng.randint(0, 4))]
         for at in flips:
             data[at] ^= 1 << rng.randrange(8)
         cut = rng.randrange(HEADER_SIZE, len(data) + 1) if rng.random() < 0.5 else len(data)
@@ -194,8 +194,10 @@ async def test_a_failed_write_is_rolled_back_and_not_acknowledged(tmp_path, monk
     monkeypatch.setattr("agent.journal.journal.os.write", failing_write)
     with pytest.raises(OSError):
         await j.append("t", entries(1, 1), 1)
+    assert j.write_error == "No space left on device"  # /health says so until a write succeeds
     monkeypatch.setattr("agent.journal.journal.os.write", real_write)
     await j.append("t", entries(1, 2), 1)
+    assert j.write_error is None
     await j.close()
     events, _ = read_all(tmp_path)
     assert [e[2] for e in events] == [0, 2]

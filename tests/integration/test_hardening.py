@@ -1,0 +1,157 @@
+"""What one bad record, name or file cannot do to the running agent (issue: hardening)."""
+
+import os
+import stat
+
+import orjson
+
+from tests.agentproc import Agent, file_output, forward_input
+from tests.wire import ForwardClient, event_time
+
+STRICT_HIVE = '[[filters]]\ntype = "hive"\nname = "hive"\nstrict = true\n'
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_everything_the_agent_writes_is_private_whatever_its_umask(tmp_path):
+    old = os.umask(0o022)  # the agent's parent is lax; the agent is not
+    try:
+        with Agent(tmp_path, forward_input() + STRICT_HIVE + file_output()) as agent:
+            client = ForwardClient(agent.port)
+            client.send_chunk("ha2union.game.g.purchase_log", [[event_time(1_700_000_000), {"bad": True}]], "c1")
+            client.send_chunk("other.tag", [[event_time(1_700_000_000), {"ok": 1}]], "c2")
+            client.close()
+            agent.wait_for_output(1)
+            agent.wait_for_log("dead-lettered")
+            assert agent.stop() == 0
+    finally:
+        os.umask(old)
+    data_dir = tmp_path / "var"
+    assert mode(data_dir) == 0o700
+    written = [p for p in data_dir.rglob("*")]
+    assert any(p.suffix == ".seg" for p in written) and any(p.parent.name == "deadletter" for p in written)
+    assert any(p.parent.name == "cursors" for p in written)
+    for path in written:
+        want = 0o700 if path.is_dir() else 0o600
+        assert mode(path) == want, f"{path.relative_to(tmp_path)}: {oct(mode(path))}"
+
+
+def test_a_tag_cannot_lead_a_file_output_out_of_its_directory_nor_stall_it(tmp_path):
+    outputs = file_output(path="out/{tag}/events.jsonl", retry_timeout="1h")
+    with Agent(tmp_path, forward_input() + outputs) as agent:
+        client = ForwardClient(agent.port)
+        t = event_time(1_700_000_000)
+        client.send_chunk("..", [[t, {"i": 1}]], "c1")
+        client.send_chunk("x" * 300, [[t, {"i": 2}]], "c2")  # longer than a file name may be
+        client.send_chunk("good", [[t, {"i": 3}]], "c3")
+        client.close()
+        agent.wait_for_output(1, path="out/good/events.jsonl", timeout=10)
+        agent.wait_for_output(1, path="out/__/events.jsonl", timeout=10)
+        agent.wait_for_log("records dead-lettered: rejected: .*File name too long")
+        assert agent.stop() == 0
+    assert not (tmp_path / "events.jsonl").exists()
+    [dead] = [orjson.loads(line) for line in (tmp_path / "var/deadletter/local.jsonl").read_bytes().splitlines()]
+    assert dead["tag"] == "x" * 300 and dead["record"] == {"i": 2}
+
+
+def test_listening_beyond_loopback_without_a_key_or_tls_is_warned(tmp_path):
+    with Agent(tmp_path, forward_input(bind="0.0.0.0") + file_output()) as agent:
+        agent.wait_for_log(r"WARNING .*input forward\.0: listening on 0\.0\.0\.0:\d+ with neither shared_key nor TLS")
+        assert agent.stop() == 0
+    with Agent(tmp_path / "b", forward_input() + file_output()) as agent:
+        assert agent.stop() == 0
+        assert "neither shared_key nor TLS" not in agent.log()
+
+
+def test_tail_reads_logs_not_kernel_files_fifos_or_devices(tmp_path):
+    from tests.agentproc import tail_input
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text('{"seq": 2}\n')
+    (logs / "purchase_a.json").write_text('{"seq": 1}\n')
+    (logs / "purchase_b.json").symlink_to(elsewhere)  # followed, as in_tail on Kubernetes
+    (logs / "purchase_proc.json").symlink_to("/proc/self/status")
+    (logs / "purchase_dev.json").symlink_to("/dev/zero")
+    os.mkfifo(logs / "purchase_fifo.json")
+    cfg = tail_input(str(logs / "purchase_*.json"), read_from_head=True) + file_output()
+    with Agent(tmp_path, cfg) as agent:
+        agent.wait_for_records("seq", {1, 2})
+        agent.wait_for_log(r"purchase_proc\.json is /proc/.*a kernel file, not a log; not read")
+        with (logs / "purchase_a.json").open("a") as f:
+            f.write('{"seq": 3}\n')
+        agent.wait_for_records("seq", {1, 2, 3})  # the input still works
+        assert agent.stop() == 0
+    assert sorted(line["record"]["seq"] for line in agent.output_lines()) == [1, 2, 3]
+    assert agent.log().count("purchase_proc.json is /proc/") == 1  # said once, not at every scan
+    assert not (tmp_path / "var/deadletter").exists() or not any((tmp_path / "var/deadletter").iterdir())
+
+
+def test_what_a_peer_writes_cannot_forge_flood_or_bloat_the_log(tmp_path):
+    import msgpack
+
+    from agent.protocol import forward as fwd
+
+    def bad_ping(port: int, hostname: bytes) -> None:
+        client = ForwardClient(port)
+        try:
+            helo = fwd.parse_helo(msgpack.unpackb(client.sock.recv(4096), raw=True))
+            client.send(fwd.ping(helo, hostname=hostname, shared_key=b"wrong", salt=b"s" * 16))
+            client.sock.recv(4096)  # the PONG that refuses it
+        except OSError:
+            pass  # a PING over the limit is cut off: the connection is reset under the sender
+        finally:
+            client.close()
+
+    cfg = forward_input(shared_key="right-key", self_hostname="agent") + file_output()
+    with Agent(tmp_path, cfg) as agent:
+        before = agent.log_path.stat().st_size
+        bad_ping(agent.port, b"evil\n2026-11-25 00:00:00,000 INFO [main] agent: hive-agent ready: forged")
+        bad_ping(agent.port, b"h" * (4 << 20))  # a 4 MiB hostname
+        for _ in range(50):
+            bad_ping(agent.port, b"again")
+        agent.wait_for_log("authentication failed")
+        assert agent.stop() == 0
+    lines = agent.log().splitlines()
+    assert not any(line.startswith("2026-11-25 00:00:00,000") for line in lines)  # nothing forged
+    assert any("evil\\n2026-11-25" in line for line in lines)  # escaped instead
+    assert agent.log_path.stat().st_size - before < 20_000  # not the 4 MiB hostname
+    assert sum("authentication failed" in line for line in lines) <= 2  # summarized per peer
+    assert sum("PING larger than" in line for line in lines) == 1
+
+
+def test_before_the_handshake_only_a_small_ping_is_read(tmp_path):
+    import gzip
+    import time
+
+    import msgpack
+
+    from agent.protocol import forward as fwd
+
+    cfg = forward_input(shared_key="right-key", self_hostname="agent", handshake_timeout="1s") + file_output()
+    with Agent(tmp_path, cfg) as agent:
+        # 32 KiB on the wire, 32 MiB of zeros inside: never decompressed before authentication.
+        bomb = gzip.compress(b"\0" * (32 << 20))
+        evil = ForwardClient(agent.port)
+        evil.sock.recv(4096)  # HELO
+        evil.send(msgpack.packb(["t", bomb, {"compressed": "gzip", "chunk": "c"}]))
+        agent.wait_for_log("sent something other than PING before the handshake")
+        idle = ForwardClient(agent.port)
+        started = time.monotonic()
+        agent.wait_for_log(r"no handshake within handshake_timeout \(1s\)", timeout=5)
+        assert time.monotonic() - started < 4
+        # A peer that authenticates is served as ever.
+        good = ForwardClient(agent.port)
+        helo = fwd.parse_helo(msgpack.unpackb(good.sock.recv(4096), raw=True))
+        good.send(fwd.ping(helo, hostname=b"game-1", shared_key=b"right-key", salt=b"s" * 16))
+        assert msgpack.unpackb(good.sock.recv(4096))[1] is True  # PONG: authenticated
+        good.send_chunk("game.purchase", [[event_time(1_700_000_000), {"ok": 1}]], "c1")
+        agent.wait_for_output(1)
+        with open(f"/proc/{agent.proc.pid}/status") as status:
+            peak_kb = int(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+        assert peak_kb < 300_000, f"peak RSS {peak_kb} kB"
+        for client in (evil, idle, good):
+            client.close()
+        assert agent.stop() == 0
