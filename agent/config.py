@@ -193,6 +193,13 @@ class ForwardInputConfig(Strict):
     max_inflight_frames: int = Field(8, ge=1)
     # With shared_key: a connection that has not authenticated by then is closed.
     handshake_timeout: Interval = 10.0
+    # Bounds on what peers can hold: connections at once (also kept under the open-file limit),
+    # the time a started frame has to complete (a 1 byte/s sender), the time a connection may stay
+    # silent (0: for ever, as Fluentd), and the bytes of incomplete frames across all connections.
+    max_connections: int = Field(4096, ge=1)
+    frame_timeout: Interval = 60.0
+    idle_timeout: Duration = 3600.0
+    max_buffered_bytes: Annotated[Size, Field(ge=1024)] = 256 * 1024 * 1024
 
     @model_validator(mode="after")
     def _tls_pair(self):

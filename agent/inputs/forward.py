@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import os
 import re
+import resource
 import socket
 import ssl
 import time
@@ -42,6 +43,8 @@ PING_PREFIX = b"\x96\xa4PING"  # ["PING", hostname, salt, digest, username, pass
 PREAUTH_LIMIT = 64 * 1024  # a PING is a few hundred bytes
 
 UDP_HEARTBEAT_MAX = 128
+FD_RESERVE = 128  # descriptors kept for the journal, the monitor, the delivery process and the tail
+SWEEP_INTERVAL = 1.0  # seconds between checks of frame and idle deadlines
 
 
 class ForwardInput:
@@ -58,9 +61,12 @@ class ForwardInput:
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.listening: list[str] = []
         self.failures = Summary(60.0)  # one line per peer and kind of failure a minute
+        self.max_connections = _connection_limit(cfg.max_connections)
+        self.buffered_total = 0  # bytes of incomplete frames across the connections
+        self._sweeper: asyncio.Task | None = None
         self.stats = {"connections": 0, "frames": 0, "records": 0, "journaled": 0, "bytes": 0, "skipped_records": 0,
                       "discarded_records": 0, "protocol_errors": 0, "acks": 0, "heartbeats": 0,
-                      "auth_failures": 0}
+                      "auth_failures": 0, "refused_connections": 0}
         journal.on_room(self._resume_all)
 
     # -- lifecycle -------------------------------------------------------
@@ -87,6 +93,11 @@ class ForwardInput:
             self.servers.append(unix)
             self.listening.append(f"unix {path}")
         self.port = port
+        self._sweeper = loop.create_task(self._sweep(), name=f"{self.name}-deadlines")
+        if self.max_connections < cfg.max_connections:
+            log.warning("input %s: at most %d connections (max_connections %d, but the open-file limit keeps "
+                        "%d descriptors for the agent itself)", self.name, self.max_connections,
+                        cfg.max_connections, FD_RESERVE)
         if ssl_ctx is None and cfg.shared_key is None and not _loopback(cfg.bind):
             # Allowed, as in Fluentd, but anyone who can reach the port can write into the journal.
             log.warning("input %s: listening on %s with neither shared_key nor TLS: any host that reaches "
@@ -103,8 +114,24 @@ class ForwardInput:
             ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
 
+    async def _sweep(self) -> None:
+        """Close the connections past a deadline: a frame that does not complete, a long silence."""
+        cfg = self.cfg
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.paused or conn.closing:
+                    continue  # held back by us (backpressure): not the peer's delay
+                if conn.frame_started is not None and now - conn.frame_started > cfg.frame_timeout:
+                    conn.abort(f"a frame not complete within frame_timeout ({cfg.frame_timeout:g}s)")
+                elif cfg.idle_timeout and not conn.inflight and now - conn.last_data > cfg.idle_timeout:
+                    conn.abort(f"idle for idle_timeout ({cfg.idle_timeout:g}s)")
+
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let connections finish their in-flight frames, then close them."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for server in self.servers:
             server.close()
         if self.udp_transport is not None:
@@ -145,14 +172,23 @@ class ForwardConnection(asyncio.Protocol):
         self._held: list[bytes] | None = None
         self._preauth = bytearray()
         self._handshake_timer: asyncio.TimerHandle | None = None
+        self.last_data = time.monotonic()
+        self.frame_started: float | None = None  # when the incomplete frame held now began
+        self.buffered = 0  # its bytes
 
     # -- asyncio.Protocol --------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if len(self.server.connections) >= self.server.max_connections:
+            self.peer_host = peer[0] if isinstance(peer, tuple) else "unix"
+            self.peer = _hostport(peer[0], peer[1]) if isinstance(peer, tuple) else "unix socket"
+            self.server.stats["refused_connections"] += 1
+            self.abort(f"{self.server.max_connections} connections already (max_connections)")
+            return
         self.server.connections.add(self)
         self.server.stats["connections"] += 1
-        peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = _hostport(peer[0], peer[1])
             self.peer_host = peer[0]
@@ -235,9 +271,28 @@ class ForwardConnection(asyncio.Protocol):
         self.paused = False
         self.maybe_resume()
 
+    def _count_buffered(self, now_buffered: int) -> bool:
+        """Track this connection's incomplete frame (its deadline, and the bytes held across all
+        connections); True when that closed the connection."""
+        server = self.server
+        server.buffered_total += now_buffered - self.buffered
+        self.buffered = now_buffered
+        if not now_buffered:
+            self.frame_started = None
+            return False
+        if self.frame_started is None:
+            self.frame_started = self.last_data
+        if server.buffered_total > self.cfg.max_buffered_bytes:
+            self.abort(f"incomplete frames of all connections hold over max_buffered_bytes "
+                       f"({self.cfg.max_buffered_bytes} bytes)")
+            return True
+        return False
+
     def connection_lost(self, exc) -> None:
         self.closing = True
         self.server.connections.discard(self)
+        self.server.buffered_total -= self.buffered
+        self.buffered = 0
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
 
@@ -248,6 +303,7 @@ class ForwardConnection(asyncio.Protocol):
             self._held.append(data)
             return
         self.server.stats["bytes"] += len(data)
+        self.last_data = time.monotonic()
         if not self.authenticated:
             self._before_handshake(data)
             return
@@ -256,6 +312,8 @@ class ForwardConnection(asyncio.Protocol):
         except ProtocolError as exc:
             self.server.stats["protocol_errors"] += 1
             self.abort(exc.reason)
+            return
+        if self._count_buffered(self.decoder.buffered):
             return
         for frame in frames:
             if self.closing:
@@ -438,6 +496,21 @@ class _HeartbeatProtocol(asyncio.DatagramProtocol):
         if len(data) <= UDP_HEARTBEAT_MAX:
             self.server.stats["heartbeats"] += 1
             self.transport.sendto(b"\x00", addr)
+
+
+def _connection_limit(configured: int) -> int:
+    """max_connections, kept FD_RESERVE under the open-file limit (raised to its hard limit first):
+    peers holding every descriptor locked out the journal, the monitor and healthy clients."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - FD_RESERVE))
 
 
 def _loopback(bind: str) -> bool:

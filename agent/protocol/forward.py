@@ -369,7 +369,9 @@ class ForwardDecoder:
                  max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE):
         self.max_frame_size = max_frame_size
         self.max_decompressed_size = max_decompressed_size
-        self._framer = msgpack.Unpacker(raw=True, max_buffer_size=max_frame_size + 2 * _FEED_PIECE)
+        # msgpack's Unpacker allocates a 1 MiB buffer up front: it exists only while a frame is
+        # incomplete, so an idle connection holds none (thousands of them held gigabytes).
+        self._framer: msgpack.Unpacker | None = None
         self._buf = bytearray()
         self._base = 0  # stream offset of self._buf[0]
 
@@ -382,11 +384,16 @@ class ForwardDecoder:
         frames: list[Frame] = []
         for i in range(0, len(data), _FEED_PIECE):
             piece = data[i:i + _FEED_PIECE]
+            if self._framer is None:
+                self._framer = msgpack.Unpacker(raw=True, max_buffer_size=self.max_frame_size + 2 * _FEED_PIECE)
+                self._base = 0
             self._buf += piece
             self._framer.feed(piece)
             self._split(frames, now_ns)
             if len(self._buf) > self.max_frame_size:
                 raise ProtocolError(f"frame larger than max_frame_size ({self.max_frame_size} bytes)")
+        if not self._buf:
+            self._framer = None  # nothing partial: the next bytes start a new framer
         return frames
 
     def _split(self, frames: list[Frame], now_ns: int) -> None:

@@ -155,3 +155,71 @@ def test_before_the_handshake_only_a_small_ping_is_read(tmp_path):
         for client in (evil, idle, good):
             client.close()
         assert agent.stop() == 0
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+
+
+def test_connections_are_bounded_in_number_time_and_bytes(tmp_path):
+    import socket
+    import time
+
+    import msgpack
+
+    cfg = forward_input(max_connections=20, frame_timeout="1s", idle_timeout="2s",
+                        max_buffered_bytes="256KiB") + file_output()
+    with Agent(tmp_path, cfg) as agent:
+        frame = msgpack.packb(["t", [[event_time(1_700_000_000), {"pad": "x" * 150_000}]], {"chunk": "c"}])
+        # A frame started and never finished (a slowloris): closed at frame_timeout.
+        slow = socket.create_connection(("127.0.0.1", agent.port))
+        slow.sendall(frame[:1000])
+        agent.wait_for_log(r"closing connection: a frame not complete within frame_timeout \(1s\)", timeout=5)
+        # Incomplete frames may not hold more than max_buffered_bytes together.
+        parts = [socket.create_connection(("127.0.0.1", agent.port)) for _ in range(2)]
+        for sock in parts:
+            sock.sendall(frame[:-10])
+        agent.wait_for_log(r"incomplete frames of all connections hold over max_buffered_bytes", timeout=5)
+        # More connections than max_connections: the extra ones are closed at once.
+        held = [socket.create_connection(("127.0.0.1", agent.port)) for _ in range(25)]
+        agent.wait_for_log(r"20 connections already \(max_connections\)", timeout=5)
+        for sock in held + parts + [slow]:
+            sock.close()
+        # Silent connections are closed at idle_timeout; a healthy client is served throughout.
+        quiet = socket.create_connection(("127.0.0.1", agent.port))
+        agent.wait_for_log(r"closing connection: idle for idle_timeout \(2s\)", timeout=8)
+        quiet.close()
+        client = ForwardClient(agent.port)
+        client.send_chunk("game.purchase", [[event_time(1_700_000_000), {"ok": 1}]], "c1")
+        client.close()
+        agent.wait_for_output(1)
+        assert agent.stop() == 0
+    assert agent.log().count("connections already (max_connections)") <= 2  # summarized, not 5 lines
+
+
+def test_idle_connections_and_churn_do_not_grow_memory(tmp_path):
+    import socket
+    with Agent(tmp_path, forward_input() + file_output()) as agent:
+        client = ForwardClient(agent.port)
+        client.send_chunk("warm.up", [[event_time(1_700_000_000), {"i": 0}]], "c0")
+        before = rss_kb(agent.proc.pid)
+        idle = [socket.create_connection(("127.0.0.1", agent.port)) for _ in range(1500)]
+        for sock in idle:
+            sock.sendall(b"\x93")  # each starts a frame: a framer exists for each
+        client.send_chunk("still.served", [[event_time(1_700_000_000), {"i": 1}]], "c1")
+        with_idle = rss_kb(agent.proc.pid)
+        for sock in idle:
+            sock.close()
+        for _ in range(5):  # churn
+            batch = [socket.create_connection(("127.0.0.1", agent.port)) for _ in range(500)]
+            for sock in batch:
+                sock.sendall(b"\x93")
+                sock.close()
+        client.send_chunk("after.churn", [[event_time(1_700_000_000), {"i": 2}]], "c2")
+        after = rss_kb(agent.proc.pid)
+        client.close()
+        assert agent.stop() == 0
+    print(f"RSS kB: {before} before, {with_idle} with 1,500 connections mid-frame, {after} after churn")
+    # Before the framer was made lazy: +64 MB with the connections, still +66 MB after the churn.
+    assert with_idle - before < 50_000 and after - before < 20_000
