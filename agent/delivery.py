@@ -196,8 +196,9 @@ class OutputRunner:
         return True
 
     async def _write_dead(self, items: list, stopping: asyncio.Event) -> bool:
-        async def write() -> int:
-            return self.deadletters.write_records(self.name, items)
+        async def write() -> int:  # in a thread: the store's lock and fsync never hold up the loop
+            return await asyncio.get_running_loop().run_in_executor(None, self.deadletters.write_records,
+                                                                    self.name, items)
         n = await self._local_io("write dead letters", write, stopping)
         if n is None:
             return False
@@ -206,7 +207,8 @@ class OutputRunner:
 
     async def _dead_letter(self, batches: list[TagBatch], reason: str, stopping: asyncio.Event) -> bool:
         async def write() -> int:
-            return self.deadletters.write(self.name, reason, batches)
+            return await asyncio.get_running_loop().run_in_executor(None, self.deadletters.write, self.name,
+                                                                    reason, batches)
         n = await self._local_io("write dead letters", write, stopping)
         if n is None:
             return False

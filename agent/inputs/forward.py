@@ -313,6 +313,10 @@ class ForwardConnection(asyncio.Protocol):
             self.server.stats["protocol_errors"] += 1
             self.abort(exc.reason)
             return
+        except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the peer's error: one line
+            self.server.stats["protocol_errors"] += 1
+            self.abort(f"undecodable bytes: {type(exc).__name__}: {exc}")
+            return
         if self._count_buffered(self.decoder.buffered):
             return
         for frame in frames:

@@ -433,6 +433,10 @@ def parse_frame(frame: bytes, now_ns: int, max_decompressed_size: int = DEFAULT_
         raise ProtocolError("message is truncated") from None
     except _MSGPACK_ERRORS as exc:
         raise ProtocolError(f"invalid msgpack in message: {exc}") from None
+    except (TypeError, KeyError, OverflowError, UnicodeError, RecursionError, MemoryError) as exc:
+        # A shape msgpack accepts and the protocol does not (an array as a map key in the
+        # options, say): the peer's error, one line, never an unhandled exception.
+        raise ProtocolError(f"invalid message: {type(exc).__name__}: {exc}"[:300]) from None
 
 
 def _parse_message(u: msgpack.Unpacker, frame: bytes, now_ns: int, max_decompressed: int) -> Frame:

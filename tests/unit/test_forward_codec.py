@@ -291,3 +291,60 @@ def test_arbitrary_bytes_never_raise_anything_but_a_protocol_error(data):
                 entries_of(frame)
     except ProtocolError:
         pass
+
+
+# -- hostile bytes: a ProtocolError or frames, never anything else -------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _real_frames() -> list[bytes]:
+    """Every frame real Fluentd and Fluent Bit senders wrote in the recorded sessions."""
+    import json
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "vectors"
+    streams = [p.read_bytes() for p in sorted(root.rglob("*.c2s.bin"))]
+    for path in sorted(root.glob("fluentd-*/*.json")):
+        doc = json.loads(path.read_text())
+        if isinstance(doc.get("c2s_hex"), str):
+            streams.append(bytes.fromhex(doc["c2s_hex"]))
+    frames = []
+    for stream in streams:
+        unpacker = msgpack.Unpacker(raw=True, max_buffer_size=len(stream) + 1024)
+        unpacker.feed(stream)
+        start = 0
+        while True:
+            try:
+                unpacker.skip()
+            except msgpack.OutOfData:
+                break
+            frames.append(stream[start:unpacker.tell()])
+            start = unpacker.tell()
+    frames.append(pack(["t", [[T, {"a": 1}]], {"chunk": "c", "size": 1}]))
+    return frames
+
+
+FRAMES = _real_frames()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(FRAMES), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+       st.integers(0, 10_000))
+def test_mutated_real_frames_give_frames_or_a_protocol_error_and_nothing_else(frame, flips, cut):
+    data = bytearray(frame)
+    for at, value in flips:
+        if data:
+            data[at % len(data)] = value
+    data = bytes(data[:max(1, cut % (len(data) + 1))])
+    d = fwd.ForwardDecoder(max_frame_size=1 << 20, max_decompressed_size=1 << 20)
+    try:
+        d.feed(data, NOW)
+    except ProtocolError:
+        pass
+
+
+def test_an_array_as_an_option_key_is_a_protocol_error():
+    frame = b"\x93\xa1t" + pack([[T, {"a": 1}]]) + b"\x81\xa1x\x81\x91\x01\x01"  # options {"x": {[1]: 1}}
+    with pytest.raises(ProtocolError, match="invalid message"):
+        fwd.ForwardDecoder().feed(frame, NOW)
