@@ -173,6 +173,9 @@ class ForwardConnection(asyncio.Protocol):
         self._preauth = bytearray()
         self._handshake_timer: asyncio.TimerHandle | None = None
         self.last_data = time.monotonic()
+        self._waiting: deque[bytes] = deque()  # whole frames not yet parsed, in order
+        self._parsing: asyncio.Future | None = None  # a costly frame being parsed in a thread
+        self._eof = False  # the peer is done sending; what it sent is still handled
         self.frame_started: float | None = None  # when the incomplete frame held now began
         self.buffered = 0  # its bytes
 
@@ -308,32 +311,67 @@ class ForwardConnection(asyncio.Protocol):
             self._before_handshake(data)
             return
         try:
-            frames = self.decoder.feed(data, time.time_ns())
+            raw = self.decoder.split(data)
         except ProtocolError as exc:
             self.server.stats["protocol_errors"] += 1
             self.abort(exc.reason)
             return
-        except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the peer's error: one line
-            self.server.stats["protocol_errors"] += 1
-            self.abort(f"undecodable bytes: {type(exc).__name__}: {exc}")
-            return
         if self._count_buffered(self.decoder.buffered):
             return
-        for frame in frames:
-            if self.closing:
+        self._waiting.extend(raw)
+        self._next_frames()
+
+    def _next_frames(self) -> None:
+        """Parse and handle the waiting frames in order. A costly one (compressed, or large) is
+        parsed in a thread while this connection reads nothing more, so that one frame never holds
+        the event loop, and every other connection, for seconds."""
+        while self._waiting and not self.closing and self._parsing is None:
+            frame = self._waiting.popleft()
+            if fwd.costly(frame):
+                self._parsing = asyncio.get_running_loop().run_in_executor(
+                    None, fwd.parse_frame, frame, time.time_ns(), self.cfg.max_decompressed_size)
+                self._parsing.add_done_callback(self._parsed)
+                self.transport.pause_reading()
                 return
-            self._handle(frame)
+            try:
+                parsed = fwd.parse_frame(frame, time.time_ns(), self.cfg.max_decompressed_size)
+            except Exception as exc:  # noqa: BLE001 - ProtocolError, or whatever the bytes did: one line
+                self._undecodable(exc)
+                return
+            self._handle(parsed)
         if self.inflight:
             self._check_pressure()
+        if self._eof and self._done_after_eof() and self.transport is not None:
+            self.transport.close()
+
+    def _parsed(self, future: asyncio.Future) -> None:
+        self._parsing = None
+        if self.closing or future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._undecodable(exc)
+            return
+        self._handle(future.result())
+        if not self.paused and not self.closing and not self._eof:
+            self.transport.resume_reading()
+        self._next_frames()
+
+    def _undecodable(self, exc: BaseException) -> None:
+        self.server.stats["protocol_errors"] += 1
+        self.abort(exc.reason if isinstance(exc, ProtocolError) else f"undecodable bytes: {type(exc).__name__}: {exc}")
 
     def eof_received(self):
         if self.decoder.buffered:
             log.warning("input %s: peer %s: connection closed inside a frame (%d bytes dropped, not acked)",
                         self.server.name, self.peer, self.decoder.buffered)
-        if self.inflight:
-            self.closing = True  # close once the acks of what arrived are out
+        if self.inflight or self._waiting or self._parsing is not None:
+            self._eof = True  # handle what arrived, close once its acks are out
             return True
         return False
+
+    def _done_after_eof(self) -> bool:
+        return (self.closing or self._eof) and not self.inflight and not self._waiting and self._parsing is None
 
     # -- frames ----------------------------------------------------------
 
@@ -407,7 +445,7 @@ class ForwardConnection(asyncio.Protocol):
             if chunk is not None:
                 self._write_ack(chunk)
         self.maybe_resume()
-        if self.closing and not self.inflight and self.transport is not None:
+        if self._done_after_eof() and self.transport is not None:
             self.transport.close()
 
     def _write_ack(self, chunk: bytes) -> None:
@@ -456,7 +494,8 @@ class ForwardConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def maybe_resume(self) -> None:
-        if (self.paused and not self.closing and len(self.inflight) < self.cfg.max_inflight_frames
+        if (self.paused and not self.closing and not self._eof and self._parsing is None
+                and len(self.inflight) < self.cfg.max_inflight_frames
                 and not self.server.journal.is_full() and (self.source_hostname or not self.cfg.source_hostname_key)):
             self.paused = False
             self.transport.resume_reading()

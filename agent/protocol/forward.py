@@ -82,6 +82,40 @@ def ack_bytes(chunk_raw: bytes) -> bytes:
 # Frames
 
 
+COSTLY_FRAME = 1 << 20  # bytes: above this a frame is parsed off the event loop
+MAX_INVALID_ENTRIES = 10_000  # in one frame: past this the frame is hostile, not a sender's slip
+
+
+class Skipped:
+    """Why entries were skipped: the first KEEP reasons and how many in all. A frame of millions
+    of invalid entries costs no memory per entry (each used to keep its own reason)."""
+
+    KEEP = 10
+    __slots__ = ("reasons", "count")
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.count = 0
+
+    def add(self, reason: str, *args) -> None:
+        """One more; ``reason % args`` is formatted only for the ones kept."""
+        self.count += 1
+        if len(self.reasons) < self.KEEP:
+            self.reasons.append(reason % args if args else reason)
+        elif self.count > MAX_INVALID_ENTRIES:
+            raise ProtocolError(f"more than {MAX_INVALID_ENTRIES} invalid entries in one message "
+                                f"(first: {self.reasons[0]})")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> str:
+        return self.reasons[index]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (list, Skipped)) and len(self) == len(other) and self.reasons == list(other)[:self.KEEP]
+
+
 @dataclass(slots=True)
 class EventBatch:
     """The events of one message, canonical and ready for the journal."""
@@ -90,7 +124,7 @@ class EventBatch:
     entries: bytes  # concatenated msgpack [EventTime, map] pairs
     count: int
     chunk: bytes | None = None  # raw msgpack bytes of the chunk option
-    skipped: list[str] = field(default_factory=list)  # one reason per invalid entry
+    skipped: Skipped = field(default_factory=Skipped)  # why invalid entries were left out
     signal: int = SIGNAL_LOGS
     mode: str = "forward"
     size: int = 0  # bytes of the frame on the wire
@@ -177,7 +211,7 @@ def _time_to_ns(value, now_ns: int) -> int | None:
 
 
 def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int = 0,
-                 unpacker: msgpack.Unpacker | None = None) -> tuple[bytes, int, list[str]]:
+                 unpacker: msgpack.Unpacker | None = None) -> tuple[bytes, int, Skipped]:
     """Validate and canonicalize concatenated ``[time, record]`` entries.
 
     ``data`` holds the entries from ``start`` (a packed payload, or a whole
@@ -192,7 +226,7 @@ def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int 
     u = unpacker
     end = len(data)
     pieces: list[bytes] = []
-    skipped: list[str] = []
+    skipped = Skipped()
     good = 0
     run_start = start
     index = 0
@@ -224,7 +258,7 @@ def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int 
                 u.skip()
                 _close_run(pieces, mv, run_start, pos)
                 run_start = u.tell()
-                skipped.append(f"entry {index} is {_kind(b)}, not [time, record]")
+                skipped.add("entry %d is %s, not [time, record]", index, _kind(b))
                 continue
             n = u.read_array_header()
             time_pos = u.tell()
@@ -233,7 +267,7 @@ def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int 
                     u.skip()
                 _close_run(pieces, mv, run_start, pos)
                 run_start = u.tell()
-                skipped.append(f"entry {index} has {n} elements, not [time, record]")
+                skipped.add("entry %d has %d elements, not [time, record]", index, n)
                 continue
             tb = data[time_pos]
             canonical_time = None  # bytes of a rewritten EventTime
@@ -259,12 +293,12 @@ def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int 
             if not _is_map(rb):
                 _close_run(pieces, mv, run_start, pos)
                 run_start = u.tell()
-                skipped.append(f"entry {index}: record is {_kind(rb)}, not a map")
+                skipped.add("entry %d: record is %s, not a map", index, _kind(rb))
                 continue
             if not fast and canonical_time is None:
                 _close_run(pieces, mv, run_start, pos)
                 run_start = u.tell()
-                skipped.append(f"entry {index}: time is {_kind(tb)}, not an EventTime or integer seconds")
+                skipped.add("entry %d: time is %s, not an EventTime or integer seconds", index, _kind(tb))
                 continue
             good += 1
             if fast and n == 2:
@@ -277,17 +311,17 @@ def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int 
         except msgpack.OutOfData:
             _close_run(pieces, mv, run_start, pos)
             run_start = end
-            skipped.append(f"entry {index} is truncated at byte {pos}")
+            skipped.add("entry %d is truncated at byte %d", index, pos)
             break
         except _MSGPACK_ERRORS as exc:
             _close_run(pieces, mv, run_start, pos)
             run_start = end
-            skipped.append(f"entry {index} is not msgpack at byte {pos} ({exc}); rest of the payload dropped")
+            skipped.add("entry %d is not msgpack at byte %d (%s); rest of the payload dropped", index, pos, exc)
             break
         except IndexError:
             _close_run(pieces, mv, run_start, pos)
             run_start = end
-            skipped.append(f"entry {index} is truncated at byte {pos}")
+            skipped.add("entry %d is truncated at byte %d", index, pos)
             break
     stop = u.tell() if count is not None else end
     _close_run(pieces, mv, run_start, min(stop, end))
@@ -381,22 +415,29 @@ class ForwardDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes, now_ns: int) -> list[Frame]:
-        frames: list[Frame] = []
+        """The complete frames in ``data`` (and what came before it), parsed."""
+        return [parse_frame(frame, now_ns, self.max_decompressed_size) for frame in self.split(data)]
+
+    def split(self, data: bytes) -> list[bytes]:
+        """The complete frames in ``data`` (and what came before it), as their bytes."""
+        frames: list[bytes] = []
         for i in range(0, len(data), _FEED_PIECE):
             piece = data[i:i + _FEED_PIECE]
             if self._framer is None:
-                self._framer = msgpack.Unpacker(raw=True, max_buffer_size=self.max_frame_size + 2 * _FEED_PIECE)
+                # read_size: the buffer it starts with (1 MiB when not given), grown as frames need.
+                self._framer = msgpack.Unpacker(raw=True, read_size=16 * 1024,
+                                                max_buffer_size=self.max_frame_size + 2 * _FEED_PIECE)
                 self._base = 0
             self._buf += piece
             self._framer.feed(piece)
-            self._split(frames, now_ns)
+            self._split(frames)
             if len(self._buf) > self.max_frame_size:
                 raise ProtocolError(f"frame larger than max_frame_size ({self.max_frame_size} bytes)")
         if not self._buf:
             self._framer = None  # nothing partial: the next bytes start a new framer
         return frames
 
-    def _split(self, frames: list[Frame], now_ns: int) -> None:
+    def _split(self, frames: list[bytes]) -> None:
         framer = self._framer
         start = self._base
         while True:
@@ -410,12 +451,17 @@ class ForwardDecoder:
             if end - start > self.max_frame_size:
                 raise ProtocolError(f"frame of {end - start} bytes is larger than max_frame_size "
                                     f"({self.max_frame_size} bytes)")
-            frame = bytes(self._buf[start - self._base:end - self._base])
-            frames.append(parse_frame(frame, now_ns, self.max_decompressed_size))
+            frames.append(bytes(self._buf[start - self._base:end - self._base]))
             start = end
         if start > self._base:
             del self._buf[:start - self._base]
             self._base = start
+
+
+def costly(frame: bytes) -> bool:
+    """Would parsing this frame hold a thread for long? A compressed one may inflate to
+    max_decompressed_size of entries, and a large one is many entries to scan."""
+    return len(frame) > COSTLY_FRAME or b"\xaacompressed" in frame[-128:]
 
 
 def parse_frame(frame: bytes, now_ns: int, max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE) -> Frame:

@@ -348,3 +348,17 @@ def test_an_array_as_an_option_key_is_a_protocol_error():
     frame = b"\x93\xa1t" + pack([[T, {"a": 1}]]) + b"\x81\xa1x\x81\x91\x01\x01"  # options {"x": {[1]: 1}}
     with pytest.raises(ProtocolError, match="invalid message"):
         fwd.ForwardDecoder().feed(frame, NOW)
+
+
+def test_millions_of_invalid_entries_cost_no_memory_per_entry_and_end_the_connection():
+    import tracemalloc
+    junk = b"\x00" * (2 << 20)  # two million entries, each a positive fixint, none [time, record]
+    tracemalloc.start()
+    with pytest.raises(ProtocolError, match="more than 10000 invalid entries"):
+        fwd.ForwardDecoder(max_decompressed_size=8 << 20).feed(pack(["t", junk, {"chunk": "c"}]), NOW)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 32 << 20, peak  # copies of the 2 MB payload; a reason per entry was about 150 MB
+    few = pack(["t", b"\x00" * 20 + pack([T, {"a": 1}]), {"chunk": "c"}])
+    [batch] = fwd.ForwardDecoder().feed(few, NOW)
+    assert batch.count == 1 and len(batch.skipped) == 20 and len(batch.skipped.reasons) == 10
