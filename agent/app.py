@@ -14,6 +14,7 @@ next start delivers what the outputs had not.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import gc
 import logging
@@ -28,6 +29,7 @@ from agent.filters import FilterChain
 from agent.inputs import build_input
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
+from agent.log import Summary
 from agent.metrics import Monitor
 from agent.paths import DataPaths
 from agent.replay import ReplayIngest
@@ -36,6 +38,21 @@ from agent.supervisor import DeliveryProcess
 log = logging.getLogger("agent")
 
 COLLECT_INTERVAL = 0.5
+
+
+def _exception_handler(summary: "Summary"):
+    """The loop's own errors, with one that can repeat many times a second summarized: out of
+    descriptors, the loop stops accepting for a moment (asyncio does) and says so once a minute."""
+    def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            held = summary.should_log("emfile")
+            if held is not None:
+                log.error("out of file descriptors (%s): not accepting connections for a moment%s", exc.strerror,
+                          f" ({held} more times since the last line)" if held else "")
+            return
+        loop.default_exception_handler(context)
+    return handle
 
 
 class App:
@@ -93,6 +110,7 @@ class App:
     async def run(self) -> int:
         self._lock()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_exception_handler(Summary(60.0)))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig.name)
         self.journal.recover()

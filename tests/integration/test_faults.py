@@ -161,7 +161,7 @@ def test_shared_key_handshake_and_failures(tmp_path):
         client.send(pack(["t.sneaky", [[T, {"seq": 99}]], {"chunk": "x"}]))
         assert closed_by_peer(client.sock)
         client.close()
-        agent.wait_for_log(r"sent events before the handshake")
+        agent.wait_for_log(r"sent something other than PING before the handshake")
         agent.wait_for_records("seq", set(range(5)))
     assert {l["record"]["seq"] for l in agent.output_lines()} == set(range(5))
     assert "authentication failed: shared_key mismatch" in agent.log()

@@ -265,3 +265,56 @@ def test_a_costly_frame_does_not_hold_up_other_connections(tmp_path):
     p99 = latencies[int(len(latencies) * 0.99) - 1] if len(latencies) > 1 else latencies[0]
     print(f"healthy acks during 3 bombs: {len(latencies)}, p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
     assert len(latencies) > 10 and p99 < 1.0
+
+
+def test_under_a_small_open_file_limit_peers_cannot_take_every_descriptor(tmp_path):
+    import re
+    import resource
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import msgpack
+
+    from agent.protocol import forward as fwd
+    from tests.agentproc import MONITOR, get_json, wait_until
+
+    agent = Agent(tmp_path, MONITOR + forward_input(shared_key="right-key", self_hostname="agent",
+                                                    handshake_timeout="2s") + file_output())
+    with open(agent.log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(agent.config)], cwd=tmp_path,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
+    try:
+        text = wait_until(lambda: "hive-agent ready" in agent.log() and agent.log())
+        port = int(re.search(r"tcp 127\.0\.0\.1:(\d+)", text).group(1))
+        monitor = int(re.search(r"monitor on http \S+:(\d+)", text).group(1))
+        assert "at most 128 connections" in text
+        idle = []
+        for _ in range(300):  # more than the descriptors the agent has
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        time.sleep(0.5)
+        status, body = get_json(monitor, "/health")  # the monitor still has descriptors
+        assert status == 200, body
+        # The unauthenticated ones are gone after handshake_timeout; then a real client is served.
+        wait_until(lambda: "no handshake within handshake_timeout" in agent.log(), timeout=10)
+        time.sleep(1.0)
+        good = ForwardClient(port)
+        helo = fwd.parse_helo(msgpack.unpackb(good.sock.recv(4096), raw=True))
+        good.send(fwd.ping(helo, hostname=b"game-1", shared_key=b"right-key", salt=b"s" * 16))
+        assert msgpack.unpackb(good.sock.recv(4096))[1] is True
+        good.send_chunk("game.purchase", [[event_time(1_700_000_000), {"ok": 1}]], "c1")
+        good.close()
+        for sock in idle:
+            sock.close()
+        agent.proc = proc
+        agent.wait_for_output(1)
+        assert agent.stop() == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
