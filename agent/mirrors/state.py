@@ -45,7 +45,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
     game TEXT NOT NULL, scope TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
     appsflyer_id TEXT, advertising_id TEXT, idfa TEXT, idfv TEXT, att INTEGER, updated_ns INTEGER,
-    PRIMARY KEY (game, scope, kind, id));
+    PRIMARY KEY (game, kind, id, scope));
 CREATE TABLE IF NOT EXISTS delivered (
     vendor TEXT NOT NULL, app TEXT NOT NULL, key TEXT NOT NULL, at_ns INTEGER NOT NULL,
     PRIMARY KEY (vendor, app, key)) WITHOUT ROWID;
@@ -128,7 +128,7 @@ class MirrorState:
             for kind, ident in keys:
                 self.db.execute(
                     f"INSERT INTO identities (game, scope, kind, id, {cols}, updated_ns) "
-                    f"VALUES (?, ?, ?, ?, {marks}, ?) ON CONFLICT (game, scope, kind, id) "
+                    f"VALUES (?, ?, ?, ?, {marks}, ?) ON CONFLICT (game, kind, id, scope) "
                     f"DO UPDATE SET {updates}, updated_ns = excluded.updated_ns",
                     (game, scope, kind, ident, *values.values(), now))
         return True
@@ -138,15 +138,17 @@ class MirrorState:
         did (which wins); of the platform, then of the app (which wins). Only those of its
         platform are returned."""
         found: dict = {}
+        keys = [(kind, str(ident)) for kind, ident in (("uid", uid), ("did", did)) if ident not in (None, "")]
+        if not keys:
+            return found
         scopes = (f"platform:{platform}", f"app:{app_id}")
-        for kind, ident in (("uid", uid), ("did", did)):
-            if ident in (None, ""):
-                continue
-            rows = self.db.execute(f"SELECT scope, {', '.join(ID_FIELDS)} FROM identities WHERE game = ? "
-                                   f"AND kind = ? AND id = ? AND scope IN (?, ?)",
-                                   (game, kind, str(ident), *scopes)).fetchall()
-            for row in sorted(rows, key=lambda r: scopes.index(r[0])):
-                found.update({k: v for k, v in zip(ID_FIELDS, row[1:]) if v is not None})
+        # One query for both: the primary key (game, kind, id, scope) answers each in one seek.
+        where = " OR ".join("(kind = ? AND id = ?)" for _ in keys)
+        rows = self.db.execute(f"SELECT kind, scope, {', '.join(ID_FIELDS)} FROM identities WHERE game = ? "
+                               f"AND ({where}) AND scope IN (?, ?)",
+                               (game, *(v for key in keys for v in key), *scopes)).fetchall()
+        for row in sorted(rows, key=lambda r: (r[0] == "did", scopes.index(r[1]))):  # uid, then did
+            found.update({k: v for k, v in zip(ID_FIELDS, row[2:]) if v is not None})
         allowed = PLATFORM_IDS.get(platform, frozenset())
         return {k: v for k, v in found.items() if k in allowed}
 
