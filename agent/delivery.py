@@ -38,6 +38,7 @@ POLL_MIN = 0.005
 POLL_MAX = 0.1
 LOCAL_IO_RETRY_MAX = 30.0  # seconds between tries of the loop's own disk writes
 
+
 class OutputRunner:
     def __init__(self, cfg, output: Output, journal_dir: Path, cursors: CursorStore,
                  deadletters: DeadLetterStore, *, commit_interval: float = 0.2):
