@@ -468,7 +468,8 @@ class ForwardConnection(asyncio.Protocol):
         held = self.server.failures.should_log((self.peer_host, "auth"))
         if held is not None:
             log.warning("input %s: peer %s (%s): authentication failed: %s%s", self.server.name, self.peer,
-                        peer_text(ping.hostname), reason, f" (and {held} more times since the last line)" if held else "")
+                        peer_text(ping.hostname), reason,
+                        f" (and {held} more times since the last line)" if held else "")
         self.closing = True
         self.transport.close()  # after the PONG is written
 
@@ -519,8 +520,8 @@ class ForwardConnection(asyncio.Protocol):
             return
         held = self.server.failures.should_log((self.peer_host, re.sub(r"\d+", "N", reason)[:60]))
         if held is not None:
-            log.error("input %s: peer %s: closing connection: %s%s", self.server.name, self.peer, peer_text(reason, 300),
-                      f" (and {held} more connections since the last line)" if held else "")
+            log.error("input %s: peer %s: closing connection: %s%s", self.server.name, self.peer,
+                      peer_text(reason, 300), f" (and {held} more connections since the last line)" if held else "")
         self.closing = True
         self.transport.abort()
 

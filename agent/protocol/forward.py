@@ -113,7 +113,8 @@ class Skipped:
         return self.reasons[index]
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, (list, Skipped)) and len(self) == len(other) and self.reasons == list(other)[:self.KEEP]
+        return (isinstance(other, (list, Skipped)) and len(self) == len(other)
+                and self.reasons == list(other)[:self.KEEP])
 
 
 @dataclass(slots=True)

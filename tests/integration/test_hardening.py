@@ -164,7 +164,6 @@ def rss_kb(pid: int) -> int:
 
 def test_connections_are_bounded_in_number_time_and_bytes(tmp_path):
     import socket
-    import time
 
     import msgpack
 
