@@ -14,6 +14,7 @@ second-resolution prefix cached, and the whole batch is written by one
 from __future__ import annotations
 
 import struct
+import sys
 import time
 
 import msgpack
@@ -36,9 +37,39 @@ def _ext_hook(code: int, data: bytes):
 _decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
 
 
+# Records nest as deep as msgpack's own unpacker allows (1,024 levels: ingest skips each record
+# with it); rendering them recurses once a level, so the delivery process allows more than that.
+RENDER_RECURSION_LIMIT = 4000
+
+
+def allow_deep_records() -> None:
+    if sys.getrecursionlimit() < RENDER_RECURSION_LIMIT:
+        sys.setrecursionlimit(RENDER_RECURSION_LIMIT)
+
+
+def _pairs(pairs: list) -> dict:
+    """A map whose keys msgpack gives as lists or maps (JSON and Python dicts have no such keys):
+    each such key becomes its JSON text."""
+    out = {}
+    for key, value in pairs:
+        try:
+            out[key] = value
+        except TypeError:
+            out[_key_text(key)] = value
+    return out
+
+
+def _key_text(key) -> str:
+    try:
+        return orjson.dumps(key, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return repr(key)
+
+
 def _lenient(payload: bytes, ext_hook) -> list:
     """msgspec is strict (UTF-8 strings, plain keys); msgpack takes what senders send."""
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace", ext_hook=ext_hook)
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace", ext_hook=ext_hook,
+                           object_pairs_hook=_pairs)
 
 
 def _tag_and_entries(decoded: list) -> tuple[str, list]:
@@ -122,18 +153,32 @@ class LineRenderer:
         try:
             return self._encoder.encode_lines(lines)
         except (TypeError, ValueError, UnicodeEncodeError, OverflowError):
-            return b"".join(orjson.dumps({"tag": line.tag, "time": line.time, "record": _sanitize(line.record)},
-                                         default=_json_default, option=_DUMPS_OPTIONS) + b"\n" for line in lines)
+            return b"".join(to_json({"tag": line.tag, "time": line.time, "record": line.record}) + b"\n"
+                            for line in lines)
+
+
+_json_encoder = msgspec.json.Encoder(enc_hook=lambda v: _json_default(v))
+
+
+def to_json(value) -> bytes:
+    """JSON for anything a record may hold: orjson, or, for what it refuses (nesting past 255
+    levels, odd keys, huge integers, lone surrogates), the sanitized value through msgspec."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=_DUMPS_OPTIONS)
+    except TypeError:
+        return _json_encoder.encode(_sanitize(value))
 
 
 def _sanitize(value):
     """Last resort for records the encoder refuses (lone surrogates, odd keys, huge ints)."""
     if isinstance(value, dict):
-        return {str(k): _sanitize(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else _key_text(k): _sanitize(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_sanitize(v) for v in value]
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")  # as orjson's default writes them
     if isinstance(value, int) and not -(1 << 63) <= value < (1 << 64):
         return str(value)
     return value

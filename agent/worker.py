@@ -27,6 +27,7 @@ import orjson
 
 from agent.config import AgentConfig
 from agent.deadletter import DeadLetterStore
+from agent.event import allow_deep_records
 from agent.fsutil import atomic_write
 from agent.delivery import OutputRunner
 from agent.journal.cursor import CursorStore
@@ -56,6 +57,7 @@ async def _report(paths: DataPaths, runners, group: int) -> None:
 
 
 async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int = 0) -> int:
+    allow_deep_records()  # every record ingest took renders in every output format
     paths = DataPaths(cfg.agent.data_dir)
     cursors = CursorStore(paths.cursors)
     deadletters = DeadLetterStore(paths.deadletter)

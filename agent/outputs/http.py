@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 
 from agent.component import DeadRecord, Outcome, Output, TagBatch
+from agent.event import to_json
 from agent.hive.records import render
 from agent.hive.times import KST_OFFSET, parse_timezone, timezone_missing
 
@@ -75,7 +76,7 @@ class HttpOutput(Output):
         for batch in batches:
             for time_ns, record, body in hive_records(batch, self.cfg.key_style):
                 app = str(record.get("app_id", self.cfg.default_app_id or ""))
-                groups.setdefault(app, []).append((batch.tag, time_ns, record, orjson.dumps(body)))
+                groups.setdefault(app, []).append((batch.tag, time_ns, record, to_json(body)))
         for app, items in groups.items():
             chunk, size = [], 0
             for item in items:

@@ -362,3 +362,9 @@ def test_millions_of_invalid_entries_cost_no_memory_per_entry_and_end_the_connec
     few = pack(["t", b"\x00" * 20 + pack([T, {"a": 1}]), {"chunk": "c"}])
     [batch] = fwd.ForwardDecoder().feed(few, NOW)
     assert batch.count == 1 and len(batch.skipped) == 20 and len(batch.skipped.reasons) == 10
+
+
+def test_nesting_past_msgpacks_own_limit_is_a_skipped_entry_and_the_frame_stands():
+    deep = b"\x92" + pack(T) + b"\x81\xa1k" * 2000 + b"\xc0"  # 2,000 levels; msgpack stops at 1,024
+    [batch] = fwd.ForwardDecoder().feed(pack(["t", pack([T, {"ok": 1}]) + deep, {"chunk": "c"}]), NOW)
+    assert batch.count == 1 and len(batch.skipped) == 1 and "not msgpack" in batch.skipped[0]

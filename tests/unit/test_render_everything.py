@@ -1,0 +1,73 @@
+"""Whatever ingest acknowledges renders in every output format: JSON lines (raw, snake, camel),
+Hive's HTTP records, and Forward's msgpack. Fed with frames real senders wrote, mutated, and with
+hand-built records at the edges of what msgpack allows."""
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.component import TagBatch
+from agent.errors import ProtocolError
+from agent.event import LineRenderer, allow_deep_records, to_json
+from agent.hive.records import in_key_style, render
+from agent.journal.record import batch_payload
+from agent.outputs.http import hive_records
+from agent.protocol import forward as fwd
+from tests.unit.test_forward_codec import FRAMES, NOW, T, pack
+from tests.wire import event_time
+
+
+def _deep(depth: int) -> bytes:
+    return b"\x81\xa1k" * depth + b"\xc0"  # {"k": {"k": ... nil}}
+
+
+def _entry(record_bytes: bytes) -> bytes:
+    return b"\x92" + pack(event_time(T)) + record_bytes
+
+
+EDGES = [
+    _entry(_deep(1000)),  # msgspec and orjson refuse this deep; msgpack takes up to 1,024
+    _entry(b"\x82\x91\x01\xa1a\x81\x01\x02\xa1b"),  # {[1]: "a", {1: 2}: "b"}: keys JSON has no form for
+    _entry(b"\x83\xc4\x02\xff\xfe\x01\x01\x02\xcf\xff\xff\xff\xff\xff\xff\xff\xff\xa1x\xa2\xff\xfe"),  # bin key, int key, huge int, bad UTF-8
+    _entry(b"\x81\xa1e\xd4\x05\x01"),  # an ext type as a value
+    _entry(b"\x80"),
+]
+EDGE_FRAMES = [pack(["edge.tag", b"".join(EDGES), {"chunk": "e"}])] + [pack(["edge.one", e, {}]) for e in EDGES]
+
+
+def render_everywhere(tag: str, entries: bytes, count: int) -> None:
+    payload = batch_payload(tag, entries, count)
+    LineRenderer().render(TagBatch(tag, payload=payload))
+    for style in ("raw", "snake", "camel"):
+        batch = TagBatch(tag, payload=payload)
+        LineRenderer().render(in_key_style(batch, style))
+        for _, _, body in hive_records(TagBatch(tag, payload=payload), style):
+            to_json(body)
+        packer = msgpack.Packer(unicode_errors="surrogateescape")
+        for _, record in TagBatch(tag, payload=payload).entries:
+            packer.pack(render(record, style))
+
+
+def test_records_at_the_edges_of_msgpack_render_everywhere():
+    allow_deep_records()
+    for frame in EDGE_FRAMES:
+        [batch] = fwd.ForwardDecoder().feed(frame, NOW)
+        assert batch.count >= 1, batch.skipped.reasons
+        render_everywhere(batch.tag, batch.entries, batch.count)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(FRAMES + EDGE_FRAMES), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
+                                                       max_size=6))
+def test_every_record_of_a_mutated_real_frame_that_ingest_takes_renders_everywhere(frame, flips):
+    allow_deep_records()
+    data = bytearray(frame)
+    for at, value in flips:
+        data[at % len(data)] = value
+    try:
+        frames = fwd.ForwardDecoder(max_frame_size=1 << 20, max_decompressed_size=1 << 20).feed(bytes(data), NOW)
+    except ProtocolError:
+        return
+    for batch in frames:
+        if isinstance(batch, fwd.EventBatch) and batch.count:
+            render_everywhere(batch.tag, batch.entries, batch.count)
