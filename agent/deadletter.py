@@ -9,8 +9,9 @@ store into a spool file under ``<data_dir>/replay/``; the running agent (or
 the next one to start) journals them again, for that one output only (or,
 for a filter's dead letters, through the filters again), and deletes the
 spool file once the journal has them. Every change to a dead-letter file
-holds one lock file, so the delivery process appending and the CLI taking
-lines out never lose each other's lines.
+holds that file's lock, so the delivery process appending and the CLI taking
+lines out never lose each other's lines, and writers of different files never
+wait for each other.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class DeadLetterStore:
         return self.directory / f"{safe_name(source)}.jsonl"
 
     @contextmanager
-    def _locked(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    def _locked(self, source: str):
+        """One lock per source's file: the delivery processes and the main process, each writing
+        its own sources' dead letters, never wait for each other; only a replay of that source does."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.directory / f".{safe_name(source)}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -102,7 +105,7 @@ class DeadLetterStore:
 
     def _append(self, source: str, lines: list[bytes]) -> None:
         lines = [scrub_line(line) for line in lines]  # a destination that echoed our credentials
-        with self._locked():
+        with self._locked(source):
             fd = os.open(self.path(source), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 data = memoryview(b"".join(lines))
@@ -138,7 +141,7 @@ class DeadLetterStore:
 
     def take_for_replay(self, source: str, reason: str | None = None) -> tuple[int, Path | None]:
         """Move the lines of ``source`` (whose reason contains ``reason``) into a spool file."""
-        with self._locked():
+        with self._locked(source):
             lines = self.read(source)
             chosen = [l for l in lines if reason is None or reason in l["reason"]]
             if not chosen:
