@@ -31,7 +31,16 @@ _EVENT_TIME = struct.Struct(">II")
 def _ext_hook(code: int, data: bytes):
     if code == EVENT_TIME_EXT and len(data) == 8:
         return unpack_event_time(data)
-    return msgpack.ExtType(code, data)
+    return other_ext(code, data)
+
+
+def other_ext(code: int, data) -> object:
+    """An ext value other than EventTime, as a record holds it. msgpack's ExtType takes only the
+    application codes 0-127; a reserved negative one (a sender's, or a flipped byte) is kept as
+    the same {"ext", "data"} the JSON renderers write."""
+    if 0 <= code <= 127:
+        return msgpack.ExtType(code, bytes(data))
+    return {"ext": code, "data": bytes(data).hex()}
 
 
 _decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
@@ -100,6 +109,8 @@ def _json_default(value):
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, msgpack.ExtType):
         return {"ext": value.code, "data": value.data.hex()}
+    if isinstance(value, msgpack.Timestamp):  # msgpack's own ext type -1
+        return {"timestamp_ns": value.to_unix_nano()}
     raise TypeError
 
 
@@ -113,8 +124,8 @@ class _Line(msgspec.Struct):
 
 
 def _enc_hook(value):
-    if isinstance(value, msgpack.ExtType):
-        return {"ext": value.code, "data": value.data.hex()}
+    if isinstance(value, (msgpack.ExtType, msgpack.Timestamp)):
+        return _json_default(value)
     raise NotImplementedError
 
 
@@ -128,7 +139,7 @@ class LineRenderer:
 
         def time_hook(code: int, data: bytes):
             if code != EVENT_TIME_EXT or len(data) != 8:
-                return msgpack.ExtType(code, data)
+                return other_ext(code, data)
             seconds, nanos = unpack(data)
             stamp = stamps.get(seconds)
             if stamp is None:
@@ -152,12 +163,20 @@ class LineRenderer:
         lines = [_Line(tag, t, r) for t, r in entries]
         try:
             return self._encoder.encode_lines(lines)
-        except (TypeError, ValueError, UnicodeEncodeError, OverflowError):
+        except (TypeError, ValueError, UnicodeEncodeError, OverflowError, NotImplementedError):
             return b"".join(to_json({"tag": line.tag, "time": line.time, "record": line.record}) + b"\n"
                             for line in lines)
 
 
-_json_encoder = msgspec.json.Encoder(enc_hook=lambda v: _json_default(v))
+def _any_default(value):
+    """The last resort's hook: a value of a type JSON has no form for is written as its repr."""
+    try:
+        return _json_default(value)
+    except TypeError:
+        return repr(value)
+
+
+_json_encoder = msgspec.json.Encoder(enc_hook=_any_default)
 
 
 def to_json(value) -> bytes:

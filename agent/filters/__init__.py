@@ -13,6 +13,7 @@ import msgpack
 import msgspec
 
 from agent.component import Filter
+from agent.event import other_ext
 from agent.protocol.forward import array_items
 from agent.routing import compile_pattern
 
@@ -86,7 +87,7 @@ def _decode(entries: bytes, count: int) -> list:
         return _decoder.decode(b"\xdd" + count.to_bytes(4, "big") + entries)
     except (msgspec.DecodeError, ValueError):
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape",
-                                    max_buffer_size=max(len(entries), 1024))
+                                    max_buffer_size=max(len(entries), 1024), ext_hook=other_ext)
         unpacker.feed(entries)
         return list(unpacker)
 

@@ -16,6 +16,8 @@ from agent.protocol import forward as fwd
 from tests.unit.test_forward_codec import FRAMES, NOW, T, pack
 from tests.wire import event_time
 
+allow_deep_records()  # as the delivery process does at start (not inside a hypothesis test: it resets it)
+
 
 def _deep(depth: int) -> bytes:
     return b"\x81\xa1k" * depth + b"\xc0"  # {"k": {"k": ... nil}}
@@ -49,18 +51,21 @@ def render_everywhere(tag: str, entries: bytes, count: int) -> None:
 
 
 def test_records_at_the_edges_of_msgpack_render_everywhere():
-    allow_deep_records()
     for frame in EDGE_FRAMES:
         [batch] = fwd.ForwardDecoder().feed(frame, NOW)
         assert batch.count >= 1, batch.skipped.reasons
         render_everywhere(batch.tag, batch.entries, batch.count)
 
 
+# Hypothesis caps the recursion limit while it runs a test, below what rendering 1,000 levels needs:
+# the deepest records are the deterministic test's above.
+SHALLOW_EDGES = [f for f in EDGE_FRAMES if _deep(100) not in f]
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(FRAMES + EDGE_FRAMES), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
+@given(st.sampled_from(FRAMES + SHALLOW_EDGES), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
                                                        max_size=6))
 def test_every_record_of_a_mutated_real_frame_that_ingest_takes_renders_everywhere(frame, flips):
-    allow_deep_records()
     data = bytearray(frame)
     for at, value in flips:
         data[at % len(data)] = value
