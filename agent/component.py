@@ -7,6 +7,8 @@ import enum
 import errno
 from dataclasses import dataclass, field
 
+import aiohttp
+
 class SendResult(enum.Enum):
     OK = "ok"
     RETRY = "retry"  # temporary: try again after a backoff
@@ -20,11 +22,15 @@ class SendResult(enum.Enum):
 _CAUSED_BY_RECORDS = {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.EISDIR, errno.ENOTDIR, errno.ELOOP}
 
 
+# What a network or the machine does, whatever the records: worth a retry, never a split.
+_TRANSIENT = (asyncio.TimeoutError, asyncio.CancelledError, MemoryError, EOFError, aiohttp.ClientError)
+
+
 def caused_by_records(exc: BaseException) -> bool:
     """Is this failure the records' own, so that the same records would fail the same way again?"""
     if isinstance(exc, OSError):
         return exc.errno in _CAUSED_BY_RECORDS
-    return not isinstance(exc, (asyncio.TimeoutError, asyncio.CancelledError, MemoryError))
+    return not isinstance(exc, _TRANSIENT)
 
 
 # A record an output could not deliver while the rest went: (tag, time_ns, record, reason).
