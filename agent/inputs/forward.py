@@ -19,6 +19,7 @@ owns the sockets. Per connection:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import logging
 import os
@@ -39,8 +40,12 @@ from agent.protocol import forward as fwd
 
 log = logging.getLogger("agent.input.forward")
 
-PING_PREFIX = b"\x96\xa4PING"  # ["PING", hostname, salt, digest, username, password]: a fixarray of 6
+# ["PING", hostname, salt, digest, username, password]: a fixarray of 6, "PING" as a fixstr (or a str8)
+PING_PREFIXES = (b"\x96\xa4PING", b"\x96\xd9\x04PING")
 PREAUTH_LIMIT = 64 * 1024  # a PING is a few hundred bytes
+# Costly frames are parsed one at a time, off the event loop: each may inflate to
+# max_decompressed_size, so a thread each would multiply that by the pool's size.
+_COSTLY_PARSER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward-parse")
 
 UDP_HEARTBEAT_MAX = 128
 FD_RESERVE = 128  # descriptors kept for the journal, the monitor, the delivery process and the tail
@@ -228,8 +233,7 @@ class ForwardConnection(asyncio.Protocol):
         else is buffered past PREAUTH_LIMIT, decompressed or scanned."""
         buf = self._preauth
         buf += data
-        head = bytes(buf[:len(PING_PREFIX)])
-        if not PING_PREFIX.startswith(head):
+        if not any(prefix.startswith(bytes(buf[:len(prefix)])) for prefix in PING_PREFIXES):
             self.server.stats["protocol_errors"] += 1
             self.abort("sent something other than PING before the handshake (shared_key is set)")
             return
@@ -329,7 +333,7 @@ class ForwardConnection(asyncio.Protocol):
             frame = self._waiting.popleft()
             if fwd.costly(frame):
                 self._parsing = asyncio.get_running_loop().run_in_executor(
-                    None, fwd.parse_frame, frame, time.time_ns(), self.cfg.max_decompressed_size)
+                    _COSTLY_PARSER, fwd.parse_frame, frame, time.time_ns(), self.cfg.max_decompressed_size)
                 self._parsing.add_done_callback(self._parsed)
                 self.transport.pause_reading()
                 return

@@ -489,7 +489,8 @@ def parse_frame(frame: bytes, now_ns: int, max_decompressed_size: int = DEFAULT_
 def _parse_message(u: msgpack.Unpacker, frame: bytes, now_ns: int, max_decompressed: int) -> Frame:
     n = u.read_array_header()
     tag_byte = frame[u.tell()]
-    if n == 6 and tag_byte == 0xA4 and frame[u.tell() + 1:u.tell() + 5] == b"PING":
+    at = u.tell()
+    if n == 6 and (frame[at:at + 5] == b"\xa4PING" or frame[at:at + 6] == b"\xd9\x04PING"):  # fixstr or str8
         u.skip()
         fields = [u.unpack() for _ in range(5)]
         if not all(isinstance(f, bytes) for f in fields):

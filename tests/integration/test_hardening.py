@@ -317,3 +317,20 @@ def test_under_a_small_open_file_limit_peers_cannot_take_every_descriptor(tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_ping_whose_command_is_a_str8_is_still_a_ping(tmp_path):
+    import msgpack
+
+    from agent.protocol import forward as fwd
+    with Agent(tmp_path, forward_input(shared_key="right-key", self_hostname="agent") + file_output()) as agent:
+        client = ForwardClient(agent.port)
+        helo = fwd.parse_helo(msgpack.unpackb(client.sock.recv(4096), raw=True))
+        ping = fwd.ping(helo, hostname=b"game-1", shared_key=b"right-key", salt=b"s" * 16)
+        assert ping.startswith(b"\x96\xa4PING")
+        client.send(b"\x96\xd9\x04PING" + ping[6:])  # the same PING from an encoder that prefers str8
+        assert msgpack.unpackb(client.sock.recv(4096))[1] is True
+        client.send_chunk("game.purchase", [[event_time(1_700_000_000), {"ok": 1}]], "c1")
+        client.close()
+        agent.wait_for_output(1)
+        assert agent.stop() == 0
