@@ -80,7 +80,9 @@ def recover_segment(path: Path, seq: int, quarantine: Path | None = None) -> Seg
         if resume is None:
             break  # nothing whole after it: a torn tail
         _set_aside(path, data, valid, resume, reason, quarantine or path.parent.parent / "quarantine")
-        data = data[:valid] + filler_record(resume - valid) + data[resume:]
+        if not isinstance(data, bytearray):
+            data = bytearray(data)  # one copy for the segment, not one per damaged place
+        data[valid:resume] = filler_record(resume - valid)
         moved += resume - valid
         regions += 1
         valid = resume
