@@ -111,7 +111,9 @@ class MirrorState:
     def learn(self, game: str, record: dict) -> bool:
         """Store what an identity record says; False if it names no did/uid, no identifier, or
         neither an app nor a platform (nor an identifier that only one platform has)."""
-        values = {k: record.get(k) for k in ID_FIELDS if record.get(k) not in (None, "")}
+        # Identifiers are text (att a code): a map or a list from a sender is its text too, never a
+        # value SQLite refuses in the middle of a batch.
+        values = {k: v if k == "att" else str(v) for k in ID_FIELDS if (v := record.get(k)) not in (None, "")}
         if "att" in values:
             values["att"] = att_code(values["att"])
             if values["att"] is None:
