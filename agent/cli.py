@@ -6,12 +6,10 @@ import argparse
 import asyncio
 import os
 import sys
-
-from agent import secrets
-from agent.secrets import redact_url
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, secrets
+from agent.secrets import redact_url
 from agent.errors import ConfigError
 
 DEFAULT_CONFIG = "conf/agent.toml"

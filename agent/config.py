@@ -21,6 +21,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       ValidationError, field_validator, model_validator)
 
 from agent.errors import ConfigError
+from agent.hive.records import REFUND_VALUES
 from agent.routing import compile_pattern
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -302,7 +303,7 @@ class HiveFilterConfig(Strict):
     dedup_window: Duration = 7 * 86400.0
     # The field that marks a record as the refund of a purchase (same transaction_id).
     refund_field: str = "refund"
-    refund_values: list[Any] = [True, 1, "1", "Y", "y", "true"]
+    refund_values: list[Any] = list(REFUND_VALUES)
 
 
 FilterConfig = Annotated[Union[RecordTransformerConfig, HiveFilterConfig], Field(discriminator="type")]
@@ -448,7 +449,7 @@ class MirrorOutputBase(OutputBase):
     timeout: Interval = 10.0
     mirror_test_purchases: bool = False
     refund_field: str = "refund"
-    refund_values: list[Any] = [True, 1, "1", "Y", "y", "true"]
+    refund_values: list[Any] = list(REFUND_VALUES)
     identity_match: MatchPattern = "ha2union.game.*.device_ids"
     delivered_retention: Duration = 30 * 86400.0
     # A batch's requests go out together and the next batch waits for the last answer:

@@ -197,25 +197,25 @@ class OutputRunner:
         return True
 
     async def _write_dead(self, items: list, stopping: asyncio.Event) -> bool:
-        async def write() -> int:  # in a thread: the store's lock and fsync never hold up the loop
-            return await asyncio.get_running_loop().run_in_executor(None, self.deadletters.write_records,
-                                                                    self.name, items)
-        n = await self._local_io("write dead letters", write, stopping)
-        if n is None:
-            return False
-        self.stats["dead_lettered"] += n
-        return True
+        """Dead-letter the records the destination refused: (tag, time_ns, record, reason)."""
+        return await self._to_dead_letters(stopping, self.deadletters.write_records, self.name, items) is not None
 
     async def _dead_letter(self, batches: list[TagBatch], reason: str, stopping: asyncio.Event) -> bool:
-        async def write() -> int:
-            return await asyncio.get_running_loop().run_in_executor(None, self.deadletters.write, self.name,
-                                                                    reason, batches)
-        n = await self._local_io("write dead letters", write, stopping)
+        n = await self._to_dead_letters(stopping, self.deadletters.write, self.name, reason, batches)
         if n is None:
             return False
-        self.stats["dead_lettered"] += n
         log.error("output %s: %d records dead-lettered: %s", self.name, n, reason)
         return True
+
+    async def _to_dead_letters(self, stopping: asyncio.Event, write, *args) -> int | None:
+        """How many records ``write`` put in the store; None when stopping came first. In a
+        thread: the store's lock and fsync never hold up the loop."""
+        async def action() -> int:
+            return await asyncio.get_running_loop().run_in_executor(None, write, *args)
+        n = await self._local_io("write dead letters", action, stopping)
+        if n is not None:
+            self.stats["dead_lettered"] += n
+        return n
 
 
 def _halves(batches: list[TagBatch]) -> tuple[list[TagBatch], list[TagBatch]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import orjson
 
@@ -36,7 +37,6 @@ class Summary:
     back are counted into the next one."""
 
     def __init__(self, interval: float = 60.0, clock=None):
-        import time
         self.interval = interval
         self.clock = clock or time.monotonic
         self._last: dict = {}

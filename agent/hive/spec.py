@@ -54,6 +54,7 @@ class Field:
     case: Literal["upper", "lower"] | None = None  # a coercion the sources need ("us" → "US")
     known: Callable[[str], bool] | None = None  # an open code list: outside it is an advisory
     advised_length: int | None = None  # a limit the seed's description gives below the type's
+    escapes_lost: bool = False  # free text where a "\uXXXX" that lost its backslash is worth a word
 
     @property
     def camel(self) -> str:
@@ -85,7 +86,7 @@ class Field:
             return "unknown_code", f"not a known {self.name} code"
         if self.advised_length is not None and len(value) > self.advised_length:
             return "longer_than_advised", f"the spec advises at most {self.advised_length} characters"
-        if self.name == "product_name" and ESCAPE_LOST.match(value):
+        if self.escapes_lost and ESCAPE_LOST.match(value):
             return "escape_lost", "looks like a \\uXXXX escape that lost its backslash"
         return None
 
@@ -115,7 +116,7 @@ FIELDS: tuple[Field, ...] = (
     F("client_ip", "string", 15, pattern=IPV4),
     F("transaction_id", "string", 512, mirror=True),
     F("product_id", "string", 512),
-    F("product_name", "string", 128, advised_length=20),
+    F("product_name", "string", 128, advised_length=20, escapes_lost=True),
     F("product_price", "float", mirror=True),
     F("currency", "string", 3, pattern=r"^[A-Z]{3}$", case="upper", known=codes.known_currency, mirror=True),
     F("quantity", "int"),
@@ -149,7 +150,7 @@ SPEC_FIELDS: tuple[str, ...] = tuple(BY_NAME)
 SPEC_SET = frozenset(SPEC_FIELDS)
 MIRROR_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.mirror)
 INTEGER_FIELDS = frozenset(f.name for f in FIELDS if f.integer)
-ADVISED_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.known or f.advised_length or f.name == "product_name")
+ADVISED_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.known or f.advised_length or f.escapes_lost)
 CAMEL_NAMES: dict[str, str] = {f.name: f.camel for f in FIELDS}
 
 REQUIRED: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
