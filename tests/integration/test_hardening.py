@@ -334,3 +334,19 @@ def test_a_ping_whose_command_is_a_str8_is_still_a_ping(tmp_path):
         client.close()
         agent.wait_for_output(1)
         assert agent.stop() == 0
+
+
+def test_a_record_with_a_key_that_is_not_a_string_is_refused_and_never_holds_up_the_rest(tmp_path):
+    # Found by fuzzing: {[1]: "x"} was acknowledged; the file output then failed on it and
+    # retried, so the records behind it never arrived.
+    with Agent(tmp_path, forward_input() + file_output()) as agent:
+        client = ForwardClient(agent.port)
+        t = event_time(1_700_000_000)
+        good = [pack([t, {"i": i}]) for i in range(20)]
+        bad = b"\x92" + pack(t) + b"\x81\x91\x01\xa1x"
+        client.send(pack(["t", b"".join(good[:10]) + bad + b"".join(good[10:]), {"chunk": "c1"}]))
+        assert client.recv_object() == {"ack": "c1"}
+        client.close()
+        assert sorted(line["record"]["i"] for line in agent.wait_for_output(20)) == list(range(20))
+        agent.wait_for_log(r"skipped 1 invalid entries: .*a key of its record is not a string")
+        assert agent.stop() == 0

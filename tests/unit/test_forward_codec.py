@@ -368,3 +368,23 @@ def test_nesting_past_msgpacks_own_limit_is_a_skipped_entry_and_the_frame_stands
     deep = b"\x92" + pack(T) + b"\x81\xa1k" * 2000 + b"\xc0"  # 2,000 levels; msgpack stops at 1,024
     [batch] = fwd.ForwardDecoder().feed(pack(["t", pack([T, {"ok": 1}]) + deep, {"chunk": "c"}]), NOW)
     assert batch.count == 1 and len(batch.skipped) == 1 and "not msgpack" in batch.skipped[0]
+
+
+@pytest.mark.parametrize("mode", ["forward", "packed_forward", "message"])
+def test_a_record_whose_own_keys_are_not_all_strings_is_a_skipped_entry(mode):
+    # Found by fuzzing: {[1]: "x"} was acknowledged, then no output could write it.
+    bad_records = [b"\x82\xa1a\x01\x91\x01\xa1x", b"\x81\x01\x02", b"\x81\xc4\x01k\x02", b"\x81\xc0\x02"]
+    nested_ok = b"\x81\xa1n\x81\x01\x02"  # {"n": {1: 2}}: inside a record any key goes; JSON renders it
+    for bad in bad_records:
+        records = [b"\x81\xa1a\x01", bad, nested_ok, b"\x81\xa2\xff\xfe\x01"]  # the last: a non-UTF-8 key
+        entries = [b"\x92" + pack(event_time(T)) + r for r in records]
+        if mode == "forward":
+            frame = b"\x93\xa1t\x94" + b"".join(entries) + pack({"chunk": "c"})
+        elif mode == "packed_forward":
+            frame = b"\x93\xa1t" + pack(b"".join(entries)) + pack({"chunk": "c"})
+        else:
+            frame = b"\x94\xa1t" + pack(event_time(T)) + bad + pack({"chunk": "c"})
+        batch = one_batch(feed_whole(frame))
+        assert len(batch.skipped) == 1 and "not a string" in batch.skipped[0]
+        if mode != "message":
+            assert batch.count == 3 and batch.entries == entries[0] + entries[2] + entries[3]

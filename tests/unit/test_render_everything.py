@@ -29,9 +29,11 @@ def _entry(record_bytes: bytes) -> bytes:
 
 EDGES = [
     _entry(_deep(1000)),  # msgspec and orjson refuse this deep; msgpack takes up to 1,024
-    _entry(b"\x82\x91\x01\xa1a\x81\x01\x02\xa1b"),  # {[1]: "a", {1: 2}: "b"}: keys JSON has no form for
-    # A bin key, an int key, 2**64-1, and a string that is not UTF-8.
-    _entry(b"\x83\xc4\x02\xff\xfe\x01\x01\x02\xcf\xff\xff\xff\xff\xff\xff\xff\xff\xa1x\xa2\xff\xfe"),
+    # A record's own keys are strings (ingest refuses others); a map inside it may have any keys:
+    # {"n": {[1]: "a", {1: 2}: "b"}}, keys JSON has no form for.
+    _entry(b"\x81\xa1n\x82\x91\x01\xa1a\x81\x01\x02\xa1b"),
+    # {"n": {bin key: 1, 1: 2**64-1}, "\xff\xfe": "x"}: a bin key, an int key, and a key that is not UTF-8.
+    _entry(b"\x82\xa1n\x82\xc4\x02\xff\xfe\x01\x01\xcf\xff\xff\xff\xff\xff\xff\xff\xff\xa2\xff\xfe\xa1x"),
     _entry(b"\x81\xa1e\xd4\x05\x01"),  # an ext type as a value
     _entry(b"\x80"),
 ]
