@@ -25,7 +25,8 @@ from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.deadletter import DeadLetterStore
-from agent.filters import FilterChain
+from agent.filters import build_filters
+from agent.ingest import Ingest
 from agent.inputs import build_input
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
@@ -65,9 +66,8 @@ class App:
                                segment_bytes=j.segment_bytes, max_bytes=j.max_bytes)
         self.cursors = CursorStore(self.paths.cursors)
         self.deadletters = DeadLetterStore(self.paths.deadletter)
-        self.filters = FilterChain(cfg.filters, self.deadletters, self.paths.root)
-        self.inputs = [build_input(i, self.journal, self.filters, self.deadletters, self.paths.root)
-                       for i in cfg.inputs]
+        self.ingest = Ingest(self.journal, build_filters(cfg.filters, self.paths.root), self.deadletters)
+        self.inputs = [build_input(i, self.ingest, self.paths.root) for i in cfg.inputs]
         self.deliveries = [DeliveryProcess(self.config_path, group)
                            for group in range(min(cfg.agent.delivery_processes, max(1, len(cfg.outputs))))]
         self.monitor = Monitor(self, cfg.monitor.bind, cfg.monitor.port) if cfg.monitor else None
@@ -75,7 +75,7 @@ class App:
         self._signals = 0
         self._lock_fd: int | None = None
         self._failed = False  # a part failed to start: the exit code says so
-        self._replays = ReplayIngest(self.deadletters, self.journal, self.filters,
+        self._replays = ReplayIngest(self.deadletters, self.ingest,
                                      outputs={o.name for o in cfg.outputs}, filters_names={f.name for f in cfg.filters})
 
     def _lock(self) -> None:
@@ -153,6 +153,7 @@ class App:
         deadline = time.monotonic() + self.cfg.agent.shutdown_timeout
         for inp in self.inputs:
             await inp.stop(max(0.1, deadline - time.monotonic()))
+        await asyncio.to_thread(self.ingest.close)
         await self.journal.close()
         code = await self._stop_deliveries(max(1.0, deadline - time.monotonic()))
         if self.monitor is not None:

@@ -6,6 +6,7 @@ import asyncio
 import enum
 import errno
 from dataclasses import dataclass, field
+from typing import Callable
 
 import aiohttp
 
@@ -111,12 +112,29 @@ class Output:
         pass
 
 
-class Filter:
-    """Changes ``[time, record]`` entries of a matching tag; returns the entries to keep."""
+@dataclass(slots=True)
+class Filtered:
+    """What a filter made of a batch (see agent/ingest.py).
 
-    def apply(self, tag: str, entries: list) -> list:
+    ``entries``: the ``[time, record]`` entries to journal (from ``apply_batch``: packed, ``count`` of
+    them). ``on_durable(True)`` is called once they are durable, ``on_durable(False)`` if they never
+    will be. ``refused``: records the filter does not pass on, each with its reason; they are
+    dead-lettered under the filter's name."""
+
+    entries: list | bytes
+    count: int = 0
+    on_durable: Callable[[bool], None] | None = None
+    refused: list[DeadRecord] = field(default_factory=list)
+
+
+class Filter:
+    """Changes ``[time, record]`` entries of a matching tag."""
+
+    name: str
+
+    def apply(self, tag: str, entries: list) -> Filtered:
         raise NotImplementedError
 
-    def take_settle(self):
-        """A callable told whether the last apply's records reached the journal, or None."""
+    def apply_batch(self, tag: str, entries: bytes, count: int) -> Filtered | None:
+        """The whole batch as packed bytes, for a filter that can; None: call ``apply``."""
         return None

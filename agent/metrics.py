@@ -135,7 +135,7 @@ class Monitor:
                             "output_plugin": False, "retry_count": None,
                             "emit_records": inp.stats["records"], "emit_size": inp.stats["bytes"],
                             "config": _config(inp.cfg)})
-        for f_cfg, f in zip(cfg.filters, self.app.filters.filters):
+        for f_cfg, f in zip(cfg.filters, self.app.ingest.filters):
             stats = getattr(f, "stats", {})
             plugins.append({"plugin_id": f_cfg.name, "plugin_category": "filter", "type": f_cfg.type,
                             "output_plugin": False, "retry_count": None, "emit_records": stats.get("valid"),
@@ -213,7 +213,7 @@ class _Collector:
                 tail_rotations.add_metric([inp.name], st["rotations"])
                 tail_truncations.add_metric([inp.name], st["truncations"])
                 tail_invalid_utf8.add_metric([inp.name], st["invalid_utf8_lines"])
-        for f_cfg, f in zip(app.cfg.filters, app.filters.filters):
+        for f_cfg, f in zip(app.cfg.filters, app.ingest.filters):
             st = getattr(f, "stats", None)
             if not st:
                 continue

@@ -16,16 +16,16 @@ import msgpack
 import orjson
 
 from agent.deadletter import DeadLetterStore, safe_name, spool_source
+from agent.ingest import Ingest
 from agent.protocol.forward import pack_event_time
 
 log = logging.getLogger("agent")
 
 
 class ReplayIngest:
-    def __init__(self, store: DeadLetterStore, journal, filters, *, outputs: set[str], filters_names: set[str]):
+    def __init__(self, store: DeadLetterStore, ingest: Ingest, *, outputs: set[str], filters_names: set[str]):
         self.store = store
-        self.journal = journal
-        self.filters = filters
+        self.step = ingest
         self.outputs = outputs
         self.filters_names = filters_names
         self._unknown: set[Path] = set()
@@ -49,16 +49,12 @@ class ReplayIngest:
             waits = []
             total = 0
             for tag, entries in by_tag.items():
-                data, count, settle = b"".join(e for e, _ in entries), sum(n for _, n in entries), None
-                if source in filters and self.filters.applies(tag):
-                    data, count, settle = self.filters.apply(tag, data, count)
-                if not count:
-                    continue
-                fut = self.journal.submit(tag, data, count, target=source if source in outputs else None)
-                if settle is not None:
-                    fut.add_done_callback(lambda f, s=settle: s(not f.cancelled() and f.exception() is None))
-                waits.append(fut)
-                total += count
+                count = sum(n for _, n in entries)
+                fut = self.step.submit(tag, b"".join(e for e, _ in entries), count, filtered=source in filters,
+                                         target=source if source in outputs else None)
+                if fut is not None:
+                    waits.append(fut)
+                    total += count
             await asyncio.gather(*waits)
             path.unlink()
             log.info("replay: %d dead letters of %s are back in the journal", total, source)

@@ -31,6 +31,7 @@ from agent.event import allow_deep_records
 from agent.fsutil import atomic_write
 from agent.delivery import OutputRunner
 from agent.journal.cursor import CursorStore
+from agent.log import Summary
 from agent.outputs import build_output
 from agent.paths import DataPaths
 
@@ -38,6 +39,7 @@ log = logging.getLogger("agent.worker")
 
 
 SNAPSHOT_INTERVAL = 1.0
+_SNAPSHOT_FAILURES = Summary(60.0)
 
 
 def _write_snapshot(paths: DataPaths, runners, group: int) -> None:
@@ -46,8 +48,11 @@ def _write_snapshot(paths: DataPaths, runners, group: int) -> None:
     try:
         paths.state.mkdir(parents=True, exist_ok=True)
         atomic_write(paths.delivery_snapshot(group), orjson.dumps(data), durable=False)
-    except OSError as exc:
-        log.warning("cannot write the delivery snapshot: %s", exc)
+    except OSError as exc:  # a full disk: once a minute, not every second
+        held = _SNAPSHOT_FAILURES.should_log(exc.errno)
+        if held is not None:
+            log.warning("cannot write the delivery snapshot: %s%s", exc,
+                        f" ({held} more times since the last line)" if held else "")
 
 
 async def _report(paths: DataPaths, runners, group: int) -> None:

@@ -5,8 +5,8 @@ outside the spec that the vendor mirrors need (agent/hive/records.py); the
 outputs that speak to Hive leave those out. Every finding is counted by field
 and rule (``hive_agent_invalid_events_total``). Without ``strict`` (the
 default) findings are warnings and the record goes on as sent; with it, a
-record that breaks a rule of the spec goes to the dead-letter store with every
-reason (field, value, rule) and is counted, never dropped silently.
+record that breaks a rule of the spec is refused with every reason (field,
+value, rule) and counted; the ingest step dead-letters it, never drops it.
 
 A purchase and its refund (same transaction_id, marked by ``refund_field``)
 are two events: duplicates are found by (app_id, transaction_id, refund).
@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import logging
 
-from agent.component import Filter
+from agent.component import Filter, Filtered
 from agent.filters.dedup import DedupStore
 from agent.hive.fast_path import encode_batch, try_fast_batch
 from agent.hive.purchase_log import normalize
@@ -28,18 +28,16 @@ log = logging.getLogger("agent.filter.hive")
 
 
 class HiveFilter(Filter):
-    def __init__(self, cfg, deadletters, dedup: DedupStore | None = None):
+    def __init__(self, cfg, dedup: DedupStore | None = None):
         self.name = cfg.name
         self.strict = cfg.strict
         self.refund_field = cfg.refund_field
         self.refund_values = tuple(cfg.refund_values)
-        self.deadletters = deadletters
         self.dedup = dedup
         self.stats = {"valid": 0, "invalid": 0, "warnings": 0, "duplicates": 0,
                       "invalid_by_rule": collections.Counter()}
-        self._reserved: list = []
 
-    def apply(self, tag: str, entries: list) -> list:
+    def apply(self, tag: str, entries: list) -> Filtered:
         normalized = []
         rejected = []
         warned = 0
@@ -56,32 +54,33 @@ class HiveFilter(Filter):
                 rejected.append((tag, _ns(time_ext), record, "; ".join(str(p) for p in result.errors)))
                 continue
             normalized.append([time_ext, with_extra(result.record, result.extra)])
-        kept = self._drop_duplicates(tag, normalized) if self.dedup is not None else normalized
         self.stats["valid"] += len(normalized)
         self.stats["warnings"] += warned
         if rejected:
             self.stats["invalid"] += len(rejected)
-            self.deadletters.write_records(self.name, rejected)
             log.warning("filter %s: tag %s: %d of %d records invalid, dead-lettered (first: %s)",
                         self.name, tag, len(rejected), len(entries), rejected[0][3])
+        if self.dedup is None:
+            return Filtered(normalized, refused=rejected)
+        kept = self._dedup(tag, normalized, [self._key(r) for _, r in normalized])
+        kept.refused = rejected
         return kept
 
-
-    def apply_batch(self, tag: str, entries: bytes, count: int) -> tuple[bytes, int] | None:
+    def apply_batch(self, tag: str, entries: bytes, count: int) -> Filtered | None:
         """The whole batch at once when every record is already canonical and valid
         (agent/hive/fast_path.py); None sends it the per-record way."""
         pairs = try_fast_batch(entries, count, tag)
         if pairs is None:
             return None
         self.stats["valid"] += len(pairs)
-        if self.dedup is not None:
-            # An entry of this path has no field outside the spec, so no refund flag.
-            pairs = self._dedup(tag, pairs, [(r.app_id, r.transaction_id, False) if r.transaction_id else None
-                                             for _, r in pairs])
-        return encode_batch(pairs), len(pairs)
-
-    def _drop_duplicates(self, tag: str, entries: list) -> list:
-        return self._dedup(tag, entries, [self._key(r) for _, r in entries])
+        if self.dedup is None:
+            return Filtered(encode_batch(pairs), len(pairs))
+        # An entry of this path has no field outside the spec, so no refund flag.
+        kept = self._dedup(tag, pairs, [(r.app_id, r.transaction_id, False) if r.transaction_id else None
+                                        for _, r in pairs])
+        kept.count = len(kept.entries)
+        kept.entries = encode_batch(kept.entries)
+        return kept
 
     def _key(self, record: dict):
         """(app_id, transaction_id, refund), or None when the record has no usable key."""
@@ -90,38 +89,36 @@ class HiveFilter(Filter):
             return None  # lenient mode keeps such a record: it is not anybody's duplicate
         return app, txn, is_refund(record, self.refund_field, self.refund_values)
 
-    def _dedup(self, tag: str, entries: list, keys: list) -> list:
-        known = self.dedup.committed([k for k in keys if k is not None])
+    def _dedup(self, tag: str, entries: list, keys: list) -> Filtered:
+        """The entries that are nobody's duplicate; their keys stay reserved until the
+        ingest step says whether the entries reached the journal."""
+        dedup = self.dedup
+        known = dedup.committed([k for k in keys if k is not None])
         kept = []
+        reserved = []
         for entry, key in zip(entries, keys):
             if key is None:
                 kept.append(entry)
                 continue
-            if key in known or key in self.dedup.pending:
+            if key in known or key in dedup.pending:
                 self.stats["duplicates"] += 1
                 continue
-            self.dedup.reserve(key)
-            self._reserved.append(key)
+            dedup.reserve(key)
+            reserved.append(key)
             kept.append(entry)
         if len(kept) < len(entries):
             log.info("filter %s: tag %s: %d duplicate purchases dropped (transaction_id seen within the window)",
                      self.name, tag, len(entries) - len(kept))
-        return kept
+        if not reserved:
+            return Filtered(kept)
 
-    def take_settle(self):
-        """After apply: a callable told whether the kept records reached the journal."""
-        if not self._reserved:
-            return None
-        keys, self._reserved = self._reserved, []
-        dedup = self.dedup
-
-        def settle(durable: bool) -> None:
+        def on_durable(durable: bool) -> None:
             if durable:
-                dedup.commit(keys)
+                dedup.commit(reserved)
             else:
-                dedup.release(keys)
+                dedup.release(reserved)
 
-        return settle
+        return Filtered(kept, on_durable=on_durable)
 
 
 def _ns(time_ext) -> int:

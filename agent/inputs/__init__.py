@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 
-def _forward(cfg, journal, filters, deadletters, data_dir):
+def _forward(cfg, ingest, data_dir):
     from agent.inputs.forward import ForwardInput
-    return ForwardInput(cfg, journal, filters)
+    return ForwardInput(cfg, ingest)
 
 
-def _tail(cfg, journal, filters, deadletters, data_dir):
+def _tail(cfg, ingest, data_dir):
     from agent.inputs.tail import TailInput
-    return TailInput(cfg, journal, filters, deadletters, data_dir)
+    return TailInput(cfg, ingest, data_dir)
 
 
 BUILDERS = {"forward": _forward, "tail": _tail}
 
 
-def build_input(cfg, journal, filters, deadletters, data_dir):
-    return BUILDERS[cfg.type](cfg, journal, filters, deadletters, data_dir)
+def build_input(cfg, ingest, data_dir):
+    return BUILDERS[cfg.type](cfg, ingest, data_dir)

@@ -3,8 +3,9 @@
 The codec (agent/protocol/forward.py) turns bytes into frames; this module
 owns the sockets. Per connection:
 
-* frames are journaled in arrival order; ``{"ack": chunk}`` is written only
-  when the journal says the batch is durable, in the same order;
+* frames go through the ingest step (agent/ingest.py: filters, journal,
+  dead letters) in arrival order; ``{"ack": chunk}`` is written only once
+  the ingest step says the batch is durable, in the same order;
 * a protocol error logs one line naming the peer and the reason and closes
   that connection only; acks already written stay valid, frames not yet
   durable are never acked (the client resends them);
@@ -33,8 +34,7 @@ from collections import deque
 import msgpack
 
 from agent.errors import ProtocolError
-from agent.filters import FilterChain
-from agent.journal.journal import Journal
+from agent.ingest import Ingest
 from agent.log import Summary, peer_text
 from agent.protocol import forward as fwd
 
@@ -53,11 +53,11 @@ SWEEP_INTERVAL = 1.0  # seconds between checks of frame and idle deadlines
 
 
 class ForwardInput:
-    def __init__(self, cfg, journal: Journal, filters: FilterChain):
+    def __init__(self, cfg, ingest: Ingest):
         self.cfg = cfg
         self.name = cfg.name
-        self.journal = journal
-        self.filters = filters
+        self.ingest = ingest
+        self.journal = ingest.journal
         self.shared_key = cfg.shared_key.get_secret_value().encode() if cfg.shared_key else None
         self.users = {u.username.encode(): u.password.get_secret_value().encode() for u in cfg.users}
         self.self_hostname = cfg.self_hostname.encode()
@@ -69,10 +69,10 @@ class ForwardInput:
         self.max_connections = _connection_limit(cfg.max_connections)
         self.buffered_total = 0  # bytes of incomplete frames across the connections
         self._sweeper: asyncio.Task | None = None
-        self.stats = {"connections": 0, "frames": 0, "records": 0, "journaled": 0, "bytes": 0, "skipped_records": 0,
+        self.stats = {"connections": 0, "frames": 0, "records": 0, "bytes": 0, "skipped_records": 0,
                       "discarded_records": 0, "protocol_errors": 0, "acks": 0, "heartbeats": 0,
                       "auth_failures": 0, "refused_connections": 0}
-        journal.on_room(self._resume_all)
+        self.journal.on_room(self._resume_all)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -407,27 +407,19 @@ class ForwardConnection(asyncio.Protocol):
         stats["records"] += count
         if count and (self.cfg.source_address_key or self.cfg.source_hostname_key):
             entries = self._inject_source(entries)
-        settle = None
-        if count and self.server.filters.applies(frame.tag):
-            entries, count, settle = self.server.filters.apply(frame.tag, entries, count)
-        if count == 0:
-            self._ack_now(frame.chunk)
-            return
         try:
-            fut = self.server.journal.submit(frame.tag, entries, count)
+            fut = self.server.ingest.submit(frame.tag, entries, count)
         except RuntimeError as exc:
-            if settle is not None:
-                settle(False)
             self.abort(f"not accepted, not acked: {exc}")
             return
-        if settle is not None:
-            fut.add_done_callback(lambda f: settle(not f.cancelled() and f.exception() is None))
-        stats["journaled"] += count
+        if fut is None:  # nothing to write (no entries, or the filters kept none)
+            self._ack_now(frame.chunk)
+            return
         self.inflight.append((fut, frame.chunk))
         fut.add_done_callback(self._on_durable)
 
     def _ack_now(self, chunk: bytes | None) -> None:
-        """Ack a frame that needs no journal write, in order behind the others."""
+        """Ack a frame that needs no write, in order behind the others."""
         if chunk is None:
             return
         if self.inflight:
@@ -439,12 +431,12 @@ class ForwardConnection(asyncio.Protocol):
             self._write_ack(chunk)
 
     def _on_durable(self, _fut: asyncio.Future) -> None:
-        # Journal futures resolve in submission order; ack strictly in order.
+        # Acks go strictly in frame order, whichever write finishes first.
         while self.inflight and self.inflight[0][0].done():
             fut, chunk = self.inflight.popleft()
             exc = fut.exception()
             if exc is not None:
-                self.abort(f"journal write failed, not acked: {exc}")
+                self.abort(f"write failed, not acked: {exc}")
                 return
             if chunk is not None:
                 self._write_ack(chunk)

@@ -48,12 +48,11 @@ import time
 from functools import partial
 from pathlib import Path
 
-from agent.deadletter import DeadLetterStore, safe_name
-from agent.filters import FilterChain
+from agent.deadletter import safe_name
 from agent.inputs.tail_position import (FINGERPRINT_BYTES, FileKey, FilePosition, PositionFile, fingerprint,
                                         marker_entry, replay_markers)
 from agent.journal.cursor import Position
-from agent.journal.journal import Journal
+from agent.ingest import Ingest, Refused, when_both
 from agent.protocol.jsonlines import LineSplitter, parse_each, parse_lines, to_entries
 
 log = logging.getLogger("agent.input.tail")
@@ -110,13 +109,11 @@ class Watched:
 
 
 class TailInput:
-    def __init__(self, cfg, journal: Journal, filters: FilterChain, deadletters: DeadLetterStore,
-                 data_dir: Path):
+    def __init__(self, cfg, ingest: Ingest, data_dir: Path):
         self.cfg = cfg
         self.name = cfg.name
-        self.journal = journal
-        self.filters = filters
-        self.deadletters = deadletters
+        self.ingest = ingest
+        self.journal = journal = ingest.journal
         self.tag_regex = re.compile(cfg.tag_regex) if cfg.tag_regex else None
         self.pos_file = PositionFile(cfg.pos_file or Path(data_dir) / "tail" / f"{safe_name(cfg.name)}.pos.json",
                                      cfg.name)
@@ -282,8 +279,7 @@ class TailInput:
         except OverflowError:  # an integer beyond 64 bits: the line-by-line parser rejects its line
             parsed = parse_each(lines, start)
             entries = self._entries(w, parsed.records, now)
-        if parsed.bad:
-            self._dead_letter(w, parsed.bad, now)
+        refused = self._refused(w, parsed.bad, now) if parsed.bad else None
         if parsed.invalid_utf8:
             self.stats["invalid_utf8_lines"] += parsed.invalid_utf8
             log.warning("input %s: file %s: %d lines with invalid UTF-8 before offset %d (replaced with U+FFFD)",
@@ -291,25 +287,21 @@ class TailInput:
         count = len(parsed.records)
         self.stats["records"] += count
         self.stats["bytes"] += w.splitter.consumed - start
-        settle = None
-        if count and self.filters.applies(w.tag):
-            entries, count, settle = self.filters.apply(w.tag, entries, count)
         try:
             # No await between the two: the lines and their marker share one journal group.
-            if count:
-                self.journal.submit(w.tag, entries, count)
-            fut = self._submit_marker(w, self._next_position(w), now)
+            lines_written = self.ingest.submit(w.tag, entries, count, refused=refused)
+            self._submit_marker(w, self._next_position(w), now, after=lines_written)
         except RuntimeError as exc:
-            if settle is not None:
-                settle(False)
             log.error("input %s: file %s: not journaled (%s); will be read again", self.name, w.path, exc)
             self._failed = True
-            return
-        if settle is not None:
-            fut.add_done_callback(lambda f: settle(not f.cancelled() and f.exception() is None))
 
-    def _submit_marker(self, w: Watched, pos: FilePosition, now: int) -> asyncio.Future:
+    def _submit_marker(self, w: Watched, pos: FilePosition, now: int,
+                       after: asyncio.Future | None = None) -> asyncio.Future:
+        """Journal ``w``'s next position; it counts as durable once ``after`` (the lines before it,
+        journaled or dead-lettered) is too."""
         fut = self.journal.submit(self.name, marker_entry(w.key, pos, now), 1, target=self.name)
+        if after is not None:
+            fut = when_both(fut, after)
         self._inflight += 1
         fut.add_done_callback(partial(self._on_durable, w, pos, w.generation))
         return fut
@@ -338,7 +330,8 @@ class TailInput:
                           "cancelled" if fut.cancelled() else fut.exception())
             self._failed = True
             return
-        self._durable_at = fut.result()
+        # A marker whose lines went to the dead-letter thread may settle after a later one.
+        self._durable_at = max(fut.result(), self._durable_at or fut.result())
         if self._failed or generation != w.generation:
             return
         w.pos = pos
@@ -355,13 +348,14 @@ class TailInput:
         self._checkpoint(force=True)
         log.info("input %s: reading again from the last durable positions", self.name)
 
-    def _dead_letter(self, w: Watched, bad: list, now: int) -> None:
+    def _refused(self, w: Watched, bad: list, now: int) -> Refused:
+        """Lines that are not records, for the ingest step to dead-letter under this input's name."""
         items = [(w.tag, now, {"file": w.path, "offset": b.offset, "line": b.text}, b.reason) for b in bad]
-        self.deadletters.write_records(self.name, items)
         self.stats["lines_dead_lettered"] += len(items)
         first = bad[0]
         log.warning("input %s: file %s offset %d: %s; dead-lettered%s", self.name, w.path, first.offset,
                     first.reason, f" (+{len(bad) - 1} more lines)" if len(bad) > 1 else "")
+        return {self.name: items}
 
     def _at_end(self, w: Watched) -> None:
         """Nothing more to read now: close a deleted file, release a rotated one after rotate_wait."""

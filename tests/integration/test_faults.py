@@ -282,3 +282,74 @@ def _resolvable() -> bool:
         return True
     except OSError:
         return False
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs as the agent's data_dir, to be filled for real (mounting needs root)."""
+    import subprocess
+
+    var = tmp_path / "var"
+    var.mkdir(mode=0o700)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(var)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield var
+    finally:
+        subprocess.run(["umount", "-l", str(var)], check=False)
+
+
+def fill(directory) -> None:
+    """Write files until the disk is full: ``filler`` in MiB pieces, then ``filler2`` in pages."""
+    import os
+
+    for name, piece in (("filler", 1 << 20), ("filler2", 4096)):
+        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * piece)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def test_a_full_disk_refuses_acks_says_so_on_health_and_loses_nothing_once_space_is_back(tmp_path, small_disk):
+    import os
+
+    from tests.agentproc import MONITOR, get_json, wait_until
+    from tests.integration.test_monitor import metric
+
+    with Agent(tmp_path, MONITOR + forward_input() + file_output(retry_wait="100ms", retry_max_interval="1s"),
+               journal='segment_bytes = "1MiB"\nmax_bytes = "8MiB"\nfsync = "always"') as agent:
+        client = ForwardClient(agent.port)
+        for k in range(5):
+            client.send_chunk("t", entries(k * 100, 100), f"a{k}")
+        agent.wait_for_output(500)
+        fill(small_disk)
+        # Nothing more can be made durable: the next chunk is not acked, /health says why.
+        raw = socket.create_connection(("127.0.0.1", agent.port))
+        big = entries(500, 100, pad="x" * 1000)  # more than the page a segment may still have free
+        raw.sendall(pack(["t", b"".join(pack(e) for e in big), {"chunk": "full"}]))
+        status, body = wait_until(lambda: (r := get_json(agent.monitor_port, "/health"))[0] == 503
+                                  and "journal: No space left on device" in r[1] and r)
+        assert closed_by_peer(raw), "a chunk the journal could not write was acked"
+        raw.close()
+        client.close()
+        agent.wait_for_log(r"journal: write of \d+ bytes to segment \d+ failed: .*No space left on device")
+        # Space comes back: the sender's retry is acked, /health recovers, delivery never died.
+        os.remove(small_disk / "filler")
+        os.remove(small_disk / "filler2")
+        client = ForwardClient(agent.port)
+        client.send_chunk("t", big, "full-again")
+        for k in range(6, 10):
+            client.send_chunk("t", entries(k * 100, 100), f"b{k}")
+        client.close()
+        wait_until(lambda: get_json(agent.monitor_port, "/health")[0] == 200)
+        lines = agent.wait_for_output(1000)
+        assert sorted(line["record"]["seq"] for line in lines) == list(range(1000))  # each once
+        text = get_json(agent.monitor_port, "/metrics")[1]
+        assert metric(text, "hive_agent_delivery_process_up") == 1
+        assert agent.stop() == 0

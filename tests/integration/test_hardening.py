@@ -348,5 +348,33 @@ def test_a_record_with_a_key_that_is_not_a_string_is_refused_and_never_holds_up_
         assert client.recv_object() == {"ack": "c1"}
         client.close()
         assert sorted(line["record"]["i"] for line in agent.wait_for_output(20)) == list(range(20))
-        agent.wait_for_log(r"skipped 1 invalid entries: .*a key of its record is not a string")
+        agent.wait_for_log(r"skipped 1 invalid entries: .*a key of a record is not a string")
+        assert agent.stop() == 0
+
+
+def test_a_dead_letter_file_someone_holds_locked_never_holds_up_other_acks(tmp_path):
+    # The strict filter's dead letters used to be written, fsync and flock, on the event loop:
+    # a replay (or anyone) holding the file's lock stopped every connection's acks.
+    import fcntl
+
+    with Agent(tmp_path, forward_input() + STRICT_HIVE + file_output()) as agent:
+        lock_dir = tmp_path / "var" / "deadletter"
+        lock_dir.mkdir(mode=0o700, exist_ok=True)
+        lock = os.open(lock_dir / ".hive.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        refused = ForwardClient(agent.port)
+        refused.send(pack(["ha2union.game.g.purchase_log", pack([event_time(1_700_000_000), {"bad": True}]),
+                           {"chunk": "bad"}]))
+        others = ForwardClient(agent.port)
+        for i in range(3):
+            others.send_chunk("other.tag", [[event_time(1_700_000_000), {"i": i}]], f"c{i}")  # acked meanwhile
+        agent.wait_for_output(3)
+        assert not (lock_dir / "hive.jsonl").exists()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+        assert refused.recv_object() == {"ack": "bad"}  # once the dead letter is durable, not before
+        [dead] = [orjson.loads(line) for line in (lock_dir / "hive.jsonl").read_bytes().splitlines()]
+        assert dead["record"] == {"bad": True}
+        refused.close()
+        others.close()
         assert agent.stop() == 0

@@ -388,3 +388,12 @@ def test_a_record_whose_own_keys_are_not_all_strings_is_a_skipped_entry(mode):
         assert len(batch.skipped) == 1 and "not a string" in batch.skipped[0]
         if mode != "message":
             assert batch.count == 3 and batch.entries == entries[0] + entries[2] + entries[3]
+
+
+def test_keys_of_a_frame_of_many_entries_are_checked_slice_by_slice():
+    good = b"\x92" + pack(event_time(T)) + b"\x81\xa1a\x01"
+    bad = b"\x92" + pack(event_time(T)) + b"\x81\x01\x02"
+    entries = good * 5000 + bad + good * 5000 + bad + good * 10
+    batch = one_batch(feed_whole(pack(["t", entries, {"chunk": "c"}])))
+    assert batch.count == 10_010 and batch.entries == good * 10_010
+    assert len(batch.skipped) == 2 and all("not a string" in r for r in batch.skipped.reasons)

@@ -382,7 +382,7 @@ def test_the_fast_paths_are_never_stricter_than_the_model(changes, removed):
     assert fast.record == slow.record
     done = _hive_filter().apply_batch(TAG, _entries([slow.record]), 1)
     assert done is not None, slow.record
-    assert _decoded(done[0]) == [slow.record]
+    assert _decoded(done.entries) == [slow.record]
 
 
 def test_in_place_gives_the_same_answer_without_a_copy():
@@ -409,7 +409,7 @@ def test_fast_path_times_are_real_times(t, ok):
 def _hive_filter():
     from agent.config import HiveFilterConfig
     from agent.filters.hive import HiveFilter
-    return HiveFilter(HiveFilterConfig(type="hive", name="h", dedup_window=0), deadletters=None)
+    return HiveFilter(HiveFilterConfig(type="hive", name="h", dedup_window=0))
 
 
 def _entries(records):
@@ -429,9 +429,9 @@ def test_a_canonical_batch_takes_the_batch_path_with_the_same_records():
     records = [dict(CANONICAL, transaction_id=f"T-{i}") for i in range(3)]
     records[1].pop("category")
     done = _hive_filter().apply_batch(TAG, _entries(records), 3)
-    assert done is not None and done[1] == 3
+    assert done is not None and done.count == 3
     per_record = _hive_filter().apply(TAG, [[0, dict(r)] for r in records])
-    assert _decoded(done[0]) == [r for _, r in per_record]
+    assert _decoded(done.entries) == [r for _, r in per_record.entries]
 
 
 @settings(max_examples=300, deadline=None)
@@ -454,11 +454,11 @@ def test_whenever_the_batch_path_answers_the_per_record_path_agrees(changes):
         return
     slow = [normalize_slow(dict(r), TAG) for r in records]
     assert all(n.ok and not n.warnings and not n.extra for n in slow), [(n.errors, n.warnings) for n in slow]
-    assert _decoded(done[0]) == [msgpack.unpackb(msgpack.packb(n.record), raw=False) for n in slow]
+    assert _decoded(done.entries) == [msgpack.unpackb(msgpack.packb(n.record), raw=False) for n in slow]
 
 
 def test_the_hive_filter_counts_records_passed_on_with_a_warning():
     f2 = _hive_filter()
     f2.strict = False
     kept = f2.apply(TAG, [[0, dict(SEED_EXAMPLE)], [0, dict(CANONICAL)]])
-    assert len(kept) == 2 and f2.stats["warnings"] == 1
+    assert len(kept.entries) == 2 and f2.stats["warnings"] == 1
