@@ -41,7 +41,7 @@ log = logging.getLogger("agent")
 COLLECT_INTERVAL = 0.5
 
 
-def _exception_handler(summary: "Summary"):
+def _exception_handler(summary: Summary):
     """The loop's own errors, with one that can repeat many times a second summarized: out of
     descriptors, the loop stops accepting for a moment (asyncio does) and says so once a minute."""
     def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
@@ -90,7 +90,8 @@ class App:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise SystemExit(f"hive-agent: {self.paths.root} is in use by another agent (lock {self.paths.lock})") from None
+            raise SystemExit(f"hive-agent: {self.paths.root} is in use by another agent "
+                             f"(lock {self.paths.lock})") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd

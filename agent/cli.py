@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from agent import __version__, secrets
-from agent.secrets import redact_url
 from agent.errors import ConfigError
+from agent.secrets import redact_url
 
 DEFAULT_CONFIG = "conf/agent.toml"
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import aiohttp
+
 
 class SendResult(enum.Enum):
     OK = "ok"
@@ -45,23 +46,23 @@ class Outcome:
     dead: list[DeadRecord] = field(default_factory=list)  # with OK: delivered all but these
 
     @classmethod
-    def ok(cls, dead: list[DeadRecord] | None = None) -> "Outcome":
+    def ok(cls, dead: list[DeadRecord] | None = None) -> Outcome:
         return cls(SendResult.OK, "", dead or [])
 
     @classmethod
-    def pause(cls, reason: str) -> "Outcome":
+    def pause(cls, reason: str) -> Outcome:
         return cls(SendResult.PAUSE, reason)
 
     @classmethod
-    def retry(cls, reason: str) -> "Outcome":
+    def retry(cls, reason: str) -> Outcome:
         return cls(SendResult.RETRY, reason)
 
     @classmethod
-    def fatal(cls, reason: str) -> "Outcome":
+    def fatal(cls, reason: str) -> Outcome:
         return cls(SendResult.FATAL, reason)
 
     @classmethod
-    def rejected(cls, reason: str) -> "Outcome":
+    def rejected(cls, reason: str) -> Outcome:
         return cls(SendResult.REJECTED, reason)
 
 
@@ -83,7 +84,7 @@ class TagBatch:
     @property
     def entries(self) -> list:
         if self._entries is None:
-            from agent.event import decode_entries
+            from agent.render import decode_entries
             self._entries = decode_entries(self.payload)[1]
         return self._entries
 

@@ -15,10 +15,20 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.errors import ConfigError
 from agent.hive.records import REFUND_VALUES
@@ -275,7 +285,7 @@ class TailInputConfig(Strict):
         return self
 
 
-InputConfig = Annotated[Union[ForwardInputConfig, TailInputConfig], Field(discriminator="type")]
+InputConfig = Annotated[ForwardInputConfig | TailInputConfig, Field(discriminator="type")]
 
 
 # -- [[filters]] -------------------------------------------------------------
@@ -306,7 +316,7 @@ class HiveFilterConfig(Strict):
     refund_values: list[Any] = list(REFUND_VALUES)
 
 
-FilterConfig = Annotated[Union[RecordTransformerConfig, HiveFilterConfig], Field(discriminator="type")]
+FilterConfig = Annotated[RecordTransformerConfig | HiveFilterConfig, Field(discriminator="type")]
 
 
 # -- [[outputs]] -------------------------------------------------------------
@@ -511,8 +521,7 @@ class NaverOutputConfig(MirrorOutputBase):
     all_apps: bool = True  # without [apps], mirror every app; a token is then optional
 
 
-OutputConfig = Annotated[Union[FileOutputConfig, StdoutOutputConfig, ForwardOutputConfig, HttpOutputConfig,
-                               AppsFlyerOutputConfig, WisetrackerOutputConfig, NaverOutputConfig],
+OutputConfig = Annotated[FileOutputConfig | StdoutOutputConfig | ForwardOutputConfig | HttpOutputConfig | AppsFlyerOutputConfig | WisetrackerOutputConfig | NaverOutputConfig,
                          Field(discriminator="type")]
 
 

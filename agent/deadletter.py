@@ -27,9 +27,10 @@ from pathlib import Path
 import orjson
 
 from agent.component import TagBatch
-from agent.event import _json_default, rfc3339_ns
 from agent.fsutil import atomic_write
 from agent.journal.record import batch_count, batch_entries
+from agent.paths import file_name
+from agent.render import json_default, rfc3339_ns
 from agent.secrets import scrub
 
 SPOOL_SUFFIX = ".jsonl"
@@ -41,14 +42,14 @@ class DeadLetterStore:
         self.spool = self.directory.parent / "replay"
 
     def path(self, source: str) -> Path:
-        return self.directory / f"{safe_name(source)}.jsonl"
+        return self.directory / f"{file_name(source)}.jsonl"
 
     @contextmanager
     def _locked(self, source: str):
         """One lock per source's file: the delivery processes and the main process, each writing
         its own sources' dead letters, never wait for each other; only a replay of that source does."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.directory / f".{safe_name(source)}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.directory / f".{file_name(source)}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -84,7 +85,7 @@ class DeadLetterStore:
     def _lines(self, source: str, items: list[tuple[str, int, dict, str]], at: str) -> list[bytes]:
         return [orjson.dumps({"output": source, "reason": reason, "at": at, "tag": tag,
                               "time": rfc3339_ns(time_ns), "time_ns": time_ns, "record": record},
-                             default=_json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+                             default=json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
                 for tag, time_ns, record, reason in items]
 
     def write_records(self, source: str, items: list[tuple[str, int, dict, str]]) -> int:
@@ -148,7 +149,7 @@ class DeadLetterStore:
                 return 0, None
             rest = [l for l in lines if not (reason is None or reason in l["reason"])]
             self.spool.mkdir(parents=True, exist_ok=True)
-            spool = self.spool / f"{safe_name(source)}.{time.time_ns()}{SPOOL_SUFFIX}"
+            spool = self.spool / f"{file_name(source)}.{time.time_ns()}{SPOOL_SUFFIX}"
             atomic_write(spool, b"".join(orjson.dumps(l) + b"\n" for l in chosen))
             atomic_write(self.path(source), b"".join(orjson.dumps(l) + b"\n" for l in rest))
         return len(chosen), spool
@@ -170,11 +171,6 @@ def _bounded_repr(value, limit: int = 65536) -> str:
         return repr(value)[:limit]
     except RecursionError:
         return "(nested too deep to show)"
-
-
-def safe_name(source: str) -> str:
-    """An output or filter name as a file name."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in source)
 
 
 def spool_source(path: Path) -> str:

@@ -27,17 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import msgpack
 import msgspec
 
 from agent.component import DeadRecord, Filter, Filtered
 from agent.deadletter import DeadLetterStore
-from agent.event import other_ext
 from agent.journal.journal import Journal
 from agent.protocol.forward import array_items
+from agent.render import other_ext
 from agent.routing import compile_pattern
 
 log = logging.getLogger("agent")

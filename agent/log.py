@@ -15,7 +15,6 @@ import time
 
 import orjson
 
-
 _CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9,)} | {10: "\\n", 13: "\\r", 127: "\\x7f"}
 
 

@@ -105,7 +105,7 @@ class Monitor:
                 problems.append(f"delivery process {delivery.group} is not running")
         snap = self.delivery()
         if snap and time.time_ns() - snap.get("at_ns", 0) > SNAPSHOT_STALE * 1e9:
-            problems.append("the delivery process has not reported for more than %.0fs" % SNAPSHOT_STALE)
+            problems.append(f"the delivery process has not reported for more than {SNAPSHOT_STALE:.0f}s")
         for name, out in snap.get("outputs", {}).items():
             if out.get("paused"):
                 problems.append(f"output {name} is paused (the destination refuses our credentials)")

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+_NOT_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def file_name(component: str) -> str:
+    """A component's name as the stem of its files (cursor, dead letters, positions, state).
+
+    Config validation already restricts names to these characters, so a valid name is its own
+    file name; the replacement only guards names that come from elsewhere (a spool file)."""
+    return _NOT_IN_FILE_NAMES.sub("_", component)
 
 
 @dataclass(frozen=True)
 class DataPaths:
     root: Path
 
-    def __init__(self, root):
+    def __init__(self, root: str | Path) -> None:
         object.__setattr__(self, "root", Path(root))
 
     @property

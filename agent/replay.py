@@ -15,8 +15,9 @@ from pathlib import Path
 import msgpack
 import orjson
 
-from agent.deadletter import DeadLetterStore, safe_name, spool_source
+from agent.deadletter import DeadLetterStore, spool_source
 from agent.ingest import Ingest
+from agent.paths import file_name
 from agent.protocol.forward import pack_event_time
 
 log = logging.getLogger("agent")
@@ -32,7 +33,7 @@ class ReplayIngest:
 
     async def ingest(self) -> None:
         """Journal the dead letters that ``hive-agent deadletter replay`` spooled."""
-        by_file_name = {safe_name(n): n for n in self.outputs | self.filters_names}
+        by_file_name = {file_name(n): n for n in self.outputs | self.filters_names}
         outputs, filters = self.outputs, self.filters_names
         for path in self.store.spooled():
             source = by_file_name.get(spool_source(path), spool_source(path))

@@ -9,8 +9,8 @@ expression. Fluent Bit treats ``*`` as a plain glob; we follow Fluentd.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 
 def _glob_to_regex(pattern: str) -> str:

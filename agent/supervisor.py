@@ -60,7 +60,7 @@ class DeliveryProcess:
         loop.add_reader(ready_r, readable)
         try:
             said = await asyncio.wait_for(answer, READY_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             said = b""
         finally:
             loop.remove_reader(ready_r)
@@ -88,7 +88,7 @@ class DeliveryProcess:
         self.proc.send_signal(signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("delivery process did not stop within %.0fs; killing it (undelivered records stay "
                       "in the journal)", timeout)
             self.proc.kill()

@@ -27,13 +27,13 @@ import orjson
 
 from agent.config import AgentConfig
 from agent.deadletter import DeadLetterStore
-from agent.event import allow_deep_records
-from agent.fsutil import atomic_write
 from agent.delivery import OutputRunner
+from agent.fsutil import atomic_write
 from agent.journal.cursor import CursorStore
 from agent.log import Summary
 from agent.outputs import build_output
 from agent.paths import DataPaths
+from agent.render import allow_deep_records
 
 log = logging.getLogger("agent.worker")
 

@@ -33,8 +33,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from forward_ingest import (CHUNK, _children, build_payloads, cpu_seconds, peak_rss_mb,  # noqa: E402
-                            run_clients, start_agent, stop_agent)
+from forward_ingest import (  # noqa: E402
+    CHUNK,
+    _children,
+    build_payloads,
+    cpu_seconds,
+    peak_rss_mb,
+    run_clients,
+    start_agent,
+    stop_agent,
+)
 
 from agent.protocol.forward import EventBatch, ForwardDecoder, ack_bytes  # noqa: E402
 

@@ -265,7 +265,7 @@ def main() -> int:
                 break
             except OSError:
                 if time.monotonic() > deadline or agent.poll() is not None:
-                    raise SystemExit((work / "agent.log").read_text())
+                    raise SystemExit((work / "agent.log").read_text()) from None
                 time.sleep(0.05)
         time.sleep(0.5)
         children = _children(agent.pid)

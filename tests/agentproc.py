@@ -94,7 +94,7 @@ class Agent:
         self.port: int | None = None
         self._log_offset = 0
 
-    def start(self, timeout: float = 20.0) -> "Agent":
+    def start(self, timeout: float = 20.0) -> Agent:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -185,7 +185,7 @@ class Agent:
         raise TimeoutError(f"{len(expected - seen)} of {len(expected)} records missing in {path}:\n"
                            f"{self.log()[-3000:]}")
 
-    def __enter__(self) -> "Agent":
+    def __enter__(self) -> Agent:
         return self.start()
 
     def __exit__(self, *exc) -> None:

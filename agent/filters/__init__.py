@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.component import Filter
+from agent.paths import file_name
 
 
 def _record_transformer(cfg, data_dir: Path) -> Filter:
@@ -17,7 +18,7 @@ def _hive(cfg, data_dir: Path) -> Filter:
     from agent.filters.hive import HiveFilter
     dedup = None
     if cfg.dedup_window > 0:
-        dedup = DedupStore(Path(data_dir) / "state" / f"dedup-{cfg.name}.sqlite", cfg.dedup_window)
+        dedup = DedupStore(Path(data_dir) / "state" / f"dedup-{file_name(cfg.name)}.sqlite", cfg.dedup_window)
     return HiveFilter(cfg, dedup)
 
 

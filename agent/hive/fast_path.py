@@ -63,7 +63,7 @@ def _canonical_fields() -> list[tuple]:
         if (f.required and f.name not in _MAY_BE_ABSENT) or f.name == "guid":
             required.append((f.name, t))
         else:
-            nullable = Optional[t] if f.name != "category" else t
+            nullable = Optional[t] if f.name != "category" else t  # noqa: UP045 - t is built at run time
             optional.append((f.name, nullable, None))
     return required + optional
 
@@ -201,7 +201,7 @@ def _without_pattern(t: Any) -> Any:
                 kept.append(m)
         return Annotated[(base, *kept)] if kept else base
     if origin in (typing.Union, types.UnionType):
-        return typing.Union[tuple(_without_pattern(a) for a in typing.get_args(t))]
+        return typing.Union[tuple(_without_pattern(a) for a in typing.get_args(t))]  # noqa: UP007
     return t
 
 
@@ -226,9 +226,9 @@ def _entry_struct() -> type:
         if f.required:
             fields.append((f.name, t))
         elif f.name == "category":  # a null there is a finding: not on this path
-            fields.append((f.name, typing.Union[t, msgspec.UnsetType], msgspec.UNSET))
+            fields.append((f.name, typing.Union[t, msgspec.UnsetType], msgspec.UNSET))  # noqa: UP007
         else:
-            fields.append((f.name, typing.Union[t, None, msgspec.UnsetType], msgspec.UNSET))
+            fields.append((f.name, typing.Union[t, None, msgspec.UnsetType], msgspec.UNSET))  # noqa: UP007
     return msgspec.defstruct("CanonicalEntry", fields, forbid_unknown_fields=True)
 
 

@@ -91,7 +91,7 @@ def _annotation(f: spec.Field) -> Any:
 
 PurchaseLog: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "PurchaseLog", __config__=ConfigDict(extra="forbid", strict=False),
-    **{f.name: (Optional[_annotation(f)], None) for f in FIELDS})
+    **{f.name: (Optional[_annotation(f)], None) for f in FIELDS})  # noqa: UP045 - built at run time
 
 _RULES = {"string_too_long": "too_long", "too_long": "too_long", "literal_error": "not_allowed",
           "string_pattern_mismatch": "format", "greater_than_equal": "out_of_range",

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 KST = "GMT+09:00"
 KST_OFFSET = timedelta(hours=9)
@@ -99,4 +99,4 @@ def utc_of(purchase_time: object, tz: object) -> datetime:
     text, _ = parse_purchase_time(purchase_time, offset)  # "yyyy-mm-dd hh:mm:ss" in that offset
     naive = datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
                      int(text[17:19]))
-    return naive.replace(tzinfo=timezone(offset)).astimezone(timezone.utc)
+    return naive.replace(tzinfo=timezone(offset)).astimezone(UTC)

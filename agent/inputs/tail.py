@@ -48,11 +48,18 @@ import time
 from functools import partial
 from pathlib import Path
 
-from agent.deadletter import safe_name
-from agent.inputs.tail_position import (FINGERPRINT_BYTES, FileKey, FilePosition, PositionFile, fingerprint,
-                                        marker_entry, replay_markers)
-from agent.journal.cursor import Position
 from agent.ingest import Ingest, Refused, when_both
+from agent.inputs.tail_position import (
+    FINGERPRINT_BYTES,
+    FileKey,
+    FilePosition,
+    PositionFile,
+    fingerprint,
+    marker_entry,
+    replay_markers,
+)
+from agent.journal.cursor import Position
+from agent.paths import file_name
 from agent.protocol.jsonlines import LineSplitter, parse_each, parse_lines, to_entries
 
 log = logging.getLogger("agent.input.tail")
@@ -115,7 +122,7 @@ class TailInput:
         self.ingest = ingest
         self.journal = journal = ingest.journal
         self.tag_regex = re.compile(cfg.tag_regex) if cfg.tag_regex else None
-        self.pos_file = PositionFile(cfg.pos_file or Path(data_dir) / "tail" / f"{safe_name(cfg.name)}.pos.json",
+        self.pos_file = PositionFile(cfg.pos_file or Path(data_dir) / "tail" / f"{file_name(cfg.name)}.pos.json",
                                      cfg.name)
         self.listening = [f"files {' '.join(cfg.path)}"]
         self.files: dict[FileKey, Watched] = {}

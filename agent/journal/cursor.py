@@ -8,13 +8,13 @@ output has passed.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from agent.fsutil import atomic_write
+from agent.paths import file_name
 
 CURSOR_VERSION = 1
 
@@ -25,16 +25,12 @@ class Position:
     offset: int
 
 
-def _file_name(output_name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", output_name) + ".json"
-
-
 class CursorStore:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
 
     def path(self, output_name: str) -> Path:
-        return self.directory / _file_name(output_name)
+        return self.directory / f"{file_name(output_name)}.json"
 
     def load(self, output_name: str) -> Position | None:
         try:

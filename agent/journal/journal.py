@@ -25,8 +25,8 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from agent.fsutil import fsync_dir
 from agent.journal.cursor import Position
@@ -120,9 +120,6 @@ class Journal:
         self.stats["records"] += count
         self._wake.set()
         return fut
-
-    async def append(self, tag: str, entries: bytes, count: int) -> None:
-        await self.submit(tag, entries, count)
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()

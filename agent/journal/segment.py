@@ -14,8 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.journal.record import (HEADER_SIZE, Torn, check_segment_header, filler_record, iter_records,
-                                  next_record_start)
+from agent.journal.record import HEADER_SIZE, Torn, check_segment_header, filler_record, iter_records, next_record_start
 
 log = logging.getLogger("agent.journal")
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from math import isfinite
 
@@ -198,12 +198,13 @@ def revenue_string(value: Decimal) -> str:
         text = text.rstrip("0").rstrip(".")
     if text == "-0":
         text = "0"
-    if not _REVENUE.fullmatch(text):
+    if not is_plain_revenue(text):
         raise Refused("invalid", f"revenue {text!r} is not a plain number")
     return text
 
 
 def is_plain_revenue(text: str) -> bool:
+    """The revenue form the AppsFlyer seed accepts: no thousands separators, units or exponent."""
     return bool(_REVENUE.fullmatch(text))
 
 
@@ -212,8 +213,8 @@ def is_plain_revenue(text: str) -> bool:
 def appsflyer_cutoff(event_utc: datetime) -> datetime:
     """The moment after which AppsFlyer stamps the event with its arrival time instead:
     02:00 UTC on the day after the event's UTC date."""
-    day = event_utc.astimezone(timezone.utc).date()
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1, hours=2)
+    day = event_utc.astimezone(UTC).date()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1, hours=2)
 
 
 def appsflyer_keeps_time(event_utc: datetime, arrival_utc: datetime) -> bool:
@@ -224,7 +225,7 @@ def appsflyer_keeps_time(event_utc: datetime, arrival_utc: datetime) -> bool:
 
 
 def appsflyer_time(moment: datetime) -> str:
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%d %H:%M:%S.") + f"{utc.microsecond // 1000:03d}"
 
 

@@ -38,8 +38,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from agent.deadletter import safe_name
 from agent.mirrors.payloads import ID_FIELDS, PLATFORM_IDS, att_code
+from agent.paths import file_name
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -53,11 +53,11 @@ CREATE TABLE IF NOT EXISTS buyers (
     vendor TEXT NOT NULL, app TEXT NOT NULL, uid TEXT NOT NULL, PRIMARY KEY (vendor, app, uid));
 """
 
-_STORES: dict[Path, "MirrorState"] = {}
+_STORES: dict[Path, MirrorState] = {}
 FOLD_INTERVAL = 10.0  # seconds between folds of the acceptance log into the database
 
 
-def open_state(path: Path) -> "MirrorState":
+def open_state(path: Path) -> MirrorState:
     """One connection per file in a process: the three mirror outputs share it."""
     path = Path(path).resolve()
     if path not in _STORES:
@@ -183,7 +183,7 @@ class MirrorState:
 
     def _open_log(self, vendor: str) -> int:
         """Fold what a previous run of this output logged, then open its log for appends."""
-        path = self.path.with_name(f"{self.path.name}.{safe_name(vendor)}.delivered.log")
+        path = self.path.with_name(f"{self.path.name}.{file_name(vendor)}.delivered.log")
         rows = set()
         try:
             for line in path.read_text(errors="replace").splitlines():

@@ -13,7 +13,7 @@ Answers: 200 OK; timeouts, 429 and 5xx RETRY (a 5xx at most
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from agent.component import SendResult
 from agent.mirrors.payloads import Purchase, Refused, appsflyer_cutoff, appsflyer_event, appsflyer_keeps_time
@@ -59,5 +59,5 @@ class AppsFlyerOutput(MirrorOutput):
         return result
 
     def accepted(self, job: Job) -> None:
-        if not appsflyer_keeps_time(job.purchase.time_utc, datetime.now(timezone.utc)):
+        if not appsflyer_keeps_time(job.purchase.time_utc, datetime.now(UTC)):
             self.stats["late"] += 1  # AppsFlyer stamps it with its arrival time

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from agent.component import Outcome, Output, TagBatch, caused_by_records
-from agent.event import LineRenderer
 from agent.hive.records import in_key_style
+from agent.render import LineRenderer
 
 _PLACEHOLDER = re.compile(r"\{(tag)(?:\[(-?\d+)\])?\}")
 
@@ -28,7 +28,6 @@ class PathTemplate:
         rest = _PLACEHOLDER.sub("", template)
         if "{" in rest or "}" in rest:
             raise ValueError(f"path {template!r}: only {{tag}} and {{tag[N]}} placeholders are known")
-        self.static = not _PLACEHOLDER.search(template)
         self._cache: dict[str, Path] = {}
 
     def for_tag(self, tag: str) -> Path:

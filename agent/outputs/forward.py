@@ -138,7 +138,7 @@ class ForwardOutput(Output):
             except (OSError, ssl.SSLError):
                 pass
             return True
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        except (TimeoutError, OSError, ssl.SSLError):
             return False
 
     # -- server choice -------------------------------------------------------
@@ -212,8 +212,7 @@ class ForwardOutput(Output):
         try:
             await self._send_to(server, [m for m, _ in group], [c for _, c in group])
             return None
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError, SendError,
-                ssl.SSLError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ProtocolError, SendError, ssl.SSLError) as exc:
             reason = _describe(exc)
             server.last_error = reason
             server.down_until = time.monotonic() + self.cfg.recover_wait

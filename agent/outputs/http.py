@@ -15,18 +15,17 @@ Answers, as the delivery loop needs them:
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import aiohttp
 import orjson
 
 from agent.component import DeadRecord, Outcome, Output, TagBatch
-from agent.event import to_json
 from agent.hive.records import render
 from agent.hive.times import KST_OFFSET, parse_timezone, timezone_missing
+from agent.render import to_json
 
 log = logging.getLogger("agent.output.http")
 
@@ -41,7 +40,7 @@ def date_time(time_ns: int, tz: object) -> str:
     written in ISO 8601 UTC, which the transport accepts too."""
     offset = KST_OFFSET if timezone_missing(tz) else parse_timezone(tz)
     if offset is None:
-        return datetime.fromtimestamp(time_ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(time_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return datetime.fromtimestamp(time_ns / 1e9, timezone(offset)).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -98,7 +97,7 @@ class HttpOutput(Output):
                 async with self.session.post(self.endpoint, data=body, headers=self.headers) as resp:
                     status = resp.status
                     text = " ".join((await resp.text(errors="replace"))[:300].split())  # one log line
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return Outcome.retry(f"POST {self.endpoint}: timed out after {self.cfg.timeout:.0f}s")
             except aiohttp.ClientError as exc:
                 return Outcome.retry(f"POST {self.endpoint}: {exc}")

@@ -35,7 +35,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -140,7 +140,7 @@ class MirrorOutput(Output):
         # The delivery loop sends the same batches again after RETRY or PAUSE: what this call
         # skipped is counted only once the batches are done, and a purchase accepted by an
         # earlier attempt is not a duplicate.
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         counts: collections.Counter = collections.Counter()
         jobs, dead = self._jobs(batches, now, counts)
         results = await self._run_all(self.order(jobs)) if jobs else []
@@ -232,7 +232,7 @@ class MirrorOutput(Output):
             async with self.session.post(req.url, data=req.body, headers=req.headers) as resp:
                 status = resp.status
                 body = await resp.read()  # read whole, so the connection is reused
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return SendResult.RETRY, f"POST {req.url}: timed out after {self.cfg.timeout:g}s", job
         except aiohttp.ClientError as exc:
             return SendResult.RETRY, f"POST {req.url}: {exc}", job

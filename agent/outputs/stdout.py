@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from agent.component import Outcome, Output, TagBatch
-from agent.event import LineRenderer
 from agent.hive.records import in_key_style
+from agent.render import LineRenderer
 
 
 class StdoutOutput(Output):

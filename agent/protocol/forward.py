@@ -590,7 +590,8 @@ def _parse_message(u: msgpack.Unpacker, frame: bytes, now_ns: int, max_decompres
     elif _is_raw(b1):  # PackedForward / CompressedPackedForward
         payload = u.unpack()
         options = _read_options(u, frame, n - 2)
-        if options.compressed not in (None, b"text", b"") or payload[:2] == b"\x1f\x8b" or payload[:4] == b"\x28\xb5\x2f\xfd":
+        magic = payload[:2] == b"\x1f\x8b" or payload[:4] == b"\x28\xb5\x2f\xfd"  # gzip, zstd
+        if options.compressed not in (None, b"text", b"") or magic:
             payload = decompress(payload, options.compressed, max_decompressed)
             mode = "compressed_packed_forward"
         else:
@@ -733,7 +734,8 @@ def check_pong(message, *, helo: Helo, salt: bytes, shared_key: bytes, self_host
         return f"expected PONG, got {message!r:.80}"
     _, ok, reason, server_hostname, digest = message
     if not ok:
-        return f"authentication refused by the server: {reason.decode('utf-8', 'replace') if isinstance(reason, bytes) else reason}"
+        text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else reason
+        return f"authentication refused by the server: {text}"
     if server_hostname == self_hostname:
         return "the server has the same hostname as this client (invalid configuration)"
     if digest != shared_key_digest(salt, server_hostname, helo.nonce, shared_key):

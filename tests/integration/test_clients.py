@@ -44,11 +44,11 @@ def test_fluent_logger_python(tmp_path, nanosecond):
         assert line["record"] == rec
         if nanosecond:
             # msgpack EventTime keeps nanoseconds (as far as a float carries them).
-            stamp = datetime.datetime.fromtimestamp(int(t), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            stamp = datetime.datetime.fromtimestamp(int(t), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
             assert line["time"][:19] == stamp
             assert line["time"][20:25] == "12345"
         else:
-            assert line["time"] == datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(
+            assert line["time"] == datetime.datetime.fromtimestamp(t, datetime.UTC).strftime(
                 "%Y-%m-%dT%H:%M:%S") + ".000000000Z"
 
 
@@ -79,7 +79,7 @@ def test_fluent_org_logger_node(tmp_path, node_client, mode, options):
         assert line["tag"] == "ha2union.game.samplegame.purchase_log"
         assert line["record"] == {"seq": i, "product_id": f"sg.gem_pack_{i % 5}", "price": 0.99 + i,
                                   "nested": {"ok": True, "list": [i, "x"]}}
-        stamp = datetime.datetime.fromtimestamp(1_700_000_000 + i, datetime.timezone.utc).strftime(
+        stamp = datetime.datetime.fromtimestamp(1_700_000_000 + i, datetime.UTC).strftime(
             "%Y-%m-%dT%H:%M:%S")
         nanos = "123456789" if options.get("eventTime") else "000000000"
         assert line["time"] == f"{stamp}.{nanos}Z"

@@ -4,7 +4,7 @@ import collections
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -24,7 +24,7 @@ NO_DEDUP = HIVE_FILTER + 'dedup_window = 0\n'  # the mirrors' own once-only is u
 
 
 def kst_now() -> str:
-    return (datetime.now(timezone.utc) + timedelta(hours=9)).strftime("%Y-%m-%d %H:%M:%S")
+    return (datetime.now(UTC) + timedelta(hours=9)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def purchase(i: int, ids: bool = True, **changes) -> dict:
@@ -188,7 +188,7 @@ def test_missing_identifier_is_dead_lettered_then_replayed_once_the_identity_is_
 
 def test_refunds_old_events_and_currencies_each_vendor_in_its_own_terms(tmp_path, vendors):
     af, wt, nv = vendors
-    old = (datetime.now(timezone.utc) + timedelta(hours=9) - timedelta(days=9)).strftime("%Y-%m-%d %H:%M:%S")
+    old = (datetime.now(UTC) + timedelta(hours=9) - timedelta(days=9)).strftime("%Y-%m-%d %H:%M:%S")
     records = [purchase(1, refund="Y"), purchase(2, purchase_time=old), purchase(3, currency="JPY",
                                                                                   product_price="120")]
     with Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv)) as agent:
@@ -286,7 +286,7 @@ def test_wisetracker_first_purchase_is_marked_once_per_user(tmp_path, vendors):
 
 def test_appsflyer_sends_the_earliest_deadline_first(tmp_path, vendors):
     af, wt, nv = vendors
-    two_days_ago = (datetime.now(timezone.utc) + timedelta(hours=9) - timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
+    two_days_ago = (datetime.now(UTC) + timedelta(hours=9) - timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
     cfg = forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=1)
     with Agent(tmp_path, cfg) as agent:
         send(agent.port, TAG, [purchase(1), purchase(2, purchase_time=two_days_ago), purchase(3)], chunk=3)
@@ -326,7 +326,7 @@ def metric_value(body: str, name: str, component: str) -> float:
 def test_purchases_reach_each_vendor_as_the_seeds_say(tmp_path, vendors):
     """Forward → hive filter (lenient, dedup on) → the three fakes, each enforcing its seed."""
     af, wt, nv = vendors
-    utc_now = datetime.now(timezone.utc)
+    utc_now = datetime.now(UTC)
     utc_time = utc_now.strftime("%Y-%m-%d %H:%M:%S")
     records = [
         purchase(1),

@@ -11,8 +11,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.agentproc import MONITOR, Agent, file_output, forward_output, free_port, get_json, journal_records, \
-    tail_input, wait_until
+from tests.agentproc import (
+    MONITOR,
+    Agent,
+    file_output,
+    forward_output,
+    free_port,
+    get_json,
+    journal_records,
+    tail_input,
+    wait_until,
+)
 
 PAD = "p" * 60
 

@@ -102,3 +102,16 @@ def test_component_names_use_a_safe_alphabet(tmp_path, name, ok):
     else:
         with pytest.raises(ConfigError, match=r"outputs\.0\.name: .* is not a usable name"):
             load_config(write(tmp_path, text))
+
+
+def test_the_readme_config_is_a_valid_config(tmp_path):
+    """The one config a newcomer reads first must be one the agent takes."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [toml] = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    path = tmp_path / "agent.toml"
+    path.write_text(toml.replace('"/var/lib/hive-agent"', f'"{tmp_path / "var"}"'))
+    cfg = load_config(path)
+    assert [o.type for o in cfg.outputs] == ["forward"] and [f.type for f in cfg.filters] == ["hive"]

@@ -42,7 +42,7 @@ async def fill(directory, batches):
     j.recover()
     await j.start()
     for tag, ids in batches:
-        await j.append(tag, b"".join(pack([event_time(1_700_000_000, i), {"i": i}]) for i in ids), len(ids))
+        await j.submit(tag, b"".join(pack([event_time(1_700_000_000, i), {"i": i}]) for i in ids), len(ids))
     await j.close()
 
 
@@ -171,7 +171,7 @@ async def test_other_fsync_policies_still_write_everything(tmp_path, policy):
     j.recover()
     await j.start()
     for k in range(20):
-        await j.append("t", pack([event_time(1_700_000_000, k), {"i": k}]), 1)
+        await j.submit("t", pack([event_time(1_700_000_000, k), {"i": k}]), 1)
     await asyncio.sleep(0.05)
     await j.close()
     out = ScriptedOutput()
@@ -181,13 +181,14 @@ async def test_other_fsync_policies_still_write_everything(tmp_path, policy):
 
 
 def test_dead_letters_of_an_oddly_named_output_are_spooled_under_a_file_name_that_maps_back(tmp_path):
-    from agent.deadletter import safe_name, spool_source
+    from agent.deadletter import spool_source
+    from agent.paths import file_name
     store = DeadLetterStore(tmp_path / "deadletter")
     store.write_records("hive/http", [("t", 1, {"i": 1}, "HTTP 400"), ("t", 2, {"i": 2}, "HTTP 503")])
     assert store.summary()["hive_http"]["count"] == 2
     n, spool = store.take_for_replay("hive/http", "400")
     assert n == 1 and spool.parent == tmp_path / "replay"
-    assert spool_source(spool) == safe_name("hive/http") == "hive_http"
+    assert spool_source(spool) == file_name("hive/http") == "hive_http"
     assert [l["record"]["i"] for l in store.read("hive/http")] == [2]
 
 
@@ -214,7 +215,7 @@ async def fill_records(directory, tag, records):
     j = Journal(directory)
     j.recover()
     await j.start()
-    await j.append(tag, b"".join(pack([event_time(1_700_000_000, n), r]) for n, r in enumerate(records)),
+    await j.submit(tag, b"".join(pack([event_time(1_700_000_000, n), r]) for n, r in enumerate(records)),
                    len(records))
     await j.close()
 
@@ -277,6 +278,7 @@ async def test_a_full_disk_for_the_cursor_and_the_dead_letters_is_waited_out_not
 
 def test_a_dead_letter_never_fails_because_of_the_record_and_replays_as_it_was(tmp_path):
     import base64
+
     from agent.component import TagBatch
     from agent.journal.record import batch_payload
     from agent.replay import _entries_of

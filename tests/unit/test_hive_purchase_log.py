@@ -260,10 +260,11 @@ def test_strict_every_violation_is_an_error_by_default_none():
 
 
 def test_the_table_is_the_one_source_of_the_model_the_structs_and_the_names():
+    import msgspec
+
     from agent.hive import spec
     from agent.hive.fast_path import Canonical, CanonicalEntry
     from agent.hive.purchase_log import PurchaseLog
-    import msgspec
     assert tuple(PurchaseLog.model_fields) == spec.SPEC_FIELDS
     assert {f.name for f in msgspec.structs.fields(Canonical)} == set(spec.SPEC_FIELDS)
     assert {f.name for f in msgspec.structs.fields(CanonicalEntry)} == set(spec.SPEC_FIELDS)
@@ -414,6 +415,7 @@ def _hive_filter():
 
 def _entries(records):
     import msgpack
+
     from tests.wire import event_time
     return b"".join(msgpack.packb([event_time(1_700_000_000, i), r]) for i, r in enumerate(records))
 

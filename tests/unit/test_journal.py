@@ -8,9 +8,9 @@ import pytest
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
 from agent.journal.reader import JournalReader
-from agent.journal.record import (HEADER_SIZE, Torn, batch_payload, encode_record, iter_records, peek_tag)
+from agent.journal.record import HEADER_SIZE, Torn, batch_payload, encode_record, iter_records, peek_tag
 from agent.journal.segment import list_segments, segment_path
-from agent.event import decode_batch
+from agent.render import decode_entries
 from tests.wire import event_time, pack
 
 T = 1_700_000_000
@@ -36,8 +36,8 @@ def read_all(directory, position=None):
             reader.close()
             return out, reader.position
         for r in recs:
-            b = decode_batch(r.payload)
-            out += [(b.tag, t, rec["i"]) for t, rec in b.entries]
+            tag, decoded = decode_entries(r.payload)
+            out += [(tag, t, rec["i"]) for t, rec in decoded]
 
 
 def test_record_framing_round_trip_and_checks():
@@ -57,7 +57,7 @@ def test_record_framing_round_trip_and_checks():
 
 async def test_appends_are_durable_in_order_and_concurrent_appends_share_fsyncs(tmp_path):
     j = await started(tmp_path, fsync="always")
-    await asyncio.gather(*(j.append("t", entries(10, k * 10), 10) for k in range(50)))
+    await asyncio.gather(*(j.submit("t", entries(10, k * 10), 10) for k in range(50)))
     assert j.stats["fsyncs"] < 50  # group commit
     await j.close()
     events, _ = read_all(tmp_path)
@@ -68,7 +68,7 @@ async def test_appends_are_durable_in_order_and_concurrent_appends_share_fsyncs(
 async def test_torn_tail_is_cut_and_everything_before_it_kept(tmp_path):
     j = await started(tmp_path)
     for k in range(5):
-        await j.append("t", entries(10, k * 10), 10)
+        await j.submit("t", entries(10, k * 10), 10)
     await j.close()
     [seq] = list_segments(tmp_path)
     path = segment_path(tmp_path, seq)
@@ -80,7 +80,7 @@ async def test_torn_tail_is_cut_and_everything_before_it_kept(tmp_path):
     assert j2.stats["recovered_records"] == 4
     assert j2.stats["cut_bytes"] > 0
     await j2.start()
-    await j2.append("t", entries(1, 1000), 1)
+    await j2.submit("t", entries(1, 1000), 1)
     await j2.close()
     events, _ = read_all(tmp_path)
     assert [e[2] for e in events] == list(range(40)) + [1000]
@@ -90,7 +90,7 @@ async def test_a_damaged_record_mid_segment_is_set_aside_and_every_record_after_
     jdir = tmp_path / "journal"
     j = await started(jdir)
     for k in range(10):
-        await j.append("t", entries(100, k * 100), 100)
+        await j.submit("t", entries(100, k * 100), 100)
     await j.close()
     path = segment_path(jdir, list_segments(jdir)[0])
     data = bytearray(path.read_bytes())
@@ -123,7 +123,7 @@ async def test_random_damage_and_truncation_keep_every_intact_record(tmp_path, s
     jdir = tmp_path / "journal"
     j = await started(jdir, segment_bytes=64 * 1024)
     for k in range(60):
-        await j.append("t", entries(20, k * 20), 20)
+        await j.submit("t", entries(20, k * 20), 20)
     await j.close()
     intact: set[int] = set()
     for seq in list_segments(jdir):
@@ -132,7 +132,7 @@ async def test_random_damage_and_truncation_keep_every_intact_record(tmp_path, s
         spans = []  # (start, end, events) of each record as written
         start = HEADER_SIZE
         for end, payload, _ in iter_records(bytes(data), HEADER_SIZE):
-            spans.append((start, end, {rec["i"] for _, rec in decode_batch(payload).entries}))
+            spans.append((start, end, {rec["i"] for _, rec in decode_entries(payload)[1]}))
             start = end
         flips = [rng.randrange(HEADER_SIZE, len(data)) for _ in range(rng.randint(0, 4))]
         for at in flips:
@@ -153,7 +153,7 @@ async def test_random_damage_and_truncation_keep_every_intact_record(tmp_path, s
 async def test_segments_roll_and_are_collected_once_every_cursor_passed(tmp_path):
     j = await started(tmp_path, segment_bytes=4096, max_bytes=1 << 20)
     for k in range(150):
-        await j.append("t", entries(10, k * 10), 10)
+        await j.submit("t", entries(10, k * 10), 10)
     segs = j.segments()
     assert len(segs) > 3
     events, end = read_all(tmp_path)
@@ -173,7 +173,7 @@ async def test_full_journal_reports_full_until_collected(tmp_path):
     j.recover()
     await j.start()
     while not j.is_full():
-        await j.append("t", entries(10), 10)
+        await j.submit("t", entries(10), 10)
     _, end = read_all(tmp_path)
     j.collect([end])
     assert not j.is_full() and room
@@ -182,7 +182,7 @@ async def test_full_journal_reports_full_until_collected(tmp_path):
 
 async def test_a_failed_write_is_rolled_back_and_not_acknowledged(tmp_path, monkeypatch):
     j = await started(tmp_path)
-    await j.append("t", entries(1), 1)
+    await j.submit("t", entries(1), 1)
     real_write = os.write
     calls = {"n": 0}
 
@@ -193,10 +193,10 @@ async def test_a_failed_write_is_rolled_back_and_not_acknowledged(tmp_path, monk
 
     monkeypatch.setattr("agent.journal.journal.os.write", failing_write)
     with pytest.raises(OSError):
-        await j.append("t", entries(1, 1), 1)
+        await j.submit("t", entries(1, 1), 1)
     assert j.write_error == "No space left on device"  # /health says so until a write succeeds
     monkeypatch.setattr("agent.journal.journal.os.write", real_write)
-    await j.append("t", entries(1, 2), 1)
+    await j.submit("t", entries(1, 2), 1)
     assert j.write_error is None
     await j.close()
     events, _ = read_all(tmp_path)
@@ -208,14 +208,14 @@ async def test_every_start_writes_a_new_segment(tmp_path):
         j = Journal(tmp_path)
         j.recover()
         await j.start()
-        await j.append("t", entries(1), 1)
+        await j.submit("t", entries(1), 1)
         await j.close()
     assert len(list_segments(tmp_path)) == 3
 
 
 async def test_reader_waits_at_a_partial_record_and_resumes_from_a_cursor(tmp_path):
     j = await started(tmp_path)
-    await j.append("t", entries(3), 3)
+    await j.submit("t", entries(3), 3)
     events, pos = read_all(tmp_path)
     assert len(events) == 3
     # A partial record at the end (a write in progress) is not there yet.
@@ -230,7 +230,7 @@ async def test_reader_waits_at_a_partial_record_and_resumes_from_a_cursor(tmp_pa
         f.write(full[10:])
     [rec] = reader.read()
     reader.close()
-    assert [r["i"] for _, r in decode_batch(rec.payload).entries] == [10, 11]
+    assert [r["i"] for _, r in decode_entries(rec.payload)[1]] == [10, 11]
     await j.close()
 
 

@@ -1,10 +1,10 @@
 """One purchase whose mapping raises never costs the batch: it alone is dead-lettered as invalid."""
 
 import collections
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from agent.config import NaverOutputConfig
 from agent.component import TagBatch
+from agent.config import NaverOutputConfig
 from agent.outputs.naver import NaverOutput
 from tests.unit.test_mirror_payloads import HIVE_SAMPLE, TAG, normalized
 
@@ -23,7 +23,7 @@ def test_an_exception_while_mapping_one_purchase_dead_letters_it_and_the_rest_go
     records = [normalized(dict(HIVE_SAMPLE, transaction_id=f"T-{i}", hiveiap_purchase_test="")) for i in range(10)]
     records[7] = "not even a map"
     batch = TagBatch(TAG, [[i, r] for i, r in enumerate(records)])
-    jobs, dead = out._jobs([batch], datetime.now(timezone.utc), collections.Counter())
+    jobs, dead = out._jobs([batch], datetime.now(UTC), collections.Counter())
     assert sorted(job.purchase.transaction_id for job in jobs) == sorted(f"T-{i}" for i in range(10) if i not in (5, 7))
     reasons = {d[2]["transaction_id"] if isinstance(d[2], dict) else d[2]: d[3] for d in dead}
     assert set(reasons) == {"T-5", "not even a map"}

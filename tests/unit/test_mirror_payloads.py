@@ -1,6 +1,6 @@
 """The vendor mappings, checked against the seeds' own examples."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
@@ -8,9 +8,20 @@ import pytest
 
 from agent.hive.purchase_log import normalize
 from agent.hive.records import with_extra
-from agent.mirrors.payloads import (Item, Refused, appsflyer_event, appsflyer_keeps_time, is_plain_revenue,
-                                    naver_event, naver_items, platform_ids, purchase_from, revenue_string,
-                                    validate_naver, wisetracker_body)
+from agent.mirrors.payloads import (
+    Item,
+    Refused,
+    appsflyer_event,
+    appsflyer_keeps_time,
+    is_plain_revenue,
+    naver_event,
+    naver_items,
+    platform_ids,
+    purchase_from,
+    revenue_string,
+    validate_naver,
+    wisetracker_body,
+)
 
 TAG = "ha2union.game.misample.purchase_log"
 
@@ -43,7 +54,7 @@ def test_the_hive_sample_as_a_purchase():
                                                                 "GPA.3333-8449-4747-11111")
     assert p.price == Decimal("1.99") and p.quantity == 1 and p.currency == "USD"
     # 11:22:33 KST (no timezone in the sample: Hive's fallback is +09:00) is 02:22:33 UTC.
-    assert p.time_utc == datetime(2018, 5, 1, 2, 22, 33, tzinfo=timezone.utc)
+    assert p.time_utc == datetime(2018, 5, 1, 2, 22, 33, tzinfo=UTC)
     assert p.test and not p.refund and p.client_ip == "112.114.245.232"
 
 
@@ -162,22 +173,22 @@ def test_the_revenue_formats_the_seed_rejects(bad):
 
 
 # The seed's table: an event at Monday 21:00 (UTC) keeps its time arriving Tuesday 01:00, not Wednesday 09:00.
-MONDAY_2100 = datetime(2026, 11, 16, 21, 0, tzinfo=timezone.utc)
+MONDAY_2100 = datetime(2026, 11, 16, 21, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("arrival,kept", [
-    (datetime(2026, 11, 17, 1, 0, tzinfo=timezone.utc), True),   # Tuesday 01:00
-    (datetime(2026, 11, 17, 1, 59, 59, tzinfo=timezone.utc), True),
-    (datetime(2026, 11, 17, 2, 0, tzinfo=timezone.utc), False),  # the 02:00 UTC cutoff
-    (datetime(2026, 11, 18, 9, 0, tzinfo=timezone.utc), False),  # Wednesday 09:00
-    (datetime(2026, 11, 16, 20, 0, tzinfo=timezone.utc), True),  # a future time on the same UTC date
+    (datetime(2026, 11, 17, 1, 0, tzinfo=UTC), True),   # Tuesday 01:00
+    (datetime(2026, 11, 17, 1, 59, 59, tzinfo=UTC), True),
+    (datetime(2026, 11, 17, 2, 0, tzinfo=UTC), False),  # the 02:00 UTC cutoff
+    (datetime(2026, 11, 18, 9, 0, tzinfo=UTC), False),  # Wednesday 09:00
+    (datetime(2026, 11, 16, 20, 0, tzinfo=UTC), True),  # a future time on the same UTC date
 ])
 def test_appsflyer_event_time_cutoff(arrival, kept):
     assert appsflyer_keeps_time(MONDAY_2100, arrival) is kept
 
 
 def test_appsflyer_future_time_on_another_date_is_not_kept():
-    assert not appsflyer_keeps_time(datetime(2026, 11, 17, 0, 30, tzinfo=timezone.utc), MONDAY_2100)
+    assert not appsflyer_keeps_time(datetime(2026, 11, 17, 0, 30, tzinfo=UTC), MONDAY_2100)
 
 
 def test_wisetracker_session_and_revenue_like_the_seed_example():
@@ -249,4 +260,4 @@ def test_appsflyer_payload_over_1kb_is_refused_not_sent():
 def test_a_record_no_hive_filter_normalized_is_read_the_same_way():
     raw = dict(HIVE_SAMPLE, purchase_time="2018-05-01T02:22:33Z", hiveiap_purchase_test="")
     p = purchase_from(TAG, raw)
-    assert p.time_utc == datetime(2018, 5, 1, 2, 22, 33, tzinfo=timezone.utc) and p.price == Decimal("1.99")
+    assert p.time_utc == datetime(2018, 5, 1, 2, 22, 33, tzinfo=UTC) and p.price == Decimal("1.99")

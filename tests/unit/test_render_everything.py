@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from agent.component import TagBatch
 from agent.errors import ProtocolError
-from agent.event import LineRenderer, allow_deep_records, to_json
 from agent.hive.records import in_key_style, render
 from agent.journal.record import batch_payload
 from agent.outputs.http import hive_records
 from agent.protocol import forward as fwd
+from agent.render import LineRenderer, allow_deep_records, to_json
 from tests.unit.test_forward_codec import FRAMES, NOW, T, pack
 from tests.wire import event_time
 

@@ -4,8 +4,8 @@ import msgpack
 import orjson
 
 from agent.component import TagBatch
-from agent.event import LineRenderer, decode_batch, rfc3339_ns
 from agent.journal.record import batch_payload
+from agent.render import LineRenderer, decode_entries, rfc3339_ns
 from tests.wire import event_time
 
 
@@ -31,8 +31,9 @@ def test_a_batch_renders_one_line_per_event_with_nanoseconds():
 
 def test_decoded_and_payload_paths_agree():
     p = payload("t", entry(1_700_000_000, 1, {"k": "v", "n": 2.5}))
-    batch = decode_batch(p)
-    assert batch.entries == [[1_700_000_000 * 10**9 + 1, {"k": "v", "n": 2.5}]]
+    tag, entries = decode_entries(p)
+    batch = TagBatch(tag, entries)
+    assert tag == "t" and batch.entries == [[1_700_000_000 * 10**9 + 1, {"k": "v", "n": 2.5}]]
     assert len(TagBatch("t", payload=p)) == 1
     from_entries = LineRenderer().render(TagBatch("t", batch.entries))
     assert from_entries == LineRenderer().render(TagBatch("t", payload=p))

@@ -70,7 +70,7 @@ def _pairs(pairs: list) -> dict:
 
 def _key_text(key) -> str:
     try:
-        return orjson.dumps(key, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(key, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
         return repr(key)
 
@@ -94,17 +94,12 @@ def decode_entries(payload: bytes) -> tuple[str, list]:
         return _tag_and_entries(_lenient(payload, _ext_hook))
 
 
-def decode_batch(payload: bytes) -> TagBatch:
-    tag, entries = decode_entries(payload)
-    return TagBatch(tag, entries, payload)
-
-
 def rfc3339_ns(time_ns: int) -> str:
     seconds, nanos = divmod(time_ns, _NS)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, msgpack.ExtType):
@@ -125,7 +120,7 @@ class _Line(msgspec.Struct):
 
 def _enc_hook(value):
     if isinstance(value, (msgpack.ExtType, msgpack.Timestamp)):
-        return _json_default(value)
+        return json_default(value)
     raise NotImplementedError
 
 
@@ -171,7 +166,7 @@ class LineRenderer:
 def _any_default(value):
     """The last resort's hook: a value of a type JSON has no form for is written as its repr."""
     try:
-        return _json_default(value)
+        return json_default(value)
     except TypeError:
         return repr(value)
 
@@ -183,7 +178,7 @@ def to_json(value) -> bytes:
     """JSON for anything a record may hold: orjson, or, for what it refuses (nesting past 255
     levels, odd keys, huge integers, lone surrogates), the sanitized value through msgspec."""
     try:
-        return orjson.dumps(value, default=_json_default, option=_DUMPS_OPTIONS)
+        return orjson.dumps(value, default=json_default, option=_DUMPS_OPTIONS)
     except TypeError:
         return _json_encoder.encode(_sanitize(value))
 
