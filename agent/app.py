@@ -44,15 +44,20 @@ COLLECT_INTERVAL = 0.5
 def _exception_handler(summary: Summary):
     """The loop's own errors, with one that can repeat many times a second summarized: out of
     descriptors, the loop stops accepting for a moment (asyncio does) and says so once a minute."""
+
     def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
             held = summary.should_log("emfile")
             if held is not None:
-                log.error("out of file descriptors (%s): not accepting connections for a moment%s", exc.strerror,
-                          f" ({held} more times since the last line)" if held else "")
+                log.error(
+                    "out of file descriptors (%s): not accepting connections for a moment%s",
+                    exc.strerror,
+                    f" ({held} more times since the last line)" if held else "",
+                )
             return
         loop.default_exception_handler(context)
+
     return handle
 
 
@@ -62,21 +67,32 @@ class App:
         self.config_path = Path(config_path)
         self.paths = DataPaths(cfg.agent.data_dir)
         j = cfg.agent.journal
-        self.journal = Journal(self.paths.journal, fsync=j.fsync, fsync_interval=j.fsync_interval,
-                               segment_bytes=j.segment_bytes, max_bytes=j.max_bytes)
+        self.journal = Journal(
+            self.paths.journal,
+            fsync=j.fsync,
+            fsync_interval=j.fsync_interval,
+            segment_bytes=j.segment_bytes,
+            max_bytes=j.max_bytes,
+        )
         self.cursors = CursorStore(self.paths.cursors)
         self.deadletters = DeadLetterStore(self.paths.deadletter)
         self.ingest = Ingest(self.journal, build_filters(cfg.filters, self.paths.root), self.deadletters)
         self.inputs = [build_input(i, self.ingest, self.paths.root) for i in cfg.inputs]
-        self.deliveries = [DeliveryProcess(self.config_path, group)
-                           for group in range(min(cfg.agent.delivery_processes, max(1, len(cfg.outputs))))]
+        self.deliveries = [
+            DeliveryProcess(self.config_path, group)
+            for group in range(min(cfg.agent.delivery_processes, max(1, len(cfg.outputs))))
+        ]
         self.monitor = Monitor(self, cfg.monitor.bind, cfg.monitor.port) if cfg.monitor else None
         self._stop = asyncio.Event()
         self._signals = 0
         self._lock_fd: int | None = None
         self._failed = False  # a part failed to start: the exit code says so
-        self._replays = ReplayIngest(self.deadletters, self.ingest,
-                                     outputs={o.name for o in cfg.outputs}, filters_names={f.name for f in cfg.filters})
+        self._replays = ReplayIngest(
+            self.deadletters,
+            self.ingest,
+            outputs={o.name for o in cfg.outputs},
+            filters_names={f.name for f in cfg.filters},
+        )
 
     def _lock(self) -> None:
         self.paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -90,8 +106,9 @@ class App:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise SystemExit(f"hive-agent: {self.paths.root} is in use by another agent "
-                             f"(lock {self.paths.lock})") from None
+            raise SystemExit(
+                f"hive-agent: {self.paths.root} is in use by another agent (lock {self.paths.lock})"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
@@ -102,8 +119,7 @@ class App:
             log.info("%s received: stopping (a second signal forces exit)", signame)
             self._stop.set()
         else:
-            log.error("%s received again: forced exit; unacknowledged frames are not acked and will be resent",
-                      signame)
+            log.error("%s received again: forced exit; unacknowledged frames are not acked and will be resent", signame)
             for delivery in self.deliveries:
                 delivery.kill()
             os._exit(1)
@@ -134,8 +150,12 @@ class App:
             try:
                 await self.monitor.start()
             except OSError as exc:
-                log.error("monitor: cannot listen on %s:%s: %s; stopping", self.monitor.bind, self.monitor.port,
-                          exc.strerror or exc)
+                log.error(
+                    "monitor: cannot listen on %s:%s: %s; stopping",
+                    self.monitor.bind,
+                    self.monitor.port,
+                    exc.strerror or exc,
+                )
                 self._failed = True  # exit non-zero, so that Restart=on-failure starts it again
                 self._stop.set()
         collector = loop.create_task(self._collect_loop(), name="journal-collector")

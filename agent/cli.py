@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(path: str):
     from agent.config import load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -50,6 +51,7 @@ def _load(path: str):
 def _event_loop_runner():
     try:
         import uvloop
+
         return uvloop.run
     except ImportError:
         return asyncio.run
@@ -97,6 +99,7 @@ PRIVATE_UMASK = 0o077
 def cmd_run(path: str) -> int:
     from agent.app import App
     from agent.log import setup_logging
+
     os.umask(PRIVATE_UMASK)
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "main")
@@ -107,6 +110,7 @@ def cmd_run(path: str) -> int:
 def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
     from agent.log import setup_logging
     from agent.worker import run_delivery
+
     os.umask(PRIVATE_UMASK)
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery" if group == 0 else f"delivery-{group}")
@@ -119,6 +123,7 @@ def cmd_deadletter(args) -> int:
 
     from agent.deadletter import DeadLetterStore
     from agent.paths import DataPaths
+
     cfg = _load(args.config)
     store = DeadLetterStore(DataPaths(cfg.agent.data_dir).deadletter)
     if args.deadletter_command == "list":
@@ -137,15 +142,20 @@ def cmd_deadletter(args) -> int:
         return 0
     names = {o.name for o in cfg.outputs} | {f.name for f in cfg.filters}
     if args.output not in names:
-        print(f"hive-agent: no output or filter named {args.output!r} in {args.config} "
-              f"(known: {', '.join(sorted(names))})", file=sys.stderr)
+        print(
+            f"hive-agent: no output or filter named {args.output!r} in {args.config} "
+            f"(known: {', '.join(sorted(names))})",
+            file=sys.stderr,
+        )
         return 2
     n, spool = store.take_for_replay(args.output, args.reason)
     if not n:
         print(f"no dead letters of {args.output}" + (f" with reason containing {args.reason!r}" if args.reason else ""))
         return 0
-    print(f"{n} dead letters of {args.output} re-queued ({spool.name}); the running agent journals them "
-          f"within a second, or the next start does")
+    print(
+        f"{n} dead letters of {args.output} re-queued ({spool.name}); the running agent journals them "
+        f"within a second, or the next start does"
+    )
     return 0
 
 

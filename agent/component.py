@@ -85,12 +85,14 @@ class TagBatch:
     def entries(self) -> list:
         if self._entries is None:
             from agent.render import decode_entries
+
             self._entries = decode_entries(self.payload)[1]
         return self._entries
 
     def __len__(self) -> int:
         if self._entries is None and self.payload is not None:
             from agent.journal.record import batch_count
+
             return batch_count(self.payload)
         return len(self.entries)
 

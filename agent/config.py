@@ -37,9 +37,26 @@ from agent.routing import compile_pattern
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-               "mi": 1024**2, "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
-               "t": 1000**4, "tb": 1000**4, "ti": 1024**4, "tib": 1024**4}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "ki": 1024,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
 
 
 def parse_duration(value: Any) -> float:
@@ -93,8 +110,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 # An interval or a timeout: something the agent waits for, so never 0.
 Interval = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_some_time)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-Secret = Annotated[SecretStr, BeforeValidator(resolve_secret),
-                   PlainSerializer(lambda s: "***", return_type=str)]
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret), PlainSerializer(lambda s: "***", return_type=str)]
 
 
 class Strict(BaseModel):
@@ -118,8 +134,9 @@ def _check_name(value: str) -> str:
     """A component's name names its files under data_dir (cursor, dead letters, state): two names
     must never map to one file, and none may step out of its directory."""
     if not _SAFE_NAME.fullmatch(value) or set(value) == {"."}:
-        raise ValueError(f"{value!r} is not a usable name: 1 to 100 letters, digits, '_', '.' or '-' "
-                         f"(it names files under data_dir)")
+        raise ValueError(
+            f"{value!r} is not a usable name: 1 to 100 letters, digits, '_', '.' or '-' (it names files under data_dir)"
+        )
     return value
 
 
@@ -136,6 +153,7 @@ KeyStyle = Annotated[Literal["raw", "snake", "camel"], BeforeValidator(_key_styl
 
 
 # -- [agent] -----------------------------------------------------------------
+
 
 class JournalSettings(Strict):
     fsync: Literal["always", "interval", "off"] = "always"
@@ -178,6 +196,7 @@ class AgentSettings(Strict):
 
 
 # -- [[inputs]] --------------------------------------------------------------
+
 
 class User(Strict):
     username: str
@@ -237,6 +256,7 @@ def _str_list(value: Any) -> Any:
 class TailInputConfig(Strict):
     """Fluentd's in_tail, for JSON-lines files. Defaults follow Fluentd, except
     ``max_line_size`` (bounded here) and the position file (always kept)."""
+
     type: Literal["tail"]
     name: ComponentName | None = None
     path: Annotated[list[str], BeforeValidator(_str_list)]
@@ -278,8 +298,9 @@ class TailInputConfig(Strict):
                 raise ValueError(f"tag_regex: {exc}") from None
         missing = fields - groups
         if missing:
-            raise ValueError(f"tag {self.tag!r} uses {{{', '.join(sorted(missing))}}} but tag_regex has no "
-                             f"such named group")
+            raise ValueError(
+                f"tag {self.tag!r} uses {{{', '.join(sorted(missing))}}} but tag_regex has no such named group"
+            )
         if self.max_line_size < 16 or self.read_bytes_limit < 4096:
             raise ValueError("max_line_size must be at least 16 bytes and read_bytes_limit at least 4KiB")
         return self
@@ -289,6 +310,7 @@ InputConfig = Annotated[ForwardInputConfig | TailInputConfig, Field(discriminato
 
 
 # -- [[filters]] -------------------------------------------------------------
+
 
 class RecordTransformerConfig(Strict):
     """Fluentd's record_transformer, the static part: set and remove keys."""
@@ -321,6 +343,7 @@ FilterConfig = Annotated[RecordTransformerConfig | HiveFilterConfig, Field(discr
 
 # -- [[outputs]] -------------------------------------------------------------
 
+
 class OutputBase(Strict):
     name: ComponentName | None = None
     match: MatchPattern = "**"
@@ -347,6 +370,7 @@ class FileOutputConfig(OutputBase):
     @classmethod
     def _path_template(cls, value: str) -> str:
         from agent.outputs.file import PathTemplate
+
         PathTemplate(value)
         return value
 
@@ -423,6 +447,7 @@ class HttpOutputConfig(OutputBase):
     @model_validator(mode="after")
     def _one_authorization(self):
         from urllib.parse import urlsplit
+
         if urlsplit(self.url).username is not None and any(k.lower() == "authorization" for k in self.headers):
             raise ValueError("url credentials and an Authorization header both authorize: give one of them")
         return self
@@ -430,6 +455,7 @@ class HttpOutputConfig(OutputBase):
 
 class MirrorApp(Strict):
     """One Hive app_id's settings at a vendor. The token comes from the environment or a file."""
+
     app_id: str | None = None  # the vendor's app id (AppsFlyer: the package name, or "id" + digits on iOS)
     bundle_id: str | None = None
     service_number: int | None = None  # Wisetracker's _wtno
@@ -451,6 +477,7 @@ class MirrorApp(Strict):
 
 class MirrorOutputBase(OutputBase):
     """What the three vendor mirrors share (agent/outputs/mirror.py)."""
+
     match: MatchPattern = "ha2union.game.*.purchase_log"
     endpoint: str
     apps: dict[str, MirrorApp] = {}  # keyed by the Hive app_id
@@ -493,8 +520,10 @@ class AppsFlyerOutputConfig(MirrorOutputBase):
                 raise ValueError(f"apps.{hive_app}: app_id (the AppsFlyer app id) is required")
             ios = ".ios." in hive_app or hive_app.endswith(".ios") or ".apple." in hive_app
             if ios and not re.fullmatch(r"id\d+", app.app_id):
-                raise ValueError(f"apps.{hive_app}: iOS app_id {app.app_id!r} must be 'id' + digits "
-                                 f"(AppsFlyer answers 200 and drops the event otherwise)")
+                raise ValueError(
+                    f"apps.{hive_app}: iOS app_id {app.app_id!r} must be 'id' + digits "
+                    f"(AppsFlyer answers 200 and drops the event otherwise)"
+                )
             if app.token is None:
                 raise ValueError(f"apps.{hive_app}: token_env, token_file or token is required")
         return self
@@ -521,8 +550,16 @@ class NaverOutputConfig(MirrorOutputBase):
     all_apps: bool = True  # without [apps], mirror every app; a token is then optional
 
 
-OutputConfig = Annotated[FileOutputConfig | StdoutOutputConfig | ForwardOutputConfig | HttpOutputConfig | AppsFlyerOutputConfig | WisetrackerOutputConfig | NaverOutputConfig,
-                         Field(discriminator="type")]
+OutputConfig = Annotated[
+    FileOutputConfig
+    | StdoutOutputConfig
+    | ForwardOutputConfig
+    | HttpOutputConfig
+    | AppsFlyerOutputConfig
+    | WisetrackerOutputConfig
+    | NaverOutputConfig,
+    Field(discriminator="type"),
+]
 
 
 class MonitorSettings(Strict):
@@ -571,9 +608,26 @@ class AgentConfig(Strict):
 def _format_error(path: Path, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in (
-            "forward", "tail", "file", "stdout", "record_transformer", "hive", "http", "appsflyer", "wisetracker",
-            "naver")))
+        loc = ".".join(
+            str(p)
+            for p in err["loc"]
+            if not (
+                isinstance(p, str)
+                and p
+                in (
+                    "forward",
+                    "tail",
+                    "file",
+                    "stdout",
+                    "record_transformer",
+                    "hive",
+                    "http",
+                    "appsflyer",
+                    "wisetracker",
+                    "naver",
+                )
+            )
+        )
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -74,19 +74,42 @@ class DeadLetterStore:
                 if b.payload is None:
                     raise
                 n = batch_count(b.payload)
-                lines.append(orjson.dumps({
-                    "output": output_name, "reason": reason, "at": at, "tag": b.tag, "count": n,
-                    "entries_msgpack_b64": base64.b64encode(batch_entries(b.payload)).decode(),
-                    "note": f"kept as msgpack: {type(exc).__name__}: {exc}"[:300]}) + b"\n")
+                lines.append(
+                    orjson.dumps(
+                        {
+                            "output": output_name,
+                            "reason": reason,
+                            "at": at,
+                            "tag": b.tag,
+                            "count": n,
+                            "entries_msgpack_b64": base64.b64encode(batch_entries(b.payload)).decode(),
+                            "note": f"kept as msgpack: {type(exc).__name__}: {exc}"[:300],
+                        }
+                    )
+                    + b"\n"
+                )
                 count += n
         self._append(output_name, lines)
         return count
 
     def _lines(self, source: str, items: list[tuple[str, int, dict, str]], at: str) -> list[bytes]:
-        return [orjson.dumps({"output": source, "reason": reason, "at": at, "tag": tag,
-                              "time": rfc3339_ns(time_ns), "time_ns": time_ns, "record": record},
-                             default=json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
-                for tag, time_ns, record, reason in items]
+        return [
+            orjson.dumps(
+                {
+                    "output": source,
+                    "reason": reason,
+                    "at": at,
+                    "tag": tag,
+                    "time": rfc3339_ns(time_ns),
+                    "time_ns": time_ns,
+                    "record": record,
+                },
+                default=json_default,
+                option=orjson.OPT_NON_STR_KEYS,
+            )
+            + b"\n"
+            for tag, time_ns, record, reason in items
+        ]
 
     def write_records(self, source: str, items: list[tuple[str, int, dict, str]]) -> int:
         """Dead-letter records one by one: (tag, time_ns, record, reason)."""
@@ -97,10 +120,21 @@ class DeadLetterStore:
                 lines.extend(self._lines(source, [item], at))
             except Exception as exc:  # noqa: BLE001 - the content's fault: keep what can be kept
                 tag, time_ns, record, reason = item
-                lines.append(orjson.dumps({"output": source, "reason": reason, "at": at, "tag": tag,
-                                           "time": rfc3339_ns(time_ns), "time_ns": time_ns,
-                                           "record_repr": _bounded_repr(record),
-                                           "note": f"not JSON: {type(exc).__name__}: {exc}"[:300]}) + b"\n")
+                lines.append(
+                    orjson.dumps(
+                        {
+                            "output": source,
+                            "reason": reason,
+                            "at": at,
+                            "tag": tag,
+                            "time": rfc3339_ns(time_ns),
+                            "time_ns": time_ns,
+                            "record_repr": _bounded_repr(record),
+                            "note": f"not JSON: {type(exc).__name__}: {exc}"[:300],
+                        }
+                    )
+                    + b"\n"
+                )
         self._append(source, lines)
         return len(lines)
 
@@ -111,7 +145,7 @@ class DeadLetterStore:
             try:
                 data = memoryview(b"".join(lines))
                 while data:
-                    data = data[os.write(fd, data):]
+                    data = data[os.write(fd, data) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -175,4 +209,4 @@ def _bounded_repr(value, limit: int = 65536) -> str:
 
 def spool_source(path: Path) -> str:
     """The output or filter a spool file was taken from (its file-name form, see safe_name)."""
-    return path.name[:-len(SPOOL_SUFFIX)].rsplit(".", 1)[0]
+    return path.name[: -len(SPOOL_SUFFIX)].rsplit(".", 1)[0]

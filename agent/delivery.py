@@ -40,8 +40,16 @@ LOCAL_IO_RETRY_MAX = 30.0  # seconds between tries of the loop's own disk writes
 
 
 class OutputRunner:
-    def __init__(self, cfg, output: Output, journal_dir: Path, cursors: CursorStore,
-                 deadletters: DeadLetterStore, *, commit_interval: float = 0.2):
+    def __init__(
+        self,
+        cfg,
+        output: Output,
+        journal_dir: Path,
+        cursors: CursorStore,
+        deadletters: DeadLetterStore,
+        *,
+        commit_interval: float = 0.2,
+    ):
         self.cfg = cfg
         self.name = cfg.name
         self.output = output
@@ -52,8 +60,14 @@ class OutputRunner:
         self.batch_bytes = cfg.batch_bytes
         self.schedule = RetrySchedule(cfg.retry_wait, cfg.retry_max_interval, cfg.retry_timeout, cfg.retry_forever)
         self.reader = JournalReader(journal_dir, cursors.load(self.name))
-        self.stats = {"sent_records": 0, "retries": 0, "dead_lettered": 0, "batches": 0, "pauses": 0,
-                      "local_io_errors": 0}
+        self.stats = {
+            "sent_records": 0,
+            "retries": 0,
+            "dead_lettered": 0,
+            "batches": 0,
+            "pauses": 0,
+            "local_io_errors": 0,
+        }
         self.caught_up = False
         self.paused = False
         self.oldest_pending_ns: int | None = None
@@ -62,11 +76,18 @@ class OutputRunner:
     def snapshot(self) -> dict:
         """What the monitor shows of this output (the main process serves it)."""
         position = self.reader.position if self.caught_up else self.delivered_to
-        return {"type": self.cfg.type, "match": self.cfg.match, **self.stats,
-                "output_stats": dict(getattr(self.output, "stats", None) or {}),
-                "retrying": self.schedule.steps > 0, "retry_steps": self.schedule.steps, "paused": self.paused,
-                "caught_up": self.caught_up, "oldest_pending_ns": self.oldest_pending_ns,
-                "position": [position.segment, position.offset] if position else None}
+        return {
+            "type": self.cfg.type,
+            "match": self.cfg.match,
+            **self.stats,
+            "output_stats": dict(getattr(self.output, "stats", None) or {}),
+            "retrying": self.schedule.steps > 0,
+            "retry_steps": self.schedule.steps,
+            "paused": self.paused,
+            "caught_up": self.caught_up,
+            "oldest_pending_ns": self.oldest_pending_ns,
+            "position": [position.segment, position.offset] if position else None,
+        }
 
     async def run(self, draining: asyncio.Event, stopping: asyncio.Event) -> None:
         delivered: Position | None = None
@@ -114,6 +135,7 @@ class OutputRunner:
             await self.output.flush()
             self.cursors.save(self.name, position)
             return True
+
         await self._local_io("save its cursor", commit, stopping)  # given up when stopping: repeats, never loses
 
     async def _local_io(self, what: str, action, stopping: asyncio.Event):
@@ -125,8 +147,7 @@ class OutputRunner:
                 return await action()
             except OSError as exc:
                 self.stats["local_io_errors"] += 1
-                log.error("output %s: cannot %s: %s; trying again in %.1fs", self.name, what,
-                          exc.strerror or exc, wait)
+                log.error("output %s: cannot %s: %s; trying again in %.1fs", self.name, what, exc.strerror or exc, wait)
             if stopping.is_set() or await _wait(stopping, wait):
                 return None
             wait = min(wait * 2, LOCAL_IO_RETRY_MAX)
@@ -156,8 +177,12 @@ class OutputRunner:
                 if outcome.dead:
                     if not await self._write_dead(outcome.dead, stopping):
                         return False
-                    log.error("output %s: %d records refused by the destination, dead-lettered: %s",
-                              self.name, len(outcome.dead), outcome.dead[0][3])
+                    log.error(
+                        "output %s: %d records refused by the destination, dead-lettered: %s",
+                        self.name,
+                        len(outcome.dead),
+                        outcome.dead[0][3],
+                    )
                 self.stats["sent_records"] += count - len(outcome.dead)
                 self.stats["batches"] += 1
                 return True
@@ -166,8 +191,13 @@ class OutputRunner:
                 # lose the backlog. Alert, wait the longest interval, try again.
                 self.paused = True
                 self.stats["pauses"] += 1
-                log.error("output %s: PAUSED: %s; %d records wait in the journal; next try in %.0fs",
-                          self.name, outcome.reason, count, self.cfg.retry_max_interval)
+                log.error(
+                    "output %s: PAUSED: %s; %d records wait in the journal; next try in %.0fs",
+                    self.name,
+                    outcome.reason,
+                    count,
+                    self.cfg.retry_max_interval,
+                )
                 if await _wait(stopping, self.cfg.retry_max_interval):
                     return False
                 continue
@@ -176,11 +206,18 @@ class OutputRunner:
             wait = self.schedule.next_wait(time.monotonic())
             if wait is None:
                 self.schedule.reset()
-                return await self._dead_letter(batches, f"retry_timeout reached; last error: {outcome.reason}",
-                                               stopping)
+                return await self._dead_letter(
+                    batches, f"retry_timeout reached; last error: {outcome.reason}", stopping
+                )
             self.stats["retries"] += 1
-            log.warning("output %s: %d records not delivered (%s); retry %d in %.1fs",
-                        self.name, count, outcome.reason, self.schedule.steps, wait)
+            log.warning(
+                "output %s: %d records not delivered (%s); retry %d in %.1fs",
+                self.name,
+                count,
+                outcome.reason,
+                self.schedule.steps,
+                wait,
+            )
             if await _wait(stopping, wait):
                 return False
 
@@ -189,8 +226,13 @@ class OutputRunner:
         count = sum(len(b) for b in batches)
         if count <= 1:
             return await self._dead_letter(batches, f"rejected: {reason}", stopping)
-        log.warning("output %s: %d records failed because of their content (%s); splitting the batch to "
-                    "find the records at fault", self.name, count, reason)
+        log.warning(
+            "output %s: %d records failed because of their content (%s); splitting the batch to "
+            "find the records at fault",
+            self.name,
+            count,
+            reason,
+        )
         for half in _halves(batches):
             if not await self._deliver(half, stopping):
                 return False
@@ -210,8 +252,10 @@ class OutputRunner:
     async def _to_dead_letters(self, stopping: asyncio.Event, write, *args) -> int | None:
         """How many records ``write`` put in the store; None when stopping came first. In a
         thread: the store's lock and fsync never hold up the loop."""
+
         async def action() -> int:
             return await asyncio.get_running_loop().run_in_executor(None, write, *args)
+
         n = await self._local_io("write dead letters", action, stopping)
         if n is not None:
             self.stats["dead_lettered"] += n

@@ -22,7 +22,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, durable: bool = True) 
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         if durable:
             os.fsync(fd)
     finally:

@@ -69,8 +69,16 @@ class Ingest:
             found = self._for_tag[tag] = [f for matches, f in self._filters if matches(tag)]
         return found
 
-    def submit(self, tag: str, entries: bytes, count: int, *, filtered: bool = True, target: str | None = None,
-               refused: Refused | None = None) -> asyncio.Future | None:
+    def submit(
+        self,
+        tag: str,
+        entries: bytes,
+        count: int,
+        *,
+        filtered: bool = True,
+        target: str | None = None,
+        refused: Refused | None = None,
+    ) -> asyncio.Future | None:
         """Journal ``count`` entries of ``tag`` (after the filters, unless ``filtered`` is False),
         for every matching output or only ``target``; dead-letter ``refused`` too.
 
@@ -107,8 +115,9 @@ class Ingest:
         self._writer.shutdown(wait=True)
 
 
-def run_filters(filters: list[Filter], tag: str, entries: bytes, count: int
-                ) -> tuple[bytes, int, Callable[[bool], None] | None, Refused]:
+def run_filters(
+    filters: list[Filter], tag: str, entries: bytes, count: int
+) -> tuple[bytes, int, Callable[[bool], None] | None, Refused]:
     """The filters over one batch: the entries and count they kept, what to call once those are
     durable (or None), and the records they refused by filter name."""
     if len(filters) == 1:
@@ -173,8 +182,13 @@ def _decode(entries: bytes, count: int) -> list:
     try:
         return _decoder.decode(b"\xdd" + count.to_bytes(4, "big") + entries)
     except (msgspec.DecodeError, ValueError):
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape",
-                                    max_buffer_size=max(len(entries), 1024), ext_hook=other_ext)
+        unpacker = msgpack.Unpacker(
+            raw=False,
+            strict_map_key=False,
+            unicode_errors="surrogateescape",
+            max_buffer_size=max(len(entries), 1024),
+            ext_hook=other_ext,
+        )
         unpacker.feed(entries)
         return list(unpacker)
 

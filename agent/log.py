@@ -26,7 +26,7 @@ def one_line(text: str) -> str:
 def peer_text(value, limit: int = 120) -> str:
     """A string a peer sent, fit for one log line: decoded, escaped, and cut to ``limit`` characters."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        value = bytes(value[:limit * 4]).decode("utf-8", "replace") + ("" if len(value) <= limit * 4 else "…")
+        value = bytes(value[: limit * 4]).decode("utf-8", "replace") + ("" if len(value) <= limit * 4 else "…")
     text = one_line(str(value))
     return text if len(text) <= limit else f"{text[:limit]}…(+{len(text) - limit} characters)"
 
@@ -63,8 +63,14 @@ class _OneLineFormatter(logging.Formatter):
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return orjson.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
-                             "logger": record.name, "message": record.getMessage()}).decode()
+        return orjson.dumps(
+            {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        ).decode()
 
 
 def setup_logging(level: str = "info", fmt: str = "text", process: str = "main") -> None:
@@ -72,8 +78,7 @@ def setup_logging(level: str = "info", fmt: str = "text", process: str = "main")
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(_OneLineFormatter(
-            f"%(asctime)s %(levelname)s [{process}] %(name)s: %(message)s"))
+        handler.setFormatter(_OneLineFormatter(f"%(asctime)s %(levelname)s [{process}] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -118,38 +118,69 @@ class Monitor:
     # -- endpoints ---------------------------------------------------------------
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(
+            body=generate_latest(self.registry),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         ok, problems = self.health()
-        body = {"status": "ok" if ok else "unhealthy", "problems": problems,
-                "uptime_seconds": round(time.time() - self.started, 1)}
+        body = {
+            "status": "ok" if ok else "unhealthy",
+            "problems": problems,
+            "uptime_seconds": round(time.time() - self.started, 1),
+        }
         return web.json_response(body, status=200 if ok else 503)
 
     async def _plugins(self, request: web.Request) -> web.Response:
         cfg = self.app.cfg
         plugins = []
         for inp in self.app.inputs:
-            plugins.append({"plugin_id": inp.name, "plugin_category": "input", "type": inp.cfg.type,
-                            "output_plugin": False, "retry_count": None,
-                            "emit_records": inp.stats["records"], "emit_size": inp.stats["bytes"],
-                            "config": _config(inp.cfg)})
+            plugins.append(
+                {
+                    "plugin_id": inp.name,
+                    "plugin_category": "input",
+                    "type": inp.cfg.type,
+                    "output_plugin": False,
+                    "retry_count": None,
+                    "emit_records": inp.stats["records"],
+                    "emit_size": inp.stats["bytes"],
+                    "config": _config(inp.cfg),
+                }
+            )
         for f_cfg, f in zip(cfg.filters, self.app.ingest.filters):
             stats = getattr(f, "stats", {})
-            plugins.append({"plugin_id": f_cfg.name, "plugin_category": "filter", "type": f_cfg.type,
-                            "output_plugin": False, "retry_count": None, "emit_records": stats.get("valid"),
-                            "config": _config(f_cfg)})
+            plugins.append(
+                {
+                    "plugin_id": f_cfg.name,
+                    "plugin_category": "filter",
+                    "type": f_cfg.type,
+                    "output_plugin": False,
+                    "retry_count": None,
+                    "emit_records": stats.get("valid"),
+                    "config": _config(f_cfg),
+                }
+            )
         snap = self.delivery().get("outputs", {})
         for o_cfg in cfg.outputs:
             out = snap.get(o_cfg.name, {})
             pending = self.pending_bytes(o_cfg.name, out.get("position"))
-            plugins.append({"plugin_id": o_cfg.name, "plugin_category": "output", "type": o_cfg.type,
-                            "output_plugin": True, "retry_count": out.get("retries", 0),
-                            "buffer_queue_length": 0 if out.get("caught_up", True) and not pending else 1,
-                            "buffer_total_queued_size": pending, "emit_records": out.get("sent_records", 0),
-                            "retry": {"steps": out.get("retry_steps", 0)} if out.get("retrying") else {},
-                            "config": _config(o_cfg)})
+            plugins.append(
+                {
+                    "plugin_id": o_cfg.name,
+                    "plugin_category": "output",
+                    "type": o_cfg.type,
+                    "output_plugin": True,
+                    "retry_count": out.get("retries", 0),
+                    "buffer_queue_length": 0 if out.get("caught_up", True) and not pending else 1,
+                    "buffer_total_queued_size": pending,
+                    "emit_records": out.get("sent_records", 0),
+                    "retry": {"steps": out.get("retry_steps", 0)} if out.get("retrying") else {},
+                    "config": _config(o_cfg),
+                }
+            )
         tag = request.query.get("tag")
         kind = request.query.get("@type")
         plugin_id = request.query.get("@id")
@@ -159,6 +190,7 @@ class Monitor:
             plugins = [p for p in plugins if p["plugin_id"] == plugin_id]
         if tag:
             from agent.routing import compile_pattern
+
             matching = {c.name for c in list(cfg.outputs) + list(cfg.filters) if compile_pattern(c.match)(tag)}
             plugins = [p for p in plugins if p["plugin_id"] in matching]
         return web.json_response({"plugins": plugins}, dumps=lambda o: orjson.dumps(o).decode())
@@ -180,23 +212,28 @@ class _Collector:
         received_bytes = CounterMetricFamily("hive_agent_component_received_bytes", "Bytes received", labels=labels)
         sent = CounterMetricFamily("hive_agent_component_sent_events", "Events delivered", labels=labels)
         retries = CounterMetricFamily("hive_agent_component_retries", "Send attempts retried", labels=labels)
-        dead = CounterMetricFamily("hive_agent_component_dead_lettered_events", "Events dead-lettered",
-                                   labels=labels)
-        discarded = CounterMetricFamily("hive_agent_component_discarded_events", "Events not passed on",
-                                        labels=labels + ["reason"])
+        dead = CounterMetricFamily("hive_agent_component_dead_lettered_events", "Events dead-lettered", labels=labels)
+        discarded = CounterMetricFamily(
+            "hive_agent_component_discarded_events", "Events not passed on", labels=labels + ["reason"]
+        )
         errors = CounterMetricFamily("hive_agent_component_errors", "Errors", labels=labels + ["reason"])
-        invalid = CounterMetricFamily("hive_agent_invalid_events", "Invalid records by field and rule",
-                                      labels=["component", "field", "rule"])
+        invalid = CounterMetricFamily(
+            "hive_agent_invalid_events", "Invalid records by field and rule", labels=["component", "field", "rule"]
+        )
         dedup = CounterMetricFamily("hive_agent_dedup_hits", "Duplicate purchases dropped", labels=["component"])
-        warned = CounterMetricFamily("hive_agent_normalization_warnings", "Records passed on with a warning",
-                                     labels=["component"])
+        warned = CounterMetricFamily(
+            "hive_agent_normalization_warnings", "Records passed on with a warning", labels=["component"]
+        )
         tail_files = GaugeMetricFamily("hive_agent_tail_files", "Files a tail input has open", labels=["component"])
-        tail_rotations = CounterMetricFamily("hive_agent_tail_rotations", "Files rotated away (renamed or deleted)",
-                                             labels=["component"])
-        tail_truncations = CounterMetricFamily("hive_agent_tail_truncations", "Files truncated and read again",
-                                               labels=["component"])
-        tail_invalid_utf8 = CounterMetricFamily("hive_agent_tail_invalid_utf8_lines",
-                                                "Lines whose invalid UTF-8 was replaced", labels=["component"])
+        tail_rotations = CounterMetricFamily(
+            "hive_agent_tail_rotations", "Files rotated away (renamed or deleted)", labels=["component"]
+        )
+        tail_truncations = CounterMetricFamily(
+            "hive_agent_tail_truncations", "Files truncated and read again", labels=["component"]
+        )
+        tail_invalid_utf8 = CounterMetricFamily(
+            "hive_agent_tail_invalid_utf8_lines", "Lines whose invalid UTF-8 was replaced", labels=["component"]
+        )
         for inp in app.inputs:
             st, lv = inp.stats, [inp.name, "input", inp.cfg.type]
             received.add_metric(lv, st["records"])
@@ -227,16 +264,23 @@ class _Collector:
                 invalid.add_metric([f_cfg.name, fld, rule], n)
         snap = self.monitor.delivery()
         outputs = snap.get("outputs", {})
-        pending = GaugeMetricFamily("hive_agent_output_pending_bytes", "Journal bytes not yet delivered",
-                                    labels=["component"])
-        age = GaugeMetricFamily("hive_agent_output_oldest_unsent_age_seconds",
-                                "Age of the oldest record not yet delivered", labels=["component"])
+        pending = GaugeMetricFamily(
+            "hive_agent_output_pending_bytes", "Journal bytes not yet delivered", labels=["component"]
+        )
+        age = GaugeMetricFamily(
+            "hive_agent_output_oldest_unsent_age_seconds",
+            "Age of the oldest record not yet delivered",
+            labels=["component"],
+        )
         retrying = GaugeMetricFamily("hive_agent_output_retrying", "1 while the output retries", labels=["component"])
         paused = GaugeMetricFamily("hive_agent_output_paused", "1 while the output is paused", labels=["component"])
         mirror = CounterMetricFamily(
-            "hive_agent_mirror_events", "Vendor mirrors: requests, accepted, duplicates skipped, test purchases "
+            "hive_agent_mirror_events",
+            "Vendor mirrors: requests, accepted, duplicates skipped, test purchases "
             "skipped, apps not configured, identities learned, refused, late (AppsFlyer), unsupported_currency "
-            "(Naver)", labels=["component", "what"])
+            "(Naver)",
+            labels=["component", "what"],
+        )
         now = time.time_ns()
         for o_cfg in app.cfg.outputs:
             out = outputs.get(o_cfg.name, {})
@@ -253,22 +297,44 @@ class _Collector:
                 for what, n in out.get("output_stats", {}).items():
                     mirror.add_metric([o_cfg.name, what], n)
         journal = app.journal
-        yield from (received, received_bytes, sent, retries, dead, discarded, errors, invalid, dedup, warned,
-                    pending, age, retrying, paused, mirror, tail_files, tail_rotations, tail_truncations,
-                    tail_invalid_utf8)
+        yield from (
+            received,
+            received_bytes,
+            sent,
+            retries,
+            dead,
+            discarded,
+            errors,
+            invalid,
+            dedup,
+            warned,
+            pending,
+            age,
+            retrying,
+            paused,
+            mirror,
+            tail_files,
+            tail_rotations,
+            tail_truncations,
+            tail_invalid_utf8,
+        )
         yield GaugeMetricFamily("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
         yield GaugeMetricFamily("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
         yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)
-        yield CounterMetricFamily("hive_agent_journal_cut_bytes", "Torn bytes cut off at recovery",
-                                  value=journal.stats["cut_bytes"])
-        yield CounterMetricFamily("hive_agent_journal_quarantined_bytes",
-                                  "Damaged journal bytes set aside in data_dir/quarantine at recovery",
-                                  value=journal.stats["quarantined_bytes"])
-        yield CounterMetricFamily("hive_agent_journal_damaged_regions",
-                                  "Damaged places in journal segments, each skipped to the next whole record",
-                                  value=journal.stats["damaged_regions"])
-        up = GaugeMetricFamily("hive_agent_delivery_process_up", "1 while the delivery process runs",
-                               labels=["group"])
+        yield CounterMetricFamily(
+            "hive_agent_journal_cut_bytes", "Torn bytes cut off at recovery", value=journal.stats["cut_bytes"]
+        )
+        yield CounterMetricFamily(
+            "hive_agent_journal_quarantined_bytes",
+            "Damaged journal bytes set aside in data_dir/quarantine at recovery",
+            value=journal.stats["quarantined_bytes"],
+        )
+        yield CounterMetricFamily(
+            "hive_agent_journal_damaged_regions",
+            "Damaged places in journal segments, each skipped to the next whole record",
+            value=journal.stats["damaged_regions"],
+        )
+        up = GaugeMetricFamily("hive_agent_delivery_process_up", "1 while the delivery process runs", labels=["group"])
         for delivery in app.deliveries:
             up.add_metric([str(delivery.group)], 1 if delivery.running else 0)
         yield up

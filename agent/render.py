@@ -77,8 +77,9 @@ def _key_text(key) -> str:
 
 def _lenient(payload: bytes, ext_hook) -> list:
     """msgspec is strict (UTF-8 strings, plain keys); msgpack takes what senders send."""
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace", ext_hook=ext_hook,
-                           object_pairs_hook=_pairs)
+    return msgpack.unpackb(
+        payload, raw=False, strict_map_key=False, unicode_errors="replace", ext_hook=ext_hook, object_pairs_hook=_pairs
+    )
 
 
 def _tag_and_entries(decoded: list) -> tuple[str, list]:
@@ -159,8 +160,9 @@ class LineRenderer:
         try:
             return self._encoder.encode_lines(lines)
         except (TypeError, ValueError, UnicodeEncodeError, OverflowError, NotImplementedError):
-            return b"".join(to_json({"tag": line.tag, "time": line.time, "record": line.record}) + b"\n"
-                            for line in lines)
+            return b"".join(
+                to_json({"tag": line.tag, "time": line.time, "record": line.record}) + b"\n" for line in lines
+            )
 
 
 def _any_default(value):

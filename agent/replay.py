@@ -51,8 +51,13 @@ class ReplayIngest:
             total = 0
             for tag, entries in by_tag.items():
                 count = sum(n for _, n in entries)
-                fut = self.step.submit(tag, b"".join(e for e, _ in entries), count, filtered=source in filters,
-                                         target=source if source in outputs else None)
+                fut = self.step.submit(
+                    tag,
+                    b"".join(e for e, _ in entries),
+                    count,
+                    filtered=source in filters,
+                    target=source if source in outputs else None,
+                )
                 if fut is not None:
                     waits.append(fut)
                     total += count

@@ -31,8 +31,9 @@ class DeliveryProcess:
 
     async def start(self) -> None:
         await self._spawn()
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(),
-                                                                  name=f"delivery-supervisor-{self.group}")
+        self._supervisor = asyncio.get_running_loop().create_task(
+            self._supervise(), name=f"delivery-supervisor-{self.group}"
+        )
 
     async def _spawn(self) -> None:
         # The child says "ready" on a pipe once its signal handlers are in place,
@@ -40,9 +41,19 @@ class DeliveryProcess:
         ready_r, ready_w = os.pipe()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agent", "deliver", "-c", str(self.config_path), "--ready-fd", str(ready_w),
-                "--group", str(self.group),
-                stdin=asyncio.subprocess.DEVNULL, pass_fds=(ready_w,))
+                sys.executable,
+                "-m",
+                "agent",
+                "deliver",
+                "-c",
+                str(self.config_path),
+                "--ready-fd",
+                str(ready_w),
+                "--group",
+                str(self.group),
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(ready_w,),
+            )
         finally:
             os.close(ready_w)
         loop = asyncio.get_running_loop()
@@ -89,8 +100,10 @@ class DeliveryProcess:
         try:
             return await asyncio.wait_for(self.proc.wait(), timeout)
         except TimeoutError:
-            log.error("delivery process did not stop within %.0fs; killing it (undelivered records stay "
-                      "in the journal)", timeout)
+            log.error(
+                "delivery process did not stop within %.0fs; killing it (undelivered records stay in the journal)",
+                timeout,
+            )
             self.proc.kill()
             return await self.proc.wait()
 

@@ -51,8 +51,11 @@ def _write_snapshot(paths: DataPaths, runners, group: int) -> None:
     except OSError as exc:  # a full disk: once a minute, not every second
         held = _SNAPSHOT_FAILURES.should_log(exc.errno)
         if held is not None:
-            log.warning("cannot write the delivery snapshot: %s%s", exc,
-                        f" ({held} more times since the last line)" if held else "")
+            log.warning(
+                "cannot write the delivery snapshot: %s%s",
+                exc,
+                f" ({held} more times since the last line)" if held else "",
+            )
 
 
 async def _report(paths: DataPaths, runners, group: int) -> None:
@@ -70,8 +73,7 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int
     outputs = [build_output(o, paths.root) for o in configs]
     for out in outputs:
         await out.start()
-    runners = [OutputRunner(o_cfg, out, paths.journal, cursors, deadletters)
-               for o_cfg, out in zip(configs, outputs)]
+    runners = [OutputRunner(o_cfg, out, paths.journal, cursors, deadletters) for o_cfg, out in zip(configs, outputs)]
     draining, stopping = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     parent = os.getppid()

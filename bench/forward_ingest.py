@@ -41,14 +41,35 @@ DISTINCT_PAYLOADS = 24
 def purchase(i: int) -> dict:
     """A purchase_log record shaped like the captured ones: 30 fields, ~700 bytes as JSON."""
     return {
-        "channel": "APP_STORE", "uid": f"u{900000000000 + i}", "did": f"9531985d-5d9d-49f8-9818-{i:012d}",
-        "platform": "ios", "os_version": "17.4.1", "market": "apple", "game_index": 1047,
-        "app_id": "com.ha2union.samplegame", "version": "3.12.8", "level": i % 100, "nationality": "TW",
-        "language": "zh-TW", "client_ip": f"203.0.113.{i % 250}", "transaction_id": f"GPA.1408-7104-{i:010d}",
-        "product_id": "sg.gem_pack_500", "product_name": "Gem Pack 500", "product_price": 4.99, "quantity": 1,
-        "currency": "TWD", "purchase_time": "2026-11-22T03:06:36.745Z", "path": "/v2/purchase",
-        "server_ip": "198.51.100.6", "device_name": "iPad13,4", "company": "ha2union", "server_id": i % 32,
-        "guid": f"{i:032x}", "session_id": f"{i * 7919:016x}", "order_id": f"O{i:010d}", "vip": i % 7,
+        "channel": "APP_STORE",
+        "uid": f"u{900000000000 + i}",
+        "did": f"9531985d-5d9d-49f8-9818-{i:012d}",
+        "platform": "ios",
+        "os_version": "17.4.1",
+        "market": "apple",
+        "game_index": 1047,
+        "app_id": "com.ha2union.samplegame",
+        "version": "3.12.8",
+        "level": i % 100,
+        "nationality": "TW",
+        "language": "zh-TW",
+        "client_ip": f"203.0.113.{i % 250}",
+        "transaction_id": f"GPA.1408-7104-{i:010d}",
+        "product_id": "sg.gem_pack_500",
+        "product_name": "Gem Pack 500",
+        "product_price": 4.99,
+        "quantity": 1,
+        "currency": "TWD",
+        "purchase_time": "2026-11-22T03:06:36.745Z",
+        "path": "/v2/purchase",
+        "server_ip": "198.51.100.6",
+        "device_name": "iPad13,4",
+        "company": "ha2union",
+        "server_id": i % 32,
+        "guid": f"{i:032x}",
+        "session_id": f"{i * 7919:016x}",
+        "order_id": f"O{i:010d}",
+        "vip": i % 7,
         "log_type": "purchase",
     }
 
@@ -62,14 +83,19 @@ def build_payloads(record=purchase, distinct: int = DISTINCT_PAYLOADS) -> list[b
     now = int(time.time())
     payloads = []
     for p in range(distinct):
-        payloads.append(b"".join(packer.pack([event_time(now, p * CHUNK + i), record(p * CHUNK + i)])
-                                 for i in range(CHUNK)))
+        payloads.append(
+            b"".join(packer.pack([event_time(now, p * CHUNK + i), record(p * CHUNK + i)]) for i in range(CHUNK))
+        )
     return payloads
 
 
 def frame(payload: bytes, chunk_id: str) -> bytes:
-    return (b"\x93" + msgpack.packb(TAG) + msgpack.packb(payload, use_bin_type=True)
-            + msgpack.packb({"chunk": chunk_id, "size": CHUNK}))
+    return (
+        b"\x93"
+        + msgpack.packb(TAG)
+        + msgpack.packb(payload, use_bin_type=True)
+        + msgpack.packb({"chunk": chunk_id, "size": CHUNK})
+    )
 
 
 def unpacker_ceiling(payloads: list[bytes]) -> float:
@@ -88,6 +114,7 @@ def unpacker_ceiling(payloads: list[bytes]) -> float:
 
 
 # -- process accounting -------------------------------------------------------
+
 
 def _children(pid: int) -> list[int]:
     try:
@@ -118,6 +145,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 # -- the client -----------------------------------------------------------------
+
 
 async def connection(port: int, frames: list[bytes], window: int, latencies: list[float]) -> None:
     """Send the frames, at most ``window`` unacknowledged at a time; acks come back in order."""
@@ -175,9 +203,14 @@ def start_agent(work: Path) -> tuple[subprocess.Popen, int]:
     """Run the agent on work/agent.toml; return it and the forward port it listens on."""
     log_path = work / "agent.log"
     with open(log_path, "wb") as log:
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", "agent.toml"], cwd=work,
-                                 stdout=log, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "-c", "agent.toml"],
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            start_new_session=True,
+        )
     # log_level warning hides the ready line; wait for the port instead.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -244,7 +277,8 @@ path = "out/events.jsonl"
         t0 = time.perf_counter()
         client_cpu0 = time.process_time()
         ingest_s, latencies, wire_bytes = asyncio.run(
-            run_clients(port, payloads, args.records, args.connections, args.window))
+            run_clients(port, payloads, args.records, args.connections, args.window)
+        )
         client_cpu = time.process_time() - client_cpu0
         cpu_ingest = {p: cpu_seconds(p) - cpu0[p] for p in pids}
         out = work / "out/events.jsonl"
@@ -268,18 +302,24 @@ path = "out/events.jsonl"
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
     main_pid = agent.pid
     names = {p: ("main" if p == main_pid else "delivery") for p in pids}
-    print(f"forward_ingest: {total:,} records ({json_bytes} bytes as JSON each), {args.connections} connections, "
-          f"chunks of {CHUNK}, window {args.window}, fsync={args.fsync}")
+    print(
+        f"forward_ingest: {total:,} records ({json_bytes} bytes as JSON each), {args.connections} connections, "
+        f"chunks of {CHUNK}, window {args.window}, fsync={args.fsync}"
+    )
     print(f"  ingest (to the last ack):   {rate:12,.0f} records/s  {wire_bytes / ingest_s / 1e6:8.1f} MB/s on the wire")
     print(f"  ack latency:                p50 {p50:.1f} ms   p99 {p99:.1f} ms")
     print(f"  end to end (into the file): {e2e:12,.0f} records/s  ({e2e_s:.2f} s)")
     for p in pids:
-        print(f"  {names[p]:9s} process: CPU {cpu_ingest[p] / total * 1e6:6.2f} s per million records during ingest, "
-              f"{cpu_total[p] / total * 1e6:6.2f} s per million end to end ({sys_share[p]:.0%} in the kernel); "
-              f"peak RSS {rss[p]:6.1f} MB")
+        print(
+            f"  {names[p]:9s} process: CPU {cpu_ingest[p] / total * 1e6:6.2f} s per million records during ingest, "
+            f"{cpu_total[p] / total * 1e6:6.2f} s per million end to end ({sys_share[p]:.0%} in the kernel); "
+            f"peak RSS {rss[p]:6.1f} MB"
+        )
     print(f"  agent peak RSS (all processes): {sum(rss.values()):.1f} MB")
-    print(f"  the benchmark's own client used {client_cpu / total * 1e6:.2f} s of CPU per million records "
-          f"(it shares the machine's {os.cpu_count()} cores with the agent)")
+    print(
+        f"  the benchmark's own client used {client_cpu / total * 1e6:.2f} s of CPU per million records "
+        f"(it shares the machine's {os.cpu_count()} cores with the agent)"
+    )
     print(f"  ceiling: msgpack.Unpacker decodes the same entries at {ceiling:,.0f} records/s in one process")
     print(f"  ratio: ingest / Unpacker = {rate / ceiling:.2f}   end to end / Unpacker = {e2e / ceiling:.2f}")
     shutil.rmtree(work, ignore_errors=True)

@@ -52,16 +52,41 @@ TAG = "ha2union.game.samplegame.purchase_log"
 def hive_purchase(i: int) -> dict:
     """A purchase_log record valid under the spec (strict)."""
     return {
-        "channel": "C2S", "uid": 900000000000 + i, "did": 700000000000 + i, "platform": "I" if i % 2 else "A",
-        "os_version": "17.4.1", "market": "AP" if i % 2 else "GO", "game_index": 1047,
-        "app_id": "com.com2us.samplegame.normal.freefull.apple.global.ios.universal", "version": "3.12.8",
-        "nationality": "TW", "client_ip": f"203.0.113.{i % 250}", "transaction_id": f"GPA.1408-7104-{i:012d}",
-        "product_id": "sg.gem_pack_500", "product_name": "Gem Pack 500", "product_price": 4.99, "currency": "TWD",
-        "quantity": 1, "purchase_time": "2026-11-22 12:06:36", "timezone": "GMT+09:00", "path": "gs",
-        "server_ip": "198.51.100.6", "giftee_uid": None, "device_name": "iPad13,4", "company": "C2S",
-        "server_id": f"KR-{i % 32}", "server_uid": 5_000_000 + i, "level": i % 100, "character_id": 0,
-        "character_type_id": 0, "character_level": 0, "language": "zh", "game_language": "zh-hant",
-        "device_language": "zh-hant", "item_send_ok": "Y", "guid": f"{i:032x}",
+        "channel": "C2S",
+        "uid": 900000000000 + i,
+        "did": 700000000000 + i,
+        "platform": "I" if i % 2 else "A",
+        "os_version": "17.4.1",
+        "market": "AP" if i % 2 else "GO",
+        "game_index": 1047,
+        "app_id": "com.com2us.samplegame.normal.freefull.apple.global.ios.universal",
+        "version": "3.12.8",
+        "nationality": "TW",
+        "client_ip": f"203.0.113.{i % 250}",
+        "transaction_id": f"GPA.1408-7104-{i:012d}",
+        "product_id": "sg.gem_pack_500",
+        "product_name": "Gem Pack 500",
+        "product_price": 4.99,
+        "currency": "TWD",
+        "quantity": 1,
+        "purchase_time": "2026-11-22 12:06:36",
+        "timezone": "GMT+09:00",
+        "path": "gs",
+        "server_ip": "198.51.100.6",
+        "giftee_uid": None,
+        "device_name": "iPad13,4",
+        "company": "C2S",
+        "server_id": f"KR-{i % 32}",
+        "server_uid": 5_000_000 + i,
+        "level": i % 100,
+        "character_id": 0,
+        "character_type_id": 0,
+        "character_level": 0,
+        "language": "zh",
+        "game_language": "zh-hant",
+        "device_language": "zh-hant",
+        "item_send_ok": "Y",
+        "guid": f"{i:032x}",
     }
 
 
@@ -143,8 +168,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--fsync", default="always", choices=["always", "interval", "off"])
-    ap.add_argument("--backlog", action="store_true",
-                    help="keep the receiver away until every record is ingested: the whole run waits on disk")
+    ap.add_argument(
+        "--backlog",
+        action="store_true",
+        help="keep the receiver away until every record is ingested: the whole run waits on disk",
+    )
     args = ap.parse_args()
     total = (args.records // CHUNK) * CHUNK
     # Distinct transaction ids for every record: the dedup window must not drop any.
@@ -164,6 +192,7 @@ def main() -> int:
     # 2. The whole pipeline.
     if args.backlog:
         import socket
+
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -200,8 +229,10 @@ def main() -> int:
 
     e2e = total / e2e_s
     names = {p: ("main" if p == agent.pid else "delivery") for p in pids}
-    print(f"hive_pipeline: {total:,} spec-valid purchases, 4 connections, chunks of {CHUNK} with acks, "
-          f"fsync={args.fsync}, hive filter (strict, dedup 7d) → forward with require_ack_response")
+    print(
+        f"hive_pipeline: {total:,} spec-valid purchases, 4 connections, chunks of {CHUNK} with acks, "
+        f"fsync={args.fsync}, hive filter (strict, dedup 7d) → forward with require_ack_response"
+    )
     what = "drain of the backlog (acked)" if args.backlog else "end to end (acked by the receiver)"
     print(f"  {what + ':':37s}  {e2e:10,.0f} records/s  ({e2e_s:.1f} s)")
     print(f"  ingest into the pipeline (last ack):  {total / pipeline_ingest_s:10,.0f} records/s")
@@ -209,14 +240,19 @@ def main() -> int:
     if not args.backlog:
         print(f"  ratio: end to end / ingest only = {e2e / ingest_rate:.2f}")
     for p in pids:
-        print(f"  {names[p]:9s} process: CPU {cpu[p] / total * 1e6:6.2f} s per million records; "
-              f"peak RSS {rss[p]:6.1f} MB")
-    print(f"  agent peak RSS (all processes): {sum(rss.values()):.1f} MB; "
-          f"most journal on disk at once: {max_backlog / 1e6:.0f} MB")
+        print(
+            f"  {names[p]:9s} process: CPU {cpu[p] / total * 1e6:6.2f} s per million records; peak RSS {rss[p]:6.1f} MB"
+        )
+    print(
+        f"  agent peak RSS (all processes): {sum(rss.values()):.1f} MB; "
+        f"most journal on disk at once: {max_backlog / 1e6:.0f} MB"
+    )
     print(f"  dead-letter files: {len(dead)} (every record is spec-valid: expect 0)")
     if args.backlog:
-        print(f"  with the whole run on disk ({max_backlog / 1e6:.0f} MB of journal), before the receiver came: "
-              f"peak RSS {sum(rss_backlog.values()):.1f} MB")
+        print(
+            f"  with the whole run on disk ({max_backlog / 1e6:.0f} MB of journal), before the receiver came: "
+            f"peak RSS {sum(rss_backlog.values()):.1f} MB"
+        )
     return 0
 
 

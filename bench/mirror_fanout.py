@@ -45,6 +45,7 @@ TXN = re.compile(rb"B-(\d+)")
 
 # -- the fake vendors: one process, one port per vendor -------------------------------
 
+
 class _Http(asyncio.Protocol):
     """HTTP/1.1 keep-alive: answer each request with 200 after the latency; note its purchase."""
 
@@ -66,8 +67,8 @@ class _Http(asyncio.Protocol):
             length = int(m.group(1)) if m else 0
             if len(self.buf) < head_end + 4 + length:
                 return
-            body = self.buf[head_end + 4:head_end + 4 + length]
-            self.buf = self.buf[head_end + 4 + length:]
+            body = self.buf[head_end + 4 : head_end + 4 + length]
+            self.buf = self.buf[head_end + 4 + length :]
             m = TXN.search(body)
             seq = int(m.group(1)) if m else -1
             asyncio.get_running_loop().call_later(self.latency, self._answer, seq)
@@ -82,8 +83,10 @@ def vendor_process(ports: dict, latency: float, conn) -> None:
     async def main():
         received: list = []
         loop = asyncio.get_running_loop()
-        servers = [await loop.create_server(lambda n=name: _Http(n, latency, received), "127.0.0.1", port)
-                   for name, port in ports.items()]
+        servers = [
+            await loop.create_server(lambda n=name: _Http(n, latency, received), "127.0.0.1", port)
+            for name, port in ports.items()
+        ]
         conn.send("ready")
         while True:
             await asyncio.sleep(0.5)
@@ -93,10 +96,12 @@ def vendor_process(ports: dict, latency: float, conn) -> None:
                 for s in servers:
                     s.close()
                 return
+
     asyncio.run(main())
 
 
 # -- Hive: a forward receiver that acks --------------------------------------------------
+
 
 class _ForwardAck(asyncio.Protocol):
     def connection_made(self, transport):
@@ -112,8 +117,8 @@ class _ForwardAck(asyncio.Protocol):
 
 # -- the agent ---------------------------------------------------------------------------
 
-def config(forward_port: int, hive_port: int, ports: dict, in_flight: int, only: str | None,
-           processes: int) -> str:
+
+def config(forward_port: int, hive_port: int, ports: dict, in_flight: int, only: str | None, processes: int) -> str:
     out = f"""[agent]
 data_dir = "var"
 log_level = "warning"
@@ -140,28 +145,58 @@ require_ack_response = true
         if only and vendor != only:
             continue
         url = f"http://127.0.0.1:{ports[vendor]}"
-        out += (f'\n[[outputs]]\ntype = "{vendor}"\nname = "{vendor}"\nin_flight = {in_flight}\n'
-                f'retry_wait = "100ms"\n')
+        out += f'\n[[outputs]]\ntype = "{vendor}"\nname = "{vendor}"\nin_flight = {in_flight}\nretry_wait = "100ms"\n'
         if vendor == "appsflyer":
-            out += f'endpoint = "{url}"\nrate_limit = 100000\n[outputs.apps."{APP}"]\napp_id = "com.x.bench"\n' \
-                   f'token = "t"\n'
+            out += (
+                f'endpoint = "{url}"\nrate_limit = 100000\n[outputs.apps."{APP}"]\napp_id = "com.x.bench"\n'
+                f'token = "t"\n'
+            )
         elif vendor == "wisetracker":
-            out += f'endpoint = "{url}/s2s/v1/s2sDataRcv.do"\n[outputs.apps."{APP}"]\nservice_number = 1\n' \
-                   f'token = "t"\n'
+            out += f'endpoint = "{url}/s2s/v1/s2sDataRcv.do"\n[outputs.apps."{APP}"]\nservice_number = 1\ntoken = "t"\n'
         else:
             out += f'endpoint = "{url}/naver"\n'
     return out
 
 
 def purchase(i: int, kst: str) -> dict:
-    return {"channel": "C2S", "uid": 10_000 + i, "did": 50_000 + i, "platform": "A", "os_version": "14",
-            "market": "GO", "game_index": 2414, "app_id": APP, "version": "1.2.3", "nationality": "KR",
-            "client_ip": "10.1.2.3", "transaction_id": f"B-{i}", "product_id": "gem_100", "product_name": "Gem 100",
-            "product_price": 1.99, "currency": "USD", "quantity": 1, "purchase_time": kst, "timezone": "GMT+09:00",
-            "path": "gs", "server_ip": "10.0.0.1", "giftee_uid": None, "device_name": "SM-G991N", "company": "C2S",
-            "server_id": "KR-1", "server_uid": i, "level": 10, "character_id": 0, "character_type_id": 0,
-            "character_level": 0, "language": "ko", "game_language": "ko", "device_language": "ko",
-            "item_send_ok": "Y", "appsflyer_id": f"1700000000000-{i:07d}", "advertising_id": f"ad-{i}"}
+    return {
+        "channel": "C2S",
+        "uid": 10_000 + i,
+        "did": 50_000 + i,
+        "platform": "A",
+        "os_version": "14",
+        "market": "GO",
+        "game_index": 2414,
+        "app_id": APP,
+        "version": "1.2.3",
+        "nationality": "KR",
+        "client_ip": "10.1.2.3",
+        "transaction_id": f"B-{i}",
+        "product_id": "gem_100",
+        "product_name": "Gem 100",
+        "product_price": 1.99,
+        "currency": "USD",
+        "quantity": 1,
+        "purchase_time": kst,
+        "timezone": "GMT+09:00",
+        "path": "gs",
+        "server_ip": "10.0.0.1",
+        "giftee_uid": None,
+        "device_name": "SM-G991N",
+        "company": "C2S",
+        "server_id": "KR-1",
+        "server_uid": i,
+        "level": 10,
+        "character_id": 0,
+        "character_type_id": 0,
+        "character_level": 0,
+        "language": "ko",
+        "game_language": "ko",
+        "device_language": "ko",
+        "item_send_ok": "Y",
+        "appsflyer_id": f"1700000000000-{i:07d}",
+        "advertising_id": f"ad-{i}",
+    }
 
 
 def send_all(port: int, n: int, chunk: int = 500) -> list[float]:
@@ -172,8 +207,10 @@ def send_all(port: int, n: int, chunk: int = 500) -> list[float]:
     unpacker = msgpack.Unpacker(raw=False)
     now = int(time.time())
     for k in range(0, n, chunk):
-        entries = b"".join(msgpack.packb([msgpack.ExtType(0, now.to_bytes(4, "big") + i.to_bytes(4, "big")),
-                                          purchase(i, kst)]) for i in range(k, min(n, k + chunk)))
+        entries = b"".join(
+            msgpack.packb([msgpack.ExtType(0, now.to_bytes(4, "big") + i.to_bytes(4, "big")), purchase(i, kst)])
+            for i in range(k, min(n, k + chunk))
+        )
         frame = msgpack.packb([TAG, entries, {"chunk": f"c{k}", "size": min(chunk, n - k)}], use_bin_type=True)
         t = time.time()
         sock.sendall(frame)
@@ -194,18 +231,25 @@ def client_baseline(port: int, in_flight: int, seconds: float = 5.0) -> float:
         done = 0
         stop = time.perf_counter() + seconds
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
+
             async def worker():
                 nonlocal done
                 while time.perf_counter() < stop:
-                    async with session.post(f"http://127.0.0.1:{port}/inappevent/x", data=b'{"n":1}',
-                                            headers={"Content-Type": "application/json"}) as resp:
+                    async with session.post(
+                        f"http://127.0.0.1:{port}/inappevent/x",
+                        data=b'{"n":1}',
+                        headers={"Content-Type": "application/json"},
+                    ) as resp:
                         await resp.read()
                     done += 1
+
             start = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(in_flight)))
             return done / (time.perf_counter() - start)
+
     try:
         import uvloop
+
         return uvloop.run(run())
     except ImportError:
         return asyncio.run(run())
@@ -247,16 +291,21 @@ def main() -> int:
     hive_port = free_port()
     hive = loop.run_until_complete(loop.create_server(_ForwardAck, "127.0.0.1", hive_port))
     import threading
+
     threading.Thread(target=loop.run_forever, daemon=True).start()
 
     work = Path(tempfile.mkdtemp(prefix="mirror-bench-"))
     forward_port = free_port()
-    (work / "agent.toml").write_text(config(forward_port, hive_port, ports, args.in_flight, args.only,
-                                            args.processes))
+    (work / "agent.toml").write_text(config(forward_port, hive_port, ports, args.in_flight, args.only, args.processes))
     log = open(work / "agent.log", "wb")
-    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", "agent.toml"], cwd=work, stdout=log,
-                             stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                             start_new_session=True)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "-c", "agent.toml"],
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -273,10 +322,13 @@ def main() -> int:
         start = time.time()
         sent_at = send_all(forward_port, args.purchases)
         ingest_s = time.time() - start
-        snapshots = [work / "var" / "state" / ("delivery.json" if g == 0 else f"delivery-{g}.json")
-                     for g in range(args.processes)]
+        snapshots = [
+            work / "var" / "state" / ("delivery.json" if g == 0 else f"delivery-{g}.json")
+            for g in range(args.processes)
+        ]
         rss: list[tuple[float, float, float]] = []
         import orjson
+
         while True:
             time.sleep(1.0)
             rss.append((time.time() - start, rss_mb(agent.pid), sum(rss_mb(c) for c in children)))
@@ -302,9 +354,11 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     ceiling = args.in_flight / args.latency
-    print(f"{args.purchases:,} purchases, {len(vendors)} vendor outputs + Hive in {args.processes} delivery "
-          f"process{'es' if args.processes > 1 else ''}; {args.in_flight} in flight, "
-          f"{args.latency * 1000:.0f} ms answers: ceiling {ceiling:,.0f} events/s per vendor")
+    print(
+        f"{args.purchases:,} purchases, {len(vendors)} vendor outputs + Hive in {args.processes} delivery "
+        f"process{'es' if args.processes > 1 else ''}; {args.in_flight} in flight, "
+        f"{args.latency * 1000:.0f} ms answers: ceiling {ceiling:,.0f} events/s per vendor"
+    )
     print(f"client baseline (aiohttp alone, {args.in_flight} in flight, same fake): {baseline:,.0f} requests/s")
     print(f"ingest (forward, acked): {args.purchases / ingest_s:,.0f} purchases/s")
     for vendor in vendors:
@@ -313,14 +367,16 @@ def main() -> int:
         rate = len(times) / (last - first) if last > first else float("nan")
         lags = [t - sent_at[seq] for seq, t in times]
         dup = len(times) - len({seq for seq, _ in times})
-        print(f"{vendor:12s} {rate:8,.0f} events/s = {rate / ceiling:.0%} of the ceiling, {rate / baseline:.2f} of "
-              f"the client baseline; lag p50 {percentile(lags, 0.5):.1f} s, p99 {percentile(lags, 0.99):.1f} s; "
-              f"{dup} duplicates")
+        print(
+            f"{vendor:12s} {rate:8,.0f} events/s = {rate / ceiling:.0%} of the ceiling, {rate / baseline:.2f} of "
+            f"the client baseline; lag p50 {percentile(lags, 0.5):.1f} s, p99 {percentile(lags, 0.99):.1f} s; "
+            f"{dup} duplicates"
+        )
     per_million = [(b - a) / args.purchases * 1e6 for a, b in zip(cpu0, cpu1)]
     print(f"CPU s per million purchases: main {per_million[0]:.1f}, delivery {sum(per_million[1:]):.1f}")
     marks = rss[:: max(1, len(rss) // 6)] + rss[-1:]
     print("RSS over the run (s: main + delivery MB): " + ", ".join(f"{t:.0f}: {m:.0f}+{d:.0f}" for t, m, d in marks))
-    later = rss[len(rss) // 4:]
+    later = rss[len(rss) // 4 :]
     if later:
         totals = [m + d for _, m, d in later]  # main + delivery
         print(f"RSS after the first quarter: min {min(totals):.0f} MB, max {max(totals):.0f} MB")

@@ -76,9 +76,14 @@ servers = [{{ host = "127.0.0.1", port = {free_port()} }}]
 
 def start_agent(work: Path) -> subprocess.Popen:
     log = open(work / "agent.log", "wb")
-    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", "agent.toml"], cwd=work, stdout=log,
-                             stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                             start_new_session=True)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "-c", "agent.toml"],
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        start_new_session=True,
+    )
     log.close()
     pos = work / "var" / "tail" / "tail.0.pos.json"
     deadline = time.monotonic() + 30
@@ -138,8 +143,10 @@ def ingest(lines: int, base: Path) -> None:
     rate = lines / elapsed
     per_million = [(b - a) / lines * 1e6 for a, b in zip(cpu0, cpu1)]
     print(f"file: {lines:,} lines, {size / 1e6:.0f} MB ({size / lines:.0f} bytes a line)")
-    print(f"ingest into the journal (fsync always): {rate:,.0f} lines/s, {size / elapsed / 1e6:.1f} MB/s "
-          f"({elapsed:.2f} s)")
+    print(
+        f"ingest into the journal (fsync always): {rate:,.0f} lines/s, {size / elapsed / 1e6:.1f} MB/s "
+        f"({elapsed:.2f} s)"
+    )
     print(f"CPU s per million lines: main {per_million[0]:.2f}, delivery {per_million[1]:.2f}")
     print(f"peak RSS: main {rss_main:.0f} MB + delivery {rss_delivery:.0f} MB = {rss_main + rss_delivery:.0f} MB")
     print(f"ceiling (read + orjson.loads per line, plain loop): {ceiling:,.0f} lines/s")
@@ -166,8 +173,10 @@ def idle(files: int, seconds: float, base: Path) -> None:
     finally:
         stop_agent(agent)
     used = [(b - a) / seconds * 100 for a, b in zip(cpu0, cpu1)]
-    print(f"idle with {files:,} watched files over {seconds:.0f} s: main {used[0]:.2f}% + delivery {used[1]:.2f}% "
-          f"= {sum(used):.2f}% of a core")
+    print(
+        f"idle with {files:,} watched files over {seconds:.0f} s: main {used[0]:.2f}% + delivery {used[1]:.2f}% "
+        f"= {sum(used):.2f}% of a core"
+    )
 
 
 def main() -> int:

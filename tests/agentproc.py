@@ -34,6 +34,7 @@ def get_json(port: int, path: str):
     """GET http://127.0.0.1:port/path → (status, body as text)."""
     import urllib.error
     import urllib.request
+
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
             return resp.status, resp.read().decode()
@@ -42,8 +43,12 @@ def get_json(port: int, path: str):
 
 
 def forward_input(**options) -> str:
-    lines = ["[[inputs]]", 'type = "forward"', f"bind = {_toml(options.pop('bind', '127.0.0.1'))}",
-             f"port = {options.pop('port', 0)}"]
+    lines = [
+        "[[inputs]]",
+        'type = "forward"',
+        f"bind = {_toml(options.pop('bind', '127.0.0.1'))}",
+        f"port = {options.pop('port', 0)}",
+    ]
     for k, v in options.items():
         lines.append(f"{k} = {_toml(v)}")
     return "\n".join(lines) + "\n"
@@ -58,8 +63,13 @@ def tail_input(path, tag: str = "tail.*", **options) -> str:
 
 
 def file_output(path: str = "out/events.jsonl", match: str = "**", name: str = "local", **options) -> str:
-    lines = ["[[outputs]]", 'type = "file"', f"name = {_toml(name)}", f"match = {_toml(match)}",
-             f"path = {_toml(path)}"]
+    lines = [
+        "[[outputs]]",
+        'type = "file"',
+        f"name = {_toml(name)}",
+        f"match = {_toml(match)}",
+        f"path = {_toml(path)}",
+    ]
     for k, v in options.items():
         lines.append(f"{k} = {_toml(v)}")
     return "\n".join(lines) + "\n"
@@ -88,7 +98,8 @@ class Agent:
         self.config = self.workdir / "agent.toml"
         self.config.write_text(
             f'[agent]\ndata_dir = "var"\nlog_level = "info"\nshutdown_timeout = "20s"\n{agent_section}\n'
-            f"[agent.journal]\n{journal}\n\n{sections}")
+            f"[agent.journal]\n{journal}\n\n{sections}"
+        )
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / "agent.log"
         self.port: int | None = None
@@ -98,9 +109,14 @@ class Agent:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(self.config)],
-                                     cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "-c", str(self.config)],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -159,7 +175,7 @@ class Agent:
             return []
         data = p.read_bytes()
         # A line still being written (no newline yet) is not there yet.
-        return [orjson.loads(line) for line in data[:data.rfind(b"\n") + 1].splitlines()]
+        return [orjson.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
 
     def wait_for_output(self, count: int, path: str = "out/events.jsonl", timeout: float = 30.0) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -171,8 +187,9 @@ class Agent:
             time.sleep(0.05)
         raise TimeoutError(f"{len(lines)} of {count} lines arrived in {path}:\n{self.log()[-3000:]}")
 
-    def wait_for_records(self, key: str, expected: set, path: str = "out/events.jsonl",
-                         timeout: float = 60.0) -> list[dict]:
+    def wait_for_records(
+        self, key: str, expected: set, path: str = "out/events.jsonl", timeout: float = 60.0
+    ) -> list[dict]:
         """Wait until every value in ``expected`` has arrived as ``record[key]`` (duplicates aside)."""
         deadline = time.monotonic() + timeout
         seen: set = set()
@@ -182,8 +199,9 @@ class Agent:
             if expected <= seen:
                 return lines
             time.sleep(0.1)
-        raise TimeoutError(f"{len(expected - seen)} of {len(expected)} records missing in {path}:\n"
-                           f"{self.log()[-3000:]}")
+        raise TimeoutError(
+            f"{len(expected - seen)} of {len(expected)} records missing in {path}:\n{self.log()[-3000:]}"
+        )
 
     def __enter__(self) -> Agent:
         return self.start()
@@ -193,8 +211,13 @@ class Agent:
 
 
 def forward_output(servers: list[tuple[str, int]], name: str = "hive", match: str = "**", **options) -> str:
-    lines = ["[[outputs]]", 'type = "forward"', f"name = {_toml(name)}", f"match = {_toml(match)}",
-             "servers = [" + ", ".join(f'{{ host = "{h}", port = {p} }}' for h, p in servers) + "]"]
+    lines = [
+        "[[outputs]]",
+        'type = "forward"',
+        f"name = {_toml(name)}",
+        f"match = {_toml(match)}",
+        "servers = [" + ", ".join(f'{{ host = "{h}", port = {p} }}' for h, p in servers) + "]",
+    ]
     for k, v in options.items():
         lines.append(f"{k} = {_toml(v)}")
     return "\n".join(lines) + "\n"
@@ -202,6 +225,7 @@ def forward_output(servers: list[tuple[str, int]], name: str = "hive", match: st
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -220,6 +244,7 @@ def journal_records(data_dir: Path) -> list[tuple[str, dict]]:
 
     from agent.journal.reader import JournalReader
     from agent.journal.record import batch_entries, batch_target, peek_tag
+
     reader = JournalReader(Path(data_dir) / "journal")
     out = []
     try:

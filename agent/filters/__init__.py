@@ -10,12 +10,14 @@ from agent.paths import file_name
 
 def _record_transformer(cfg, data_dir: Path) -> Filter:
     from agent.filters.record_transformer import RecordTransformer
+
     return RecordTransformer(cfg)
 
 
 def _hive(cfg, data_dir: Path) -> Filter:
     from agent.filters.dedup import DedupStore
     from agent.filters.hive import HiveFilter
+
     dedup = None
     if cfg.dedup_window > 0:
         dedup = DedupStore(Path(data_dir) / "state" / f"dedup-{file_name(cfg.name)}.sqlite", cfg.dedup_window)

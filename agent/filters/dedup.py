@@ -35,8 +35,10 @@ class DedupStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         for table in _TABLES.values():
-            self.db.execute(f"CREATE TABLE IF NOT EXISTS {table} (app TEXT NOT NULL, txn TEXT NOT NULL, "
-                            f"at REAL NOT NULL, PRIMARY KEY (app, txn)) WITHOUT ROWID")
+            self.db.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (app TEXT NOT NULL, txn TEXT NOT NULL, "
+                f"at REAL NOT NULL, PRIMARY KEY (app, txn)) WITHOUT ROWID"
+            )
         self.db.execute("CREATE TEMP TABLE probe (app TEXT NOT NULL, txn TEXT NOT NULL)")
         self.pending: dict[Key, int] = {}
         self.expire()
@@ -56,9 +58,14 @@ class DedupStore:
             for refund, pairs in _by_table(keys).items():
                 db.execute("DELETE FROM probe")
                 db.executemany("INSERT INTO probe (app, txn) VALUES (?, ?)", pairs)
-                found.update((app, txn, refund) for app, txn in db.execute(
-                    f"SELECT p.app, p.txn FROM probe p JOIN {_TABLES[refund]} s ON s.app = p.app AND s.txn = p.txn "
-                    f"WHERE s.at >= ?", (since,)))
+                found.update(
+                    (app, txn, refund)
+                    for app, txn in db.execute(
+                        f"SELECT p.app, p.txn FROM probe p JOIN {_TABLES[refund]} s ON s.app = p.app AND s.txn = p.txn "
+                        f"WHERE s.at >= ?",
+                        (since,),
+                    )
+                )
         finally:
             db.execute("COMMIT")
         return found
@@ -70,8 +77,10 @@ class DedupStore:
         now = self.clock()
         self.db.execute("BEGIN")
         for refund, pairs in _by_table(keys).items():
-            self.db.executemany(f"INSERT OR REPLACE INTO {_TABLES[refund]} (app, txn, at) VALUES (?, ?, ?)",
-                                [(a, t, now) for a, t in pairs])
+            self.db.executemany(
+                f"INSERT OR REPLACE INTO {_TABLES[refund]} (app, txn, at) VALUES (?, ?, ?)",
+                [(a, t, now) for a, t in pairs],
+            )
         self.db.execute("COMMIT")
         self.release(keys)
 
@@ -86,8 +95,10 @@ class DedupStore:
     def expire(self) -> int:
         """Forget keys older than the window (at start, then every EXPIRE_INTERVAL while running)."""
         self._expired_at = self.clock()
-        return sum(self.db.execute(f"DELETE FROM {table} WHERE at < ?", (self._expired_at - self.window,)).rowcount
-                   for table in _TABLES.values())
+        return sum(
+            self.db.execute(f"DELETE FROM {table} WHERE at < ?", (self._expired_at - self.window,)).rowcount
+            for table in _TABLES.values()
+        )
 
     def close(self) -> None:
         self.db.close()

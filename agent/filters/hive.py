@@ -34,8 +34,13 @@ class HiveFilter(Filter):
         self.refund_field = cfg.refund_field
         self.refund_values = tuple(cfg.refund_values)
         self.dedup = dedup
-        self.stats = {"valid": 0, "invalid": 0, "warnings": 0, "duplicates": 0,
-                      "invalid_by_rule": collections.Counter()}
+        self.stats = {
+            "valid": 0,
+            "invalid": 0,
+            "warnings": 0,
+            "duplicates": 0,
+            "invalid_by_rule": collections.Counter(),
+        }
 
     def apply(self, tag: str, entries: list) -> Filtered:
         normalized = []
@@ -58,8 +63,14 @@ class HiveFilter(Filter):
         self.stats["warnings"] += warned
         if rejected:
             self.stats["invalid"] += len(rejected)
-            log.warning("filter %s: tag %s: %d of %d records invalid, dead-lettered (first: %s)",
-                        self.name, tag, len(rejected), len(entries), rejected[0][3])
+            log.warning(
+                "filter %s: tag %s: %d of %d records invalid, dead-lettered (first: %s)",
+                self.name,
+                tag,
+                len(rejected),
+                len(entries),
+                rejected[0][3],
+            )
         if self.dedup is None:
             return Filtered(normalized, refused=rejected)
         kept = self._dedup(tag, normalized, [self._key(r) for _, r in normalized])
@@ -76,8 +87,9 @@ class HiveFilter(Filter):
         if self.dedup is None:
             return Filtered(encode_batch(pairs), len(pairs))
         # An entry of this path has no field outside the spec, so no refund flag.
-        kept = self._dedup(tag, pairs, [(r.app_id, r.transaction_id, False) if r.transaction_id else None
-                                        for _, r in pairs])
+        kept = self._dedup(
+            tag, pairs, [(r.app_id, r.transaction_id, False) if r.transaction_id else None for _, r in pairs]
+        )
         kept.count = len(kept.entries)
         kept.entries = encode_batch(kept.entries)
         return kept
@@ -107,8 +119,12 @@ class HiveFilter(Filter):
             reserved.append(key)
             kept.append(entry)
         if len(kept) < len(entries):
-            log.info("filter %s: tag %s: %d duplicate purchases dropped (transaction_id seen within the window)",
-                     self.name, tag, len(entries) - len(kept))
+            log.info(
+                "filter %s: tag %s: %d duplicate purchases dropped (transaction_id seen within the window)",
+                self.name,
+                tag,
+                len(entries) - len(kept),
+            )
         if not reserved:
             return Filtered(kept)
 

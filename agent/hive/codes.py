@@ -14,8 +14,31 @@ import pycountry
 # Closed enumerations of seed 003: a value outside them violates the spec.
 CHANNELS = ("C2S", "KAK", "LIN", "WEI", "STE")
 PLATFORMS = ("A", "I", "B", "W")  # Android, iOS, Bada, Windows
-MARKETS = ("TS", "OL", "OZ", "AP", "GO", "SA", "LE", "MM", "SN", "36", "MO", "DN", "NA", "AM", "ON", "FU", "HU",
-           "OP", "VI", "XI", "TC", "HS", "ST")
+MARKETS = (
+    "TS",
+    "OL",
+    "OZ",
+    "AP",
+    "GO",
+    "SA",
+    "LE",
+    "MM",
+    "SN",
+    "36",
+    "MO",
+    "DN",
+    "NA",
+    "AM",
+    "ON",
+    "FU",
+    "HU",
+    "OP",
+    "VI",
+    "XI",
+    "TC",
+    "HS",
+    "ST",
+)
 ITEM_SEND_OK = ("Y", "N", "")
 PATHS = ("gs",)
 EMULATOR = (0, 1, 2)  # device, PC emulator, PC build

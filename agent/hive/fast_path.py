@@ -186,6 +186,7 @@ def try_fast(record: dict, tag: str, *, in_place: bool = False, new_guid=None) -
 # (the per-record path keeps it apart for the mirrors). Any doubt: None, and the
 # per-record path runs.
 
+
 def _without_pattern(t: Any) -> Any:
     origin = typing.get_origin(t)
     if origin is Annotated:
@@ -193,8 +194,9 @@ def _without_pattern(t: Any) -> Any:
         kept = []
         for m in metas:
             if isinstance(m, Meta) and m.pattern is not None:
-                limits = {k: getattr(m, k) for k in ("max_length", "min_length", "ge", "le")
-                          if getattr(m, k) is not None}
+                limits = {
+                    k: getattr(m, k) for k in ("max_length", "min_length", "ge", "le") if getattr(m, k) is not None
+                }
                 if limits:
                     kept.append(Meta(**limits))
             else:
@@ -233,8 +235,13 @@ def _entry_struct() -> type:
 
 
 CanonicalEntry = _entry_struct()
-_PATTERNS.update({f.name: re.compile(_pattern_of(f.type)) for f in msgspec.structs.fields(Canonical)
-                  if _pattern_of(f.type) and f.name != "category"})  # category: category_rule
+_PATTERNS.update(
+    {
+        f.name: re.compile(_pattern_of(f.type))
+        for f in msgspec.structs.fields(Canonical)
+        if _pattern_of(f.type) and f.name != "category"
+    }
+)  # category: category_rule
 # The per-record path's struct has checked the patterns already.
 _RECORD_CHECKED = ("purchase_time", *_ADVISED)
 _BATCH_CHECKED = tuple(dict.fromkeys((*_PATTERNS, *_ADVISED)))

@@ -44,6 +44,7 @@ __all__ = ["PurchaseLog", "normalize", "normalize_slow", "Normalized", "Problem"
 
 # -- the coercions the sources need -----------------------------------------------------
 
+
 def _price(value: Any) -> Any:
     """``"1.99"`` → 1.99, kept exact: refused if the float would not print back the same decimal."""
     if isinstance(value, bool):
@@ -90,12 +91,20 @@ def _annotation(f: spec.Field) -> Any:
 
 
 PurchaseLog: type[BaseModel] = create_model(  # type: ignore[call-overload]
-    "PurchaseLog", __config__=ConfigDict(extra="forbid", strict=False),
-    **{f.name: (Optional[_annotation(f)], None) for f in FIELDS})  # noqa: UP045 - built at run time
+    "PurchaseLog",
+    __config__=ConfigDict(extra="forbid", strict=False),
+    **{f.name: (Optional[_annotation(f)], None) for f in FIELDS},  # noqa: UP045 - built at run time
+)
 
-_RULES = {"string_too_long": "too_long", "too_long": "too_long", "literal_error": "not_allowed",
-          "string_pattern_mismatch": "format", "greater_than_equal": "out_of_range",
-          "less_than_equal": "out_of_range", "value_error": "format"}
+_RULES = {
+    "string_too_long": "too_long",
+    "too_long": "too_long",
+    "literal_error": "not_allowed",
+    "string_pattern_mismatch": "format",
+    "greater_than_equal": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "value_error": "format",
+}
 
 
 def _problem_of(err: dict, value: Any) -> Problem:
@@ -117,8 +126,10 @@ def _problem_of(err: dict, value: Any) -> Problem:
 
 # -- normalizing ------------------------------------------------------------------------
 
-def normalize(record: dict, tag: str, *, strict: bool = False, new_guid=lambda: uuid.uuid4().hex,
-              in_place: bool = False) -> Normalized:
+
+def normalize(
+    record: dict, tag: str, *, strict: bool = False, new_guid=lambda: uuid.uuid4().hex, in_place: bool = False
+) -> Normalized:
     """Normalize one purchase record to the spec. Never raises for bad data: reports it.
 
     ``in_place``: the caller owns ``record`` and lets a canonical one become the result."""
@@ -165,8 +176,14 @@ def _times(out: dict, violations: list[Problem], advisories: list[Problem]) -> N
     if not timezone_missing(tz):
         offset = parse_timezone(tz)
         if offset is None:
-            violations.append(Problem("timezone", tz, "format", "not understood (GMT±HH:MM, UTC±HH:MM, ±HH:MM, "
-                                                                "GMT±H, UTC, GMT or Z); kept as sent"))
+            violations.append(
+                Problem(
+                    "timezone",
+                    tz,
+                    "format",
+                    "not understood (GMT±HH:MM, UTC±HH:MM, ±HH:MM, GMT±H, UTC, GMT or Z); kept as sent",
+                )
+            )
         else:
             out["timezone"] = format_timezone(offset)
     if out.get("purchase_time") is not None:
@@ -181,8 +198,7 @@ def _times(out: dict, violations: list[Problem], advisories: list[Problem]) -> N
         out["timezone"] = KST
 
 
-def normalize_slow(record: dict, tag: str, *, strict: bool = False,
-                   new_guid=lambda: uuid.uuid4().hex) -> Normalized:
+def normalize_slow(record: dict, tag: str, *, strict: bool = False, new_guid=lambda: uuid.uuid4().hex) -> Normalized:
     """The model's way, for every record: maps, coerces, validates, and explains every problem."""
     violations: list[Problem] = []
     advisories: list[Problem] = []
@@ -215,7 +231,8 @@ def normalize_slow(record: dict, tag: str, *, strict: bool = False,
             failed.add(name)
             violations.append(_problem_of(err, out.get(name)))
         clean = PurchaseLog.model_validate({k: v for k, v in checked.items() if k not in failed}).model_dump(
-            exclude_unset=True)
+            exclude_unset=True
+        )
         bad |= failed
     for name in out:
         if name in bad or out[name] is None:

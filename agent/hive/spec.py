@@ -32,8 +32,12 @@ from agent.hive import codes
 
 Kind = Literal["string", "bigint", "int", "smallint", "tinyint", "float", "datetime"]
 
-INT_RANGES = {"bigint": (-(2**63), 2**63 - 1), "int": (-(2**31), 2**31 - 1), "smallint": (-(2**15), 2**15 - 1),
-              "tinyint": (-(2**7), 2**7 - 1)}
+INT_RANGES = {
+    "bigint": (-(2**63), 2**63 - 1),
+    "int": (-(2**31), 2**31 - 1),
+    "smallint": (-(2**15), 2**15 - 1),
+    "tinyint": (-(2**7), 2**7 - 1),
+}
 PRICE_LIMIT = 1e15  # also keeps NaN and infinities out
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4 = rf"^{_OCTET}(?:\.{_OCTET}){{3}}$"
@@ -182,6 +186,7 @@ def spec_name(key: str) -> str | None:
 
 # -- findings ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     field: str
@@ -209,6 +214,7 @@ class Normalized:
 
 
 # -- the cross-field rules ---------------------------------------------------------------
+
 
 def category_for_tag(tag: str) -> str | None:
     """``ha2union.game.<game>.purchase_log`` → ``<game>_purchase_log`` (seed 003's fluentd rule)."""

@@ -79,8 +79,7 @@ def parse_purchase_time(value: object, record_offset: timedelta | None) -> tuple
 def is_real_plain_time(text: str) -> bool:
     """Is ``yyyy-mm-dd hh:mm:ss`` (already shaped so) a real date and time?"""
     try:
-        datetime(int(text[:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
-                 int(text[17:19]))
+        datetime(int(text[:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), int(text[17:19]))
     except ValueError:
         return False
     return True
@@ -97,6 +96,7 @@ def utc_of(purchase_time: object, tz: object) -> datetime:
             raise ValueError(f"timezone {tz!r} is not understood")
         offset = found
     text, _ = parse_purchase_time(purchase_time, offset)  # "yyyy-mm-dd hh:mm:ss" in that offset
-    naive = datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
-                     int(text[17:19]))
+    naive = datetime(
+        int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), int(text[17:19])
+    )
     return naive.replace(tzinfo=timezone(offset)).astimezone(UTC)

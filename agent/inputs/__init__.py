@@ -5,11 +5,13 @@ from __future__ import annotations
 
 def _forward(cfg, ingest, data_dir):
     from agent.inputs.forward import ForwardInput
+
     return ForwardInput(cfg, ingest)
 
 
 def _tail(cfg, ingest, data_dir):
     from agent.inputs.tail import TailInput
+
     return TailInput(cfg, ingest, data_dir)
 
 

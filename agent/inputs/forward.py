@@ -69,9 +69,19 @@ class ForwardInput:
         self.max_connections = _connection_limit(cfg.max_connections)
         self.buffered_total = 0  # bytes of incomplete frames across the connections
         self._sweeper: asyncio.Task | None = None
-        self.stats = {"connections": 0, "frames": 0, "records": 0, "bytes": 0, "skipped_records": 0,
-                      "discarded_records": 0, "protocol_errors": 0, "acks": 0, "heartbeats": 0,
-                      "auth_failures": 0, "refused_connections": 0}
+        self.stats = {
+            "connections": 0,
+            "frames": 0,
+            "records": 0,
+            "bytes": 0,
+            "skipped_records": 0,
+            "discarded_records": 0,
+            "protocol_errors": 0,
+            "acks": 0,
+            "heartbeats": 0,
+            "auth_failures": 0,
+            "refused_connections": 0,
+        }
         self.journal.on_room(self._resume_all)
 
     # -- lifecycle -------------------------------------------------------
@@ -80,15 +90,17 @@ class ForwardInput:
         loop = asyncio.get_running_loop()
         ssl_ctx = self._ssl_context()
         cfg = self.cfg
-        server = await loop.create_server(lambda: ForwardConnection(self), cfg.bind, cfg.port, ssl=ssl_ctx,
-                                          reuse_address=True, backlog=1024)
+        server = await loop.create_server(
+            lambda: ForwardConnection(self), cfg.bind, cfg.port, ssl=ssl_ctx, reuse_address=True, backlog=1024
+        )
         self.servers.append(server)
         port = server.sockets[0].getsockname()[1]
         scheme = "tls" if ssl_ctx else "tcp"
         self.listening.append(f"{scheme} {_hostport(cfg.bind, port)}")
         if cfg.udp_heartbeat:
             self.udp_transport, _ = await loop.create_datagram_endpoint(
-                lambda: _HeartbeatProtocol(self), local_addr=(cfg.bind, port))
+                lambda: _HeartbeatProtocol(self), local_addr=(cfg.bind, port)
+            )
             self.listening.append(f"udp {_hostport(cfg.bind, port)}")
         if cfg.unix_path:
             path = str(cfg.unix_path)
@@ -100,13 +112,22 @@ class ForwardInput:
         self.port = port
         self._sweeper = loop.create_task(self._sweep(), name=f"{self.name}-deadlines")
         if self.max_connections < cfg.max_connections:
-            log.warning("input %s: at most %d connections (max_connections %d, but the open-file limit keeps "
-                        "%d descriptors for the agent itself)", self.name, self.max_connections,
-                        cfg.max_connections, FD_RESERVE)
+            log.warning(
+                "input %s: at most %d connections (max_connections %d, but the open-file limit keeps "
+                "%d descriptors for the agent itself)",
+                self.name,
+                self.max_connections,
+                cfg.max_connections,
+                FD_RESERVE,
+            )
         if ssl_ctx is None and cfg.shared_key is None and not _loopback(cfg.bind):
             # Allowed, as in Fluentd, but anyone who can reach the port can write into the journal.
-            log.warning("input %s: listening on %s with neither shared_key nor TLS: any host that reaches "
-                        "this port can send events", self.name, _hostport(cfg.bind, port))
+            log.warning(
+                "input %s: listening on %s with neither shared_key nor TLS: any host that reaches "
+                "this port can send events",
+                self.name,
+                _hostport(cfg.bind, port),
+            )
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.cfg
@@ -160,8 +181,9 @@ class ForwardConnection(asyncio.Protocol):
     def __init__(self, server: ForwardInput):
         self.server = server
         self.cfg = server.cfg
-        self.decoder = fwd.ForwardDecoder(max_frame_size=self.cfg.max_frame_size,
-                                          max_decompressed_size=self.cfg.max_decompressed_size)
+        self.decoder = fwd.ForwardDecoder(
+            max_frame_size=self.cfg.max_frame_size, max_decompressed_size=self.cfg.max_decompressed_size
+        )
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.peer_host = "?"  # repeated failures are summarized per host, whatever the port
@@ -221,7 +243,8 @@ class ForwardConnection(asyncio.Protocol):
             transport.write(fwd.helo(self.nonce, self.auth_salt))
             self._preauth = bytearray()
             self._handshake_timer = asyncio.get_running_loop().call_later(
-                self.cfg.handshake_timeout, self._handshake_expired)
+                self.cfg.handshake_timeout, self._handshake_expired
+            )
 
     def _handshake_expired(self) -> None:
         if not self.authenticated:
@@ -233,7 +256,7 @@ class ForwardConnection(asyncio.Protocol):
         else is buffered past PREAUTH_LIMIT, decompressed or scanned."""
         buf = self._preauth
         buf += data
-        if not any(prefix.startswith(bytes(buf[:len(prefix)])) for prefix in PING_PREFIXES):
+        if not any(prefix.startswith(bytes(buf[: len(prefix)])) for prefix in PING_PREFIXES):
             self.server.stats["protocol_errors"] += 1
             self.abort("sent something other than PING before the handshake (shared_key is set)")
             return
@@ -290,8 +313,10 @@ class ForwardConnection(asyncio.Protocol):
         if self.frame_started is None:
             self.frame_started = self.last_data
         if server.buffered_total > self.cfg.max_buffered_bytes:
-            self.abort(f"incomplete frames of all connections hold over max_buffered_bytes "
-                       f"({self.cfg.max_buffered_bytes} bytes)")
+            self.abort(
+                f"incomplete frames of all connections hold over max_buffered_bytes "
+                f"({self.cfg.max_buffered_bytes} bytes)"
+            )
             return True
         return False
 
@@ -333,7 +358,8 @@ class ForwardConnection(asyncio.Protocol):
             frame = self._waiting.popleft()
             if fwd.costly(frame):
                 self._parsing = asyncio.get_running_loop().run_in_executor(
-                    _COSTLY_PARSER, fwd.parse_frame, frame, time.time_ns(), self.cfg.max_decompressed_size)
+                    _COSTLY_PARSER, fwd.parse_frame, frame, time.time_ns(), self.cfg.max_decompressed_size
+                )
                 self._parsing.add_done_callback(self._parsed)
                 self.transport.pause_reading()
                 return
@@ -367,8 +393,12 @@ class ForwardConnection(asyncio.Protocol):
 
     def eof_received(self):
         if self.decoder.buffered:
-            log.warning("input %s: peer %s: connection closed inside a frame (%d bytes dropped, not acked)",
-                        self.server.name, self.peer, self.decoder.buffered)
+            log.warning(
+                "input %s: peer %s: connection closed inside a frame (%d bytes dropped, not acked)",
+                self.server.name,
+                self.peer,
+                self.decoder.buffered,
+            )
         if self.inflight or self._waiting or self._parsing is not None:
             self._eof = True  # handle what arrived, close once its acks are out
             return True
@@ -393,14 +423,25 @@ class ForwardConnection(asyncio.Protocol):
         stats["frames"] += 1
         if frame.skipped:
             stats["skipped_records"] += len(frame.skipped)
-            log.warning("input %s: peer %s: tag %s: skipped %d invalid entries: %s%s",
-                        self.server.name, self.peer, peer_text(frame.tag), len(frame.skipped),
-                        peer_text(frame.skipped[0], 300),
-                        f" (+{len(frame.skipped) - 1} more)" if len(frame.skipped) > 1 else "")
+            log.warning(
+                "input %s: peer %s: tag %s: skipped %d invalid entries: %s%s",
+                self.server.name,
+                self.peer,
+                peer_text(frame.tag),
+                len(frame.skipped),
+                peer_text(frame.skipped[0], 300),
+                f" (+{len(frame.skipped) - 1} more)" if len(frame.skipped) > 1 else "",
+            )
         if frame.signal != fwd.SIGNAL_LOGS:
             stats["discarded_records"] += frame.count
-            log.warning("input %s: peer %s: tag %s: discarded %d entries of fluent_signal %d (only logs are kept)",
-                        self.server.name, self.peer, peer_text(frame.tag), frame.count, frame.signal)
+            log.warning(
+                "input %s: peer %s: tag %s: discarded %d entries of fluent_signal %d (only logs are kept)",
+                self.server.name,
+                self.peer,
+                peer_text(frame.tag),
+                frame.count,
+                frame.signal,
+            )
             self._ack_now(frame.chunk)
             return
         entries, count = frame.entries, frame.count
@@ -453,9 +494,14 @@ class ForwardConnection(asyncio.Protocol):
         if self.server.shared_key is None or self.authenticated:
             self.abort("unexpected PING (no handshake in progress)")
             return
-        ok, reason, pong = fwd.check_ping(ping, nonce=self.nonce, auth_salt=self.auth_salt,
-                                          shared_key=self.server.shared_key,
-                                          self_hostname=self.server.self_hostname, users=self.server.users)
+        ok, reason, pong = fwd.check_ping(
+            ping,
+            nonce=self.nonce,
+            auth_salt=self.auth_salt,
+            shared_key=self.server.shared_key,
+            self_hostname=self.server.self_hostname,
+            users=self.server.users,
+        )
         self.transport.write(pong)
         if ok:
             self.authenticated = True
@@ -463,15 +509,21 @@ class ForwardConnection(asyncio.Protocol):
         self.server.stats["auth_failures"] += 1
         held = self.server.failures.should_log((self.peer_host, "auth"))
         if held is not None:
-            log.warning("input %s: peer %s (%s): authentication failed: %s%s", self.server.name, self.peer,
-                        peer_text(ping.hostname), reason,
-                        f" (and {held} more times since the last line)" if held else "")
+            log.warning(
+                "input %s: peer %s (%s): authentication failed: %s%s",
+                self.server.name,
+                self.peer,
+                peer_text(ping.hostname),
+                reason,
+                f" (and {held} more times since the last line)" if held else "",
+            )
         self.closing = True
         self.transport.close()  # after the PONG is written
 
     def _inject_source(self, entries: bytes) -> bytes:
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape",
-                                    max_buffer_size=max(len(entries), 1024))
+        unpacker = msgpack.Unpacker(
+            raw=False, strict_map_key=False, unicode_errors="surrogateescape", max_buffer_size=max(len(entries), 1024)
+        )
         unpacker.feed(entries)
         packer = msgpack.Packer(unicode_errors="surrogateescape")
         out = []
@@ -491,9 +543,15 @@ class ForwardConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def maybe_resume(self) -> None:
-        if (self.paused and not self.closing and not self._eof and self._parsing is None
-                and len(self.inflight) < self.cfg.max_inflight_frames
-                and not self.server.journal.is_full() and (self.source_hostname or not self.cfg.source_hostname_key)):
+        if (
+            self.paused
+            and not self.closing
+            and not self._eof
+            and self._parsing is None
+            and len(self.inflight) < self.cfg.max_inflight_frames
+            and not self.server.journal.is_full()
+            and (self.source_hostname or not self.cfg.source_hostname_key)
+        ):
             self.paused = False
             self.transport.resume_reading()
 
@@ -516,8 +574,13 @@ class ForwardConnection(asyncio.Protocol):
             return
         held = self.server.failures.should_log((self.peer_host, re.sub(r"\d+", "N", reason)[:60]))
         if held is not None:
-            log.error("input %s: peer %s: closing connection: %s%s", self.server.name, self.peer,
-                      peer_text(reason, 300), f" (and {held} more connections since the last line)" if held else "")
+            log.error(
+                "input %s: peer %s: closing connection: %s%s",
+                self.server.name,
+                self.peer,
+                peer_text(reason, 300),
+                f" (and {held} more connections since the last line)" if held else "",
+            )
         self.closing = True
         self.transport.abort()
 

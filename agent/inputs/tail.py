@@ -101,8 +101,7 @@ class Watched:
 
     __slots__ = ("key", "path", "tag", "fd", "splitter", "read_pos", "pos", "away_since", "gone", "generation")
 
-    def __init__(self, key: FileKey, path: str, tag: str, fd: int, offset: int, max_line_size: int,
-                 pos: FilePosition):
+    def __init__(self, key: FileKey, path: str, tag: str, fd: int, offset: int, max_line_size: int, pos: FilePosition):
         self.key = key
         self.path = path
         self.tag = tag
@@ -122,8 +121,9 @@ class TailInput:
         self.ingest = ingest
         self.journal = journal = ingest.journal
         self.tag_regex = re.compile(cfg.tag_regex) if cfg.tag_regex else None
-        self.pos_file = PositionFile(cfg.pos_file or Path(data_dir) / "tail" / f"{file_name(cfg.name)}.pos.json",
-                                     cfg.name)
+        self.pos_file = PositionFile(
+            cfg.pos_file or Path(data_dir) / "tail" / f"{file_name(cfg.name)}.pos.json", cfg.name
+        )
         self.listening = [f"files {' '.join(cfg.path)}"]
         self.files: dict[FileKey, Watched] = {}
         self.released: dict[FileKey, FilePosition] = {}  # rotated names in the globs, done with
@@ -141,8 +141,17 @@ class TailInput:
         self._pos_changed = False
         self._tasks: set[asyncio.Task] = set()
         self._roots: set[str] = set()
-        self.stats = {"records": 0, "bytes": 0, "lines_dead_lettered": 0, "invalid_utf8_lines": 0,
-                      "rotations": 0, "truncations": 0, "files_opened": 0, "files_closed": 0, "read_errors": 0}
+        self.stats = {
+            "records": 0,
+            "bytes": 0,
+            "lines_dead_lettered": 0,
+            "invalid_utf8_lines": 0,
+            "rotations": 0,
+            "truncations": 0,
+            "files_opened": 0,
+            "files_closed": 0,
+            "read_errors": 0,
+        }
         journal.on_room(self._wake.set)
 
     # -- lifecycle -------------------------------------------------------
@@ -189,8 +198,12 @@ class TailInput:
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("input %s: task %s died: %r; files of this input are no longer read", self.name,
-                      task.get_name(), task.exception())
+            log.error(
+                "input %s: task %s died: %r; files of this input are no longer read",
+                self.name,
+                task.get_name(),
+                task.exception(),
+            )
 
     # -- the reader ------------------------------------------------------
 
@@ -257,8 +270,13 @@ class TailInput:
             if size == w.read_pos or not self._rewritten(w):
                 return
         self.stats["truncations"] += 1
-        log.info("input %s: file %s was truncated (size %d, read up to %d); reading it again from the start",
-                 self.name, w.path, size, w.read_pos)
+        log.info(
+            "input %s: file %s was truncated (size %d, read up to %d); reading it again from the start",
+            self.name,
+            w.path,
+            size,
+            w.read_pos,
+        )
         w.splitter.reset(0)
         w.read_pos = 0
         w.generation += 1
@@ -289,8 +307,13 @@ class TailInput:
         refused = self._refused(w, parsed.bad, now) if parsed.bad else None
         if parsed.invalid_utf8:
             self.stats["invalid_utf8_lines"] += parsed.invalid_utf8
-            log.warning("input %s: file %s: %d lines with invalid UTF-8 before offset %d (replaced with U+FFFD)",
-                        self.name, w.path, parsed.invalid_utf8, w.splitter.consumed)
+            log.warning(
+                "input %s: file %s: %d lines with invalid UTF-8 before offset %d (replaced with U+FFFD)",
+                self.name,
+                w.path,
+                parsed.invalid_utf8,
+                w.splitter.consumed,
+            )
         count = len(parsed.records)
         self.stats["records"] += count
         self.stats["bytes"] += w.splitter.consumed - start
@@ -302,8 +325,9 @@ class TailInput:
             log.error("input %s: file %s: not journaled (%s); will be read again", self.name, w.path, exc)
             self._failed = True
 
-    def _submit_marker(self, w: Watched, pos: FilePosition, now: int,
-                       after: asyncio.Future | None = None) -> asyncio.Future:
+    def _submit_marker(
+        self, w: Watched, pos: FilePosition, now: int, after: asyncio.Future | None = None
+    ) -> asyncio.Future:
         """Journal ``w``'s next position; it counts as durable once ``after`` (the lines before it,
         journaled or dead-lettered) is too."""
         fut = self.journal.submit(self.name, marker_entry(w.key, pos, now), 1, target=self.name)
@@ -332,9 +356,12 @@ class TailInput:
         self._wake.set()
         if fut.cancelled() or fut.exception() is not None:
             if not self._failed:
-                log.error("input %s: journal write failed (%s); reading stops until the batches in flight "
-                          "settle, then resumes from the last durable positions", self.name,
-                          "cancelled" if fut.cancelled() else fut.exception())
+                log.error(
+                    "input %s: journal write failed (%s); reading stops until the batches in flight "
+                    "settle, then resumes from the last durable positions",
+                    self.name,
+                    "cancelled" if fut.cancelled() else fut.exception(),
+                )
             self._failed = True
             return
         # A marker whose lines went to the dead-letter thread may settle after a later one.
@@ -360,8 +387,14 @@ class TailInput:
         items = [(w.tag, now, {"file": w.path, "offset": b.offset, "line": b.text}, b.reason) for b in bad]
         self.stats["lines_dead_lettered"] += len(items)
         first = bad[0]
-        log.warning("input %s: file %s offset %d: %s; dead-lettered%s", self.name, w.path, first.offset,
-                    first.reason, f" (+{len(bad) - 1} more lines)" if len(bad) > 1 else "")
+        log.warning(
+            "input %s: file %s offset %d: %s; dead-lettered%s",
+            self.name,
+            w.path,
+            first.offset,
+            first.reason,
+            f" (+{len(bad) - 1} more lines)" if len(bad) > 1 else "",
+        )
         return {self.name: items}
 
     def _at_end(self, w: Watched) -> None:
@@ -377,8 +410,14 @@ class TailInput:
             start, lines = w.splitter.feed(b"\n")
             if lines:
                 self._emit(w, start, lines)
-        log.info("input %s: file %s (inode %d) %s; read to offset %d and closed", self.name, w.path, w.key[1], why,
-                 w.read_pos)
+        log.info(
+            "input %s: file %s (inode %d) %s; read to offset %d and closed",
+            self.name,
+            w.path,
+            w.key[1],
+            why,
+            w.read_pos,
+        )
         self._close(w)
         del self.files[w.key]
         if self._by_path.get(w.path) == w.key:
@@ -447,8 +486,12 @@ class TailInput:
                 self.stats["rotations"] += 1
                 if self._by_path.get(w.path) == key:
                     del self._by_path[w.path]
-                log.info("input %s: file %s was rotated away; reading it to its end within rotate_wait (%gs)",
-                         self.name, w.path, self.cfg.rotate_wait)
+                log.info(
+                    "input %s: file %s was rotated away; reading it to its end within rotate_wait (%gs)",
+                    self.name,
+                    w.path,
+                    self.cfg.rotate_wait,
+                )
             self._dirty[key] = None
         for key, path in by_key.items():
             if key not in self.files and key not in self.released:
@@ -486,8 +529,11 @@ class TailInput:
             offset = saved.offset if _line_start(fd, saved.offset, fst.st_size) else 0
             fp_len, fp = saved.fp_len, saved.fp
         else:
-            offset = 0 if self.cfg.read_from_head or not initial else _after_last_newline(fd, fst.st_size,
-                                                                                          self.cfg.max_line_size)
+            offset = (
+                0
+                if self.cfg.read_from_head or not initial
+                else _after_last_newline(fd, fst.st_size, self.cfg.max_line_size)
+            )
             fp_len, fp = 0, 0
         if offset and not fp_len:
             head = os.pread(fd, min(FINGERPRINT_BYTES, offset), 0)
@@ -550,6 +596,7 @@ class TailInput:
 
     async def _watch(self, root: str, recursive: bool) -> None:
         from watchfiles import Change, awatch
+
         # The watch thread wakes every `step` ms (and takes the GIL to check for a stop): 20 ms costs
         # about 0.5% of a core. `debounce` bounds how long a change waits while a file is written
         # continuously: it is the copytruncate window, and the latency of a new line.

@@ -75,27 +75,47 @@ class PositionFile:
         except (OSError, orjson.JSONDecodeError) as exc:
             # Written atomically, so this is outside damage. Starting from
             # nothing re-reads files (duplicates), it never skips lines.
-            log.error("input %s: position file %s is unreadable (%s); starting without it", self.input_name,
-                      self.path, exc)
+            log.error(
+                "input %s: position file %s is unreadable (%s); starting without it", self.input_name, self.path, exc
+            )
             return {}, None
         positions = {}
         for f in data.get("files", []):
-            positions[(f["dev"], f["ino"])] = FilePosition(f["path"], f["offset"], f.get("fp_len", 0),
-                                                           f.get("fp", 0), f.get("released", False))
+            positions[(f["dev"], f["ino"])] = FilePosition(
+                f["path"], f["offset"], f.get("fp_len", 0), f.get("fp", 0), f.get("released", False)
+            )
         j = data.get("journal")
         return positions, Position(j["segment"], j["offset"]) if j else None
 
     def save(self, positions: dict[FileKey, FilePosition], journal_position: Position) -> None:
-        files = [{"dev": dev, "ino": ino, "path": p.path, "offset": p.offset, "fp_len": p.fp_len, "fp": p.fp,
-                  "released": p.released} for (dev, ino), p in positions.items()]
+        files = [
+            {
+                "dev": dev,
+                "ino": ino,
+                "path": p.path,
+                "offset": p.offset,
+                "fp_len": p.fp_len,
+                "fp": p.fp,
+                "released": p.released,
+            }
+            for (dev, ino), p in positions.items()
+        ]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, orjson.dumps({
-            "version": POS_VERSION, "input": self.input_name,
-            "journal": {"segment": journal_position.segment, "offset": journal_position.offset},
-            "files": files}))
+        atomic_write(
+            self.path,
+            orjson.dumps(
+                {
+                    "version": POS_VERSION,
+                    "input": self.input_name,
+                    "journal": {"segment": journal_position.segment, "offset": journal_position.offset},
+                    "files": files,
+                }
+            ),
+        )
 
 
 # -- markers -----------------------------------------------------------------
+
 
 class _Marker(msgspec.Struct, array_like=True):
     dev: int
@@ -113,12 +133,14 @@ _decode_entry = msgspec.msgpack.Decoder(tuple[msgspec.msgpack.Ext, _Marker])
 
 def marker_entry(key: FileKey, pos: FilePosition, time_ns: int) -> bytes:
     """One forward entry ``[EventTime, marker]`` for the journal."""
-    return b"\x92" + pack_event_time(time_ns) + _encode_marker(
-        _Marker(key[0], key[1], pos.path, pos.offset, pos.fp_len, pos.fp, pos.released))
+    return (
+        b"\x92"
+        + pack_event_time(time_ns)
+        + _encode_marker(_Marker(key[0], key[1], pos.path, pos.offset, pos.fp_len, pos.fp, pos.released))
+    )
 
 
-def replay_markers(journal_dir: Path, since: Position, input_name: str,
-                   positions: dict[FileKey, FilePosition]) -> int:
+def replay_markers(journal_dir: Path, since: Position, input_name: str, positions: dict[FileKey, FilePosition]) -> int:
     """Apply this input's markers journaled from ``since`` on; return how many."""
     reader = JournalReader(journal_dir, since)
     applied = 0

@@ -45,5 +45,8 @@ class CursorStore:
 
     def save(self, output_name: str, position: Position, *, durable: bool = True) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path(output_name), orjson.dumps(
-            {"version": CURSOR_VERSION, "segment": position.segment, "offset": position.offset}), durable=durable)
+        atomic_write(
+            self.path(output_name),
+            orjson.dumps({"version": CURSOR_VERSION, "segment": position.segment, "offset": position.offset}),
+            durable=durable,
+        )

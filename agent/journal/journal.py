@@ -39,8 +39,15 @@ FSYNC_POLICIES = ("always", "interval", "off")
 
 
 class Journal:
-    def __init__(self, directory: Path, *, fsync: str = "always", fsync_interval: float = 1.0,
-                 segment_bytes: int = 64 << 20, max_bytes: int = 2 << 30):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync: str = "always",
+        fsync_interval: float = 1.0,
+        segment_bytes: int = 64 << 20,
+        max_bytes: int = 2 << 30,
+    ):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}")
         self.directory = Path(directory)
@@ -62,9 +69,18 @@ class Journal:
         self._broken: str | None = None
         self.write_error: str | None = None  # the last write's error, until a write succeeds (for /health)
         self._room_listeners: list[Callable[[], None]] = []
-        self.stats = {"appends": 0, "records": 0, "bytes": 0, "commits": 0, "fsyncs": 0,
-                      "recovered_records": 0, "cut_bytes": 0, "write_errors": 0, "quarantined_bytes": 0,
-                      "damaged_regions": 0}
+        self.stats = {
+            "appends": 0,
+            "records": 0,
+            "bytes": 0,
+            "commits": 0,
+            "fsyncs": 0,
+            "recovered_records": 0,
+            "cut_bytes": 0,
+            "write_errors": 0,
+            "quarantined_bytes": 0,
+            "damaged_regions": 0,
+        }
 
     # -- start -----------------------------------------------------------
 
@@ -268,7 +284,6 @@ class Journal:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
-
 
     def _writer_done(self, task: asyncio.Task) -> None:
         """The writer must never die silently: fail what waits on it, refuse new appends."""

@@ -134,7 +134,12 @@ class JournalReader:
         # Finished segment with a bad record: damage on disk. Skip the rest.
         self.corrupt_skips += 1
         newer = self._newer_segment(self.position.segment)
-        log.error("journal: segment %d: %s at byte %d; skipping to segment %d",
-                  self.position.segment, torn.reason, torn.offset, newer)
+        log.error(
+            "journal: segment %d: %s at byte %d; skipping to segment %d",
+            self.position.segment,
+            torn.reason,
+            torn.offset,
+            newer,
+        )
         self.position = Position(newer, HEADER_SIZE)
         return None

@@ -114,7 +114,7 @@ def _whole_record_at(view: memoryview, pos: int, end: int) -> bool:
     stop = pos + RECORD_OVERHEAD + length
     if length < 6 or stop > end or not (_PLAUSIBLE_NS[0] <= appended_ns < _PLAUSIBLE_NS[1]):
         return False
-    payload = view[pos + RECORD_OVERHEAD:stop]
+    payload = view[pos + RECORD_OVERHEAD : stop]
     try:  # the tag and the entries' array32 header where a batch has them
         entries = _entries_header(payload)
         if entries + 5 > length or payload[entries] != 0xDD:
@@ -150,7 +150,7 @@ def iter_records(data: bytes | memoryview, offset: int = 0, *, base: int = 0) ->
         stop = pos + RECORD_OVERHEAD + length
         if stop > end:
             raise Torn(base + pos, "record is truncated")
-        payload = bytes(data[pos + RECORD_OVERHEAD:stop])
+        payload = bytes(data[pos + RECORD_OVERHEAD : stop])
         if zlib.crc32(payload, zlib.crc32(_APPENDED.pack(appended_ns))) != crc:
             raise Torn(base + pos, "record checksum mismatch")
         yield base + stop, payload, appended_ns
@@ -165,9 +165,9 @@ def _str_span(payload: bytes, pos: int) -> tuple[int, int]:
     elif b == 0xD9:
         n, start = payload[pos + 1], pos + 2
     elif b == 0xDA:
-        n, start = int.from_bytes(payload[pos + 1:pos + 3], "big"), pos + 3
+        n, start = int.from_bytes(payload[pos + 1 : pos + 3], "big"), pos + 3
     elif b == 0xDB:
-        n, start = int.from_bytes(payload[pos + 1:pos + 5], "big"), pos + 5
+        n, start = int.from_bytes(payload[pos + 1 : pos + 5], "big"), pos + 5
     else:
         raise ValueError(f"no msgpack str at {pos}")
     return start, start + n
@@ -202,13 +202,13 @@ def batch_target(payload: bytes) -> str | None:
 
 def batch_entries(payload: bytes) -> bytes:
     """The concatenated entries of a batch payload (a PackedForward payload as is)."""
-    return payload[_entries_header(payload) + 5:]
+    return payload[_entries_header(payload) + 5 :]
 
 
 def batch_count(payload: bytes) -> int:
     """How many entries a batch payload holds (its array32 header)."""
     pos = _entries_header(payload)
-    return int.from_bytes(payload[pos + 1:pos + 5], "big")
+    return int.from_bytes(payload[pos + 1 : pos + 5], "big")
 
 
 def split_payload(payload: bytes) -> tuple[bytes, bytes]:
@@ -223,5 +223,4 @@ def split_payload(payload: bytes) -> tuple[bytes, bytes]:
     for _ in range(first):
         unpacker.skip()
     cut = unpacker.tell()
-    return (batch_payload(tag, entries[:cut], first, target),
-            batch_payload(tag, entries[cut:], count - first, target))
+    return (batch_payload(tag, entries[:cut], first, target), batch_payload(tag, entries[cut:], count - first, target))

@@ -33,8 +33,8 @@ def list_segments(directory: Path) -> list[int]:
         return []
     seqs = []
     for name in names:
-        if name.endswith(SUFFIX) and name[:-len(SUFFIX)].isdigit():
-            seqs.append(int(name[:-len(SUFFIX)]))
+        if name.endswith(SUFFIX) and name[: -len(SUFFIX)].isdigit():
+            seqs.append(int(name[: -len(SUFFIX)]))
     seqs.sort()
     return seqs
 
@@ -91,8 +91,9 @@ def recover_segment(path: Path, seq: int, quarantine: Path | None = None) -> Seg
             f.truncate(valid)
             f.flush()
             os.fsync(f.fileno())
-        log.warning("journal: segment %s: %s at byte %d; cut %d bytes, kept %d records",
-                    path.name, reason, valid, cut, records)
+        log.warning(
+            "journal: segment %s: %s at byte %d; cut %d bytes, kept %d records", path.name, reason, valid, cut, records
+        )
     return SegmentRecovery(seq, records, valid, cut, reason, moved, regions)
 
 
@@ -111,5 +112,11 @@ def _set_aside(path: Path, data: bytes, start: int, stop: int, reason: str | Non
         f.write(filler_record(stop - start))
         f.flush()
         os.fsync(f.fileno())
-    log.error("journal: segment %s: %s at byte %d: %d damaged bytes moved to %s; the records after them are kept",
-              path.name, reason, start, stop - start, kept)
+    log.error(
+        "journal: segment %s: %s at byte %d: %d damaged bytes moved to %s; the records after them are kept",
+        path.name,
+        reason,
+        start,
+        stop - start,
+        kept,
+    )

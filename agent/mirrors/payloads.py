@@ -40,9 +40,12 @@ from agent.hive.times import utc_of
 ID_FIELDS = ("appsflyer_id", "advertising_id", "idfa", "idfv", "att")
 # Which identifiers belong to an install on which platform: a GAID is never an IDFA. An
 # appsflyer_id names one install on any platform (it is looked up per app and platform).
-PLATFORM_IDS = {"A": frozenset({"appsflyer_id", "advertising_id"}),
-                "I": frozenset({"appsflyer_id", "idfa", "idfv", "att"}),
-                "B": frozenset({"appsflyer_id"}), "W": frozenset({"appsflyer_id"})}
+PLATFORM_IDS = {
+    "A": frozenset({"appsflyer_id", "advertising_id"}),
+    "I": frozenset({"appsflyer_id", "idfa", "idfv", "att"}),
+    "B": frozenset({"appsflyer_id"}),
+    "W": frozenset({"appsflyer_id"}),
+}
 APPSFLYER_MAX_BYTES = 1024
 _REVENUE = re.compile(r"-?\d+(\.\d+)?")
 _OS_VERSION = re.compile(r"\d+(\.\d+)*")
@@ -133,8 +136,9 @@ def platform_ids(platform: str, ids: dict) -> dict:
     return {k: v for k, v in ids.items() if k in allowed and v not in (None, "")}
 
 
-def purchase_from(tag: str, record: dict, *, refund_field: str = "refund",
-                  refund_values: tuple = REFUND_VALUES) -> Purchase:
+def purchase_from(
+    tag: str, record: dict, *, refund_field: str = "refund", refund_values: tuple = REFUND_VALUES
+) -> Purchase:
     """What every mirror needs, from a record the hive filter normalized (or kept as sent,
     with warnings: the fields a vendor cannot do without are checked here)."""
     extra = record.get(EXTRA_KEY)
@@ -164,15 +168,28 @@ def purchase_from(tag: str, record: dict, *, refund_field: str = "refund",
     test = get("hiveiap_purchase_test")
     ids = {k: v for k in ID_FIELDS if (v := get(k)) not in (None, "")}
     return Purchase(
-        game=game_of(tag), app_id=_text(get("app_id"), "app_id", 200), platform=platform,
+        game=game_of(tag),
+        app_id=_text(get("app_id"), "app_id", 200),
+        platform=platform,
         transaction_id=_text(get("transaction_id"), "transaction_id", 512),
-        product_id=_str_or_none(get("product_id")), product_name=_str_or_none(get("product_name")), price=price,
-        quantity=quantity, currency=currency, time_utc=time_utc, uid=get("uid"), extra_uid=get("extra_uid"),
-        did=get("did"), client_ip=_str_or_none(get("client_ip") or get("ip")),
-        os_version=_str_or_none(get("os_version")), version=_str_or_none(get("version")),
+        product_id=_str_or_none(get("product_id")),
+        product_name=_str_or_none(get("product_name")),
+        price=price,
+        quantity=quantity,
+        currency=currency,
+        time_utc=time_utc,
+        uid=get("uid"),
+        extra_uid=get("extra_uid"),
+        did=get("did"),
+        client_ip=_str_or_none(get("client_ip") or get("ip")),
+        os_version=_str_or_none(get("os_version")),
+        version=_str_or_none(get("version")),
         language=_str_or_none(get("device_language") or get("language")),
         device_name=_str_or_none(get("device_name")),
-        test=bool(test) and str(test).upper() not in ("N", "0", "FALSE"), refund=refund, ids=ids)
+        test=bool(test) and str(test).upper() not in ("N", "0", "FALSE"),
+        refund=refund,
+        ids=ids,
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -210,6 +227,7 @@ def is_plain_revenue(text: str) -> bool:
 
 # -- AppsFlyer ------------------------------------------------------------------
 
+
 def appsflyer_cutoff(event_utc: datetime) -> datetime:
     """The moment after which AppsFlyer stamps the event with its arrival time instead:
     02:00 UTC on the day after the event's UTC date."""
@@ -239,13 +257,21 @@ def appsflyer_event(p: Purchase, ids: dict, *, bundle_id: str | None = None) -> 
     real_os = p.os_version is not None and _OS_VERSION.fullmatch(p.os_version.strip()) is not None
     if p.platform == "I" and not real_os:
         raise Refused("invalid", f"iOS purchase without an OS version ({p.os_version!r}): iOS 14+ requires os")
-    value = {"af_revenue": revenue_string(p.revenue), "af_currency": p.currency,
-             "af_quantity": str(-p.quantity if p.refund else p.quantity), "af_order_id": p.transaction_id}
+    value = {
+        "af_revenue": revenue_string(p.revenue),
+        "af_currency": p.currency,
+        "af_quantity": str(-p.quantity if p.refund else p.quantity),
+        "af_order_id": p.transaction_id,
+    }
     if p.product_id:
         value["af_content_id"] = p.product_id
-    body = {"appsflyer_id": str(appsflyer_id), "eventName": "af_purchase",
-            "eventValue": orjson.dumps(value).decode(), "eventCurrency": p.currency,
-            "eventTime": appsflyer_time(p.time_utc)}
+    body = {
+        "appsflyer_id": str(appsflyer_id),
+        "eventName": "af_purchase",
+        "eventValue": orjson.dumps(value).decode(),
+        "eventCurrency": p.currency,
+        "eventTime": appsflyer_time(p.time_utc),
+    }
     if p.os_version:
         body["os"] = p.os_version.strip()
     if p.customer_user_id is not None:
@@ -299,10 +325,18 @@ def wisetracker_body(p: Purchase, ids: dict, *, service_number: int, send_ms: in
         session["phone"] = p.device_name
     if p.version:
         session["apVr"] = p.version
-    revenue = {"vtTz": send_ms, "event": "w_first_purchase" if first else "w_purchase",
-               "transaction_id": p.transaction_id, "currency": p.currency,
-               "product": {"product_id": p.product_id, "product_name": p.product_name or p.product_id,
-                           "quantity": p.quantity, "revenue": _number(p.revenue)}}
+    revenue = {
+        "vtTz": send_ms,
+        "event": "w_first_purchase" if first else "w_purchase",
+        "transaction_id": p.transaction_id,
+        "currency": p.currency,
+        "product": {
+            "product_id": p.product_id,
+            "product_name": p.product_name or p.product_id,
+            "quantity": p.quantity,
+            "revenue": _number(p.revenue),
+        },
+    }
     return {"SESSION": session, "REVENUE": revenue}
 
 

@@ -103,7 +103,8 @@ class MirrorState:
                 f"INSERT OR IGNORE INTO identities (game, scope, kind, id, {cols}, updated_ns) "
                 f"SELECT game, CASE WHEN idfa IS NOT NULL OR idfv IS NOT NULL THEN 'platform:I' ELSE 'platform:A' END, "
                 f"kind, id, {cols}, updated_ns FROM identity "
-                f"WHERE idfa IS NOT NULL OR idfv IS NOT NULL OR advertising_id IS NOT NULL")
+                f"WHERE idfa IS NOT NULL OR idfv IS NOT NULL OR advertising_id IS NOT NULL"
+            )
             self.db.execute("DROP TABLE identity")
 
     # -- identity ------------------------------------------------------------------
@@ -132,7 +133,8 @@ class MirrorState:
                     f"INSERT INTO identities (game, scope, kind, id, {cols}, updated_ns) "
                     f"VALUES (?, ?, ?, ?, {marks}, ?) ON CONFLICT (game, kind, id, scope) "
                     f"DO UPDATE SET {updates}, updated_ns = excluded.updated_ns",
-                    (game, scope, kind, ident, *values.values(), now))
+                    (game, scope, kind, ident, *values.values(), now),
+                )
         return True
 
     def lookup(self, game: str, app_id: str, platform: str, did, uid) -> dict:
@@ -146,9 +148,11 @@ class MirrorState:
         scopes = (f"platform:{platform}", f"app:{app_id}")
         # One query for both: the primary key (game, kind, id, scope) answers each in one seek.
         where = " OR ".join("(kind = ? AND id = ?)" for _ in keys)
-        rows = self.db.execute(f"SELECT kind, scope, {', '.join(ID_FIELDS)} FROM identities WHERE game = ? "
-                               f"AND ({where}) AND scope IN (?, ?)",
-                               (game, *(v for key in keys for v in key), *scopes)).fetchall()
+        rows = self.db.execute(
+            f"SELECT kind, scope, {', '.join(ID_FIELDS)} FROM identities WHERE game = ? "
+            f"AND ({where}) AND scope IN (?, ?)",
+            (game, *(v for key in keys for v in key), *scopes),
+        ).fetchall()
         for row in sorted(rows, key=lambda r: (r[0] == "did", scopes.index(r[1]))):  # uid, then did
             found.update({k: v for k, v in zip(ID_FIELDS, row[2:]) if v is not None})
         allowed = PLATFORM_IDS.get(platform, frozenset())
@@ -161,8 +165,12 @@ class MirrorState:
             self._open_log(vendor)
         if (vendor, app, key) in self._recent:
             return True
-        return self.db.execute("SELECT 1 FROM delivered WHERE vendor = ? AND app = ? AND key = ?",
-                               (vendor, app, key)).fetchone() is not None
+        return (
+            self.db.execute(
+                "SELECT 1 FROM delivered WHERE vendor = ? AND app = ? AND key = ?", (vendor, app, key)
+            ).fetchone()
+            is not None
+        )
 
     def mark_delivered(self, vendor: str, app: str, key: str) -> None:
         fd = self._logs.get(vendor) or self._open_log(vendor)
@@ -202,8 +210,10 @@ class MirrorState:
         if rows:
             now = time.time_ns()
             with self._transaction():
-                self.db.executemany("INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)",
-                                    [(*row, now) for row in rows])
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)",
+                    [(*row, now) for row in rows],
+                )
 
     def purge_delivered(self, older_than_s: float) -> int:
         cutoff = time.time_ns() - int(older_than_s * 1e9)
@@ -212,8 +222,12 @@ class MirrorState:
     # -- buyers --------------------------------------------------------------------------
 
     def has_bought(self, vendor: str, app: str, uid) -> bool:
-        return self.db.execute("SELECT 1 FROM buyers WHERE vendor = ? AND app = ? AND uid = ?",
-                               (vendor, app, str(uid))).fetchone() is not None
+        return (
+            self.db.execute(
+                "SELECT 1 FROM buyers WHERE vendor = ? AND app = ? AND uid = ?", (vendor, app, str(uid))
+            ).fetchone()
+            is not None
+        )
 
     def mark_buyer(self, vendor: str, app: str, uid) -> None:
         self.db.execute("INSERT OR IGNORE INTO buyers (vendor, app, uid) VALUES (?, ?, ?)", (vendor, app, str(uid)))

@@ -37,9 +37,12 @@ class AppsFlyerOutput(MirrorOutput):
             # AppsFlyer would answer 200 and drop it; the config check catches iOS apps by their Hive app_id.
             raise Refused("invalid", f"iOS purchase for AppsFlyer app_id {app.app_id!r}, which lacks the 'id' prefix")
         body = appsflyer_event(p, ids, bundle_id=app.bundle_id)
-        return json_request(f"{self.cfg.endpoint}/inappevent/{app.app_id}",
-                            {"authentication": app.token.get_secret_value()}, body,
-                            order=appsflyer_cutoff(p.time_utc).timestamp())
+        return json_request(
+            f"{self.cfg.endpoint}/inappevent/{app.app_id}",
+            {"authentication": app.token.get_secret_value()},
+            body,
+            order=appsflyer_cutoff(p.time_utc).timestamp(),
+        )
 
     def order(self, jobs: list[Job]) -> list[Job]:
         return sorted(jobs, key=lambda job: job.request.order)

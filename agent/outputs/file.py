@@ -83,7 +83,7 @@ class FileOutput(Output):
                 fd = self._fd(path)
                 data = memoryview(b"".join(lines))
                 while data:
-                    data = data[os.write(fd, data):]
+                    data = data[os.write(fd, data) :]
                 self._dirty.add(fd)
         except OSError as exc:
             reason = f"{exc.filename or ''}: {exc.strerror}"

@@ -130,8 +130,12 @@ class ForwardOutput(Output):
                     return await asyncio.wait_for(answered, timeout) == b"\x00"
                 finally:
                     transport.close()
-            _, writer = await asyncio.wait_for(asyncio.open_connection(
-                server.host, server.port, ssl=self.ssl, server_hostname=server.host if self.ssl else None), timeout)
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    server.host, server.port, ssl=self.ssl, server_hostname=server.host if self.ssl else None
+                ),
+                timeout,
+            )
             writer.close()
             try:
                 await writer.wait_closed()
@@ -217,8 +221,13 @@ class ForwardOutput(Output):
             server.last_error = reason
             server.down_until = time.monotonic() + self.cfg.recover_wait
             self._close(server)
-            log.warning("output %s: server %s failed (%s); it is skipped for %.0fs",
-                        self.name, server.name, reason, self.cfg.recover_wait)
+            log.warning(
+                "output %s: server %s failed (%s); it is skipped for %.0fs",
+                self.name,
+                server.name,
+                reason,
+                self.cfg.recover_wait,
+            )
             return reason
 
     def _entries_for_hive(self, batch: TagBatch) -> tuple[bytes, int]:
@@ -262,9 +271,11 @@ class ForwardOutput(Output):
     async def _connect(self, server: _Server) -> None:
         self._close(server)
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(server.host, server.port, ssl=self.ssl,
-                                    server_hostname=server.host if self.ssl else None),
-            self.cfg.connect_timeout)
+            asyncio.open_connection(
+                server.host, server.port, ssl=self.ssl, server_hostname=server.host if self.ssl else None
+            ),
+            self.cfg.connect_timeout,
+        )
         server.reader, server.writer = reader, writer
         server.unpacker = msgpack.Unpacker(raw=False)
         if self.shared_key is not None:
@@ -286,11 +297,20 @@ class ForwardOutput(Output):
                 raw.feed(data)
 
         helo = fwd.parse_helo(await next_raw())
-        server.writer.write(fwd.ping(helo, hostname=self.self_hostname, shared_key=self.shared_key, salt=self.salt,
-                                     username=self.username, password=self.password))
+        server.writer.write(
+            fwd.ping(
+                helo,
+                hostname=self.self_hostname,
+                shared_key=self.shared_key,
+                salt=self.salt,
+                username=self.username,
+                password=self.password,
+            )
+        )
         await server.writer.drain()
-        reason = fwd.check_pong(await next_raw(), helo=helo, salt=self.salt, shared_key=self.shared_key,
-                                self_hostname=self.self_hostname)
+        reason = fwd.check_pong(
+            await next_raw(), helo=helo, salt=self.salt, shared_key=self.shared_key, self_hostname=self.self_hostname
+        )
         if reason is not None:
             raise SendError(f"handshake failed: {reason}")
 

@@ -96,15 +96,23 @@ class MirrorOutput(Output):
         self.refund_values = tuple(cfg.refund_values)
         self.limit = RateLimit(cfg.rate_limit)
         self.session: aiohttp.ClientSession | None = None
-        self.stats = {"requests": 0, "accepted": 0, "duplicates": 0, "test_skipped": 0, "not_configured": 0,
-                      "identities": 0, "refused": 0}
+        self.stats = {
+            "requests": 0,
+            "accepted": 0,
+            "duplicates": 0,
+            "test_skipped": 0,
+            "not_configured": 0,
+            "identities": 0,
+            "refused": 0,
+        }
         self._purged_at = 0.0
         self._accepted_by_this_batch: set[tuple[str, str]] = set()  # until the batches are done
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
-            connector=aiohttp.TCPConnector(limit=self.cfg.in_flight))
+            connector=aiohttp.TCPConnector(limit=self.cfg.in_flight),
+        )
 
     async def close(self) -> None:
         if self.session is not None:
@@ -159,8 +167,9 @@ class MirrorOutput(Output):
         self._purge()
         return Outcome.ok(dead)
 
-    def _jobs(self, batches: list[TagBatch], now: datetime,
-              counts: collections.Counter) -> tuple[list[Job], list[DeadRecord]]:
+    def _jobs(
+        self, batches: list[TagBatch], now: datetime, counts: collections.Counter
+    ) -> tuple[list[Job], list[DeadRecord]]:
         jobs: list[Job] = []
         dead: list[DeadRecord] = []
         seen: set[tuple[str, str]] = set()
@@ -192,8 +201,16 @@ class MirrorOutput(Output):
             except (TypeError, ValueError, OverflowError) as exc:  # a value SQLite cannot hold
                 log.warning("output %s: identity record of %s not learned: %s", self.name, batch.tag, exc)
 
-    def _job(self, tag: str, time_ns: int, record: dict, now: datetime, job_state: dict,
-             seen: set, counts: collections.Counter) -> Job | None:
+    def _job(
+        self,
+        tag: str,
+        time_ns: int,
+        record: dict,
+        now: datetime,
+        job_state: dict,
+        seen: set,
+        counts: collections.Counter,
+    ) -> Job | None:
         """The request for one purchase, None when it is skipped; raises Refused (or anything)."""
         p = purchase_from(tag, record, refund_field=self.cfg.refund_field, refund_values=self.refund_values)
         if p.test and not self.cfg.mirror_test_purchases:
@@ -221,6 +238,7 @@ class MirrorOutput(Output):
         async def worker():
             for i, job in todo:
                 results[i] = await self._request(job)
+
         await asyncio.gather(*(worker() for _ in range(min(self.cfg.in_flight, len(jobs)))))
         return results
 

@@ -39,8 +39,14 @@ class NaverOutput(MirrorOutput):
         event, unsupported = naver_event(naver_items(p), p.currency, self.cfg.fx_to_krw)
         if unsupported:
             self.stats["unsupported_currency"] += 1
-        body = {**event, "app_id": app.app_id or p.app_id, "transaction_id": p.transaction_id,
-                "event_time": p.time_utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "platform": p.platform,
-                "currency": p.currency, **{k: v for k, v in ids.items() if k in ("advertising_id", "idfa", "idfv")}}
+        body = {
+            **event,
+            "app_id": app.app_id or p.app_id,
+            "transaction_id": p.transaction_id,
+            "event_time": p.time_utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "platform": p.platform,
+            "currency": p.currency,
+            **{k: v for k, v in ids.items() if k in ("advertising_id", "idfa", "idfv")},
+        }
         headers = {"Authorization": f"Bearer {app.token.get_secret_value()}"} if app.token else {}
         return json_request(self.cfg.endpoint, headers, body)

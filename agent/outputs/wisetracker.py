@@ -22,8 +22,9 @@ class WisetrackerOutput(MirrorOutput):
             buyers = job_state.setdefault("buyers", set())
             first = (p.app_id, p.uid) not in buyers and not self.state.has_bought(self.name, p.app_id, p.uid)
             buyers.add((p.app_id, p.uid))
-        body = wisetracker_body(p, ids, service_number=app.service_number, send_ms=int(now.timestamp() * 1000),
-                                first=first)
+        body = wisetracker_body(
+            p, ids, service_number=app.service_number, send_ms=int(now.timestamp() * 1000), first=first
+        )
         return json_request(self.cfg.endpoint, {"authToken": app.token.get_secret_value()}, body)
 
     def accepted(self, job: Job) -> None:

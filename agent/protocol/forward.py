@@ -105,8 +105,9 @@ class Skipped:
         if len(self.reasons) < self.KEEP:
             self.reasons.append(reason % args if args else reason)
         elif self.count > MAX_INVALID_ENTRIES:
-            raise ProtocolError(f"more than {MAX_INVALID_ENTRIES} invalid entries in one message "
-                                f"(first: {self.reasons[0]})")
+            raise ProtocolError(
+                f"more than {MAX_INVALID_ENTRIES} invalid entries in one message (first: {self.reasons[0]})"
+            )
 
     def __len__(self) -> int:
         return self.count
@@ -115,8 +116,9 @@ class Skipped:
         return self.reasons[index]
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, (list, Skipped)) and len(self) == len(other)
-                and self.reasons == list(other)[:self.KEEP])
+        return (
+            isinstance(other, (list, Skipped)) and len(self) == len(other) and self.reasons == list(other)[: self.KEEP]
+        )
 
 
 @dataclass(slots=True)
@@ -213,8 +215,9 @@ def _time_to_ns(value, now_ns: int) -> int | None:
 # Entries
 
 
-def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int = 0,
-                 unpacker: msgpack.Unpacker | None = None) -> tuple[bytes, int, Skipped]:
+def scan_entries(
+    data: bytes, now_ns: int, count: int | None = None, start: int = 0, unpacker: msgpack.Unpacker | None = None
+) -> tuple[bytes, int, Skipped]:
     """Validate and canonicalize concatenated ``[time, record]`` entries.
 
     ``data`` holds the entries from ``start`` (a packed payload, or a whole
@@ -223,8 +226,7 @@ def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int 
     canonical entries, how many there are, and a reason per skipped entry.
     """
     if unpacker is None:
-        unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(data), 1024),
-                                    strict_map_key=False)
+        unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(data), 1024), strict_map_key=False)
         unpacker.feed(data)
     u = unpacker
     end = len(data)
@@ -248,13 +250,13 @@ def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int 
                     good += 1
                     continue
             # Integer seconds as uint32 (time_as_integer senders): rewrite the time only.
-            if b == 0x92 and data[pos + 1] == 0xCE and data[pos + 2:pos + 6] != b"\0\0\0\0":
+            if b == 0x92 and data[pos + 1] == 0xCE and data[pos + 2 : pos + 6] != b"\0\0\0\0":
                 rb = data[pos + 6]
                 if 0x80 <= rb <= 0x8F or rb == 0xDE or rb == 0xDF:
                     u.skip()
                     _close_run(pieces, mv, run_start, pos)
                     run_start = u.tell()
-                    pieces.append(b"\x92\xd7\x00" + data[pos + 2:pos + 6] + b"\0\0\0\0" + data[pos + 6:run_start])
+                    pieces.append(b"\x92\xd7\x00" + data[pos + 2 : pos + 6] + b"\0\0\0\0" + data[pos + 6 : run_start])
                     good += 1
                     continue
             if not _is_array(b):
@@ -275,7 +277,8 @@ def scan_entries(data: bytes, now_ns: int, count: int | None = None, start: int 
             tb = data[time_pos]
             canonical_time = None  # bytes of a rewritten EventTime
             if (tb == 0xD7 and data[time_pos + 1] == EVENT_TIME_EXT) or (
-                    tb == 0xC7 and data[time_pos + 1] == 8 and data[time_pos + 2] == EVENT_TIME_EXT):
+                tb == 0xC7 and data[time_pos + 1] == 8 and data[time_pos + 2] == EVENT_TIME_EXT
+            ):
                 u.skip()
                 fast = True
             else:
@@ -472,8 +475,12 @@ class ForwardDecoder:
     :class:`ProtocolError` once that tail grows past ``max_frame_size``.
     """
 
-    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-                 max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE):
+    def __init__(
+        self,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE,
+    ):
         self.max_frame_size = max_frame_size
         self.max_decompressed_size = max_decompressed_size
         # msgpack's Unpacker allocates a 1 MiB buffer up front: it exists only while a frame is
@@ -495,11 +502,12 @@ class ForwardDecoder:
         """The complete frames in ``data`` (and what came before it), as their bytes."""
         frames: list[bytes] = []
         for i in range(0, len(data), _FEED_PIECE):
-            piece = data[i:i + _FEED_PIECE]
+            piece = data[i : i + _FEED_PIECE]
             if self._framer is None:
                 # read_size: the buffer it starts with (1 MiB when not given), grown as frames need.
-                self._framer = msgpack.Unpacker(raw=True, read_size=16 * 1024,
-                                                max_buffer_size=self.max_frame_size + 2 * _FEED_PIECE)
+                self._framer = msgpack.Unpacker(
+                    raw=True, read_size=16 * 1024, max_buffer_size=self.max_frame_size + 2 * _FEED_PIECE
+                )
                 self._base = 0
             self._buf += piece
             self._framer.feed(piece)
@@ -522,12 +530,13 @@ class ForwardDecoder:
                 raise ProtocolError(f"invalid msgpack at stream byte {framer.tell()}: {exc}") from None
             end = framer.tell()
             if end - start > self.max_frame_size:
-                raise ProtocolError(f"frame of {end - start} bytes is larger than max_frame_size "
-                                    f"({self.max_frame_size} bytes)")
-            frames.append(bytes(self._buf[start - self._base:end - self._base]))
+                raise ProtocolError(
+                    f"frame of {end - start} bytes is larger than max_frame_size ({self.max_frame_size} bytes)"
+                )
+            frames.append(bytes(self._buf[start - self._base : end - self._base]))
             start = end
         if start > self._base:
-            del self._buf[:start - self._base]
+            del self._buf[: start - self._base]
             self._base = start
 
 
@@ -562,7 +571,7 @@ def _parse_message(u: msgpack.Unpacker, frame: bytes, now_ns: int, max_decompres
     n = u.read_array_header()
     tag_byte = frame[u.tell()]
     at = u.tell()
-    if n == 6 and (frame[at:at + 5] == b"\xa4PING" or frame[at:at + 6] == b"\xd9\x04PING"):  # fixstr or str8
+    if n == 6 and (frame[at : at + 5] == b"\xa4PING" or frame[at : at + 6] == b"\xd9\x04PING"):  # fixstr or str8
         u.skip()
         fields = [u.unpack() for _ in range(5)]
         if not all(isinstance(f, bytes) for f in fields):
@@ -604,12 +613,20 @@ def _parse_message(u: msgpack.Unpacker, frame: bytes, now_ns: int, max_decompres
         # apply exactly the same time and record rules.
         u.skip()
         u.skip()
-        entry = b"\x92" + frame[pos:u.tell()]
+        entry = b"\x92" + frame[pos : u.tell()]
         entries, good, skipped = scan_entries(entry, now_ns)
         options = _read_options(u, frame, n - 3)
         mode = "message"
-    return EventBatch(tag=tag, entries=entries, count=good, chunk=options.chunk, skipped=skipped,
-                      signal=options.signal, mode=mode, size=len(frame))
+    return EventBatch(
+        tag=tag,
+        entries=entries,
+        count=good,
+        chunk=options.chunk,
+        skipped=skipped,
+        signal=options.signal,
+        mode=mode,
+        size=len(frame),
+    )
 
 
 @dataclass(slots=True)
@@ -634,7 +651,7 @@ def _read_options(u: msgpack.Unpacker, frame: bytes, present: int) -> _Options:
         vstart = u.tell()
         value = u.unpack()
         if key == b"chunk":
-            opts.chunk = frame[vstart:u.tell()]
+            opts.chunk = frame[vstart : u.tell()]
         elif key == b"compressed" and isinstance(value, bytes):
             opts.compressed = value
         elif key == b"fluent_signal" and isinstance(value, int):
@@ -660,8 +677,9 @@ def helo(nonce: bytes, auth_salt: bytes, keepalive: bool = True) -> bytes:
 
 def pong(ok: bool, reason: str, self_hostname: bytes, digest: bytes) -> bytes:
     # Fluentd packs the hostname and digest as str; so do we.
-    return msgpack.packb(["PONG", ok, reason, self_hostname.decode("utf-8", "replace"),
-                          digest.decode("ascii")], use_bin_type=True)
+    return msgpack.packb(
+        ["PONG", ok, reason, self_hostname.decode("utf-8", "replace"), digest.decode("ascii")], use_bin_type=True
+    )
 
 
 def shared_key_digest(salt: bytes, hostname: bytes, nonce: bytes, shared_key: bytes) -> bytes:
@@ -672,15 +690,23 @@ def password_digest(auth_salt: bytes, username: bytes, password: bytes) -> bytes
     return _sha512_hex(auth_salt, username, password)
 
 
-def check_ping(ping: Ping, *, nonce: bytes, auth_salt: bytes, shared_key: bytes, self_hostname: bytes,
-               users: dict[bytes, bytes] | None = None) -> tuple[bool, str, bytes]:
+def check_ping(
+    ping: Ping,
+    *,
+    nonce: bytes,
+    auth_salt: bytes,
+    shared_key: bytes,
+    self_hostname: bytes,
+    users: dict[bytes, bytes] | None = None,
+) -> tuple[bool, str, bytes]:
     """Verify a PING; return (ok, reason, PONG bytes) as Fluentd's in_forward does."""
     if ping.hostname == self_hostname:
         reason = "same hostname between input and output: invalid configuration"
     elif ping.digest != shared_key_digest(ping.shared_key_salt, ping.hostname, nonce, shared_key):
         reason = "shared_key mismatch"
-    elif users and (ping.username not in users or ping.password != password_digest(
-            auth_salt, ping.username, users[ping.username])):
+    elif users and (
+        ping.username not in users or ping.password != password_digest(auth_salt, ping.username, users[ping.username])
+    ):
         reason = "username/password mismatch"
     else:
         digest = shared_key_digest(ping.shared_key_salt, self_hostname, nonce, shared_key)
@@ -708,8 +734,12 @@ class Helo:
 
 def parse_helo(message) -> Helo:
     """``["HELO", {nonce, auth, keepalive}]`` as decoded with raw=True."""
-    if not (isinstance(message, (list, tuple)) and len(message) == 2 and message[0] == b"HELO"
-            and isinstance(message[1], dict)):
+    if not (
+        isinstance(message, (list, tuple))
+        and len(message) == 2
+        and message[0] == b"HELO"
+        and isinstance(message[1], dict)
+    ):
         raise ProtocolError(f"expected HELO, got {message!r:.80}")
     opts = message[1]
     nonce = opts.get(b"nonce")
@@ -719,8 +749,9 @@ def parse_helo(message) -> Helo:
     return Helo(nonce, auth if isinstance(auth, bytes) else b"", bool(opts.get(b"keepalive", True)))
 
 
-def ping(helo: Helo, *, hostname: bytes, shared_key: bytes, salt: bytes, username: bytes = b"",
-         password: bytes = b"") -> bytes:
+def ping(
+    helo: Helo, *, hostname: bytes, shared_key: bytes, salt: bytes, username: bytes = b"", password: bytes = b""
+) -> bytes:
     password_hex = password_digest(helo.auth_salt, username, password) if helo.auth_salt else b""
     fields = [hostname, salt, shared_key_digest(salt, hostname, helo.nonce, shared_key), username, password_hex]
     # As Fluentd does: every field a msgpack str (the salt is hex text there and here).

@@ -82,15 +82,15 @@ class LineSplitter:
             out.append(skip)
             self._skipping = None
             self.consumed += skip.length
-            data = data[nl + 1:]
+            data = data[nl + 1 :]
         buf = self._partial + data if self._partial else data
         last = buf.rfind(b"\n")
         if last < 0:
             self._hold(buf)
             return start, out
-        region = buf[:last + 1]
+        region = buf[: last + 1]
         self.consumed += last + 1
-        self._hold(buf[last + 1:])
+        self._hold(buf[last + 1 :])
         if last > self.max_line_size and self._has_long_line(region):
             out.extend(self._mark_long(region[:-1].split(b"\n"), self.consumed - last - 1))
             return start, out
@@ -166,8 +166,9 @@ def parse_each(lines: bytes | list[bytes | TooLong], offset: int) -> Parsed:
     parsed = Parsed([], [])
     for line in lines:
         if type(line) is TooLong:
-            parsed.bad.append(BadLine(line.offset, f"line_too_long: {line.length} bytes",
-                                      line.head.decode("utf-8", "replace")))
+            parsed.bad.append(
+                BadLine(line.offset, f"line_too_long: {line.length} bytes", line.head.decode("utf-8", "replace"))
+            )
             offset += line.length
             continue
         here, offset = offset, offset + len(line) + 1
@@ -190,8 +191,9 @@ def parse_each(lines: bytes | list[bytes | TooLong], offset: int) -> Parsed:
                 parsed.bad.append(BadLine(here, f"invalid_json: {exc}", text))
                 continue
         if type(record) is not dict:
-            parsed.bad.append(BadLine(here, f"not_an_object: a JSON {type(record).__name__}",
-                                      line.decode("utf-8", "replace")))
+            parsed.bad.append(
+                BadLine(here, f"not_an_object: a JSON {type(record).__name__}", line.decode("utf-8", "replace"))
+            )
             continue
         parsed.records.append(record)
     return parsed
@@ -211,4 +213,4 @@ def to_entries(records: list[dict], time_ns: int) -> bytes:
         return b""
     stamp = msgspec.msgpack.Ext(0, pack_event_time(time_ns)[2:])
     packed = _encode([(stamp, record) for record in records])
-    return packed[1 if n < 16 else 3 if n < 65536 else 5:]  # without the array header
+    return packed[1 if n < 16 else 3 if n < 65536 else 5 :]  # without the array header

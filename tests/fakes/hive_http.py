@@ -49,7 +49,11 @@ class FakeHiveHttp(ThreadedServer):
             body = json.loads(raw)
         except ValueError:
             return self._refuse("body is not JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("appId"), str) or not isinstance(body.get("logBody"), list):
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("appId"), str)
+            or not isinstance(body.get("logBody"), list)
+        ):
             return self._refuse("body must be {appId: str, logBody: [...]}")
         for record in body["logBody"]:
             for key in ("category", "dateTime", "guid"):

@@ -152,19 +152,25 @@ class FakeWisetracker(FakeVendor):
                 return self._refuse(400, "GOAL.vtTz (ms) and event are required")
             return self._accept(str(service), "", body, web.json_response({"result": "ok"}))
         revenue = body["REVENUE"]
-        if not isinstance(revenue, dict) or not _ms(revenue.get("vtTz")) \
-                or revenue.get("event") not in ("w_purchase", "w_first_purchase"):
+        if (
+            not isinstance(revenue, dict)
+            or not _ms(revenue.get("vtTz"))
+            or revenue.get("event") not in ("w_purchase", "w_first_purchase")
+        ):
             return self._refuse(400, "REVENUE.vtTz (ms) or event")
         for key in ("transaction_id", "currency"):
             if not isinstance(revenue.get(key), str):
                 return self._refuse(400, f"REVENUE.{key}")
         products = revenue.get("product")
         for product in products if isinstance(products, list) else [products]:
-            if not isinstance(product, dict) or not isinstance(product.get("quantity"), int) \
-                    or isinstance(product.get("revenue"), bool) \
-                    or not isinstance(product.get("revenue"), (int, float)) \
-                    or not isinstance(product.get("product_id"), str) \
-                    or not isinstance(product.get("product_name"), str):
+            if (
+                not isinstance(product, dict)
+                or not isinstance(product.get("quantity"), int)
+                or isinstance(product.get("revenue"), bool)
+                or not isinstance(product.get("revenue"), (int, float))
+                or not isinstance(product.get("product_id"), str)
+                or not isinstance(product.get("product_name"), str)
+            ):
                 return self._refuse(400, "REVENUE.product needs product_id, product_name, quantity and revenue")
         return self._accept(str(service), revenue["transaction_id"], body, web.json_response({"result": "ok"}))
 

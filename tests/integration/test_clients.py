@@ -48,8 +48,10 @@ def test_fluent_logger_python(tmp_path, nanosecond):
             assert line["time"][:19] == stamp
             assert line["time"][20:25] == "12345"
         else:
-            assert line["time"] == datetime.datetime.fromtimestamp(t, datetime.UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S") + ".000000000Z"
+            assert (
+                line["time"]
+                == datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S") + ".000000000Z"
+            )
 
 
 MODES = [
@@ -66,10 +68,16 @@ MODES = [
 def test_fluent_org_logger_node(tmp_path, node_client, mode, options):
     extra = {"shared_key": options["sharedKey"], "self_hostname": "hive-agent-test"} if "sharedKey" in options else {}
     with Agent(tmp_path, forward_input(**extra) + file_output()) as agent:
-        args = dict(options, port=agent.port, tag="ha2union.game.samplegame", label="purchase_log", count=300,
-                    mode=mode, flushInterval=5)
-        run = subprocess.run(["node", str(node_client), json.dumps(args)], capture_output=True, text=True,
-                             timeout=60)
+        args = dict(
+            options,
+            port=agent.port,
+            tag="ha2union.game.samplegame",
+            label="purchase_log",
+            count=300,
+            mode=mode,
+            flushInterval=5,
+        )
+        run = subprocess.run(["node", str(node_client), json.dumps(args)], capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         assert json.loads(run.stdout) == {"sent": 300}
         # With acks, every emit promise resolved only on its ack: exit 0 means all were acked.
@@ -77,10 +85,13 @@ def test_fluent_org_logger_node(tmp_path, node_client, mode, options):
     assert sorted(lines) == list(range(300))
     for i, line in lines.items():
         assert line["tag"] == "ha2union.game.samplegame.purchase_log"
-        assert line["record"] == {"seq": i, "product_id": f"sg.gem_pack_{i % 5}", "price": 0.99 + i,
-                                  "nested": {"ok": True, "list": [i, "x"]}}
-        stamp = datetime.datetime.fromtimestamp(1_700_000_000 + i, datetime.UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S")
+        assert line["record"] == {
+            "seq": i,
+            "product_id": f"sg.gem_pack_{i % 5}",
+            "price": 0.99 + i,
+            "nested": {"ok": True, "list": [i, "x"]},
+        }
+        stamp = datetime.datetime.fromtimestamp(1_700_000_000 + i, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         nanos = "123456789" if options.get("eventTime") else "000000000"
         assert line["time"] == f"{stamp}.{nanos}Z"
 
@@ -88,8 +99,9 @@ def test_fluent_org_logger_node(tmp_path, node_client, mode, options):
 def test_node_client_with_wrong_shared_key_gets_nothing_in(tmp_path, node_client):
     with Agent(tmp_path, forward_input(shared_key="right", self_hostname="srv") + file_output()) as agent:
         args = dict(port=agent.port, tag="t", count=3, mode="PackedForward", ack=True, sharedKey="wrong")
-        run = subprocess.Popen(["node", str(node_client), json.dumps(args)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+        run = subprocess.Popen(
+            ["node", str(node_client), json.dumps(args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             agent.wait_for_log(r"peer 127\.0\.0\.1:\d+ \(node-client\): authentication failed: shared_key mismatch")
         finally:

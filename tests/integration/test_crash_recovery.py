@@ -10,8 +10,10 @@ CHUNK = 250
 
 
 def chunk_entries(k: int) -> list:
-    return [[event_time(1_700_000_000 + k, i), {"seq": k * CHUNK + i, "chunk": k, "price": "9.99",
-                                               "pad": "x" * 200}] for i in range(CHUNK)]
+    return [
+        [event_time(1_700_000_000 + k, i), {"seq": k * CHUNK + i, "chunk": k, "price": "9.99", "pad": "x" * 200}]
+        for i in range(CHUNK)
+    ]
 
 
 def send_until_killed(port: int, start: int, stop: int, acked: list[int]) -> int:

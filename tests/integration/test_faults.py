@@ -36,8 +36,7 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
 
 @pytest.fixture
 def agent(tmp_path):
-    with Agent(tmp_path, forward_input(max_frame_size="64KiB", max_decompressed_size="256KiB")
-               + file_output()) as a:
+    with Agent(tmp_path, forward_input(max_frame_size="64KiB", max_decompressed_size="256KiB") + file_output()) as a:
         yield a
 
 
@@ -47,8 +46,16 @@ BAD_INPUT = [
     (pack(12345), "top-level object is an integer, not an array"),
     (pack([1, 2]), "tag is an integer, not a string"),
     (pack(["t", [[T, {"x": "y" * 70_000}]]]), "max_frame_size"),
-    (pack(["t", gzip.compress(b"".join(pack([T, {"pad": "0" * 1000}]) for _ in range(1000))),
-           {"compressed": "gzip", "chunk": "bomb"}]), "exceeds 262144 bytes"),
+    (
+        pack(
+            [
+                "t",
+                gzip.compress(b"".join(pack([T, {"pad": "0" * 1000}]) for _ in range(1000))),
+                {"compressed": "gzip", "chunk": "bomb"},
+            ]
+        ),
+        "exceeds 262144 bytes",
+    ),
 ]
 
 
@@ -126,6 +133,7 @@ def test_no_chunk_no_reply(agent):
 
 # -- handshake -----------------------------------------------------------------
 
+
 def _handshake(port, key, hostname=b"client-1", username=b"", password=b""):
     client = ForwardClient(port)
     helo = client.recv_object()
@@ -138,12 +146,16 @@ def _handshake(port, key, hostname=b"client-1", username=b"", password=b""):
 
 
 def test_shared_key_handshake_and_failures(tmp_path):
-    cfg = forward_input(shared_key="k3y", self_hostname="agent-srv",
-                        users=[{"username": "alice", "password": "pw"}])
+    cfg = forward_input(shared_key="k3y", self_hostname="agent-srv", users=[{"username": "alice", "password": "pw"}])
     with Agent(tmp_path, cfg + file_output()) as agent:
         client, pong, salt, nonce = _handshake(agent.port, b"k3y", username=b"alice", password=b"pw")
-        assert pong == ["PONG", True, "", "agent-srv",
-                        fwd.shared_key_digest(salt, b"agent-srv", nonce, b"k3y").decode()]
+        assert pong == [
+            "PONG",
+            True,
+            "",
+            "agent-srv",
+            fwd.shared_key_digest(salt, b"agent-srv", nonce, b"k3y").decode(),
+        ]
         client.send_chunk("t.auth", entries(0, 5), "a1")
         client.close()
 
@@ -169,13 +181,18 @@ def test_shared_key_handshake_and_failures(tmp_path):
 
 # -- transports ----------------------------------------------------------------
 
+
 def test_tls_with_client_certificates(tmp_path):
     ca = trustme.CA()
     server_cert = ca.issue_cert("localhost", "127.0.0.1")
     server_cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    cfg = forward_input(tls_cert=str(tmp_path / "server.pem"), tls_key=str(tmp_path / "server.pem"),
-                        tls_ca=str(tmp_path / "ca.pem"), udp_heartbeat=False)
+    cfg = forward_input(
+        tls_cert=str(tmp_path / "server.pem"),
+        tls_key=str(tmp_path / "server.pem"),
+        tls_ca=str(tmp_path / "ca.pem"),
+        udp_heartbeat=False,
+    )
     with Agent(tmp_path, cfg + file_output()) as agent:
         assert "tls 127.0.0.1" in agent.log()
         ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
@@ -194,8 +211,9 @@ def test_tls_with_client_certificates(tmp_path):
         bare = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
         reply = b""
         try:
-            with bare.wrap_socket(socket.create_connection(("127.0.0.1", agent.port)),
-                                  server_hostname="localhost") as s:
+            with bare.wrap_socket(
+                socket.create_connection(("127.0.0.1", agent.port)), server_hostname="localhost"
+            ) as s:
                 s.settimeout(5)
                 s.sendall(pack(["t.tls", [[T, {"seq": 999}]], {"chunk": "x"}]))
                 reply = s.recv(10)
@@ -226,10 +244,12 @@ def test_unix_socket_and_source_address(tmp_path):
 
 # -- backpressure ----------------------------------------------------------------
 
+
 def test_a_full_journal_stops_reading_and_acking_then_everything_arrives(tmp_path):
     (tmp_path / "blocked").write_text("a file where the output wants a directory")
-    cfg = forward_input() + file_output(path="blocked/events.jsonl", retry_wait="100ms",
-                                        retry_max_interval="200ms", retry_forever=True)
+    cfg = forward_input() + file_output(
+        path="blocked/events.jsonl", retry_wait="100ms", retry_max_interval="200ms", retry_forever=True
+    )
     agent = Agent(tmp_path, cfg, journal='segment_bytes = "64KiB"\nmax_bytes = "256KiB"')
     agent.start()
     acked = []
@@ -291,8 +311,9 @@ def small_disk(tmp_path):
 
     var = tmp_path / "var"
     var.mkdir(mode=0o700)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(var)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(var)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -322,8 +343,11 @@ def test_a_full_disk_refuses_acks_says_so_on_health_and_loses_nothing_once_space
     from tests.agentproc import MONITOR, get_json, wait_until
     from tests.integration.test_monitor import metric
 
-    with Agent(tmp_path, MONITOR + forward_input() + file_output(retry_wait="100ms", retry_max_interval="1s"),
-               journal='segment_bytes = "1MiB"\nmax_bytes = "8MiB"\nfsync = "always"') as agent:
+    with Agent(
+        tmp_path,
+        MONITOR + forward_input() + file_output(retry_wait="100ms", retry_max_interval="1s"),
+        journal='segment_bytes = "1MiB"\nmax_bytes = "8MiB"\nfsync = "always"',
+    ) as agent:
         client = ForwardClient(agent.port)
         for k in range(5):
             client.send_chunk("t", entries(k * 100, 100), f"a{k}")
@@ -333,8 +357,13 @@ def test_a_full_disk_refuses_acks_says_so_on_health_and_loses_nothing_once_space
         raw = socket.create_connection(("127.0.0.1", agent.port))
         big = entries(500, 100, pad="x" * 1000)  # more than the page a segment may still have free
         raw.sendall(pack(["t", b"".join(pack(e) for e in big), {"chunk": "full"}]))
-        status, body = wait_until(lambda: (r := get_json(agent.monitor_port, "/health"))[0] == 503
-                                  and "journal: No space left on device" in r[1] and r)
+        status, body = wait_until(
+            lambda: (
+                (r := get_json(agent.monitor_port, "/health"))[0] == 503
+                and "journal: No space left on device" in r[1]
+                and r
+            )
+        )
         assert closed_by_peer(raw), "a chunk the journal could not write was acked"
         raw.close()
         client.close()

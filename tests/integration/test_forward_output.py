@@ -16,8 +16,10 @@ HIVE_FILTER = '[[filters]]\ntype = "hive"\nmatch = "ha2union.game.*.purchase_log
 def send_purchases(port: int, start: int, n: int, chunk: int = 50) -> None:
     client = ForwardClient(port)
     for k in range(start, start + n, chunk):
-        entries = [[event_time(1_700_000_000, i), dict(COMPLETE, transaction_id=f"T-{i}", appsflyer_id=f"af-{i}")]
-                   for i in range(k, min(k + chunk, start + n))]
+        entries = [
+            [event_time(1_700_000_000, i), dict(COMPLETE, transaction_id=f"T-{i}", appsflyer_id=f"af-{i}")]
+            for i in range(k, min(k + chunk, start + n))
+        ]
         client.send_chunk(TAG, entries, f"c{k}")
     client.close()
 
@@ -30,13 +32,31 @@ def test_agent_to_agent_with_acks_handshake_tls_and_gzip(tmp_path):
     ca = trustme.CA()
     ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    receiver_cfg = forward_input(shared_key="hive-key", self_hostname="collector", tls_cert=str(tmp_path / "server.pem"),
-                                 tls_key=str(tmp_path / "server.pem"), udp_heartbeat=False) + file_output()
+    receiver_cfg = (
+        forward_input(
+            shared_key="hive-key",
+            self_hostname="collector",
+            tls_cert=str(tmp_path / "server.pem"),
+            tls_key=str(tmp_path / "server.pem"),
+            udp_heartbeat=False,
+        )
+        + file_output()
+    )
     with Agent(tmp_path / "collector", receiver_cfg) as collector:
-        sender_cfg = forward_input() + HIVE_FILTER + forward_output(
-            [("localhost", collector.port)], require_ack_response=True, ack_response_timeout="10s",
-            shared_key="hive-key", self_hostname="game-01", tls=True, tls_ca=str(tmp_path / "ca.pem"),
-            compress="gzip")
+        sender_cfg = (
+            forward_input()
+            + HIVE_FILTER
+            + forward_output(
+                [("localhost", collector.port)],
+                require_ack_response=True,
+                ack_response_timeout="10s",
+                shared_key="hive-key",
+                self_hostname="game-01",
+                tls=True,
+                tls_ca=str(tmp_path / "ca.pem"),
+                compress="gzip",
+            )
+        )
         with Agent(tmp_path / "sidecar", sender_cfg) as sidecar:
             send_purchases(sidecar.port, 0, 300)
             lines = collector.wait_for_records("transaction_id", txns(300))
@@ -50,8 +70,9 @@ def test_agent_to_agent_with_acks_handshake_tls_and_gzip(tmp_path):
 def test_failover_to_the_next_server_when_one_is_down(tmp_path):
     dead = free_port()
     with Agent(tmp_path / "collector", forward_input() + file_output()) as collector:
-        cfg = forward_input() + forward_output([("127.0.0.1", dead), ("127.0.0.1", collector.port)],
-                                               require_ack_response=True, retry_wait="100ms")
+        cfg = forward_input() + forward_output(
+            [("127.0.0.1", dead), ("127.0.0.1", collector.port)], require_ack_response=True, retry_wait="100ms"
+        )
         with Agent(tmp_path / "sidecar", cfg) as sidecar:
             send_purchases(sidecar.port, 0, 200)
             collector.wait_for_records("transaction_id", txns(200))
@@ -99,9 +120,12 @@ def test_a_receiver_that_never_acks_gets_the_chunks_resent_elsewhere_without_los
     silent = SilentReceiver()
     try:
         with Agent(tmp_path / "collector", forward_input() + file_output()) as collector:
-            cfg = forward_input() + forward_output([("127.0.0.1", silent.port), ("127.0.0.1", collector.port)],
-                                                   require_ack_response=True, ack_response_timeout="1s",
-                                                   retry_wait="100ms")
+            cfg = forward_input() + forward_output(
+                [("127.0.0.1", silent.port), ("127.0.0.1", collector.port)],
+                require_ack_response=True,
+                ack_response_timeout="1s",
+                retry_wait="100ms",
+            )
             with Agent(tmp_path / "sidecar", cfg) as sidecar:
                 send_purchases(sidecar.port, 0, 100)
                 collector.wait_for_records("transaction_id", txns(100))
@@ -116,9 +140,15 @@ def test_a_failed_handshake_is_a_clear_error_and_the_backlog_waits_for_the_fix(t
     wrong = forward_input(port=port, shared_key="collector-key", self_hostname="collector") + file_output()
     collector = Agent(tmp_path / "collector", wrong).start()
     try:
-        cfg = forward_input() + forward_output([("127.0.0.1", port)], require_ack_response=True,
-                                               shared_key="sidecar-key", self_hostname="game-01",
-                                               retry_wait="200ms", retry_max_interval="500ms", recover_wait="200ms")
+        cfg = forward_input() + forward_output(
+            [("127.0.0.1", port)],
+            require_ack_response=True,
+            shared_key="sidecar-key",
+            self_hostname="game-01",
+            retry_wait="200ms",
+            retry_max_interval="500ms",
+            recover_wait="200ms",
+        )
         with Agent(tmp_path / "sidecar", cfg) as sidecar:
             send_purchases(sidecar.port, 0, 50)
             sidecar.wait_for_log(r"handshake failed: authentication refused by the server: shared_key mismatch")
@@ -140,9 +170,18 @@ def test_both_collectors_down_then_back_every_purchase_arrives_once(tmp_path):
         cfg = receiver.replace("port = 0", f"port = {ports[i]}", 1)
         return Agent(tmp_path / f"collector{i}", cfg, journal="").start()
 
-    cfg = forward_input() + HIVE_FILTER + forward_output([("127.0.0.1", p) for p in ports], require_ack_response=True,
-                                                         ack_response_timeout="2s", retry_wait="100ms",
-                                                         retry_max_interval="300ms", recover_wait="300ms")
+    cfg = (
+        forward_input()
+        + HIVE_FILTER
+        + forward_output(
+            [("127.0.0.1", p) for p in ports],
+            require_ack_response=True,
+            ack_response_timeout="2s",
+            retry_wait="100ms",
+            retry_max_interval="300ms",
+            recover_wait="300ms",
+        )
+    )
     c0 = collector(0)
     sidecar = Agent(tmp_path / "sidecar", cfg).start()
     c1 = None
@@ -198,9 +237,14 @@ def test_heartbeats_bring_a_recovered_server_back_before_recover_wait(tmp_path):
     receiver = forward_input(port=0) + file_output()
     c0 = Agent(tmp_path / "c0", receiver.replace("port = 0", f"port = {ports[0]}", 1)).start()
     c1 = None
-    cfg = forward_input() + forward_output([("127.0.0.1", p) for p in ports], require_ack_response=True,
-                                           heartbeat_type="udp", heartbeat_interval="200ms", recover_wait="60s",
-                                           chunk_limit_records=20)
+    cfg = forward_input() + forward_output(
+        [("127.0.0.1", p) for p in ports],
+        require_ack_response=True,
+        heartbeat_type="udp",
+        heartbeat_interval="200ms",
+        recover_wait="60s",
+        chunk_limit_records=20,
+    )
     sidecar = Agent(tmp_path / "sidecar", cfg).start()
     try:
         sidecar.wait_for_log(rf"server 127\.0\.0\.1:{ports[1]} does not answer heartbeats")

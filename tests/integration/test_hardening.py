@@ -67,6 +67,7 @@ def test_listening_beyond_loopback_without_a_key_or_tls_is_warned(tmp_path):
 
 def test_tail_reads_logs_not_kernel_files_fifos_or_devices(tmp_path):
     from tests.agentproc import tail_input
+
     logs = tmp_path / "logs"
     logs.mkdir()
     elsewhere = tmp_path / "elsewhere.json"
@@ -167,8 +168,10 @@ def test_connections_are_bounded_in_number_time_and_bytes(tmp_path):
 
     import msgpack
 
-    cfg = forward_input(max_connections=20, frame_timeout="1s", idle_timeout="2s",
-                        max_buffered_bytes="256KiB") + file_output()
+    cfg = (
+        forward_input(max_connections=20, frame_timeout="1s", idle_timeout="2s", max_buffered_bytes="256KiB")
+        + file_output()
+    )
     with Agent(tmp_path, cfg) as agent:
         frame = msgpack.packb(["t", [[event_time(1_700_000_000), {"pad": "x" * 150_000}]], {"chunk": "c"}])
         # A frame started and never finished (a slowloris): closed at frame_timeout.
@@ -199,6 +202,7 @@ def test_connections_are_bounded_in_number_time_and_bytes(tmp_path):
 
 def test_idle_connections_and_churn_do_not_grow_memory(tmp_path):
     import socket
+
     with Agent(tmp_path, forward_input() + file_output()) as agent:
         client = ForwardClient(agent.port)
         client.send_chunk("warm.up", [[event_time(1_700_000_000), {"i": 0}]], "c0")
@@ -232,6 +236,7 @@ def test_a_costly_frame_does_not_hold_up_other_connections(tmp_path):
     import msgpack
 
     from tests.wire import pack
+
     entry = pack([event_time(1_700_000_000), {}])
     bomb = gzip.compress(entry * ((60 << 20) // len(entry)), 1)
     cfg = forward_input(max_decompressed_size="64MiB") + file_output(match="healthy.**")
@@ -279,12 +284,19 @@ def test_under_a_small_open_file_limit_peers_cannot_take_every_descriptor(tmp_pa
     from agent.protocol import forward as fwd
     from tests.agentproc import MONITOR, get_json, wait_until
 
-    agent = Agent(tmp_path, MONITOR + forward_input(shared_key="right-key", self_hostname="agent",
-                                                    handshake_timeout="2s") + file_output())
+    agent = Agent(
+        tmp_path,
+        MONITOR + forward_input(shared_key="right-key", self_hostname="agent", handshake_timeout="2s") + file_output(),
+    )
     with open(agent.log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(agent.config)], cwd=tmp_path,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "-c", str(agent.config)],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
+        )
     try:
         text = wait_until(lambda: "hive-agent ready" in agent.log() and agent.log())
         port = int(re.search(r"tcp 127\.0\.0\.1:(\d+)", text).group(1))
@@ -323,6 +335,7 @@ def test_a_ping_whose_command_is_a_str8_is_still_a_ping(tmp_path):
     import msgpack
 
     from agent.protocol import forward as fwd
+
     with Agent(tmp_path, forward_input(shared_key="right-key", self_hostname="agent") + file_output()) as agent:
         client = ForwardClient(agent.port)
         helo = fwd.parse_helo(msgpack.unpackb(client.sock.recv(4096), raw=True))
@@ -363,8 +376,9 @@ def test_a_dead_letter_file_someone_holds_locked_never_holds_up_other_acks(tmp_p
         lock = os.open(lock_dir / ".hive.lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(lock, fcntl.LOCK_EX)
         refused = ForwardClient(agent.port)
-        refused.send(pack(["ha2union.game.g.purchase_log", pack([event_time(1_700_000_000), {"bad": True}]),
-                           {"chunk": "bad"}]))
+        refused.send(
+            pack(["ha2union.game.g.purchase_log", pack([event_time(1_700_000_000), {"bad": True}]), {"chunk": "bad"}])
+        )
         others = ForwardClient(agent.port)
         for i in range(3):
             others.send_chunk("other.tag", [[event_time(1_700_000_000), {"i": i}]], f"c{i}")  # acked meanwhile

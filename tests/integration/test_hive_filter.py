@@ -29,15 +29,26 @@ def test_the_seed_example_sent_to_the_default_config_reaches_the_output_with_war
         client.send_chunk(TAG, [[event_time(1_700_000_000), SEED_EXAMPLE]], "seed")
         client.close()
         [line] = agent.wait_for_output(1, path="var/out/events.jsonl")
-        text = wait_until(lambda: (t := get_json(agent.monitor_port, "/metrics")[1])
-                          and metric(t, "hive_agent_normalization_warnings_total", component="hive-normalize") and t)
+        text = wait_until(
+            lambda: (
+                (t := get_json(agent.monitor_port, "/metrics")[1])
+                and metric(t, "hive_agent_normalization_warnings_total", component="hive-normalize")
+                and t
+            )
+        )
     record = line["record"]
     assert record["transactionId"] == "GPA.3333-8449-4747-11111" and record["clientIp"] == "112.114.245.232"
     assert record["productName"] == "uc9c0"  # kept as sent, and warned
-    for field, rule in (("server_uid", "required"), ("item_send_ok", "required"), ("ip", "alias"),
-                        ("timezone", "timezone_assumed"), ("product_name", "escape_lost")):
-        assert metric(text, "hive_agent_invalid_events_total", component="hive-normalize", field=field,
-                      rule=rule) == 1, (field, rule)
+    for field, rule in (
+        ("server_uid", "required"),
+        ("item_send_ok", "required"),
+        ("ip", "alias"),
+        ("timezone", "timezone_assumed"),
+        ("product_name", "escape_lost"),
+    ):
+        assert (
+            metric(text, "hive_agent_invalid_events_total", component="hive-normalize", field=field, rule=rule) == 1
+        ), (field, rule)
     assert metric(text, "hive_agent_component_dead_lettered_events_total", component="hive-normalize") == 0
     assert not (tmp_path / "var/deadletter").exists() or not any((tmp_path / "var/deadletter").iterdir())
 
@@ -54,14 +65,18 @@ def test_by_default_a_value_that_breaks_the_spec_goes_on_as_sent_with_a_warning(
 
 
 def test_strict_purchases_are_normalized_invalid_ones_dead_lettered_other_tags_untouched(tmp_path):
-    outputs = (file_output(path="out/hive.jsonl", name="local", key_style="camel")
-               + file_output(path="out/journal-view.jsonl", name="raw"))
+    outputs = file_output(path="out/hive.jsonl", name="local", key_style="camel") + file_output(
+        path="out/journal-view.jsonl", name="raw"
+    )
     with Agent(tmp_path, forward_input() + HIVE_FILTER + "strict = true\n" + outputs) as agent:
         client = ForwardClient(agent.port)
         t = event_time(1_700_000_000, 42)
         bad = dict(COMPLETE, product_price="1,99")
-        client.send_chunk("ha2union.game.misample.purchase_log",
-                          [[t, dict(COMPLETE, appsflyer_id="af-1", ip="1.1.1.1")], [t, bad]], "p1")
+        client.send_chunk(
+            "ha2union.game.misample.purchase_log",
+            [[t, dict(COMPLETE, appsflyer_id="af-1", ip="1.1.1.1")], [t, bad]],
+            "p1",
+        )
         client.send_chunk("ha2union.game.misample.login_log", [[t, {"ip": "1.2.3.4", "anything": True}]], "p2")
         client.close()
         lines = agent.wait_for_output(2, path="out/hive.jsonl")
@@ -108,7 +123,7 @@ def test_a_resent_purchase_is_delivered_once_even_across_restarts(tmp_path):
 
 
 def test_dedup_window_zero_lets_every_copy_through(tmp_path):
-    cfg = forward_input() + HIVE_FILTER + 'dedup_window = 0\n' + file_output(path="out/hive.jsonl")
+    cfg = forward_input() + HIVE_FILTER + "dedup_window = 0\n" + file_output(path="out/hive.jsonl")
     with Agent(tmp_path, cfg) as agent:
         client = ForwardClient(agent.port)
         rec = dict(COMPLETE, transaction_id="T-9")

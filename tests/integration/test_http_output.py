@@ -43,19 +43,42 @@ def test_400_dead_letters_with_the_response_then_replay_delivers(tmp_path):
         with Agent(tmp_path, cfg) as agent:
             send_purchases(agent.port, 0, 10, chunk=10)
             agent.wait_for_log(r"10 records refused by the destination, dead-lettered: HTTP 400 .*scripted 400")
-            listing = subprocess.run([sys.executable, "-m", "agent", "deadletter", "list", "-c", "agent.toml"],
-                                     cwd=tmp_path, capture_output=True, text=True)
+            listing = subprocess.run(
+                [sys.executable, "-m", "agent", "deadletter", "list", "-c", "agent.toml"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+            )
             assert "hive-http: 10 records" in listing.stdout and "HTTP 400" in listing.stdout
             assert delivered(hive) == set()
             # The cause is fixed (the fake accepts now): replay.
-            replay = subprocess.run([sys.executable, "-m", "agent", "deadletter", "replay", "-c", "agent.toml",
-                                     "--output", "hive-http", "--reason", "HTTP 400"],
-                                    cwd=tmp_path, capture_output=True, text=True)
+            replay = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "agent",
+                    "deadletter",
+                    "replay",
+                    "-c",
+                    "agent.toml",
+                    "--output",
+                    "hive-http",
+                    "--reason",
+                    "HTTP 400",
+                ],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+            )
             assert replay.returncode == 0 and "10 dead letters of hive-http re-queued" in replay.stdout
             wait_until(lambda: delivered(hive) == txns(10))
             agent.wait_for_log(r"replay: 10 dead letters of hive-http are back in the journal")
-        after = subprocess.run([sys.executable, "-m", "agent", "deadletter", "list", "-c", "agent.toml"],
-                               cwd=tmp_path, capture_output=True, text=True)
+        after = subprocess.run(
+            [sys.executable, "-m", "agent", "deadletter", "list", "-c", "agent.toml"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
         assert "no dead letters" in after.stdout
     assert len(hive.records) == 10
 
@@ -76,6 +99,7 @@ def test_replay_of_a_filters_dead_letters_runs_them_through_the_filter_again(tmp
     with FakeHiveHttp() as hive:
         from tests.unit.test_hive_purchase_log import SEED_EXAMPLE
         from tests.wire import ForwardClient, event_time
+
         agent = Agent(tmp_path, forward_input() + strict + http_output(hive.url)).start()
         try:
             client = ForwardClient(agent.port)
@@ -86,8 +110,12 @@ def test_replay_of_a_filters_dead_letters_runs_them_through_the_filter_again(tmp
             # The operator decides the spec's own example is good enough: not strict (the default).
             agent = Agent(tmp_path, forward_input() + strict.replace("strict = true\n", "") + http_output(hive.url))
             agent.start()
-            subprocess.run([sys.executable, "-m", "agent", "deadletter", "replay", "-c", "agent.toml", "--output",
-                            "hive"], cwd=tmp_path, check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "agent", "deadletter", "replay", "-c", "agent.toml", "--output", "hive"],
+                cwd=tmp_path,
+                check=True,
+                capture_output=True,
+            )
             wait_until(lambda: delivered(hive) == {"GPA.3333-8449-4747-11111"})
         finally:
             agent.kill()

@@ -20,7 +20,7 @@ TAG = f"ha2union.game.{GAME}.purchase_log"
 IDS_TAG = f"ha2union.game.{GAME}.device_ids"
 APP = "com.com2us.misample"  # the Hive app_id of the seed's sample record
 FAST = 'retry_wait = "100ms"\nretry_max_interval = "300ms"\n'
-NO_DEDUP = HIVE_FILTER + 'dedup_window = 0\n'  # the mirrors' own once-only is under test
+NO_DEDUP = HIVE_FILTER + "dedup_window = 0\n"  # the mirrors' own once-only is under test
 
 
 def kst_now() -> str:
@@ -28,8 +28,15 @@ def kst_now() -> str:
 
 
 def purchase(i: int, ids: bool = True, **changes) -> dict:
-    record = {**COMPLETE, "transaction_id": f"T-{i}", "uid": 1000 + i, "did": 5000 + i,
-              "hiveiap_purchase_test": "", "purchase_time": kst_now(), **changes}
+    record = {
+        **COMPLETE,
+        "transaction_id": f"T-{i}",
+        "uid": 1000 + i,
+        "did": 5000 + i,
+        "hiveiap_purchase_test": "",
+        "purchase_time": kst_now(),
+        **changes,
+    }
     if ids:
         record.update(appsflyer_id=f"1700000000000-{i:07d}", advertising_id=f"ad-{i}")
     return record
@@ -38,31 +45,41 @@ def purchase(i: int, ids: bool = True, **changes) -> dict:
 def send(port: int, tag: str, records: list[dict], chunk: int = 50) -> None:
     client = ForwardClient(port)
     for k in range(0, len(records), chunk):
-        client.send_chunk(tag, [[event_time(int(time.time()), n), r] for n, r in enumerate(records[k:k + chunk])],
-                          f"c{time.monotonic_ns()}-{k}")
+        client.send_chunk(
+            tag,
+            [[event_time(int(time.time()), n), r] for n, r in enumerate(records[k : k + chunk])],
+            f"c{time.monotonic_ns()}-{k}",
+        )
     client.close()
 
 
-def mirrors(af: FakeAppsFlyer, wt: FakeWisetracker, nv: FakeNaverRelay, appsflyer: dict | None = None,
-            wisetracker: dict | None = None, **options) -> str:
+def mirrors(
+    af: FakeAppsFlyer,
+    wt: FakeWisetracker,
+    nv: FakeNaverRelay,
+    appsflyer: dict | None = None,
+    wisetracker: dict | None = None,
+    **options,
+) -> str:
     """The three mirror outputs; ``options`` for all three, ``appsflyer`` / ``wisetracker`` for one."""
     extra = "".join(f"{k} = {v}\n" for k, v in options.items())
     af_extra = extra + "".join(f"{k} = {v}\n" for k, v in (appsflyer or {}).items())
     wt_extra = extra + "".join(f"{k} = {v}\n" for k, v in (wisetracker or {}).items())
-    return (f'[[outputs]]\ntype = "appsflyer"\nname = "appsflyer"\nendpoint = "{af.url}"\n{FAST}{af_extra}'
-            f'[outputs.apps."{APP}"]\napp_id = "{APP}"\ntoken_env = "AF_TOKEN_TEST"\n\n'
-            f'[[outputs]]\ntype = "wisetracker"\nname = "wisetracker"\nendpoint = "{wt.url}/s2s/v1/s2sDataRcv.do"\n'
-            f'{FAST}{wt_extra}[outputs.apps."{APP}"]\nservice_number = 1234\ntoken_env = "WT_TOKEN_TEST"\n\n'
-            f'[[outputs]]\ntype = "naver"\nname = "naver"\nendpoint = "{nv.url}/naver"\n{FAST}{extra}'
-            f'fx_to_krw = {{ JPY = 9.1 }}\n')
+    return (
+        f'[[outputs]]\ntype = "appsflyer"\nname = "appsflyer"\nendpoint = "{af.url}"\n{FAST}{af_extra}'
+        f'[outputs.apps."{APP}"]\napp_id = "{APP}"\ntoken_env = "AF_TOKEN_TEST"\n\n'
+        f'[[outputs]]\ntype = "wisetracker"\nname = "wisetracker"\nendpoint = "{wt.url}/s2s/v1/s2sDataRcv.do"\n'
+        f'{FAST}{wt_extra}[outputs.apps."{APP}"]\nservice_number = 1234\ntoken_env = "WT_TOKEN_TEST"\n\n'
+        f'[[outputs]]\ntype = "naver"\nname = "naver"\nendpoint = "{nv.url}/naver"\n{FAST}{extra}'
+        f"fx_to_krw = {{ JPY = 9.1 }}\n"
+    )
 
 
 @pytest.fixture
 def vendors(monkeypatch):
     monkeypatch.setenv("AF_TOKEN_TEST", "af-secret")
     monkeypatch.setenv("WT_TOKEN_TEST", "wt-secret")
-    with FakeAppsFlyer({APP: "af-secret"}) as af, FakeWisetracker({1234: "wt-secret"}) as wt, \
-            FakeNaverRelay() as nv:
+    with FakeAppsFlyer({APP: "af-secret"}) as af, FakeWisetracker({1234: "wt-secret"}) as wt, FakeNaverRelay() as nv:
         yield af, wt, nv
 
 
@@ -72,8 +89,9 @@ def wait_for(fakes, expected: set, timeout: float = 30.0) -> None:
         if all(expected <= set(f.transaction_ids()) for f in fakes):
             return
         time.sleep(0.05)
-    raise TimeoutError(f"not every vendor has {len(expected)} purchases: "
-                       f"{[len(set(f.transaction_ids()) & expected) for f in fakes]}")
+    raise TimeoutError(
+        f"not every vendor has {len(expected)} purchases: {[len(set(f.transaction_ids()) & expected) for f in fakes]}"
+    )
 
 
 def wait_metric(agent: Agent, line: str, timeout: float = 10.0) -> str:
@@ -99,8 +117,11 @@ def once_each(fake, expected: set) -> None:
 @pytest.mark.parametrize("processes", [1, 2])
 def test_each_purchase_reaches_each_vendor_once_in_its_own_terms(tmp_path, vendors, processes):
     af, wt, nv = vendors
-    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv) + MONITOR,
-                  agent_section=f"delivery_processes = {processes}")
+    agent = Agent(
+        tmp_path,
+        forward_input() + NO_DEDUP + mirrors(af, wt, nv) + MONITOR,
+        agent_section=f"delivery_processes = {processes}",
+    )
     with agent:
         records = [purchase(i) for i in range(20)]
         send(agent.port, TAG, records)
@@ -168,13 +189,31 @@ def test_missing_identifier_is_dead_lettered_then_replayed_once_the_identity_is_
         agent.wait_for_log("output appsflyer: 1 records refused by the destination, dead-lettered: missing_identifier")
         agent.wait_for_log("output wisetracker: 1 records refused .*missing_identifier")
         # The game server reports the device's identifiers; then the operator replays.
-        send(agent.port, IDS_TAG, [{"did": 5002, "uid": 1002, "appsflyer_id": "1700000000000-7777777",
-                                    "advertising_id": "ad-known"}])
+        send(
+            agent.port,
+            IDS_TAG,
+            [{"did": 5002, "uid": 1002, "appsflyer_id": "1700000000000-7777777", "advertising_id": "ad-known"}],
+        )
         time.sleep(1.0)
         for output in ("appsflyer", "wisetracker"):
-            run = subprocess.run([sys.executable, "-m", "agent", "deadletter", "replay", "-c", str(agent.config),
-                                  "--output", output, "--reason", "missing_identifier"], cwd=tmp_path,
-                                 capture_output=True, text=True)
+            run = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "agent",
+                    "deadletter",
+                    "replay",
+                    "-c",
+                    str(agent.config),
+                    "--output",
+                    output,
+                    "--reason",
+                    "missing_identifier",
+                ],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+            )
             assert run.returncode == 0 and "1 dead letters" in run.stdout, run.stdout + run.stderr
         wait_for((af, wt, nv), txns(2, 1))
         time.sleep(0.5)
@@ -189,8 +228,11 @@ def test_missing_identifier_is_dead_lettered_then_replayed_once_the_identity_is_
 def test_refunds_old_events_and_currencies_each_vendor_in_its_own_terms(tmp_path, vendors):
     af, wt, nv = vendors
     old = (datetime.now(UTC) + timedelta(hours=9) - timedelta(days=9)).strftime("%Y-%m-%d %H:%M:%S")
-    records = [purchase(1, refund="Y"), purchase(2, purchase_time=old), purchase(3, currency="JPY",
-                                                                                  product_price="120")]
+    records = [
+        purchase(1, refund="Y"),
+        purchase(2, purchase_time=old),
+        purchase(3, currency="JPY", product_price="120"),
+    ]
     with Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv)) as agent:
         send(agent.port, TAG, records)
         wait_for((af,), {"T-1", "T-3"})
@@ -210,8 +252,9 @@ def test_sigkill_loses_nothing_and_repeats_only_requests_in_flight(tmp_path, ven
     for fake in (af, wt, nv):
         fake.delay = 0.02
     # Two delivery processes: the kill takes both, each with its own outputs' acceptance logs.
-    agent = Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=4),
-                  agent_section="delivery_processes = 2")
+    agent = Agent(
+        tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=4), agent_section="delivery_processes = 2"
+    )
     total = 600
     kills = 0
     try:
@@ -238,8 +281,9 @@ def test_sigkill_loses_nothing_and_repeats_only_requests_in_flight(tmp_path, ven
 def test_appsflyer_answers_auth_400_pauses_other_400_and_repeated_500_dead_letter(tmp_path, vendors):
     af, wt, nv = vendors
     af.script = [(400, "Failed to Authenticate")] + [400] + [500] * 3
-    cfg = forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=1,
-                                               appsflyer={"server_errors_before_dead_letter": 3})
+    cfg = (
+        forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=1, appsflyer={"server_errors_before_dead_letter": 3})
+    )
     with Agent(tmp_path, cfg) as agent:
         send(agent.port, TAG, [purchase(1)], chunk=1)
         agent.wait_for_log("output appsflyer: PAUSED: .*HTTP 400 .*Failed to Authenticate")
@@ -280,8 +324,7 @@ def test_wisetracker_first_purchase_is_marked_once_per_user(tmp_path, vendors):
         wait_for((wt,), {"T-3", "T-4"})
         assert agent.stop() == 0
     events = {b["REVENUE"]["transaction_id"]: b["REVENUE"]["event"] for _, _, b in wt.events}
-    assert events == {"T-1": "w_first_purchase", "T-2": "w_purchase", "T-3": "w_purchase",
-                      "T-4": "w_first_purchase"}
+    assert events == {"T-1": "w_first_purchase", "T-2": "w_purchase", "T-3": "w_purchase", "T-4": "w_first_purchase"}
 
 
 def test_appsflyer_sends_the_earliest_deadline_first(tmp_path, vendors):
@@ -304,9 +347,16 @@ def test_one_record_the_mapping_did_not_expect_never_holds_the_batch(tmp_path, v
     with Agent(tmp_path, forward_input() + NO_DEDUP + mirrors(af, wt, nv, in_flight=32) + MONITOR) as agent:
         send(agent.port, TAG, records, chunk=1000)
         wait_for((af, wt, nv), txns(1000) - {"T-500"})
-        body = wait_until(lambda: (b := get_json(agent.monitor_port, "/metrics")[1]) and all(
-            metric_value(b, "hive_agent_component_dead_lettered_events_total", name) == 1
-            for name in ("appsflyer", "wisetracker", "naver")) and b)
+        body = wait_until(
+            lambda: (
+                (b := get_json(agent.monitor_port, "/metrics")[1])
+                and all(
+                    metric_value(b, "hive_agent_component_dead_lettered_events_total", name) == 1
+                    for name in ("appsflyer", "wisetracker", "naver")
+                )
+                and b
+            )
+        )
         for name in ("appsflyer", "wisetracker", "naver"):
             assert metric_value(body, "hive_agent_component_retries_total", name) == 0
         assert agent.stop() == 0
@@ -319,6 +369,7 @@ def test_one_record_the_mapping_did_not_expect_never_holds_the_batch(tmp_path, v
 
 def metric_value(body: str, name: str, component: str) -> float:
     import re
+
     m = re.search(rf'^{name}{{component="{component}"[^}}]*}} (\S+)$', body, re.M)
     return float(m.group(1)) if m else 0.0
 
@@ -337,8 +388,13 @@ def test_purchases_reach_each_vendor_as_the_seeds_say(tmp_path, vendors):
         purchase(5, quantity=3, product_price="5.97"),  # the price paid is the revenue
         purchase(6, ids=False, uid=1006),  # only an iOS identity is known for this user
     ]
-    ios_identity = {"uid": 1006, "platform": "I", "appsflyer_id": "1700000000000-6666666", "idfa": "IDFA-6",
-                    "att": "authorized"}
+    ios_identity = {
+        "uid": 1006,
+        "platform": "I",
+        "appsflyer_id": "1700000000000-6666666",
+        "idfa": "IDFA-6",
+        "att": "authorized",
+    }
     with Agent(tmp_path, forward_input() + HIVE_FILTER + mirrors(af, wt, nv)) as agent:
         send(agent.port, IDS_TAG, [ios_identity])
         send(agent.port, TAG, records, chunk=len(records))
@@ -346,9 +402,17 @@ def test_purchases_reach_each_vendor_as_the_seeds_say(tmp_path, vendors):
         wait_for((wt,), {"T-1", "T-2", "T-5"})
         wait_for((nv,), {"T-1", "T-2", "T-4", "T-5", "T-6"})
         dead_letters = tmp_path / "var/deadletter"
-        wait_until(lambda: [len((dead_letters / f"{name}.jsonl").read_bytes().splitlines())
-                            if (dead_letters / f"{name}.jsonl").exists() else 0
-                            for name in ("appsflyer", "wisetracker", "naver")] == [2, 4, 2])
+        wait_until(
+            lambda: (
+                [
+                    len((dead_letters / f"{name}.jsonl").read_bytes().splitlines())
+                    if (dead_letters / f"{name}.jsonl").exists()
+                    else 0
+                    for name in ("appsflyer", "wisetracker", "naver")
+                ]
+                == [2, 4, 2]
+            )
+        )
         assert agent.stop() == 0
     for fake in (af, wt, nv):
         assert not fake.refusals, fake.refusals
@@ -360,8 +424,12 @@ def test_purchases_reach_each_vendor_as_the_seeds_say(tmp_path, vendors):
     assert t2["eventTime"] == utc_now.strftime("%Y-%m-%d %H:%M:%S") + ".000"
     assert af_events["T-5"] == ["5.97"]
     [wt5] = [b for _, t, b in wt.events if t == "T-5"]
-    assert wt5["REVENUE"]["product"] == {"product_id": COMPLETE["product_id"], "product_name": "지 Gem Pack",
-                                         "quantity": 3, "revenue": 5.97}
+    assert wt5["REVENUE"]["product"] == {
+        "product_id": COMPLETE["product_id"],
+        "product_name": "지 Gem Pack",
+        "quantity": 3,
+        "revenue": 5.97,
+    }
     assert wt5["REVENUE"]["vtTz"] == wt5["SESSION"]["vtTz"]  # both the send time
     assert abs(wt5["SESSION"]["vtTz"] / 1000 - time.time()) < 120
     [nv5] = [b for _, t, b in nv.events if t == "T-5"]
@@ -372,10 +440,13 @@ def test_purchases_reach_each_vendor_as_the_seeds_say(tmp_path, vendors):
             item = orjson.loads(line)
             reasons[(name, item["record"]["transaction_id"])] = item["reason"].split(":")[0]
     assert reasons == {
-        ("appsflyer", "T-3"): "invalid_time", ("wisetracker", "T-3"): "invalid_time",
+        ("appsflyer", "T-3"): "invalid_time",
+        ("wisetracker", "T-3"): "invalid_time",
         ("naver", "T-3"): "invalid_time",
-        ("wisetracker", "T-1"): "unsupported_refund", ("naver", "T-1"): "unsupported_refund",
+        ("wisetracker", "T-1"): "unsupported_refund",
+        ("naver", "T-1"): "unsupported_refund",
         ("wisetracker", "T-4"): "unsupported_platform",
         # An iOS identity is never sent with an Android purchase.
-        ("appsflyer", "T-6"): "missing_identifier", ("wisetracker", "T-6"): "missing_identifier",
+        ("appsflyer", "T-6"): "missing_identifier",
+        ("wisetracker", "T-6"): "missing_identifier",
     }

@@ -59,12 +59,19 @@ def test_lines_from_head_partial_lines_wait_and_bad_lines_are_dead_lettered(tmp_
     with open(log, "ab") as f:  # invalid UTF-8, written raw
         f.write(b'{"seq": 4, "name": "caf\xe9"}\n')
     (logs / "purchase-archived.json").write_bytes(line(1000))  # excluded
-    agent = Agent(tmp_path, tail_input(str(tmp_path / "logs/*/purchase*.json"),
-                                       tag="ha2union.game.{game}.purchase_log",
-                                       tag_regex="/logs/(?P<game>[^/]+)/", read_from_head=True,
-                                       exclude_path=[str(tmp_path / "logs/*/purchase-archived*")],
-                                       path_key="source_file")
-                  + file_output() + MONITOR)
+    agent = Agent(
+        tmp_path,
+        tail_input(
+            str(tmp_path / "logs/*/purchase*.json"),
+            tag="ha2union.game.{game}.purchase_log",
+            tag_regex="/logs/(?P<game>[^/]+)/",
+            read_from_head=True,
+            exclude_path=[str(tmp_path / "logs/*/purchase-archived*")],
+            path_key="source_file",
+        )
+        + file_output()
+        + MONITOR,
+    )
     with agent:
         lines = agent.wait_for_records("seq", {1, 2, 3, 4})
         assert {item["tag"] for item in lines} == {"ha2union.game.samplegame.purchase_log"}
@@ -91,14 +98,18 @@ def test_lines_from_head_partial_lines_wait_and_bad_lines_are_dead_lettered(tmp_
 
         status, body = get_json(agent.monitor_port, "/metrics")
         assert 'hive_agent_tail_invalid_utf8_lines_total{component="tail.0"} 1.0' in body
-        assert 'hive_agent_component_dead_lettered_events_total{component="tail.0",kind="input",type="tail"} 2.0' \
-            in body
+        assert (
+            'hive_agent_component_dead_lettered_events_total{component="tail.0",kind="input",type="tail"} 2.0' in body
+        )
         assert agent.stop() == 0
     dead = [orjson.loads(x) for x in (tmp_path / "var/deadletter/tail.0.jsonl").read_bytes().splitlines()]
     first_bad = len(line(1))
-    assert [(d["record"]["file"], d["record"]["offset"], d["reason"].split(":")[0], d["record"]["line"])
-            for d in dead] == [(str(log), first_bad, "invalid_json", "not json at all"),
-                               (str(log), first_bad + 16 + len(line(2)), "not_an_object", "[1, 2]")]
+    assert [
+        (d["record"]["file"], d["record"]["offset"], d["reason"].split(":")[0], d["record"]["line"]) for d in dead
+    ] == [
+        (str(log), first_bad, "invalid_json", "not json at all"),
+        (str(log), first_bad + 16 + len(line(2)), "not_an_object", "[1, 2]"),
+    ]
     assert "file " + str(log) + " offset " + str(first_bad) + ": invalid_json" in agent.log()
     exactly_once(seqs(agent.output_lines()), range(1, 8))
 
@@ -162,8 +173,11 @@ def test_rename_and_create_rotation_while_writing_reads_every_line_exactly_once(
         f.close()
 
     extra = iter(range(total, total + 1000))
-    agent = Agent(tmp_path, tail_input(str(logs / pattern), read_from_head=True, rotate_wait="1s",
-                                       follow_inodes=follow_inodes) + file_output())
+    agent = Agent(
+        tmp_path,
+        tail_input(str(logs / pattern), read_from_head=True, rotate_wait="1s", follow_inodes=follow_inodes)
+        + file_output(),
+    )
     with agent:
         thread = threading.Thread(target=writer)
         thread.start()
@@ -218,10 +232,12 @@ def test_copytruncate_while_writing_loses_only_unread_lines_at_each_truncate(tmp
     for generation in copies:
         missing = [s for s in generation if s in lost]
         # Only a suffix of a generation can be missing: the lines not read yet when it was truncated.
-        assert missing == generation[len(generation) - len(missing):], f"lost lines not at the end: {missing[:10]}"
+        assert missing == generation[len(generation) - len(missing) :], f"lost lines not at the end: {missing[:10]}"
     assert lost <= {s for g in copies for s in g}
-    print(f"copytruncate: {len(lost)} of {total} lines lost over {len(copies)} truncations "
-          f"(at most {max((sum(1 for s in g if s in lost) for g in copies), default=0)} at one)")
+    print(
+        f"copytruncate: {len(lost)} of {total} lines lost over {len(copies)} truncations "
+        f"(at most {max((sum(1 for s in g if s in lost) for g in copies), default=0)} at one)"
+    )
     assert agent.log().count("was truncated") >= 1
 
 
@@ -239,6 +255,7 @@ def test_a_file_deleted_while_being_read_is_read_to_its_end_and_closed(tmp_path)
         def held_open():
             fds = Path(f"/proc/{agent.proc.pid}/fd")
             return [os.readlink(p) for p in fds.iterdir() if "doomed.log" in os.readlink(p)]
+
         assert not held_open()
         assert agent.stop() == 0
     exactly_once(seqs(agent.output_lines()), range(total))
@@ -279,7 +296,9 @@ def test_sigkill_mid_file_and_restart_journal_every_line_exactly_once(tmp_path):
         thread.join()
         agent.start()
         size = log.stat().st_size
-        wait_until(lambda: positions(agent).get(str(log)) == size, timeout=30, what="the position file at the end of the file")
+        wait_until(
+            lambda: positions(agent).get(str(log)) == size, timeout=30, what="the position file at the end of the file"
+        )
         agent.kill()
     finally:
         stop.set()
@@ -310,8 +329,9 @@ def test_a_thousand_files_in_one_glob_are_all_read_and_followed(tmp_path):
 def test_restart_resumes_where_it_stopped_even_in_a_file_rotated_while_down(tmp_path):
     log = tmp_path / "app.log"
     log.write_bytes(line(1) + line(2))
-    agent = Agent(tmp_path, tail_input(str(tmp_path / "app.log*"), read_from_head=True, follow_inodes=True)
-                  + file_output())
+    agent = Agent(
+        tmp_path, tail_input(str(tmp_path / "app.log*"), read_from_head=True, follow_inodes=True) + file_output()
+    )
     with agent:
         agent.wait_for_records("seq", {1, 2})
         assert agent.stop() == 0
@@ -335,12 +355,15 @@ def test_a_full_journal_pauses_reading_and_nothing_is_skipped(tmp_path):
     total = 5000
     log.write_bytes(b"".join(line(seq) for seq in range(total)))
     size = log.stat().st_size
-    tail = Agent(tmp_path / "tail", tail_input(str(log), read_from_head=True, read_bytes_limit="8KiB")
-                 + forward_output([("127.0.0.1", port)], retry_wait="100ms", retry_max_interval="300ms",
-                                  recover_wait="300ms"),
-                 journal='max_bytes = "96KiB"\nsegment_bytes = "16KiB"\n')
-    collector = Agent(tmp_path / "collector", f'[[inputs]]\ntype = "forward"\nbind = "127.0.0.1"\nport = {port}\n'
-                      + file_output())
+    tail = Agent(
+        tmp_path / "tail",
+        tail_input(str(log), read_from_head=True, read_bytes_limit="8KiB")
+        + forward_output([("127.0.0.1", port)], retry_wait="100ms", retry_max_interval="300ms", recover_wait="300ms"),
+        journal='max_bytes = "96KiB"\nsegment_bytes = "16KiB"\n',
+    )
+    collector = Agent(
+        tmp_path / "collector", f'[[inputs]]\ntype = "forward"\nbind = "127.0.0.1"\nport = {port}\n' + file_output()
+    )
     try:
         tail.start()
         tail.wait_for_log("no server took the chunks")
@@ -365,14 +388,27 @@ def test_a_full_journal_pauses_reading_and_nothing_is_skipped(tmp_path):
 def test_a_saved_position_is_used_only_for_the_file_it_was_taken_from(tmp_path, same_file):
     """ext4 reuses a deleted file's inode at once: the fingerprint of the first bytes tells them apart."""
     import zlib
+
     log = tmp_path / "app.log"
     log.write_bytes(line(1) + line(2) + line(3))
     st = log.stat()
     head = log.read_bytes()[:64]
-    saved = {"version": 1, "input": "tail.0", "journal": None,
-             "files": [{"dev": st.st_dev, "ino": st.st_ino, "path": str(log), "offset": len(line(1)),
-                        "fp_len": len(head), "fp": zlib.crc32(head if same_file else b"another file's" + head[14:]),
-                        "released": False}]}
+    saved = {
+        "version": 1,
+        "input": "tail.0",
+        "journal": None,
+        "files": [
+            {
+                "dev": st.st_dev,
+                "ino": st.st_ino,
+                "path": str(log),
+                "offset": len(line(1)),
+                "fp_len": len(head),
+                "fp": zlib.crc32(head if same_file else b"another file's" + head[14:]),
+                "released": False,
+            }
+        ],
+    }
     (tmp_path / "var" / "tail").mkdir(parents=True)
     (tmp_path / "var" / "tail" / "tail.0.pos.json").write_bytes(orjson.dumps(saved))
     with Agent(tmp_path, tail_input(str(log), read_from_head=True) + file_output()) as agent:
@@ -387,6 +423,7 @@ def test_journal_segments_after_the_position_file_are_kept_for_its_markers(tmp_p
     """Outputs that have caught up let segments go; the ones holding markers the position file
     does not have yet must stay, or a kill -9 would resume from an older position."""
     from agent.journal.segment import segment_path
+
     log = tmp_path / "app.log"
     stop = threading.Event()
 
@@ -400,8 +437,11 @@ def test_journal_segments_after_the_position_file_are_kept_for_its_markers(tmp_p
 
     log.write_bytes(b"")
     # The default stat_interval (3 s) spaces checkpoints well behind the file output's cursor.
-    agent = Agent(tmp_path, tail_input(str(log), read_from_head=True, stat_interval="3s") + file_output(),
-                  journal='segment_bytes = "16KiB"\nmax_bytes = "256MiB"\n')
+    agent = Agent(
+        tmp_path,
+        tail_input(str(log), read_from_head=True, stat_interval="3s") + file_output(),
+        journal='segment_bytes = "16KiB"\nmax_bytes = "256MiB"\n',
+    )
     thread = threading.Thread(target=writer)
     try:
         agent.start()

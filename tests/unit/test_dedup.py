@@ -55,9 +55,11 @@ def test_a_purchase_and_its_refund_are_two_keys(tmp_path):
 
 def test_old_keys_expire_while_the_agent_runs_not_only_at_start(tmp_path):
     from agent.filters.dedup import EXPIRE_INTERVAL
+
     clock = Clock()
     store = DedupStore(tmp_path / "d.sqlite", 60, clock)
     store.commit([("app", f"t{i}", i % 2 == 0) for i in range(100)])
+
     def count():
         return store.db.execute("SELECT (SELECT count(*) FROM seen) + (SELECT count(*) FROM refunds)").fetchone()[0]
 
@@ -70,9 +72,12 @@ def test_old_keys_expire_while_the_agent_runs_not_only_at_start(tmp_path):
 
 def test_keys_of_the_earlier_two_part_table_are_kept_as_purchases(tmp_path):
     import sqlite3
+
     db = sqlite3.connect(tmp_path / "d.sqlite")
-    db.execute("CREATE TABLE seen (app TEXT NOT NULL, txn TEXT NOT NULL, at REAL NOT NULL, "
-               "PRIMARY KEY (app, txn)) WITHOUT ROWID")
+    db.execute(
+        "CREATE TABLE seen (app TEXT NOT NULL, txn TEXT NOT NULL, at REAL NOT NULL, "
+        "PRIMARY KEY (app, txn)) WITHOUT ROWID"
+    )
     db.execute("INSERT INTO seen VALUES ('app', 't1', ?)", (Clock()(),))
     db.commit()
     db.close()

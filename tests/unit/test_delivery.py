@@ -47,10 +47,12 @@ async def fill(directory, batches):
 
 
 def runner(tmp_path, output, match="**", **retry):
-    cfg = FileOutputConfig(type="file", name="fake", path="unused", match=match, retry_wait=0.01,
-                           retry_max_interval=0.05, **retry)
-    return OutputRunner(cfg, output, tmp_path / "journal", CursorStore(tmp_path / "cursors"),
-                        DeadLetterStore(tmp_path / "deadletter"))
+    cfg = FileOutputConfig(
+        type="file", name="fake", path="unused", match=match, retry_wait=0.01, retry_max_interval=0.05, **retry
+    )
+    return OutputRunner(
+        cfg, output, tmp_path / "journal", CursorStore(tmp_path / "cursors"), DeadLetterStore(tmp_path / "deadletter")
+    )
 
 
 async def drain(r):
@@ -86,8 +88,9 @@ async def test_fatal_goes_to_the_dead_letter_store_with_the_reason(tmp_path):
     await drain(r)
     lines = [orjson.loads(x) for x in (tmp_path / "deadletter/fake.jsonl").read_bytes().splitlines()]
     # A FATAL answer covers the whole send: every record of it, each with the reason.
-    assert [(l["record"]["i"], l["reason"], l["tag"]) for l in lines] == [(i, "400 bad request: price", "t")
-                                                                        for i in (1, 2, 3)]
+    assert [(l["record"]["i"], l["reason"], l["tag"]) for l in lines] == [
+        (i, "400 bad request: price", "t") for i in (1, 2, 3)
+    ]
     assert lines[0]["time"] == "2023-11-14T22:13:20.000000001Z"
     assert r.stats["dead_lettered"] == 3
     await fill(tmp_path / "journal", [("t", [4])])
@@ -148,15 +151,18 @@ async def test_stdout_output_writes_json_lines(tmp_path):
     out = StdoutOutput("s", stream)
     cfg = StdoutOutputConfig(type="stdout", name="s")
     await drain(OutputRunner(cfg, out, tmp_path / "journal", CursorStore(tmp_path / "c"), DeadLetterStore(tmp_path)))
-    assert orjson.loads(stream.getvalue()) == {"tag": "t.out", "time": "2023-11-14T22:13:20.000000005Z",
-                                               "record": {"i": 5}}
+    assert orjson.loads(stream.getvalue()) == {
+        "tag": "t.out",
+        "time": "2023-11-14T22:13:20.000000005Z",
+        "record": {"i": 5},
+    }
 
 
 def test_backoff_grows_exponentially_with_jitter_up_to_the_cap():
     s = RetrySchedule(retry_wait=1, retry_max_interval=30, retry_timeout=1000, rng=random.Random(1))
     waits = [s.next_wait(0.0) for _ in range(8)]
     for n, w in enumerate(waits):
-        base = min(2 ** n, 30)
+        base = min(2**n, 30)
         assert base * 0.875 <= w <= base * 1.125
     assert s.next_wait(1000.0) is None
     forever = RetrySchedule(retry_wait=1, retry_max_interval=5, retry_timeout=1, retry_forever=True)
@@ -183,6 +189,7 @@ async def test_other_fsync_policies_still_write_everything(tmp_path, policy):
 def test_dead_letters_of_an_oddly_named_output_are_spooled_under_a_file_name_that_maps_back(tmp_path):
     from agent.deadletter import spool_source
     from agent.paths import file_name
+
     store = DeadLetterStore(tmp_path / "deadletter")
     store.write_records("hive/http", [("t", 1, {"i": 1}, "HTTP 400"), ("t", 2, {"i": 2}, "HTTP 503")])
     assert store.summary()["hive_http"]["count"] == 2
@@ -192,8 +199,8 @@ def test_dead_letters_of_an_oddly_named_output_are_spooled_under_a_file_name_tha
     assert [l["record"]["i"] for l in store.read("hive/http")] == [2]
 
 
-
 # -- one record never blocks an output -----------------------------------------------------
+
 
 class PoisonedOutput(ScriptedOutput):
     """Fails, as a rendering bug would, on any batch that holds a record marked poison."""
@@ -215,14 +222,18 @@ async def fill_records(directory, tag, records):
     j = Journal(directory)
     j.recover()
     await j.start()
-    await j.submit(tag, b"".join(pack([event_time(1_700_000_000, n), r]) for n, r in enumerate(records)),
-                   len(records))
+    await j.submit(tag, b"".join(pack([event_time(1_700_000_000, n), r]) for n, r in enumerate(records)), len(records))
     await j.close()
 
 
-@pytest.mark.parametrize("error", [RecursionError("maximum recursion depth exceeded"),
-                                   TypeError("unhashable type: 'list'"),
-                                   OSError(36, "File name too long")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RecursionError("maximum recursion depth exceeded"),
+        TypeError("unhashable type: 'list'"),
+        OSError(36, "File name too long"),
+    ],
+)
 async def test_a_record_that_fails_by_its_content_is_found_and_dead_lettered_the_rest_delivered(tmp_path, error):
     records = [{"i": i} for i in range(40)]
     records[23]["poison"] = True
@@ -266,6 +277,7 @@ async def test_a_full_disk_for_the_cursor_and_the_dead_letters_is_waited_out_not
                 failures[kind] -= 1
                 raise OSError(28, "No space left on device")
             return real(*args, **kwargs)
+
         return call
 
     monkeypatch.setattr(r.cursors, "save", full("cursor", save))
@@ -282,6 +294,7 @@ def test_a_dead_letter_never_fails_because_of_the_record_and_replays_as_it_was(t
     from agent.component import TagBatch
     from agent.journal.record import batch_payload
     from agent.replay import _entries_of
+
     depth = 3000  # deeper than any JSON or msgpack library here will write
     record = b"\x81\xa1k" * depth + b"\xc0"
     entry = b"\x92" + pack(event_time(1_700_000_000)) + record

@@ -9,15 +9,23 @@ from tests.wire import event_time, pack
 
 
 def test_records_are_changed_and_the_event_time_kept():
-    [(match, f)] = build_filters([RecordTransformerConfig(type="record_transformer", match="a.**",
-                                                          record={"region": "kr"}, remove_keys=["debug"])], "var")
+    [(match, f)] = build_filters(
+        [
+            RecordTransformerConfig(
+                type="record_transformer", match="a.**", record={"region": "kr"}, remove_keys=["debug"]
+            )
+        ],
+        "var",
+    )
     entries = pack([event_time(1_700_000_000, 7), {"x": 1, "debug": True}]) + pack([event_time(1, 0), {"y": 2}])
     assert match == "a.**"
     out, count, on_durable, refused = run_filters([f], "a.b", entries, 2)
     assert count == 2 and on_durable is None and refused == {}
     decoded = list(msgpack.Unpacker(__import__("io").BytesIO(out), raw=False))
-    assert decoded == [[msgpack.ExtType(0, event_time(1_700_000_000, 7).data), {"x": 1, "region": "kr"}],
-                       [msgpack.ExtType(0, event_time(1, 0).data), {"y": 2, "region": "kr"}]]
+    assert decoded == [
+        [msgpack.ExtType(0, event_time(1_700_000_000, 7).data), {"x": 1, "region": "kr"}],
+        [msgpack.ExtType(0, event_time(1, 0).data), {"y": 2, "region": "kr"}],
+    ]
 
 
 def test_invalid_utf8_survives_the_round_trip_byte_for_byte():

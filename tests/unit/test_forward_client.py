@@ -17,22 +17,45 @@ def test_our_ping_is_fluentds_ping_byte_for_byte_and_we_accept_its_pong():
         helo = fwd.parse_helo(msgpack.unpackb(bytes.fromhex(msgs["HELO"]["raw_hex"]), raw=True))
         captured_ping = msgpack.unpackb(bytes.fromhex(msgs["PING"]["raw_hex"]), raw=True)
         salt = captured_ping[2]
-        ours = fwd.ping(helo, hostname=doc["client_hostname"].encode(), shared_key=doc["shared_key"].encode(),
-                        salt=salt)
+        ours = fwd.ping(
+            helo, hostname=doc["client_hostname"].encode(), shared_key=doc["shared_key"].encode(), salt=salt
+        )
         assert ours == bytes.fromhex(msgs["PING"]["raw_hex"])
         pong = msgpack.unpackb(bytes.fromhex(msgs["PONG"]["raw_hex"]), raw=True)
-        assert fwd.check_pong(pong, helo=helo, salt=salt, shared_key=doc["shared_key"].encode(),
-                              self_hostname=doc["client_hostname"].encode()) is None
-        assert "does not match" in fwd.check_pong(pong, helo=helo, salt=salt, shared_key=b"wrong",
-                                                  self_hostname=doc["client_hostname"].encode())
-        assert "same hostname" in fwd.check_pong(pong, helo=helo, salt=salt, shared_key=doc["shared_key"].encode(),
-                                                 self_hostname=doc["server_hostname"].encode())
+        assert (
+            fwd.check_pong(
+                pong,
+                helo=helo,
+                salt=salt,
+                shared_key=doc["shared_key"].encode(),
+                self_hostname=doc["client_hostname"].encode(),
+            )
+            is None
+        )
+        assert "does not match" in fwd.check_pong(
+            pong, helo=helo, salt=salt, shared_key=b"wrong", self_hostname=doc["client_hostname"].encode()
+        )
+        assert "same hostname" in fwd.check_pong(
+            pong,
+            helo=helo,
+            salt=salt,
+            shared_key=doc["shared_key"].encode(),
+            self_hostname=doc["server_hostname"].encode(),
+        )
 
 
 def test_a_refused_pong_names_the_servers_reason():
     helo = fwd.Helo(b"n" * 16, b"", True)
-    assert fwd.check_pong([b"PONG", False, b"shared_key mismatch", b"", b""], helo=helo, salt=b"s", shared_key=b"k",
-                          self_hostname=b"me") == "authentication refused by the server: shared_key mismatch"
+    assert (
+        fwd.check_pong(
+            [b"PONG", False, b"shared_key mismatch", b"", b""],
+            helo=helo,
+            salt=b"s",
+            shared_key=b"k",
+            self_hostname=b"me",
+        )
+        == "authentication refused by the server: shared_key mismatch"
+    )
 
 
 def test_packed_forward_messages_decode_with_our_own_server_codec():
@@ -59,9 +82,11 @@ def test_entries_are_cut_and_merged_into_chunks_within_the_limits():
 
     cfg = ForwardOutputConfig(type="forward", name="f", servers=[{"host": "h"}], chunk_limit_records=5)
     out = ForwardOutput(cfg)
-    batches = [TagBatch("a", payload=batch_payload("a", entries[:len(entry(0)) * 3], 3)),
-               TagBatch("a", payload=batch_payload("a", entries[len(entry(0)) * 3:], 7)),
-               TagBatch("b", payload=batch_payload("b", entry(99), 1))]
+    batches = [
+        TagBatch("a", payload=batch_payload("a", entries[: len(entry(0)) * 3], 3)),
+        TagBatch("a", payload=batch_payload("a", entries[len(entry(0)) * 3 :], 7)),
+        TagBatch("b", payload=batch_payload("b", entry(99), 1)),
+    ]
     messages, chunks = out._messages(batches)
     decoded = [fwd.ForwardDecoder().feed(m, 0)[0] for m in messages]
     assert [(d.tag, d.count) for d in decoded] == [("a", 5), ("a", 5), ("b", 1)]

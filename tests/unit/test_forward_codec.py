@@ -27,7 +27,7 @@ def feed_bytewise(data):
     d = fwd.ForwardDecoder()
     frames = []
     for i in range(len(data)):
-        frames += d.feed(data[i:i + 1], NOW)
+        frames += d.feed(data[i : i + 1], NOW)
     assert d.buffered == 0
     return frames
 
@@ -62,20 +62,51 @@ MODES = {
     "message_nil_is_now": (pack(["t.a", None, REC]), [(NOW, REC)]),
     "message_with_option": (pack(["t.a", T, REC, {"fluent_signal": 0}]), [(T * 10**9, REC)]),
     "forward": (pack(["t.a", [[event_time(T, 1), REC], [T, REC2]]]), [(T * 10**9 + 1, REC), (T * 10**9, REC2)]),
-    "forward_metadata": (pack(["t.a", [[[event_time(T, 5), {"k": 1}], REC], [[T, {}], REC2]], {"fluent_signal": 0}]),
-                         [(T * 10**9 + 5, REC), (T * 10**9, REC2)]),
-    "packed_bin": (pack(["t.a", packed([event_time(T, 7), REC], [T, REC2]), {"size": 2}]),
-                   [(T * 10**9 + 7, REC), (T * 10**9, REC2)]),
-    "packed_str": (b"\x93" + pack("t.a") + b"\xdb" + struct.pack(">I", len(packed([event_time(T, 7), REC])))
-                   + packed([event_time(T, 7), REC]) + pack({"compressed": "text"}), [(T * 10**9 + 7, REC)]),
-    "gzip": (pack(["t.a", gzip.compress(packed([event_time(T, 9), REC], [event_time(T, 10), REC2])),
-                   {"compressed": "gzip", "size": 2}]), [(T * 10**9 + 9, REC), (T * 10**9 + 10, REC2)]),
-    "gzip_two_members": (pack(["t.a", gzip.compress(packed([event_time(T, 1), REC])) + gzip.compress(
-        packed([event_time(T, 2), REC2])), {"compressed": "gzip"}]), [(T * 10**9 + 1, REC), (T * 10**9 + 2, REC2)]),
-    "zstd": (pack(["t.a", zstandard.ZstdCompressor().compress(packed([event_time(T, 3), REC])),
-                   {"compressed": "zstd"}]), [(T * 10**9 + 3, REC)]),
-    "ext8_eventtime": (pack(["t.a", [[T, REC]]]).replace(b"\xce" + struct.pack(">I", T),
-                       b"\xc7\x08\x00" + struct.pack(">II", T, 42)), [(T * 10**9 + 42, REC)]),
+    "forward_metadata": (
+        pack(["t.a", [[[event_time(T, 5), {"k": 1}], REC], [[T, {}], REC2]], {"fluent_signal": 0}]),
+        [(T * 10**9 + 5, REC), (T * 10**9, REC2)],
+    ),
+    "packed_bin": (
+        pack(["t.a", packed([event_time(T, 7), REC], [T, REC2]), {"size": 2}]),
+        [(T * 10**9 + 7, REC), (T * 10**9, REC2)],
+    ),
+    "packed_str": (
+        b"\x93"
+        + pack("t.a")
+        + b"\xdb"
+        + struct.pack(">I", len(packed([event_time(T, 7), REC])))
+        + packed([event_time(T, 7), REC])
+        + pack({"compressed": "text"}),
+        [(T * 10**9 + 7, REC)],
+    ),
+    "gzip": (
+        pack(
+            [
+                "t.a",
+                gzip.compress(packed([event_time(T, 9), REC], [event_time(T, 10), REC2])),
+                {"compressed": "gzip", "size": 2},
+            ]
+        ),
+        [(T * 10**9 + 9, REC), (T * 10**9 + 10, REC2)],
+    ),
+    "gzip_two_members": (
+        pack(
+            [
+                "t.a",
+                gzip.compress(packed([event_time(T, 1), REC])) + gzip.compress(packed([event_time(T, 2), REC2])),
+                {"compressed": "gzip"},
+            ]
+        ),
+        [(T * 10**9 + 1, REC), (T * 10**9 + 2, REC2)],
+    ),
+    "zstd": (
+        pack(["t.a", zstandard.ZstdCompressor().compress(packed([event_time(T, 3), REC])), {"compressed": "zstd"}]),
+        [(T * 10**9 + 3, REC)],
+    ),
+    "ext8_eventtime": (
+        pack(["t.a", [[T, REC]]]).replace(b"\xce" + struct.pack(">I", T), b"\xc7\x08\x00" + struct.pack(">II", T, 42)),
+        [(T * 10**9 + 42, REC)],
+    ),
 }
 
 
@@ -128,9 +159,23 @@ def test_fluent_signal_is_reported():
 
 # -- invalid entries inside a valid message: skipped, counted, the rest kept --
 
+
 def test_invalid_entries_are_skipped_and_the_rest_kept():
-    frame = pack(["t", [[T, REC], "not an entry", [T], [T, "not a map"], ["bad time", REC], [-5, REC],
-                        [event_time(T, 1), REC2], [T, REC, "extra"]]])
+    frame = pack(
+        [
+            "t",
+            [
+                [T, REC],
+                "not an entry",
+                [T],
+                [T, "not a map"],
+                ["bad time", REC],
+                [-5, REC],
+                [event_time(T, 1), REC2],
+                [T, REC, "extra"],
+            ],
+        ]
+    )
     batch = one_batch(feed_whole(frame))
     assert entries_of(batch) == [(T * 10**9, REC), (T * 10**9 + 1, REC2), (T * 10**9, REC)]
     assert len(batch.skipped) == 5
@@ -160,19 +205,23 @@ def test_truncated_packed_payload_keeps_the_whole_entries():
 
 # -- fatal errors: the connection is closed --------------------------------
 
-@pytest.mark.parametrize("data,reason", [
-    (b"\xc1garbage", "invalid msgpack"),
-    (pack("just a string"), "not an array"),
-    (pack(42), "not an array"),
-    (pack({"a": 1}), "not an array"),
-    (pack([1, [[T, REC]]]), "tag is an integer"),
-    (pack(["t"]), "1 elements"),
-    (pack(["t", [[T, REC]], {}, 1, 2]), "5 elements"),
-    (pack(["t", [[T, REC]], "option is not a map"]), "option is a string"),
-    (pack(["t", b"\x1f\x8b\x08\x00garbage", {"compressed": "gzip"}]), "gzip"),
-    (pack(["t", b"data", {"compressed": "lz4"}]), "unsupported compression"),
-    (pack(["", [[T, REC]]]), "tag is empty"),
-])
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"\xc1garbage", "invalid msgpack"),
+        (pack("just a string"), "not an array"),
+        (pack(42), "not an array"),
+        (pack({"a": 1}), "not an array"),
+        (pack([1, [[T, REC]]]), "tag is an integer"),
+        (pack(["t"]), "1 elements"),
+        (pack(["t", [[T, REC]], {}, 1, 2]), "5 elements"),
+        (pack(["t", [[T, REC]], "option is not a map"]), "option is a string"),
+        (pack(["t", b"\x1f\x8b\x08\x00garbage", {"compressed": "gzip"}]), "gzip"),
+        (pack(["t", b"data", {"compressed": "lz4"}]), "unsupported compression"),
+        (pack(["", [[T, REC]]]), "tag is empty"),
+    ],
+)
 def test_malformed_input_is_a_fatal_protocol_error(data, reason):
     with pytest.raises(ProtocolError) as err:
         feed_whole(data)
@@ -219,15 +268,20 @@ def test_a_decompression_bomb_is_fatal(method):
 
 # -- handshake ---------------------------------------------------------------
 
+
 def test_handshake_accepts_the_right_key_and_rejects_the_wrong_one():
     nonce, auth = b"n" * 16, b"a" * 16
     salt = b"s" * 16
     ok_ping = fwd.Ping(b"client", salt, fwd.shared_key_digest(salt, b"client", nonce, b"k"), b"", b"")
     ok, reason, pong = fwd.check_ping(ok_ping, nonce=nonce, auth_salt=auth, shared_key=b"k", self_hostname=b"srv")
-    assert ok and msgpack.unpackb(pong) == ["PONG", True, "", "srv",
-                                            fwd.shared_key_digest(salt, b"srv", nonce, b"k").decode()]
-    ok, reason, pong = fwd.check_ping(ok_ping, nonce=nonce, auth_salt=auth, shared_key=b"other",
-                                      self_hostname=b"srv")
+    assert ok and msgpack.unpackb(pong) == [
+        "PONG",
+        True,
+        "",
+        "srv",
+        fwd.shared_key_digest(salt, b"srv", nonce, b"k").decode(),
+    ]
+    ok, reason, pong = fwd.check_ping(ok_ping, nonce=nonce, auth_salt=auth, shared_key=b"other", self_hostname=b"srv")
     assert not ok and msgpack.unpackb(pong) == ["PONG", False, "shared_key mismatch", "", ""]
 
 
@@ -253,16 +307,19 @@ def test_ping_is_decoded_as_a_ping_frame():
 # -- round trips ------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 records = st.dictionaries(st.text(max_size=12), json_values, max_size=8)
 times = st.tuples(st.integers(1, 2**32 - 1), st.integers(0, 999_999_999))
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(times, records), min_size=1, max_size=20),
-       st.sampled_from(["forward", "packed", "gzip", "message"]))
+@given(
+    st.lists(st.tuples(times, records), min_size=1, max_size=20),
+    st.sampled_from(["forward", "packed", "gzip", "message"]),
+)
 def test_round_trip_of_any_records_in_any_mode(events, mode):
     entries = [[event_time(s, ns), rec] for (s, ns), rec in events]
     if mode == "forward":
@@ -303,6 +360,7 @@ def _real_frames() -> list[bytes]:
     """Every frame real Fluentd and Fluent Bit senders wrote in the recorded sessions."""
     import json
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[1] / "vectors"
     streams = [p.read_bytes() for p in sorted(root.rglob("*.c2s.bin"))]
     for path in sorted(root.glob("fluentd-*/*.json")):
@@ -319,7 +377,7 @@ def _real_frames() -> list[bytes]:
                 unpacker.skip()
             except msgpack.OutOfData:
                 break
-            frames.append(stream[start:unpacker.tell()])
+            frames.append(stream[start : unpacker.tell()])
             start = unpacker.tell()
     frames.append(pack(["t", [[T, {"a": 1}]], {"chunk": "c", "size": 1}]))
     return frames
@@ -329,14 +387,17 @@ FRAMES = _real_frames()
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(FRAMES), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
-       st.integers(0, 10_000))
+@given(
+    st.sampled_from(FRAMES),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+    st.integers(0, 10_000),
+)
 def test_mutated_real_frames_give_frames_or_a_protocol_error_and_nothing_else(frame, flips, cut):
     data = bytearray(frame)
     for at, value in flips:
         if data:
             data[at % len(data)] = value
-    data = bytes(data[:max(1, cut % (len(data) + 1))])
+    data = bytes(data[: max(1, cut % (len(data) + 1))])
     d = fwd.ForwardDecoder(max_frame_size=1 << 20, max_decompressed_size=1 << 20)
     try:
         d.feed(data, NOW)
@@ -352,6 +413,7 @@ def test_an_array_as_an_option_key_is_a_protocol_error():
 
 def test_millions_of_invalid_entries_cost_no_memory_per_entry_and_end_the_connection():
     import tracemalloc
+
     junk = b"\x00" * (2 << 20)  # two million entries, each a positive fixint, none [time, record]
     tracemalloc.start()
     with pytest.raises(ProtocolError, match="more than 10000 invalid entries"):

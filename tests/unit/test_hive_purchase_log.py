@@ -11,19 +11,49 @@ TAG = "ha2union.game.misample.purchase_log"
 
 # The spec's own example (shared/seeds/003_…), as written there, inconsistencies included.
 SEED_EXAMPLE = {
-    "channel": "C2S", "uid": 111111111, "did": 222222222, "mac_address": "000000000000", "platform": "A",
-    "os_version": "6.0.1", "market": "GO", "game_index": "2414", "app_id": "com.com2us.misample",
-    "version": "2.4.1", "level": 21, "nationality": "us", "language": "en", "ip": "112.114.245.232",
+    "channel": "C2S",
+    "uid": 111111111,
+    "did": 222222222,
+    "mac_address": "000000000000",
+    "platform": "A",
+    "os_version": "6.0.1",
+    "market": "GO",
+    "game_index": "2414",
+    "app_id": "com.com2us.misample",
+    "version": "2.4.1",
+    "level": 21,
+    "nationality": "us",
+    "language": "en",
+    "ip": "112.114.245.232",
     "transaction_id": "GPA.3333-8449-4747-11111",
-    "product_id": "com.com2us.misample.normal.freefull.google.global.cash01", "product_name": "uc9c0",
-    "product_price": "1.99", "quantity": 1, "currency": "USD", "purchase_time": "2018-05-01 11:22:33",
-    "path": "gs", "server_ip": "114.114.245.239", "device_name": "samsung SM-G920P", "company": "C2S",
-    "game_language": "en", "device_language": "ko", "server_id": "KR-2",
-    "guid": "ca4bd34c867f4617a819ae139d8d6670", "hiveiap_purchase_test": "Y",
+    "product_id": "com.com2us.misample.normal.freefull.google.global.cash01",
+    "product_name": "uc9c0",
+    "product_price": "1.99",
+    "quantity": 1,
+    "currency": "USD",
+    "purchase_time": "2018-05-01 11:22:33",
+    "path": "gs",
+    "server_ip": "114.114.245.239",
+    "device_name": "samsung SM-G920P",
+    "company": "C2S",
+    "game_language": "en",
+    "device_language": "ko",
+    "server_id": "KR-2",
+    "guid": "ca4bd34c867f4617a819ae139d8d6670",
+    "hiveiap_purchase_test": "Y",
 }
-COMPLETE = dict(SEED_EXAMPLE, client_ip="112.114.245.232", giftee_uid=None, server_uid=5, character_id=0,
-                character_type_id=0, character_level=0, item_send_ok="Y", timezone="GMT+09:00",
-                product_name="지 Gem Pack")
+COMPLETE = dict(
+    SEED_EXAMPLE,
+    client_ip="112.114.245.232",
+    giftee_uid=None,
+    server_uid=5,
+    character_id=0,
+    character_type_id=0,
+    character_level=0,
+    item_send_ok="Y",
+    timezone="GMT+09:00",
+    product_name="지 Gem Pack",
+)
 del COMPLETE["ip"]
 
 
@@ -39,8 +69,9 @@ def test_the_seed_example_strict_names_every_missing_required_field():
     n = normalize(SEED_EXAMPLE, TAG, strict=True)
     assert not n.ok
     # giftee_uid is missing too, and a missing giftee_uid means null ("not a gift"): no finding.
-    assert fields(n.errors) == sorted(["server_uid", "character_id", "character_type_id", "character_level",
-                                       "item_send_ok"])
+    assert fields(n.errors) == sorted(
+        ["server_uid", "character_id", "character_type_id", "character_level", "item_send_ok"]
+    )
     assert all(p.rule == "required" for p in n.errors)
 
 
@@ -56,8 +87,13 @@ def test_the_seed_example_by_default_is_normalized_with_warnings():
     assert r["timezone"] == "GMT+09:00"  # absent → KST, as Hive does
     assert r["guid"] == "ca4bd34c867f4617a819ae139d8d6670"
     assert n.extra == {}
-    assert {("ip", "alias"), ("timezone", "timezone_assumed"), ("product_name", "escape_lost"),
-            ("server_uid", "required"), ("item_send_ok", "required")} <= rules(n.warnings)
+    assert {
+        ("ip", "alias"),
+        ("timezone", "timezone_assumed"),
+        ("product_name", "escape_lost"),
+        ("server_uid", "required"),
+        ("item_send_ok", "required"),
+    } <= rules(n.warnings)
     assert "giftee_uid" not in fields(n.warnings)
 
 
@@ -127,16 +163,19 @@ def test_by_default_a_violation_is_kept_as_sent_and_warned(field_, value, rule, 
     assert repr(n.record[field_]) == repr(value)  # kept as sent
 
 
-@pytest.mark.parametrize("field_,value,rule", [
-    ("company", "CJE", "unknown_code"),  # seed 003 gives C2S and GVI as examples
-    ("nationality", "ZZ", "unknown_code"),  # not ISO 3166-1
-    ("currency", "ABC", "unknown_code"),  # not ISO 4217
-    ("language", "qq", "unknown_code"),  # not ISO 639-1
-    ("game_language", "xx-hans", "unknown_code"),
-    ("product_name", "Gem Pack of twenty-one", "longer_than_advised"),  # seed 003: "20자 이내"
-    ("quantity", 2, "quantity_not_one"),  # seed 003: fixed to 1
-    ("category", "other_purchase_log", "category_mismatch"),
-])
+@pytest.mark.parametrize(
+    "field_,value,rule",
+    [
+        ("company", "CJE", "unknown_code"),  # seed 003 gives C2S and GVI as examples
+        ("nationality", "ZZ", "unknown_code"),  # not ISO 3166-1
+        ("currency", "ABC", "unknown_code"),  # not ISO 4217
+        ("language", "qq", "unknown_code"),  # not ISO 639-1
+        ("game_language", "xx-hans", "unknown_code"),
+        ("product_name", "Gem Pack of twenty-one", "longer_than_advised"),  # seed 003: "20자 이내"
+        ("quantity", 2, "quantity_not_one"),  # seed 003: fixed to 1
+        ("category", "other_purchase_log", "category_mismatch"),
+    ],
+)
 def test_advisories_are_warnings_even_when_strict(field_, value, rule):
     n = normalize(dict(COMPLETE, **{field_: value}), TAG, strict=True)
     assert n.ok, n.errors
@@ -144,8 +183,19 @@ def test_advisories_are_warnings_even_when_strict(field_, value, rule):
 
 
 def test_real_codes_pass_without_a_word():
-    n = normalize(dict(COMPLETE, company="GVI", nationality="TW", currency="TWD", language="zh",
-                       game_language="zh-hant", device_language="ko"), TAG, strict=True)
+    n = normalize(
+        dict(
+            COMPLETE,
+            company="GVI",
+            nationality="TW",
+            currency="TWD",
+            language="zh",
+            game_language="zh-hant",
+            device_language="ko",
+        ),
+        TAG,
+        strict=True,
+    )
     assert n.ok and n.warnings == []
 
 
@@ -174,29 +224,44 @@ def test_a_missing_giftee_uid_means_null():
 
 
 def test_coercions_the_sources_need():
-    n = normalize(dict(COMPLETE, currency="usd", nationality=" kr ", language="EN", product_price=2, uid="42"), TAG,
-                  strict=True)
+    n = normalize(
+        dict(COMPLETE, currency="usd", nationality=" kr ", language="EN", product_price=2, uid="42"), TAG, strict=True
+    )
     assert n.ok
     assert (n.record["currency"], n.record["nationality"], n.record["language"]) == ("USD", "KR", "en")
     assert n.record["product_price"] == 2.0 and n.record["uid"] == 42
 
 
-@pytest.mark.parametrize("sent,kept", [
-    ("2018-05-01 11:22:33", "2018-05-01 11:22:33"),
-    ("2018-05-01T11:22:33", "2018-05-01 11:22:33"),
-    ("2018-05-01T11:22", "2018-05-01 11:22:00"),
-    ("2018-05-01T11:22:33.745", "2018-05-01 11:22:33"),
-    ("2018-05-01T02:22:33Z", "2018-05-01 11:22:33"),  # written in the record's timezone (KST here)
-    ("2018-05-01T11:22:33+09:00", "2018-05-01 11:22:33"),
-])
+@pytest.mark.parametrize(
+    "sent,kept",
+    [
+        ("2018-05-01 11:22:33", "2018-05-01 11:22:33"),
+        ("2018-05-01T11:22:33", "2018-05-01 11:22:33"),
+        ("2018-05-01T11:22", "2018-05-01 11:22:00"),
+        ("2018-05-01T11:22:33.745", "2018-05-01 11:22:33"),
+        ("2018-05-01T02:22:33Z", "2018-05-01 11:22:33"),  # written in the record's timezone (KST here)
+        ("2018-05-01T11:22:33+09:00", "2018-05-01 11:22:33"),
+    ],
+)
 def test_purchase_time_forms_that_name_a_moment(sent, kept):
     n = normalize(dict(COMPLETE, purchase_time=sent), TAG, strict=True)
     assert n.ok, n.errors
     assert n.record["purchase_time"] == kept
 
 
-@pytest.mark.parametrize("sent", ["2018-05-01", "2018-W18-2", "20180501", "20180501T112233", "2018-05-01 11",
-                                  "11:22:33", "2018-05-01 11:22:33 KST", 1525141353])
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "2018-05-01",
+        "2018-W18-2",
+        "20180501",
+        "20180501T112233",
+        "2018-05-01 11",
+        "11:22:33",
+        "2018-05-01 11:22:33 KST",
+        1525141353,
+    ],
+)
 def test_a_date_alone_a_week_date_or_a_compact_date_is_not_a_purchase_time(sent):
     n = normalize(dict(COMPLETE, purchase_time=sent), TAG)
     assert ("purchase_time", "invalid_time") in rules(n.warnings)
@@ -204,11 +269,22 @@ def test_a_date_alone_a_week_date_or_a_compact_date_is_not_a_purchase_time(sent)
     assert not normalize(dict(COMPLETE, purchase_time=sent), TAG, strict=True).ok
 
 
-@pytest.mark.parametrize("sent,kept", [
-    ("GMT+09:00", "GMT+09:00"), ("UTC+05:30", "GMT+05:30"), ("+09:00", "GMT+09:00"), ("-03:30", "GMT-03:30"),
-    ("GMT+9", "GMT+09:00"), ("GMT-4", "GMT-04:00"), ("UTC", "GMT+00:00"), ("GMT", "GMT+00:00"), ("Z", "GMT+00:00"),
-    ("GMT+10:30", "GMT+10:30"), ("-0330", "GMT-03:30"),
-])
+@pytest.mark.parametrize(
+    "sent,kept",
+    [
+        ("GMT+09:00", "GMT+09:00"),
+        ("UTC+05:30", "GMT+05:30"),
+        ("+09:00", "GMT+09:00"),
+        ("-03:30", "GMT-03:30"),
+        ("GMT+9", "GMT+09:00"),
+        ("GMT-4", "GMT-04:00"),
+        ("UTC", "GMT+00:00"),
+        ("GMT", "GMT+00:00"),
+        ("Z", "GMT+00:00"),
+        ("GMT+10:30", "GMT+10:30"),
+        ("-0330", "GMT-03:30"),
+    ],
+)
 def test_timezone_forms_that_are_understood(sent, kept):
     n = normalize(dict(COMPLETE, timezone=sent), TAG, strict=True)
     assert n.ok and n.warnings == [], (n.errors, n.warnings)
@@ -265,30 +341,62 @@ def test_the_table_is_the_one_source_of_the_model_the_structs_and_the_names():
     from agent.hive import spec
     from agent.hive.fast_path import Canonical, CanonicalEntry
     from agent.hive.purchase_log import PurchaseLog
+
     assert tuple(PurchaseLog.model_fields) == spec.SPEC_FIELDS
     assert {f.name for f in msgspec.structs.fields(Canonical)} == set(spec.SPEC_FIELDS)
     assert {f.name for f in msgspec.structs.fields(CanonicalEntry)} == set(spec.SPEC_FIELDS)
-    assert spec.MIRROR_FIELDS == ("platform", "app_id", "transaction_id", "product_price", "currency",
-                                  "purchase_time")
+    assert spec.MIRROR_FIELDS == ("platform", "app_id", "transaction_id", "product_price", "currency", "purchase_time")
     # Lengths as seed 003 writes them.
     assert {f.name: f.length for f in spec.FIELDS if f.length} == {
-        "category": 200, "channel": 3, "extra_uid": 30, "platform": 1, "os_version": 30, "market": 2,
-        "app_id": 200, "version": 30, "nationality": 2, "client_ip": 15, "transaction_id": 512, "product_id": 512,
-        "product_name": 128, "currency": 3, "path": 2, "server_ip": 15, "device_name": 32, "company": 3,
-        "language": 7, "mac_address": 12, "item_send_ok": 1, "guid": 64, "hiveiap_purchase_test": 100}
+        "category": 200,
+        "channel": 3,
+        "extra_uid": 30,
+        "platform": 1,
+        "os_version": 30,
+        "market": 2,
+        "app_id": 200,
+        "version": 30,
+        "nationality": 2,
+        "client_ip": 15,
+        "transaction_id": 512,
+        "product_id": 512,
+        "product_name": 128,
+        "currency": 3,
+        "path": 2,
+        "server_ip": 15,
+        "device_name": 32,
+        "company": 3,
+        "language": 7,
+        "mac_address": 12,
+        "item_send_ok": 1,
+        "guid": 64,
+        "hiveiap_purchase_test": 100,
+    }
 
 
 def test_camel_case_names_of_the_final_store():
-    assert [camel(f) for f in ("server_id", "os_version", "game_index", "hiveiap_purchase_test", "client_ip")] == \
-           ["serverId", "osVersion", "gameIndex", "hiveiapPurchaseTest", "clientIp"]
+    assert [camel(f) for f in ("server_id", "os_version", "game_index", "hiveiap_purchase_test", "client_ip")] == [
+        "serverId",
+        "osVersion",
+        "gameIndex",
+        "hiveiapPurchaseTest",
+        "clientIp",
+    ]
     assert spec_name("hiveiapPurchaseTest") == "hiveiap_purchase_test" and spec_name("nope") is None
 
 
-values = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
-                   st.text(max_size=40), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
-                                                                                            st.integers(), max_size=2))
-keys = st.one_of(st.sampled_from(list(SPEC_FIELDS) + ["ip", "serverId", "osversion", "appsflyer_id"]),
-                 st.text(max_size=12))
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=40),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+keys = st.one_of(
+    st.sampled_from(list(SPEC_FIELDS) + ["ip", "serverId", "osversion", "appsflyer_id"]), st.text(max_size=12)
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -301,8 +409,7 @@ def test_normalize_never_raises_and_is_idempotent(record, strict):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.fixed_dictionaries({k: st.just(v) for k, v in COMPLETE.items()}), st.sampled_from(list(COMPLETE)),
-       values)
+@given(st.fixed_dictionaries({k: st.just(v) for k, v in COMPLETE.items()}), st.sampled_from(list(COMPLETE)), values)
 def test_a_complete_record_with_one_field_changed_is_either_valid_or_names_that_field(record, key, value):
     n = normalize(dict(record, **{key: value}), TAG)
     assert n.ok or {p.field for p in n.errors} <= {key, "uid"}
@@ -316,6 +423,7 @@ CANONICAL = normalize(COMPLETE, TAG).record
 def test_a_canonical_record_takes_the_fast_path_with_the_models_answer():
     from agent.hive.fast_path import try_fast
     from agent.hive.purchase_log import normalize_slow
+
     rec = dict(CANONICAL, appsflyer_id="af-1")
     fast = try_fast(rec, TAG)
     slow = normalize_slow(rec, TAG)
@@ -325,34 +433,81 @@ def test_a_canonical_record_takes_the_fast_path_with_the_models_answer():
 
 perturbations = st.dictionaries(
     st.sampled_from(list(SPEC_FIELDS) + ["ip", "serverId", "appsflyer_id", "category"]),
-    st.one_of(st.none(), st.booleans(), st.integers(-2**64, 2**64), st.floats(),
-              st.sampled_from(["", "1", "2414", "1.99", "KR", "kr", "gs", "Y", "GMT+09:00", "GMT+15:00",
-                               "2018-05-01 11:22:33", "2018-02-30 11:22:33", "u1234", "x" * 600, "1.2.3.4",
-                               "AP", "I", "C2S", "zh-hant", "a_purchase_log"]),
-              st.text(max_size=8)),
-    max_size=4)
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**64), 2**64),
+        st.floats(),
+        st.sampled_from(
+            [
+                "",
+                "1",
+                "2414",
+                "1.99",
+                "KR",
+                "kr",
+                "gs",
+                "Y",
+                "GMT+09:00",
+                "GMT+15:00",
+                "2018-05-01 11:22:33",
+                "2018-02-30 11:22:33",
+                "u1234",
+                "x" * 600,
+                "1.2.3.4",
+                "AP",
+                "I",
+                "C2S",
+                "zh-hant",
+                "a_purchase_log",
+            ]
+        ),
+        st.text(max_size=8),
+    ),
+    max_size=4,
+)
 
 # Values the model takes without a word, in the forms senders use (coercions included).
 ACCEPTABLE = {
-    "game_index": ["2414", 2414, 0, -5], "uid": ["42", 42], "product_price": ["1.99", 1.99, 2, "100", 0.5],
-    "nationality": ["kr", "TW", " us "], "currency": ["krw", "JPY", "usd"],
-    "purchase_time": ["2026-11-22T03:06:36Z", "2026-11-22T03:06", "2018-05-01 11:22:33",
-                      "2018-05-01T11:22:33+09:00", "2020-02-29 23:59:59"],
+    "game_index": ["2414", 2414, 0, -5],
+    "uid": ["42", 42],
+    "product_price": ["1.99", 1.99, 2, "100", 0.5],
+    "nationality": ["kr", "TW", " us "],
+    "currency": ["krw", "JPY", "usd"],
+    "purchase_time": [
+        "2026-11-22T03:06:36Z",
+        "2026-11-22T03:06",
+        "2018-05-01 11:22:33",
+        "2018-05-01T11:22:33+09:00",
+        "2020-02-29 23:59:59",
+    ],
     "timezone": ["UTC", "GMT+9", "-03:30", "Z", "GMT+09:00", "+0530", "GMT-00:00", "UTC+14:00"],
-    "language": ["ko", "EN", "zh-hant"], "company": ["GVI", "C2S"], "giftee_uid": [None, 0, "17"],
-    "mac_address": ["", "482C6A1E593D"], "is_emulator": [0, 1, 2, "1"], "category": ["misample_purchase_log"],
-    "extra_uid": ["kakao-1", None], "vid": [1, "2"], "hiveiap_purchase_test": ["Y", ""], "server_id": ["KR-2", ""],
-    "serverId": ["KR-3"], "ip": ["10.1.2.3"], "level": ["7", 2**31 - 1], "product_name": ["Gem", "x" * 20],
+    "language": ["ko", "EN", "zh-hant"],
+    "company": ["GVI", "C2S"],
+    "giftee_uid": [None, 0, "17"],
+    "mac_address": ["", "482C6A1E593D"],
+    "is_emulator": [0, 1, 2, "1"],
+    "category": ["misample_purchase_log"],
+    "extra_uid": ["kakao-1", None],
+    "vid": [1, "2"],
+    "hiveiap_purchase_test": ["Y", ""],
+    "server_id": ["KR-2", ""],
+    "serverId": ["KR-3"],
+    "ip": ["10.1.2.3"],
+    "level": ["7", 2**31 - 1],
+    "product_name": ["Gem", "x" * 20],
 }
 acceptable = st.lists(st.sampled_from([(k, v) for k, vs in ACCEPTABLE.items() for v in vs]), max_size=6).map(dict)
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(perturbations, acceptable), st.sampled_from([None, "timezone", "guid", "category", "uid"]),
-       st.booleans())
+@given(
+    st.one_of(perturbations, acceptable), st.sampled_from([None, "timezone", "guid", "category", "uid"]), st.booleans()
+)
 def test_whenever_the_fast_path_answers_the_model_agrees(changes, removed, strict):
     from agent.hive.fast_path import try_fast
     from agent.hive.purchase_log import normalize_slow
+
     rec = dict(CANONICAL, **changes)
     if removed:
         rec.pop(removed, None)
@@ -367,11 +522,14 @@ def test_whenever_the_fast_path_answers_the_model_agrees(changes, removed, stric
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(perturbations, acceptable),
-       st.sampled_from([None, "timezone", "guid", "category", "uid", "nationality", "giftee_uid"]))
+@given(
+    st.one_of(perturbations, acceptable),
+    st.sampled_from([None, "timezone", "guid", "category", "uid", "nationality", "giftee_uid"]),
+)
 def test_the_fast_paths_are_never_stricter_than_the_model(changes, removed):
     """What the model writes with nothing to say is canonical: both fast paths take it as it is."""
     from agent.hive.fast_path import try_fast
+
     rec = dict(CANONICAL, **changes)
     if removed:
         rec.pop(removed, None)
@@ -397,19 +555,30 @@ def test_in_place_gives_the_same_answer_without_a_copy():
     assert not normalize(bad, TAG, in_place=True, strict=True).ok and bad == before  # a refused one is left as it was
 
 
-@pytest.mark.parametrize("t,ok", [("2018-02-28 23:59:59", True), ("2018-02-29 00:00:00", False),
-                                  ("2020-02-29 12:00:00", True), ("2018-05-01 24:00:00", False),
-                                  ("2018-05-01 11:60:00", False), ("2018-05-01 11:22:61", False)])
+@pytest.mark.parametrize(
+    "t,ok",
+    [
+        ("2018-02-28 23:59:59", True),
+        ("2018-02-29 00:00:00", False),
+        ("2020-02-29 12:00:00", True),
+        ("2018-05-01 24:00:00", False),
+        ("2018-05-01 11:60:00", False),
+        ("2018-05-01 11:22:61", False),
+    ],
+)
 def test_fast_path_times_are_real_times(t, ok):
     from agent.hive.fast_path import try_fast
+
     assert (try_fast(dict(CANONICAL, purchase_time=t), TAG) is not None) == ok
 
 
 # -- the batch path (bytes in, bytes out) never disagrees with the per-record path ----
 
+
 def _hive_filter():
     from agent.config import HiveFilterConfig
     from agent.filters.hive import HiveFilter
+
     return HiveFilter(HiveFilterConfig(type="hive", name="h", dedup_window=0))
 
 
@@ -417,6 +586,7 @@ def _entries(records):
     import msgpack
 
     from tests.wire import event_time
+
     return b"".join(msgpack.packb([event_time(1_700_000_000, i), r]) for i, r in enumerate(records))
 
 
@@ -424,6 +594,7 @@ def _decoded(data):
     import io
 
     import msgpack
+
     return [r for _, r in msgpack.Unpacker(io.BytesIO(data), raw=False)]
 
 
@@ -437,10 +608,16 @@ def test_a_canonical_batch_takes_the_batch_path_with_the_same_records():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(perturbations, st.sampled_from([None, "category", "guid", "uid", "mac_address"])),
-                min_size=1, max_size=3))
+@given(
+    st.lists(
+        st.tuples(perturbations, st.sampled_from([None, "category", "guid", "uid", "mac_address"])),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_whenever_the_batch_path_answers_the_per_record_path_agrees(changes):
     import msgpack
+
     records = []
     for change, removed in changes:
         rec = dict(CANONICAL, **change)

@@ -105,7 +105,7 @@ async def test_a_damaged_record_mid_segment_is_set_aside_and_every_record_after_
     assert j2.stats["recovered_records"] == 9
     assert (j2.stats["damaged_regions"], j2.stats["quarantined_bytes"]) == (1, record)
     [kept] = list((tmp_path / "quarantine").iterdir())
-    assert kept.read_bytes() == bytes(data[fifth:fifth + record]) and kept.stat().st_mode & 0o777 == 0o600
+    assert kept.read_bytes() == bytes(data[fifth : fifth + record]) and kept.stat().st_mode & 0o777 == 0o600
     assert path.stat().st_size == len(data)  # offsets unchanged
     events, _ = read_all(jdir)
     assert [e[2] for e in events] == [i for i in range(1000) if not 400 <= i < 500]
@@ -119,6 +119,7 @@ async def test_a_damaged_record_mid_segment_is_set_aside_and_every_record_after_
 @pytest.mark.parametrize("seed", range(12))
 async def test_random_damage_and_truncation_keep_every_intact_record(tmp_path, seed):
     import random
+
     rng = random.Random(seed)
     jdir = tmp_path / "journal"
     j = await started(jdir, segment_bytes=64 * 1024)

@@ -38,7 +38,7 @@ def test_whole_input_gives_every_line_and_the_offset_after_it():
 
 
 def test_byte_by_byte_gives_the_same_lines():
-    splitter, out = feed_all([DATA[i:i + 1] for i in range(len(DATA))])
+    splitter, out = feed_all([DATA[i : i + 1] for i in range(len(DATA))])
     assert flat(out) == LINES
     assert splitter.consumed == len(DATA)
 
@@ -52,13 +52,15 @@ def test_trailing_bytes_without_newline_wait_and_are_not_consumed():
     assert (start, as_list(lines)) == (len(DATA), [b'{"seq":4}'])
 
 
-@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
-       st.lists(st.integers(1, 50), min_size=1, max_size=20))
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
+    st.lists(st.integers(1, 50), min_size=1, max_size=20),
+)
 def test_any_split_of_the_stream_gives_the_same_lines_at_the_same_offsets(lines, cuts):
     data = b"".join(line + b"\n" for line in lines)
     chunks, pos = [], 0
     for cut in cuts * (len(data) // max(1, sum(cuts)) + 1):
-        chunks.append(data[pos:pos + cut])
+        chunks.append(data[pos : pos + cut])
         pos += cut
         if pos >= len(data):
             break
@@ -113,8 +115,11 @@ def test_parse_reports_each_bad_line_with_its_offset_and_reason_and_keeps_the_re
     parsed = parse_lines(lines, 1000)
     assert parsed.records == [{"a": 1}, {"b": 2}]
     reasons = [(b.offset, b.reason.split(":")[0], b.text) for b in parsed.bad]
-    assert reasons == [(1008, "invalid_json", "not json"), (1017, "not_an_object", "[1,2]"),
-                       (40, "line_too_long", "xxx")]
+    assert reasons == [
+        (1008, "invalid_json", "not json"),
+        (1017, "not_an_object", "[1,2]"),
+        (40, "line_too_long", "xxx"),
+    ]
 
 
 def test_invalid_utf8_is_replaced_and_counted_not_fatal():

@@ -27,14 +27,35 @@ TAG = "ha2union.game.misample.purchase_log"
 
 # The sample record of the Hive purchase_log spec (seed 003), as a game server sends it.
 HIVE_SAMPLE = {
-    "channel": "C2S", "uid": 111111111, "did": 222222222, "mac_address": "000000000000", "platform": "A",
-    "os_version": "6.0.1", "market": "GO", "game_index": "2414", "app_id": "com.com2us.misample", "version": "2.4.1",
-    "level": 21, "nationality": "us", "language": "en", "ip": "112.114.245.232",
+    "channel": "C2S",
+    "uid": 111111111,
+    "did": 222222222,
+    "mac_address": "000000000000",
+    "platform": "A",
+    "os_version": "6.0.1",
+    "market": "GO",
+    "game_index": "2414",
+    "app_id": "com.com2us.misample",
+    "version": "2.4.1",
+    "level": 21,
+    "nationality": "us",
+    "language": "en",
+    "ip": "112.114.245.232",
     "transaction_id": "GPA.3333-8449-4747-11111",
-    "product_id": "com.com2us.misample.normal.freefull.google.global.cash01", "product_name": "uc9c0",
-    "product_price": "1.99", "quantity": 1, "currency": "USD", "purchase_time": "2018-05-01 11:22:33", "path": "gs",
-    "server_ip": "114.114.245.239", "device_name": "samsung SM-G920P", "company": "C2S", "game_language": "en",
-    "device_language": "ko", "server_id": "KR-2", "guid": "ca4bd34c867f4617a819ae139d8d6670",
+    "product_id": "com.com2us.misample.normal.freefull.google.global.cash01",
+    "product_name": "uc9c0",
+    "product_price": "1.99",
+    "quantity": 1,
+    "currency": "USD",
+    "purchase_time": "2018-05-01 11:22:33",
+    "path": "gs",
+    "server_ip": "114.114.245.239",
+    "device_name": "samsung SM-G920P",
+    "company": "C2S",
+    "game_language": "en",
+    "device_language": "ko",
+    "server_id": "KR-2",
+    "guid": "ca4bd34c867f4617a819ae139d8d6670",
     "hiveiap_purchase_test": "Y",
 }
 
@@ -50,8 +71,12 @@ def sample_purchase(**changes):
 
 def test_the_hive_sample_as_a_purchase():
     p = sample_purchase()
-    assert (p.game, p.app_id, p.platform, p.transaction_id) == ("misample", "com.com2us.misample", "A",
-                                                                "GPA.3333-8449-4747-11111")
+    assert (p.game, p.app_id, p.platform, p.transaction_id) == (
+        "misample",
+        "com.com2us.misample",
+        "A",
+        "GPA.3333-8449-4747-11111",
+    )
     assert p.price == Decimal("1.99") and p.quantity == 1 and p.currency == "USD"
     # 11:22:33 KST (no timezone in the sample: Hive's fallback is +09:00) is 02:22:33 UTC.
     assert p.time_utc == datetime(2018, 5, 1, 2, 22, 33, tzinfo=UTC)
@@ -62,28 +87,58 @@ def test_the_hive_sample_to_appsflyer():
     p = sample_purchase(appsflyer_id="1525416000000-1234567890123456789", advertising_id="38400000-8cf0-11bd-b23e")
     body = appsflyer_event(p, platform_ids(p.platform, p.ids), bundle_id="com.com2us.misample")
     assert body == {
-        "appsflyer_id": "1525416000000-1234567890123456789", "eventName": "af_purchase",
-        "eventValue": body["eventValue"], "eventCurrency": "USD", "eventTime": "2018-05-01 02:22:33.000",
-        "os": "6.0.1", "customer_user_id": "111111111", "ip": "112.114.245.232",
-        "bundleIdentifier": "com.com2us.misample", "app_version_name": "2.4.1",
-        "advertising_id": "38400000-8cf0-11bd-b23e"}
+        "appsflyer_id": "1525416000000-1234567890123456789",
+        "eventName": "af_purchase",
+        "eventValue": body["eventValue"],
+        "eventCurrency": "USD",
+        "eventTime": "2018-05-01 02:22:33.000",
+        "os": "6.0.1",
+        "customer_user_id": "111111111",
+        "ip": "112.114.245.232",
+        "bundleIdentifier": "com.com2us.misample",
+        "app_version_name": "2.4.1",
+        "advertising_id": "38400000-8cf0-11bd-b23e",
+    }
     assert isinstance(body["eventValue"], str)  # a JSON string, as the seed insists
     assert orjson.loads(body["eventValue"]) == {
-        "af_revenue": "1.99", "af_currency": "USD", "af_content_id": HIVE_SAMPLE["product_id"],
-        "af_quantity": "1", "af_order_id": "GPA.3333-8449-4747-11111"}
+        "af_revenue": "1.99",
+        "af_currency": "USD",
+        "af_content_id": HIVE_SAMPLE["product_id"],
+        "af_quantity": "1",
+        "af_order_id": "GPA.3333-8449-4747-11111",
+    }
     assert len(orjson.dumps(body)) <= 1024
 
 
 def test_appsflyer_refund_is_negative_revenue_and_ios_sends_att_and_idfa():
-    p = sample_purchase(platform="I", refund="Y", appsflyer_id="1525416000000-1234567", idfa="AAAA", att=3,
-                        advertising_id="gaid-of-another-install")
+    p = sample_purchase(
+        platform="I",
+        refund="Y",
+        appsflyer_id="1525416000000-1234567",
+        idfa="AAAA",
+        att=3,
+        advertising_id="gaid-of-another-install",
+    )
     body = appsflyer_event(p, platform_ids(p.platform, p.ids))
     assert orjson.loads(body["eventValue"])["af_revenue"] == "-1.99"
     assert (body["idfa"], body["att"]) == ("AAAA", 3) and "advertising_id" not in body
 
 
-@pytest.mark.parametrize("att,code", [("authorized", 3), ("denied", 2), ("restricted", 1), ("notDetermined", 0),
-                                      (2, 2), ("3", 3), ("granted", None), (7, None), (True, None), ("", None)])
+@pytest.mark.parametrize(
+    "att,code",
+    [
+        ("authorized", 3),
+        ("denied", 2),
+        ("restricted", 1),
+        ("notDetermined", 0),
+        (2, 2),
+        ("3", 3),
+        ("granted", None),
+        (7, None),
+        (True, None),
+        ("", None),
+    ],
+)
 def test_appsflyer_att_as_apples_names_or_codes_anything_else_left_out(att, code):
     p = sample_purchase(platform="I", appsflyer_id="1525416000000-1234567", att=att)
     body = appsflyer_event(p, platform_ids(p.platform, p.ids))
@@ -104,32 +159,52 @@ def test_android_without_os_version_is_sent_without_os_and_customer_user_id_fall
     assert "os" not in body and body["customer_user_id"] == "kakao-77"
 
 
-@pytest.mark.parametrize("tz,event_time", [
-    (None, "2018-05-01 02:22:33.000"),  # missing: KST
-    ("UTC", "2018-05-01 11:22:33.000"),  # not KST: never nine hours early
-    ("GMT-04:00", "2018-05-01 15:22:33.000"),
-    ("Z", "2018-05-01 11:22:33.000"),
-])
+@pytest.mark.parametrize(
+    "tz,event_time",
+    [
+        (None, "2018-05-01 02:22:33.000"),  # missing: KST
+        ("UTC", "2018-05-01 11:22:33.000"),  # not KST: never nine hours early
+        ("GMT-04:00", "2018-05-01 15:22:33.000"),
+        ("Z", "2018-05-01 11:22:33.000"),
+    ],
+)
 def test_appsflyer_event_time_follows_the_records_timezone(tz, event_time):
     p = sample_purchase(timezone=tz, appsflyer_id="1525416000000-1234567")
     assert appsflyer_event(p, platform_ids(p.platform, p.ids))["eventTime"] == event_time
 
 
-@pytest.mark.parametrize("changes", [{"timezone": "KST"}, {"timezone": "Asia/Seoul"},
-                                     {"purchase_time": "2018-05-01"}, {"purchase_time": "2018-W18-2"},
-                                     {"purchase_time": "20180501"}])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"timezone": "KST"},
+        {"timezone": "Asia/Seoul"},
+        {"purchase_time": "2018-05-01"},
+        {"purchase_time": "2018-W18-2"},
+        {"purchase_time": "20180501"},
+    ],
+)
 def test_a_time_the_mirrors_cannot_place_is_invalid_time(changes):
     with pytest.raises(Refused) as refused:
         sample_purchase(**changes)
     assert refused.value.code == "invalid_time"
 
 
-@pytest.mark.parametrize("changes,why", [
-    ({"quantity": 0}, "at least 1"), ({"quantity": -1}, "at least 1"), ({"quantity": "two"}, "whole number"),
-    ({"quantity": 1.5}, "whole number"), ({"product_price": 0}, "above 0"), ({"product_price": "-1.99"}, "above 0"),
-    ({"product_price": "1,99"}, "not a number"), ({"currency": "ABC"}, "ISO 4217"), ({"platform": "X"}, "platform"),
-    ({"transaction_id": None}, "missing transaction_id"), ({"app_id": ""}, "missing app_id"),
-])
+@pytest.mark.parametrize(
+    "changes,why",
+    [
+        ({"quantity": 0}, "at least 1"),
+        ({"quantity": -1}, "at least 1"),
+        ({"quantity": "two"}, "whole number"),
+        ({"quantity": 1.5}, "whole number"),
+        ({"product_price": 0}, "above 0"),
+        ({"product_price": "-1.99"}, "above 0"),
+        ({"product_price": "1,99"}, "not a number"),
+        ({"currency": "ABC"}, "ISO 4217"),
+        ({"platform": "X"}, "platform"),
+        ({"transaction_id": None}, "missing transaction_id"),
+        ({"app_id": ""}, "missing app_id"),
+    ],
+)
 def test_what_would_make_vendor_data_wrong_is_invalid(changes, why):
     with pytest.raises(Refused) as refused:
         sample_purchase(**changes)
@@ -160,8 +235,10 @@ def test_appsflyer_without_appsflyer_id_is_a_missing_identifier():
         appsflyer_event(p, platform_ids(p.platform, p.ids))
 
 
-@pytest.mark.parametrize("value,text", [("123", "123"), ("-123.45", "-123.45"), ("123.456", "123.456"),
-                                        ("1.990", "1.99"), ("1E+2", "100"), ("-0", "0")])
+@pytest.mark.parametrize(
+    "value,text",
+    [("123", "123"), ("-123.45", "-123.45"), ("123.456", "123.456"), ("1.990", "1.99"), ("1E+2", "100"), ("-0", "0")],
+)
 def test_appsflyer_revenue_is_a_plain_number(value, text):
     assert revenue_string(Decimal(value)) == text
     assert is_plain_revenue(text)
@@ -176,13 +253,16 @@ def test_the_revenue_formats_the_seed_rejects(bad):
 MONDAY_2100 = datetime(2026, 11, 16, 21, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("arrival,kept", [
-    (datetime(2026, 11, 17, 1, 0, tzinfo=UTC), True),   # Tuesday 01:00
-    (datetime(2026, 11, 17, 1, 59, 59, tzinfo=UTC), True),
-    (datetime(2026, 11, 17, 2, 0, tzinfo=UTC), False),  # the 02:00 UTC cutoff
-    (datetime(2026, 11, 18, 9, 0, tzinfo=UTC), False),  # Wednesday 09:00
-    (datetime(2026, 11, 16, 20, 0, tzinfo=UTC), True),  # a future time on the same UTC date
-])
+@pytest.mark.parametrize(
+    "arrival,kept",
+    [
+        (datetime(2026, 11, 17, 1, 0, tzinfo=UTC), True),  # Tuesday 01:00
+        (datetime(2026, 11, 17, 1, 59, 59, tzinfo=UTC), True),
+        (datetime(2026, 11, 17, 2, 0, tzinfo=UTC), False),  # the 02:00 UTC cutoff
+        (datetime(2026, 11, 18, 9, 0, tzinfo=UTC), False),  # Wednesday 09:00
+        (datetime(2026, 11, 16, 20, 0, tzinfo=UTC), True),  # a future time on the same UTC date
+    ],
+)
 def test_appsflyer_event_time_cutoff(arrival, kept):
     assert appsflyer_keeps_time(MONDAY_2100, arrival) is kept
 
@@ -193,27 +273,55 @@ def test_appsflyer_future_time_on_another_date_is_not_kept():
 
 def test_wisetracker_session_and_revenue_like_the_seed_example():
     # The seed's S2S example: quantity 2, revenue 566,200, the line total: what the user paid.
-    p = sample_purchase(platform="I", product_id="2007291158", product_name="Leia Pleats Bag Black",
-                        product_price="566200", quantity=2, currency="KRW",
-                        idfa="12D9505B-A48E-410A-8787-75BF39DA82F5", advertising_id="gaid-elsewhere")
-    body = wisetracker_body(p, platform_ids(p.platform, p.ids), service_number=1234, send_ms=1620702642346,
-                            first=False)
+    p = sample_purchase(
+        platform="I",
+        product_id="2007291158",
+        product_name="Leia Pleats Bag Black",
+        product_price="566200",
+        quantity=2,
+        currency="KRW",
+        idfa="12D9505B-A48E-410A-8787-75BF39DA82F5",
+        advertising_id="gaid-elsewhere",
+    )
+    body = wisetracker_body(p, platform_ids(p.platform, p.ids), service_number=1234, send_ms=1620702642346, first=False)
     assert body == {
-        "SESSION": {"vtTz": 1620702642346, "_wtno": 1234, "advtId": "12D9505B-A48E-410A-8787-75BF39DA82F5",
-                    "dSource": "SDK", "plat": "IOS", "lng": "ko", "phone": "samsung SM-G920P", "apVr": "2.4.1"},
+        "SESSION": {
+            "vtTz": 1620702642346,
+            "_wtno": 1234,
+            "advtId": "12D9505B-A48E-410A-8787-75BF39DA82F5",
+            "dSource": "SDK",
+            "plat": "IOS",
+            "lng": "ko",
+            "phone": "samsung SM-G920P",
+            "apVr": "2.4.1",
+        },
         # vtTz is "required, current time" in REVENUE too: the send time, not the purchase time.
-        "REVENUE": {"vtTz": 1620702642346, "event": "w_purchase",
-                    "transaction_id": "GPA.3333-8449-4747-11111", "currency": "KRW",
-                    "product": {"product_id": "2007291158", "product_name": "Leia Pleats Bag Black",
-                                "quantity": 2, "revenue": 566200}}}
+        "REVENUE": {
+            "vtTz": 1620702642346,
+            "event": "w_purchase",
+            "transaction_id": "GPA.3333-8449-4747-11111",
+            "currency": "KRW",
+            "product": {
+                "product_id": "2007291158",
+                "product_name": "Leia Pleats Bag Black",
+                "quantity": 2,
+                "revenue": 566200,
+            },
+        },
+    }
 
 
-@pytest.mark.parametrize("changes,code", [({"refund": "Y"}, "unsupported_refund"),
-                                          ({"platform": "B"}, "unsupported_platform"),
-                                          ({"platform": "W", "advertising_id": "a"}, "unsupported_platform"),
-                                          ({}, "missing_identifier"),
-                                          ({"idfa": "IDFA-1"}, "missing_identifier"),  # an iOS id, Android buy
-                                          ({"platform": "I", "advertising_id": "GAID-1"}, "missing_identifier")])
+@pytest.mark.parametrize(
+    "changes,code",
+    [
+        ({"refund": "Y"}, "unsupported_refund"),
+        ({"platform": "B"}, "unsupported_platform"),
+        ({"platform": "W", "advertising_id": "a"}, "unsupported_platform"),
+        ({}, "missing_identifier"),
+        ({"idfa": "IDFA-1"}, "missing_identifier"),  # an iOS id, Android buy
+        ({"platform": "I", "advertising_id": "GAID-1"}, "missing_identifier"),
+    ],
+)
 def test_wisetracker_refuses_what_it_cannot_express(changes, code):
     p = sample_purchase(**changes)
     with pytest.raises(Refused) as refused:

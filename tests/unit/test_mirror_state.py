@@ -40,9 +40,11 @@ def test_a_did_matches_only_its_own_device_and_the_other_platforms_ids_never_com
 
 def test_identities_of_the_earlier_unscoped_table_keep_the_platform_their_ids_name(tmp_path):
     db = sqlite3.connect(tmp_path / "m.sqlite")
-    db.execute("CREATE TABLE identity (game TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, appsflyer_id TEXT, "
-               "advertising_id TEXT, idfa TEXT, idfv TEXT, att INTEGER, updated_ns INTEGER, "
-               "PRIMARY KEY (game, kind, id))")
+    db.execute(
+        "CREATE TABLE identity (game TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, appsflyer_id TEXT, "
+        "advertising_id TEXT, idfa TEXT, idfv TEXT, att INTEGER, updated_ns INTEGER, "
+        "PRIMARY KEY (game, kind, id))"
+    )
     db.execute("INSERT INTO identity VALUES ('g', 'uid', '7', 'af-a', 'gaid', NULL, NULL, NULL, 1)")
     db.execute("INSERT INTO identity VALUES ('g', 'uid', '8', 'af-i', NULL, 'IDFA', NULL, 3, 1)")
     db.execute("INSERT INTO identity VALUES ('g', 'uid', '9', 'af-?', NULL, NULL, NULL, NULL, 1)")

@@ -25,8 +25,10 @@ def lines_of(data: bytes) -> list[dict]:
 def test_a_batch_renders_one_line_per_event_with_nanoseconds():
     p = payload("a.b", entry(1_700_000_000, 5, {"x": 1}), entry(1_700_000_001, 999_999_999, {"y": [1, "z"]}))
     out = lines_of(LineRenderer().render(TagBatch("a.b", payload=p)))
-    assert out == [{"tag": "a.b", "time": "2023-11-14T22:13:20.000000005Z", "record": {"x": 1}},
-                   {"tag": "a.b", "time": "2023-11-14T22:13:21.999999999Z", "record": {"y": [1, "z"]}}]
+    assert out == [
+        {"tag": "a.b", "time": "2023-11-14T22:13:20.000000005Z", "record": {"x": 1}},
+        {"tag": "a.b", "time": "2023-11-14T22:13:21.999999999Z", "record": {"y": [1, "z"]}},
+    ]
 
 
 def test_decoded_and_payload_paths_agree():
@@ -41,9 +43,14 @@ def test_decoded_and_payload_paths_agree():
 
 
 def test_records_json_cannot_hold_still_render():
-    odd = msgpack.packb([event_time(1_700_000_000, 0), {"bin": b"\x00\xff", 7: "int key", "ext": msgpack.ExtType(5, b"ab"),
-                                                       "big": 2**64 - 1}], use_bin_type=True)
-    bad_utf8 = (b"\x92" + msgpack.packb(event_time(1_700_000_000, 0)) + b"\x81\xa1s\xa2\xff\xfe")
+    odd = msgpack.packb(
+        [
+            event_time(1_700_000_000, 0),
+            {"bin": b"\x00\xff", 7: "int key", "ext": msgpack.ExtType(5, b"ab"), "big": 2**64 - 1},
+        ],
+        use_bin_type=True,
+    )
+    bad_utf8 = b"\x92" + msgpack.packb(event_time(1_700_000_000, 0)) + b"\x81\xa1s\xa2\xff\xfe"
     for raw in (odd, bad_utf8):
         [line] = lines_of(LineRenderer().render(TagBatch("t", payload=payload("t", raw))))
         assert line["tag"] == "t" and line["time"].startswith("2023-11-14T22:13:20")

@@ -66,8 +66,10 @@ SHALLOW_EDGES = [f for f in EDGE_FRAMES if _deep(100) not in f]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(FRAMES + SHALLOW_EDGES), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
-                                                       max_size=6))
+@given(
+    st.sampled_from(FRAMES + SHALLOW_EDGES),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+)
 def test_every_record_of_a_mutated_real_frame_that_ingest_takes_renders_everywhere(frame, flips):
     data = bytearray(frame)
     for at, value in flips:

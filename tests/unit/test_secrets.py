@@ -29,8 +29,7 @@ def config() -> AgentConfig:
 
 def test_every_kind_of_configured_secret_is_known():
     found = secrets.secret_values(config())
-    assert {"forward-shared-key", "url-password", "hive:url-password", "header-token-1",
-            "wisetracker-token"} <= found
+    assert {"forward-shared-key", "url-password", "hive:url-password", "header-token-1", "wisetracker-token"} <= found
 
 
 def test_urls_are_shown_without_their_password():
@@ -43,8 +42,15 @@ def test_log_lines_and_dead_letters_are_scrubbed(tmp_path, caplog):
     logging.getLogger().addHandler(handler)
     try:
         secrets.install(config())
-        record = logging.LogRecord("agent", logging.ERROR, __file__, 1, "HTTP 400 from %s: echo %s", (
-            "https://hive:url-password@collector.example:8443", "wisetracker-token"), None)
+        record = logging.LogRecord(
+            "agent",
+            logging.ERROR,
+            __file__,
+            1,
+            "HTTP 400 from %s: echo %s",
+            ("https://hive:url-password@collector.example:8443", "wisetracker-token"),
+            None,
+        )
         for f in handler.filters:
             f.filter(record)
         assert "url-password" not in record.getMessage() and "wisetracker-token" not in record.getMessage()
@@ -55,5 +61,6 @@ def test_log_lines_and_dead_letters_are_scrubbed(tmp_path, caplog):
         assert "forward-shared-key" not in text and "header-token-1" not in text and "***" in text
     finally:
         logging.getLogger().removeHandler(handler)
-        secrets.install(AgentConfig.model_validate(tomllib.loads('[[inputs]]\ntype = "forward"\n'
-                                                                '[[outputs]]\ntype = "stdout"\n')))
+        secrets.install(
+            AgentConfig.model_validate(tomllib.loads('[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = "stdout"\n'))
+        )

@@ -78,8 +78,11 @@ def test_fluent_bit_streams_decode_to_the_captured_events(mode):
     expected = _fb_expected(mode)
     assert expected, "capture has client messages"
     for conn, messages in expected.items():
-        frames = [f for f in decode_stream((FLUENTBIT / f"{mode}.conn{conn}.c2s.bin").read_bytes())
-                  if isinstance(f, fwd.EventBatch)]
+        frames = [
+            f
+            for f in decode_stream((FLUENTBIT / f"{mode}.conn{conn}.c2s.bin").read_bytes())
+            if isinstance(f, fwd.EventBatch)
+        ]
         assert len(frames) == len(messages)
         for frame, (tag, events, chunk) in zip(frames, messages):
             assert frame.tag == tag
@@ -92,8 +95,11 @@ def test_fluent_bit_streams_decode_to_the_captured_events(mode):
 @pytest.mark.parametrize("mode", ["m04_require_ack", "m07_shared_key_ack_gzip"])
 def test_fluent_bit_ack_bytes_match_the_capture(mode):
     for conn in (0, 1):
-        frames = [f for f in decode_stream((FLUENTBIT / f"{mode}.conn{conn}.c2s.bin").read_bytes())
-                  if isinstance(f, fwd.EventBatch)]
+        frames = [
+            f
+            for f in decode_stream((FLUENTBIT / f"{mode}.conn{conn}.c2s.bin").read_bytes())
+            if isinstance(f, fwd.EventBatch)
+        ]
         s2c = (FLUENTBIT / f"{mode}.conn{conn}.s2c.bin").read_bytes()
         for frame in frames:
             assert fwd.ack_bytes(frame.chunk) in s2c
@@ -105,23 +111,28 @@ def test_fluent_bit_handshake_digest_matches_the_capture(mode):
     msgs = [m for m in doc["messages"] if m["conn"] == 0]
     helo = _plain(next(m for m in msgs if m["kind"] == "HELO")["msg"])
     nonce = helo[1]["nonce"]
-    [ping] = [f for f in decode_stream((FLUENTBIT / f"{mode}.conn0.c2s.bin").read_bytes())
-              if isinstance(f, fwd.Ping)]
+    [ping] = [f for f in decode_stream((FLUENTBIT / f"{mode}.conn0.c2s.bin").read_bytes()) if isinstance(f, fwd.Ping)]
     captured_pong = _plain(next(m for m in msgs if m["kind"] == "PONG")["msg"])
-    ok, reason, pong = fwd.check_ping(ping, nonce=nonce, auth_salt=b"", shared_key=b"secret",
-                                      self_hostname=captured_pong[3].encode())
+    ok, reason, pong = fwd.check_ping(
+        ping, nonce=nonce, auth_salt=b"", shared_key=b"secret", self_hostname=captured_pong[3].encode()
+    )
     assert ok, reason
     import msgpack
+
     assert msgpack.unpackb(pong) == captured_pong
 
 
 def test_fluent_bit_wrong_key_is_refused():
     doc = json.loads((FLUENTBIT / "m11_shared_key_mismatch.json").read_text())
     helo = _plain(next(m for m in doc["messages"] if m["conn"] == 0 and m["kind"] == "HELO")["msg"])
-    [ping] = [f for f in decode_stream((FLUENTBIT / "m11_shared_key_mismatch.conn0.c2s.bin").read_bytes())
-              if isinstance(f, fwd.Ping)]
-    ok, reason, pong = fwd.check_ping(ping, nonce=helo[1]["nonce"], auth_salt=b"", shared_key=b"secret",
-                                      self_hostname=b"capture-server")
+    [ping] = [
+        f
+        for f in decode_stream((FLUENTBIT / "m11_shared_key_mismatch.conn0.c2s.bin").read_bytes())
+        if isinstance(f, fwd.Ping)
+    ]
+    ok, reason, pong = fwd.check_ping(
+        ping, nonce=helo[1]["nonce"], auth_salt=b"", shared_key=b"secret", self_hostname=b"capture-server"
+    )
     assert not ok and reason == "shared_key mismatch"
 
 
@@ -144,10 +155,14 @@ def test_fluentd_session_decodes_and_handshake_and_ack_match(session):
     # The handshake with the captured nonce and auth salt: the captured PONG, byte for byte.
     helo = _plain(msgs["HELO"]["decoded"])
     assert fwd.helo(helo[1]["nonce"], helo[1]["auth"]) == bytes.fromhex(msgs["HELO"]["raw_hex"])
-    ok, reason, pong = fwd.check_ping(ping, nonce=helo[1]["nonce"], auth_salt=helo[1]["auth"],
-                                      shared_key=doc["shared_key"].encode(),
-                                      self_hostname=doc["server_hostname"].encode(),
-                                      users={b"": b""})
+    ok, reason, pong = fwd.check_ping(
+        ping,
+        nonce=helo[1]["nonce"],
+        auth_salt=helo[1]["auth"],
+        shared_key=doc["shared_key"].encode(),
+        self_hostname=doc["server_hostname"].encode(),
+        users={b"": b""},
+    )
     assert ok, reason
     assert pong == bytes.fromhex(msgs["PONG"]["raw_hex"])
     # The ack echoes Fluentd's chunk (base64 ending in "\n") byte for byte.
@@ -161,7 +176,7 @@ def test_fluentd_raw_connections_decode_whole_and_bytewise():
         d = fwd.ForwardDecoder()
         bytewise = []
         for i in range(0, len(data)):
-            bytewise += d.feed(data[i:i + 1], NOW)
+            bytewise += d.feed(data[i : i + 1], NOW)
         assert [type(f) for f in whole] == [type(f) for f in bytewise]
         batches = [f for f in whole if isinstance(f, fwd.EventBatch)]
         assert batches and all(b.count > 0 and not b.skipped for b in batches)
