@@ -1,11 +1,11 @@
 # The two commands of the quick start:
 #   make run    installs the agent in .venv and runs it on conf/agent.toml
-#   make test   installs the agent, the test tools and the npm client, then runs every test
+#   make test   installs the agent, the test tools and the npm client, runs make lint, then every test
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test node bench bench-hive bench-tail bench-mirrors check clean
+.PHONY: run test lint install install-test node bench bench-hive bench-tail bench-mirrors check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,14 @@ run: install
 check: install
 	$(BIN)/hive-agent check -c conf/agent.toml
 
-test: install-test
+test: install-test lint
 	$(BIN)/python -m pytest -q
+
+# ruff (lint and format) and mypy, as configured in pyproject.toml; make test runs it first.
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/forward_ingest.py

@@ -23,16 +23,16 @@ import signal
 import time
 from pathlib import Path
 
+from agent.component import Input
 from agent.config import AgentConfig
 from agent.deadletter import DeadLetterStore
-from agent.filters import build_filters
 from agent.ingest import Ingest
-from agent.inputs import build_input
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
 from agent.log import Summary
 from agent.metrics import Monitor
 from agent.paths import DataPaths
+from agent.registry import FILTERS, INPUTS
 from agent.replay import ReplayIngest
 from agent.supervisor import DeliveryProcess
 
@@ -76,8 +76,9 @@ class App:
         )
         self.cursors = CursorStore(self.paths.cursors)
         self.deadletters = DeadLetterStore(self.paths.deadletter)
-        self.ingest = Ingest(self.journal, build_filters(cfg.filters, self.paths.root), self.deadletters)
-        self.inputs = [build_input(i, self.ingest, self.paths.root) for i in cfg.inputs]
+        filters = [(f.match, FILTERS[f.type].build(f, self.paths.root)) for f in cfg.filters]
+        self.ingest = Ingest(self.journal, filters, self.deadletters)
+        self.inputs: list[Input] = [INPUTS[i.type].build(i, self.ingest, self.paths.root) for i in cfg.inputs]
         self.deliveries = [
             DeliveryProcess(self.config_path, group)
             for group in range(min(cfg.agent.delivery_processes, max(1, len(cfg.outputs))))
@@ -195,7 +196,7 @@ class App:
 
     def _pinned_positions(self) -> list[Position]:
         """What inputs still need to read back (the tail input's markers after its last checkpoint)."""
-        pins = (getattr(i, "pinned_position", lambda: None)() for i in self.inputs)
+        pins = (i.pinned_position() for i in self.inputs)
         return [p for p in pins if p is not None]
 
     def _collect(self) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from agent import __version__, secrets
 from agent.errors import ConfigError
-from agent.secrets import redact_url
 
 DEFAULT_CONFIG = "conf/agent.toml"
 
@@ -63,30 +62,9 @@ def cmd_check(path: str) -> int:
     j = a.journal
     print(f"config {path}: OK")
     print(f"data_dir {a.data_dir}  journal: fsync={j.fsync} segment_bytes={j.segment_bytes} max_bytes={j.max_bytes}")
-    for i in cfg.inputs:
-        if i.type == "tail":
-            tag = i.tag + (f" (tag_regex {i.tag_regex})" if i.tag_regex else "")
-            print(f"input  {i.name}: tail {' '.join(i.path)} tag {tag}")
-            continue
-        extra = []
-        if i.shared_key:
-            extra.append("shared_key")
-        if i.tls_cert:
-            extra.append("tls")
-        if i.unix_path:
-            extra.append(f"unix {i.unix_path}")
-        print(f"input  {i.name}: {i.type} {i.bind}:{i.port}" + (f" ({', '.join(extra)})" if extra else ""))
-    for f in cfg.filters:
-        print(f"filter {f.name}: {f.type} match {f.match!r}")
-    for o in cfg.outputs:
-        where = f" path {o.path}" if o.type == "file" else ""
-        if o.type == "forward":
-            where = " to " + ", ".join(f"{s.host}:{s.port}" for s in o.servers)
-        elif o.type == "http":
-            where = f" to {redact_url(o.url.rstrip('/'))}/v1/server-recv"
-        elif o.type in ("appsflyer", "wisetracker", "naver"):
-            where = f" to {redact_url(o.endpoint)} for {len(o.apps) or 'every'} app{'s' if len(o.apps) != 1 else ''}"
-        print(f"output {o.name}: {o.type} match {o.match!r}{where}")
+    for kind, items in (("input ", cfg.inputs), ("filter", cfg.filters), ("output", cfg.outputs)):
+        for item in items:
+            print(f"{kind} {item.name}: {item.describe()}")
     return 0
 
 
@@ -149,7 +127,7 @@ def cmd_deadletter(args) -> int:
         )
         return 2
     n, spool = store.take_for_replay(args.output, args.reason)
-    if not n:
+    if spool is None:
         print(f"no dead letters of {args.output}" + (f" with reason containing {args.reason!r}" if args.reason else ""))
         return 0
     print(

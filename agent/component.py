@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from agent.journal.cursor import Position
+
+
+Entries = TypeVar("Entries", list[Any], bytes)
 
 
 class SendResult(enum.Enum):
@@ -82,10 +89,12 @@ class TagBatch:
         self._entries = entries
 
     @property
-    def entries(self) -> list:
+    def entries(self) -> list[Any]:
         if self._entries is None:
             from agent.render import decode_entries
 
+            if self.payload is None:
+                raise ValueError("a TagBatch holds entries or a payload")
             self._entries = decode_entries(self.payload)[1]
         return self._entries
 
@@ -116,18 +125,52 @@ class Output:
 
 
 @dataclass(slots=True)
-class Filtered:
+class Filtered(Generic[Entries]):
     """What a filter made of a batch (see agent/ingest.py).
 
-    ``entries``: the ``[time, record]`` entries to journal (from ``apply_batch``: packed, ``count`` of
-    them). ``on_durable(True)`` is called once they are durable, ``on_durable(False)`` if they never
-    will be. ``refused``: records the filter does not pass on, each with its reason; they are
-    dead-lettered under the filter's name."""
+    ``entries``: the ``[time, record]`` entries to journal: a list from ``apply``, packed bytes
+    (``count`` of them) from ``apply_batch``. ``on_durable(True)`` is called once they are durable,
+    ``on_durable(False)`` if they never will be. ``refused``: records the filter does not pass on,
+    each with its reason; they are dead-lettered under the filter's name."""
 
-    entries: list | bytes
+    entries: Entries
     count: int = 0
     on_durable: Callable[[bool], None] | None = None
     refused: list[DeadRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One figure a component reports for /metrics: the metric family (agent/metrics.py names
+    them), the values of that family's own labels after the component's, and the value."""
+
+    family: str
+    value: float
+    labels: tuple[str, ...] = ()
+
+
+class Input:
+    """Reads events from outside and hands them to the ingest step (agent/ingest.py)."""
+
+    name: str
+    listening: list[str]  # what it listens on or reads, for the ready line
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self, timeout: float) -> None:
+        pass
+
+    def pinned_position(self) -> Position | None:
+        """The oldest journal position this input may still read back (its markers), or None."""
+        return None
+
+    def received(self) -> tuple[int, int]:
+        """(events, bytes) taken in so far."""
+        raise NotImplementedError
+
+    def readings(self) -> Iterable[Reading]:
+        return ()
 
 
 class Filter:
@@ -135,9 +178,16 @@ class Filter:
 
     name: str
 
-    def apply(self, tag: str, entries: list) -> Filtered:
+    def emitted(self) -> int | None:
+        """Events passed on so far, where the filter counts them."""
+        return None
+
+    def readings(self) -> Iterable[Reading]:
+        return ()
+
+    def apply(self, tag: str, entries: list[Any]) -> Filtered[list[Any]]:
         raise NotImplementedError
 
-    def apply_batch(self, tag: str, entries: bytes, count: int) -> Filtered | None:
+    def apply_batch(self, tag: str, entries: bytes, count: int) -> Filtered[bytes] | None:
         """The whole batch as packed bytes, for a filter that can; None: call ``apply``."""
         return None

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import msgpack
 import msgspec
@@ -126,7 +127,7 @@ def run_filters(
         if done is not None:
             return done.entries, done.count, done.on_durable, _refused_by([(filters[0], done)])
     pairs = _decode(entries, count)  # [[EventTime ext, record], ...]
-    results = []
+    results: list[tuple[Filter, Filtered[list[Any]]]] = []
     for f in filters:
         result = f.apply(tag, pairs)
         results.append((f, result))
@@ -134,7 +135,7 @@ def run_filters(
     return _encode(pairs), len(pairs), _all_of([r.on_durable for _, r in results]), _refused_by(results)
 
 
-def _refused_by(results: list[tuple[Filter, Filtered]]) -> Refused:
+def _refused_by(results: Sequence[tuple[Filter, Filtered[list[Any]] | Filtered[bytes]]]) -> Refused:
     return {f.name: r.refused for f, r in results if r.refused}
 
 

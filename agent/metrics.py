@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from agent.component import Reading
 from agent.journal.cursor import Position
 from agent.secrets import scrub
 
@@ -69,7 +71,7 @@ class Monitor:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.bind, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self.runner.addresses[0][1]  # the port the system chose for port = 0
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -138,6 +140,7 @@ class Monitor:
         cfg = self.app.cfg
         plugins = []
         for inp in self.app.inputs:
+            events, size = inp.received()
             plugins.append(
                 {
                     "plugin_id": inp.name,
@@ -145,13 +148,12 @@ class Monitor:
                     "type": inp.cfg.type,
                     "output_plugin": False,
                     "retry_count": None,
-                    "emit_records": inp.stats["records"],
-                    "emit_size": inp.stats["bytes"],
+                    "emit_records": events,
+                    "emit_size": size,
                     "config": _config(inp.cfg),
                 }
             )
         for f_cfg, f in zip(cfg.filters, self.app.ingest.filters):
-            stats = getattr(f, "stats", {})
             plugins.append(
                 {
                     "plugin_id": f_cfg.name,
@@ -159,7 +161,7 @@ class Monitor:
                     "type": f_cfg.type,
                     "output_plugin": False,
                     "retry_count": None,
-                    "emit_records": stats.get("valid"),
+                    "emit_records": f.emitted(),
                     "config": _config(f_cfg),
                 }
             )
@@ -201,67 +203,74 @@ def _config(model) -> dict:
     return orjson.loads(scrub(orjson.dumps(model.model_dump(mode="json")).decode()))
 
 
+_PER_COMPONENT = ["component", "kind", "type"]
+
+
+def _component_families() -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
+    """The families components report into (agent.component.Reading names them), labelled by the
+    component's name, kind and type, or (_BY_NAME) by its name alone, then the reading's own labels."""
+    c, g = CounterMetricFamily, GaugeMetricFamily
+    every = _PER_COMPONENT
+    return {
+        "received": c("hive_agent_component_received_events", "Events received", labels=every),
+        "received_bytes": c("hive_agent_component_received_bytes", "Bytes received", labels=every),
+        "sent": c("hive_agent_component_sent_events", "Events delivered", labels=every),
+        "retries": c("hive_agent_component_retries", "Send attempts retried", labels=every),
+        "dead_lettered": c("hive_agent_component_dead_lettered_events", "Events dead-lettered", labels=every),
+        "discarded": c("hive_agent_component_discarded_events", "Events not passed on", labels=every + ["reason"]),
+        "errors": c("hive_agent_component_errors", "Errors", labels=every + ["reason"]),
+        "invalid": c(
+            "hive_agent_invalid_events", "Invalid records by field and rule", labels=["component", "field", "rule"]
+        ),
+        "dedup_hits": c("hive_agent_dedup_hits", "Duplicate purchases dropped", labels=["component"]),
+        "normalization_warnings": c(
+            "hive_agent_normalization_warnings", "Records passed on with a warning", labels=["component"]
+        ),
+        "tail_files": g("hive_agent_tail_files", "Files a tail input has open", labels=["component"]),
+        "tail_rotations": c(
+            "hive_agent_tail_rotations", "Files rotated away (renamed or deleted)", labels=["component"]
+        ),
+        "tail_truncations": c("hive_agent_tail_truncations", "Files truncated and read again", labels=["component"]),
+        "tail_invalid_utf8": c(
+            "hive_agent_tail_invalid_utf8_lines", "Lines whose invalid UTF-8 was replaced", labels=["component"]
+        ),
+    }
+
+
+# Families labelled by the component's name alone.
+_BY_NAME = {
+    "invalid",
+    "dedup_hits",
+    "normalization_warnings",
+    "tail_files",
+    "tail_rotations",
+    "tail_truncations",
+    "tail_invalid_utf8",
+}
+
+
+def _add_readings(families: dict, component: list[str], readings: Iterable[Reading]) -> None:
+    for r in readings:
+        own = component[:1] if r.family in _BY_NAME else component
+        families[r.family].add_metric([*own, *r.labels], r.value)
+
+
 class _Collector:
     def __init__(self, monitor: Monitor):
         self.monitor = monitor
 
     def collect(self):
         app = self.monitor.app
-        labels = ["component", "kind", "type"]
-        received = CounterMetricFamily("hive_agent_component_received_events", "Events received", labels=labels)
-        received_bytes = CounterMetricFamily("hive_agent_component_received_bytes", "Bytes received", labels=labels)
-        sent = CounterMetricFamily("hive_agent_component_sent_events", "Events delivered", labels=labels)
-        retries = CounterMetricFamily("hive_agent_component_retries", "Send attempts retried", labels=labels)
-        dead = CounterMetricFamily("hive_agent_component_dead_lettered_events", "Events dead-lettered", labels=labels)
-        discarded = CounterMetricFamily(
-            "hive_agent_component_discarded_events", "Events not passed on", labels=labels + ["reason"]
-        )
-        errors = CounterMetricFamily("hive_agent_component_errors", "Errors", labels=labels + ["reason"])
-        invalid = CounterMetricFamily(
-            "hive_agent_invalid_events", "Invalid records by field and rule", labels=["component", "field", "rule"]
-        )
-        dedup = CounterMetricFamily("hive_agent_dedup_hits", "Duplicate purchases dropped", labels=["component"])
-        warned = CounterMetricFamily(
-            "hive_agent_normalization_warnings", "Records passed on with a warning", labels=["component"]
-        )
-        tail_files = GaugeMetricFamily("hive_agent_tail_files", "Files a tail input has open", labels=["component"])
-        tail_rotations = CounterMetricFamily(
-            "hive_agent_tail_rotations", "Files rotated away (renamed or deleted)", labels=["component"]
-        )
-        tail_truncations = CounterMetricFamily(
-            "hive_agent_tail_truncations", "Files truncated and read again", labels=["component"]
-        )
-        tail_invalid_utf8 = CounterMetricFamily(
-            "hive_agent_tail_invalid_utf8_lines", "Lines whose invalid UTF-8 was replaced", labels=["component"]
-        )
+        families = _component_families()
         for inp in app.inputs:
-            st, lv = inp.stats, [inp.name, "input", inp.cfg.type]
-            received.add_metric(lv, st["records"])
-            received_bytes.add_metric(lv, st["bytes"])
-            if inp.cfg.type == "forward":
-                discarded.add_metric(lv + ["invalid_entry"], st["skipped_records"])
-                discarded.add_metric(lv + ["not_logs"], st["discarded_records"])
-                errors.add_metric(lv + ["protocol"], st["protocol_errors"])
-                errors.add_metric(lv + ["auth"], st["auth_failures"])
-            elif inp.cfg.type == "tail":
-                dead.add_metric(lv, st["lines_dead_lettered"])
-                errors.add_metric(lv + ["read"], st["read_errors"])
-                tail_files.add_metric([inp.name], len(inp.files))
-                tail_rotations.add_metric([inp.name], st["rotations"])
-                tail_truncations.add_metric([inp.name], st["truncations"])
-                tail_invalid_utf8.add_metric([inp.name], st["invalid_utf8_lines"])
+            component = [inp.name, "input", inp.cfg.type]
+            events, size = inp.received()
+            families["received"].add_metric(component, events)
+            families["received_bytes"].add_metric(component, size)
+            _add_readings(families, component, inp.readings())
         for f_cfg, f in zip(app.cfg.filters, app.ingest.filters):
-            st = getattr(f, "stats", None)
-            if not st:
-                continue
-            lv = [f_cfg.name, "filter", f_cfg.type]
-            received.add_metric(lv, st.get("valid", 0) + st.get("invalid", 0))
-            dead.add_metric(lv, st.get("invalid", 0))
-            discarded.add_metric(lv + ["duplicate"], st.get("duplicates", 0))
-            dedup.add_metric([f_cfg.name], st.get("duplicates", 0))
-            warned.add_metric([f_cfg.name], st.get("warnings", 0))
-            for (fld, rule), n in st.get("invalid_by_rule", {}).items():
-                invalid.add_metric([f_cfg.name, fld, rule], n)
+            _add_readings(families, [f_cfg.name, "filter", f_cfg.type], f.readings())
+        received, sent, retries, dead = (families[k] for k in ("received", "sent", "retries", "dead_lettered"))
         snap = self.monitor.delivery()
         outputs = snap.get("outputs", {})
         pending = GaugeMetricFamily(
@@ -293,31 +302,11 @@ class _Collector:
             age.add_metric([o_cfg.name], max(0.0, (now - oldest) / 1e9) if oldest else 0.0)
             retrying.add_metric([o_cfg.name], 1 if out.get("retrying") else 0)
             paused.add_metric([o_cfg.name], 1 if out.get("paused") else 0)
-            if o_cfg.type in ("appsflyer", "wisetracker", "naver"):
-                for what, n in out.get("output_stats", {}).items():
-                    mirror.add_metric([o_cfg.name, what], n)
+            for what, n in out.get("output_stats", {}).items():  # the vendor mirrors' counters
+                mirror.add_metric([o_cfg.name, what], n)
         journal = app.journal
-        yield from (
-            received,
-            received_bytes,
-            sent,
-            retries,
-            dead,
-            discarded,
-            errors,
-            invalid,
-            dedup,
-            warned,
-            pending,
-            age,
-            retrying,
-            paused,
-            mirror,
-            tail_files,
-            tail_rotations,
-            tail_truncations,
-            tail_invalid_utf8,
-        )
+        yield from families.values()
+        yield from (pending, age, retrying, paused, mirror)
         yield GaugeMetricFamily("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
         yield GaugeMetricFamily("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
         yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)

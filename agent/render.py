@@ -28,13 +28,13 @@ _NS = 1_000_000_000
 _EVENT_TIME = struct.Struct(">II")
 
 
-def _ext_hook(code: int, data: bytes):
+def _ext_hook(code: int, data: memoryview) -> object:
     if code == EVENT_TIME_EXT and len(data) == 8:
         return unpack_event_time(data)
     return other_ext(code, data)
 
 
-def other_ext(code: int, data) -> object:
+def other_ext(code: int, data: bytes | memoryview) -> object:
     """An ext value other than EventTime, as a record holds it. msgpack's ExtType takes only the
     application codes 0-127; a reserved negative one (a sender's, or a flipped byte) is kept as
     the same {"ext", "data"} the JSON renderers write."""
@@ -128,12 +128,12 @@ def _enc_hook(value):
 class LineRenderer:
     """Renders journal batches as JSON lines."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         stamps: dict[int, str] = {}
 
         unpack = _EVENT_TIME.unpack
 
-        def time_hook(code: int, data: bytes):
+        def time_hook(code: int, data: memoryview) -> object:
             if code != EVENT_TIME_EXT or len(data) != 8:
                 return other_ext(code, data)
             seconds, nanos = unpack(data)

@@ -81,7 +81,7 @@ class DeliveryProcess:
 
     async def _supervise(self) -> None:
         backoff = 0.5
-        while not self._stopping:
+        while not self._stopping and self.proc is not None:
             code = await self.proc.wait()
             if self._stopping:
                 return

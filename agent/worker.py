@@ -31,8 +31,8 @@ from agent.delivery import OutputRunner
 from agent.fsutil import atomic_write
 from agent.journal.cursor import CursorStore
 from agent.log import Summary
-from agent.outputs import build_output
 from agent.paths import DataPaths
+from agent.registry import OUTPUTS
 from agent.render import allow_deep_records
 
 log = logging.getLogger("agent.worker")
@@ -70,7 +70,7 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int
     cursors = CursorStore(paths.cursors)
     deadletters = DeadLetterStore(paths.deadletter)
     configs = cfg.delivery_group(group)
-    outputs = [build_output(o, paths.root) for o in configs]
+    outputs = [OUTPUTS[o.type].build(o, paths.root) for o in configs]
     for out in outputs:
         await out.start()
     runners = [OutputRunner(o_cfg, out, paths.journal, cursors, deadletters) for o_cfg, out in zip(configs, outputs)]

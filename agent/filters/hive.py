@@ -16,37 +16,74 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
-from agent.component import Filter, Filtered
-from agent.filters.dedup import DedupStore
+from agent.component import Filter, Filtered, Reading
+from agent.config.types import Duration, FilterConfigBase, MatchPattern
+from agent.filters.dedup import DedupStore, Key
 from agent.hive.fast_path import encode_batch, try_fast_batch
 from agent.hive.purchase_log import normalize
-from agent.hive.records import is_refund, with_extra
+from agent.hive.records import REFUND_VALUES, is_refund, with_extra
+from agent.paths import file_name
 from agent.protocol.forward import unpack_event_time
 
 log = logging.getLogger("agent.filter.hive")
 
 
+class HiveFilterConfig(FilterConfigBase):
+    """Normalize purchase records to the Hive purchase_log spec (agent/hive/purchase_log.py)."""
+
+    type: Literal["hive"]
+    match: MatchPattern = "ha2union.game.*.purchase_log"
+    # strict: every spec violation dead-letters the record; otherwise (the default) it is
+    # kept as sent and warned, and the mirrors refuse what they cannot send.
+    strict: bool = False
+    # A purchase (app_id, transaction_id, refund) seen within this window is delivered once; 0 turns it off.
+    dedup_window: Duration = 7 * 86400.0
+    # The field that marks a record as the refund of a purchase (same transaction_id).
+    refund_field: str = "refund"
+    refund_values: list[Any] = list(REFUND_VALUES)
+
+
+@dataclass(slots=True)
+class HiveStats:
+    valid: int = 0  # passed on
+    invalid: int = 0  # refused (strict), dead-lettered
+    warnings: int = 0  # passed on with a finding
+    duplicates: int = 0
+    invalid_by_rule: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+
+
 class HiveFilter(Filter):
-    def __init__(self, cfg, dedup: DedupStore | None = None):
+    def __init__(self, cfg: HiveFilterConfig, dedup: DedupStore | None = None):
         self.name = cfg.name
         self.strict = cfg.strict
         self.refund_field = cfg.refund_field
         self.refund_values = tuple(cfg.refund_values)
         self.dedup = dedup
-        self.stats = {
-            "valid": 0,
-            "invalid": 0,
-            "warnings": 0,
-            "duplicates": 0,
-            "invalid_by_rule": collections.Counter(),
-        }
+        self.stats = HiveStats()
 
-    def apply(self, tag: str, entries: list) -> Filtered:
+    def emitted(self) -> int:
+        return self.stats.valid
+
+    def readings(self) -> Iterable[Reading]:
+        st = self.stats
+        yield Reading("received", st.valid + st.invalid)
+        yield Reading("dead_lettered", st.invalid)
+        yield Reading("discarded", st.duplicates, ("duplicate",))
+        yield Reading("dedup_hits", st.duplicates)
+        yield Reading("normalization_warnings", st.warnings)
+        for (fld, rule), n in st.invalid_by_rule.items():
+            yield Reading("invalid", n, (fld, rule))
+
+    def apply(self, tag: str, entries: list[Any]) -> Filtered[list[Any]]:
         normalized = []
         rejected = []
         warned = 0
-        by_rule = self.stats["invalid_by_rule"]
+        by_rule = self.stats.invalid_by_rule
         for time_ext, record in entries:
             if not isinstance(record, dict):
                 continue
@@ -59,10 +96,10 @@ class HiveFilter(Filter):
                 rejected.append((tag, _ns(time_ext), record, "; ".join(str(p) for p in result.errors)))
                 continue
             normalized.append([time_ext, with_extra(result.record, result.extra)])
-        self.stats["valid"] += len(normalized)
-        self.stats["warnings"] += warned
+        self.stats.valid += len(normalized)
+        self.stats.warnings += warned
         if rejected:
-            self.stats["invalid"] += len(rejected)
+            self.stats.invalid += len(rejected)
             log.warning(
                 "filter %s: tag %s: %d of %d records invalid, dead-lettered (first: %s)",
                 self.name,
@@ -73,47 +110,47 @@ class HiveFilter(Filter):
             )
         if self.dedup is None:
             return Filtered(normalized, refused=rejected)
-        kept = self._dedup(tag, normalized, [self._key(r) for _, r in normalized])
+        kept = self._dedup(self.dedup, tag, normalized, [self._key(r) for _, r in normalized])
         kept.refused = rejected
         return kept
 
-    def apply_batch(self, tag: str, entries: bytes, count: int) -> Filtered | None:
+    def apply_batch(self, tag: str, entries: bytes, count: int) -> Filtered[bytes] | None:
         """The whole batch at once when every record is already canonical and valid
         (agent/hive/fast_path.py); None sends it the per-record way."""
         pairs = try_fast_batch(entries, count, tag)
         if pairs is None:
             return None
-        self.stats["valid"] += len(pairs)
+        self.stats.valid += len(pairs)
         if self.dedup is None:
             return Filtered(encode_batch(pairs), len(pairs))
         # An entry of this path has no field outside the spec, so no refund flag.
         kept = self._dedup(
-            tag, pairs, [(r.app_id, r.transaction_id, False) if r.transaction_id else None for _, r in pairs]
+            self.dedup,
+            tag,
+            pairs,
+            [(r.app_id, r.transaction_id, False) if r.transaction_id else None for _, r in pairs],
         )
-        kept.count = len(kept.entries)
-        kept.entries = encode_batch(kept.entries)
-        return kept
+        return Filtered(encode_batch(kept.entries), len(kept.entries), kept.on_durable)
 
-    def _key(self, record: dict):
+    def _key(self, record: dict[str, Any]) -> Key | None:
         """(app_id, transaction_id, refund), or None when the record has no usable key."""
         app, txn = record.get("app_id"), record.get("transaction_id")
         if not (isinstance(app, str) and isinstance(txn, str) and txn):
             return None  # lenient mode keeps such a record: it is not anybody's duplicate
         return app, txn, is_refund(record, self.refund_field, self.refund_values)
 
-    def _dedup(self, tag: str, entries: list, keys: list) -> Filtered:
+    def _dedup(self, dedup: DedupStore, tag: str, entries: list[Any], keys: list[Key | None]) -> Filtered[list[Any]]:
         """The entries that are nobody's duplicate; their keys stay reserved until the
         ingest step says whether the entries reached the journal."""
-        dedup = self.dedup
         known = dedup.committed([k for k in keys if k is not None])
         kept = []
-        reserved = []
+        reserved: list[Key] = []
         for entry, key in zip(entries, keys):
             if key is None:
                 kept.append(entry)
                 continue
             if key in known or key in dedup.pending:
-                self.stats["duplicates"] += 1
+                self.stats.duplicates += 1
                 continue
             dedup.reserve(key)
             reserved.append(key)
@@ -142,3 +179,10 @@ def _ns(time_ext) -> int:
     if data is not None:
         return unpack_event_time(data)
     return int(time_ext) * 1_000_000_000
+
+
+def build(cfg: HiveFilterConfig, data_dir: Path) -> HiveFilter:
+    dedup = None
+    if cfg.dedup_window > 0:
+        dedup = DedupStore(Path(data_dir) / "state" / f"dedup-{file_name(cfg.name)}.sqlite", cfg.dedup_window)
+    return HiveFilter(cfg, dedup)

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Literal
+
 from agent.component import Filter, Filtered
+from agent.config.types import FilterConfigBase
+
+
+class RecordTransformerConfig(FilterConfigBase):
+    """Fluentd's record_transformer, the static part: set and remove keys."""
+
+    type: Literal["record_transformer"]
+    record: dict[str, Any] = {}
+    remove_keys: list[str] = []
 
 
 class RecordTransformer(Filter):
-    def __init__(self, cfg):
+    def __init__(self, cfg: RecordTransformerConfig):
         self.name = cfg.name
         self.record = dict(cfg.record)
         self.remove_keys = list(cfg.remove_keys)
 
-    def apply(self, tag: str, entries: list) -> Filtered:
+    def apply(self, tag: str, entries: list[Any]) -> Filtered[list[Any]]:
         for _time, r in entries:
             r.update(self.record)
             for k in self.remove_keys:
                 r.pop(k, None)
         return Filtered(entries)
+
+
+def build(cfg: RecordTransformerConfig, data_dir: Path) -> RecordTransformer:
+    return RecordTransformer(cfg)

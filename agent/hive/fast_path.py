@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Annotated, Any, Literal, Optional
 
@@ -56,7 +57,7 @@ def _canonical_type(f: spec.Field) -> Any:
     return Annotated[str, Meta(**meta)] if meta else str
 
 
-def _canonical_fields() -> list[tuple]:
+def _canonical_fields() -> list[tuple[Any, ...]]:
     required, optional = [], []
     for f in spec.FIELDS:
         t = _canonical_type(f)
@@ -87,7 +88,7 @@ def _real_time(t: str) -> bool:
 
 _ADVISED = {f.name: f for f in spec.ADVISED_FIELDS}
 # Pattern of each canonical field, checked per distinct value (cached) on the batch path.
-_PATTERNS: dict[str, re.Pattern] = {}  # filled below, once Canonical exists
+_PATTERNS: dict[str, re.Pattern[str]] = {}  # filled below, once Canonical exists
 
 
 def _value_ok(name: str, value: Any) -> bool:
@@ -129,7 +130,9 @@ def _nothing_to_say(rec: Any, tag: str) -> bool:
     return spec.category_rule(rec.category, tag)[1] is None
 
 
-def try_fast(record: dict, tag: str, *, in_place: bool = False, new_guid=None) -> Normalized | None:
+def try_fast(
+    record: dict[str, Any], tag: str, *, in_place: bool = False, new_guid: Callable[[], str] | None = None
+) -> Normalized | None:
     """The normalized record if ``record`` is already canonical and valid, else None.
 
     With ``in_place`` the record itself becomes the normalized one (no copy): for
@@ -153,7 +156,7 @@ def try_fast(record: dict, tag: str, *, in_place: bool = False, new_guid=None) -
             record = dict(record)
         record["guid"] = new_guid()
     try:
-        canonical = msgspec.convert(record, Canonical)
+        canonical: Any = msgspec.convert(record, Canonical)  # a struct made at run time: no static fields
     except msgspec.ValidationError:
         canonical = None
     if canonical is None or not _nothing_to_say(canonical, tag):
@@ -222,7 +225,7 @@ def _pattern_of(t: Any) -> str | None:
 
 
 def _entry_struct() -> type:
-    fields = []
+    fields: list[tuple[Any, ...]] = []
     for f in msgspec.structs.fields(Canonical):
         t = _without_pattern(f.type)
         if f.required:
@@ -237,30 +240,30 @@ def _entry_struct() -> type:
 CanonicalEntry = _entry_struct()
 _PATTERNS.update(
     {
-        f.name: re.compile(_pattern_of(f.type))
+        f.name: re.compile(pattern)
         for f in msgspec.structs.fields(Canonical)
-        if _pattern_of(f.type) and f.name != "category"
+        if (pattern := _pattern_of(f.type)) and f.name != "category"
     }
 )  # category: category_rule
 # The per-record path's struct has checked the patterns already.
 _RECORD_CHECKED = ("purchase_time", *_ADVISED)
 _BATCH_CHECKED = tuple(dict.fromkeys((*_PATTERNS, *_ADVISED)))
-_batch_decoder = msgspec.msgpack.Decoder(list[tuple[msgspec.msgpack.Ext, CanonicalEntry]])
+_batch_decoder = msgspec.msgpack.Decoder(list[tuple[msgspec.msgpack.Ext, CanonicalEntry]])  # type: ignore[valid-type]
 _batch_encoder = msgspec.msgpack.Encoder()
 _UNSET = msgspec.UNSET
 
 
-def _column(recs: list, name: str) -> set:
+def _column(recs: list[Any], name: str) -> set[Any]:
     values = set(map(attrgetter(name), recs))
     values.discard(_UNSET)
     values.discard(None)
     return values
 
 
-def try_fast_batch(entries: bytes, count: int, tag: str) -> list | None:
+def try_fast_batch(entries: bytes, count: int, tag: str) -> list[Any] | None:
     """[(time Ext, CanonicalEntry)] when every entry is canonical and valid, else None."""
     try:
-        pairs = _batch_decoder.decode(b"\xdd" + count.to_bytes(4, "big") + entries)
+        pairs: list[Any] = _batch_decoder.decode(b"\xdd" + count.to_bytes(4, "big") + entries)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     recs = [rec for _, rec in pairs]
@@ -288,6 +291,6 @@ def try_fast_batch(entries: bytes, count: int, tag: str) -> list | None:
     return pairs
 
 
-def encode_batch(pairs: list) -> bytes:
+def encode_batch(pairs: list[Any]) -> bytes:
     """Concatenated msgpack entries (no array header) of (time Ext, CanonicalEntry) pairs."""
     return array_items(_batch_encoder.encode(pairs))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, Optional
 
@@ -107,7 +108,7 @@ _RULES = {
 }
 
 
-def _problem_of(err: dict, value: Any) -> Problem:
+def _problem_of(err: Mapping[str, Any], value: Any) -> Problem:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     rule = "type" if isinstance(value, bool) else _RULES.get(kind, "type")
@@ -128,7 +129,12 @@ def _problem_of(err: dict, value: Any) -> Problem:
 
 
 def normalize(
-    record: dict, tag: str, *, strict: bool = False, new_guid=lambda: uuid.uuid4().hex, in_place: bool = False
+    record: dict[str, Any],
+    tag: str,
+    *,
+    strict: bool = False,
+    new_guid: Callable[[], str] = lambda: uuid.uuid4().hex,
+    in_place: bool = False,
 ) -> Normalized:
     """Normalize one purchase record to the spec. Never raises for bad data: reports it.
 
@@ -139,7 +145,7 @@ def normalize(
     return normalize_slow(record, tag, strict=strict, new_guid=new_guid)
 
 
-def _spec_names(record: dict, advisories: list[Problem]) -> tuple[dict, dict]:
+def _spec_names(record: dict[str, Any], advisories: list[Problem]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a record into the spec's fields (by the spec's names) and the rest."""
     if spec.SPEC_SET.issuperset(record):
         return dict(record), {}  # the common case: already spelled as the spec spells it
@@ -169,7 +175,7 @@ def _spec_names(record: dict, advisories: list[Problem]) -> tuple[dict, dict]:
     return out, extra
 
 
-def _times(out: dict, violations: list[Problem], advisories: list[Problem]) -> None:
+def _times(out: dict[str, Any], violations: list[Problem], advisories: list[Problem]) -> None:
     """purchase_time and timezone (agent/hive/times.py): only a missing timezone means KST."""
     tz = out.get("timezone")
     offset = None
@@ -198,7 +204,9 @@ def _times(out: dict, violations: list[Problem], advisories: list[Problem]) -> N
         out["timezone"] = KST
 
 
-def normalize_slow(record: dict, tag: str, *, strict: bool = False, new_guid=lambda: uuid.uuid4().hex) -> Normalized:
+def normalize_slow(
+    record: dict[str, Any], tag: str, *, strict: bool = False, new_guid: Callable[[], str] = lambda: uuid.uuid4().hex
+) -> Normalized:
     """The model's way, for every record: maps, coerces, validates, and explains every problem."""
     violations: list[Problem] = []
     advisories: list[Problem] = []

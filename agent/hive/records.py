@@ -23,17 +23,17 @@ EXTRA_KEY = "_extra"
 EXTRA_MARKER = b"\xa6_extra"  # EXTRA_KEY as a msgpack fixstr: a payload without it holds no extras
 KeyStyle = Literal["raw", "snake", "camel"]
 KEY_STYLES: tuple[str, ...] = ("raw", "snake", "camel")
-REFUND_VALUES: tuple = (True, 1, "1", "Y", "y", "true")
+REFUND_VALUES: tuple[Any, ...] = (True, 1, "1", "Y", "y", "true")
 
 
-def with_extra(record: dict, extra: dict) -> dict:
+def with_extra(record: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """The journaled form: the spec's fields, and the rest under EXTRA_KEY."""
     if extra:
         record[EXTRA_KEY] = extra
     return record
 
 
-def field_of(record: dict, name: str) -> Any:
+def field_of(record: dict[str, Any], name: str) -> Any:
     """A field of a journaled record, from the spec's fields or else from the extras."""
     value = record.get(name)
     if value is None:
@@ -43,7 +43,9 @@ def field_of(record: dict, name: str) -> Any:
     return value
 
 
-def is_refund(record: dict, refund_field: str = "refund", refund_values: tuple = REFUND_VALUES) -> bool:
+def is_refund(
+    record: dict[str, Any], refund_field: str = "refund", refund_values: tuple[Any, ...] = REFUND_VALUES
+) -> bool:
     """Does the sender mark this record as the refund of a purchase (same transaction_id)?"""
     value = field_of(record, refund_field)
     return value is not None and value in refund_values

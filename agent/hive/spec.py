@@ -52,7 +52,7 @@ class Field:
     name: str
     kind: Kind
     length: int | None = None  # string(n) / varchar(n): at most n characters
-    values: tuple | None = None  # a closed enumeration
+    values: tuple[Any, ...] | None = None  # a closed enumeration
     pattern: str | None = None  # the format the seed describes
     required: bool = True  # the seed's 필수여부 "Y"
     mirror: bool = False  # the vendor mirrors cannot send a purchase without it
@@ -244,7 +244,7 @@ def user_problem(uid: Any, extra_uid: Any) -> Problem | None:
     return None
 
 
-def missing_required(record: dict) -> list[str]:
+def missing_required(record: dict[str, Any]) -> list[str]:
     """Required fields that are absent (or null where null means nothing), in the seed's order."""
     missing = []
     for name in REQUIRED:

@@ -63,7 +63,8 @@ def parse_purchase_time(value: object, record_offset: timedelta | None) -> tuple
     text = value.strip()
     m = _PLAIN_TIME.fullmatch(text)
     if m:
-        datetime(*map(int, m.groups()))  # a real date and time? (ValueError names what is not)
+        year, month, day, hour, minute, second = map(int, m.groups())
+        datetime(year, month, day, hour, minute, second)  # a real date and time? (ValueError names what is not)
         return text, None
     if not _ISO_TIME.fullmatch(text):
         raise ValueError("not 'yyyy-mm-dd hh:mm:ss' nor an ISO 8601 date-time with a time part")

@@ -30,9 +30,25 @@ import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, cast
 
 import msgpack
+from pydantic import Field, model_validator
 
+from agent.component import Input, Reading
+from agent.config.types import (
+    Duration,
+    InputConfigBase,
+    Interval,
+    Secret,
+    Size,
+    Strict,
+    check_readable,
+    check_tls_pair,
+)
 from agent.errors import ProtocolError
 from agent.ingest import Ingest
 from agent.log import Summary, peer_text
@@ -52,8 +68,77 @@ FD_RESERVE = 128  # descriptors kept for the journal, the monitor, the delivery 
 SWEEP_INTERVAL = 1.0  # seconds between checks of frame and idle deadlines
 
 
-class ForwardInput:
-    def __init__(self, cfg, ingest: Ingest):
+class User(Strict):
+    username: str
+    password: Secret
+
+
+class ForwardInputConfig(InputConfigBase):
+    """Fluentd's in_forward: TCP (and TLS), a unix socket, the UDP heartbeat."""
+
+    type: Literal["forward"]
+    bind: str = "0.0.0.0"
+    port: int = Field(24224, ge=0, le=65535)
+    unix_path: Path | None = None
+    udp_heartbeat: bool = True
+    shared_key: Secret | None = None
+    self_hostname: str = Field(default_factory=socket.gethostname)
+    users: list[User] = []
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # when set, clients must present a certificate signed by it
+    max_frame_size: Annotated[Size, Field(ge=1024)] = 16 * 1024 * 1024
+    max_decompressed_size: Annotated[Size, Field(ge=1024)] = 64 * 1024 * 1024
+    source_address_key: str | None = None
+    source_hostname_key: str | None = None
+    max_inflight_frames: int = Field(8, ge=1)
+    # With shared_key: a connection that has not authenticated by then is closed.
+    handshake_timeout: Interval = 10.0
+    # Bounds on what peers can hold: connections at once (also kept under the open-file limit),
+    # the time a started frame has to complete (a 1 byte/s sender), the time a connection may stay
+    # silent (0: for ever, as Fluentd), and the bytes of incomplete frames across all connections.
+    max_connections: int = Field(4096, ge=1)
+    frame_timeout: Interval = 60.0
+    idle_timeout: Duration = 3600.0
+    max_buffered_bytes: Annotated[Size, Field(ge=1024)] = 256 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _tls_and_users(self) -> ForwardInputConfig:
+        check_tls_pair(self.tls_cert, self.tls_key)
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_ca needs tls_cert and tls_key")
+        if self.users and self.shared_key is None:
+            raise ValueError("users need shared_key (the handshake carries them)")
+        check_readable(tls_cert=self.tls_cert, tls_key=self.tls_key, tls_ca=self.tls_ca)
+        return self
+
+    def listens_on(self) -> tuple[str, int] | None:
+        return (self.bind, self.port) if self.port else None
+
+    def describe(self) -> str:
+        extra = [w for w, on in (("shared_key", self.shared_key), ("tls", self.tls_cert)) if on]
+        if self.unix_path:
+            extra.append(f"unix {self.unix_path}")
+        return f"forward {self.bind}:{self.port}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+@dataclass(slots=True)
+class ForwardStats:
+    connections: int = 0
+    refused_connections: int = 0
+    frames: int = 0
+    records: int = 0
+    bytes: int = 0
+    skipped_records: int = 0  # invalid entries
+    discarded_records: int = 0  # entries of a fluent_signal other than logs
+    protocol_errors: int = 0
+    auth_failures: int = 0
+    acks: int = 0
+    heartbeats: int = 0
+
+
+class ForwardInput(Input):
+    def __init__(self, cfg: ForwardInputConfig, ingest: Ingest):
         self.cfg = cfg
         self.name = cfg.name
         self.ingest = ingest
@@ -69,20 +154,20 @@ class ForwardInput:
         self.max_connections = _connection_limit(cfg.max_connections)
         self.buffered_total = 0  # bytes of incomplete frames across the connections
         self._sweeper: asyncio.Task | None = None
-        self.stats = {
-            "connections": 0,
-            "frames": 0,
-            "records": 0,
-            "bytes": 0,
-            "skipped_records": 0,
-            "discarded_records": 0,
-            "protocol_errors": 0,
-            "acks": 0,
-            "heartbeats": 0,
-            "auth_failures": 0,
-            "refused_connections": 0,
-        }
+        self.stats = ForwardStats()
         self.journal.on_room(self._resume_all)
+
+    def received(self) -> tuple[int, int]:
+        return self.stats.records, self.stats.bytes
+
+    def readings(self) -> Iterable[Reading]:
+        st = self.stats
+        return (
+            Reading("discarded", st.skipped_records, ("invalid_entry",)),
+            Reading("discarded", st.discarded_records, ("not_logs",)),
+            Reading("errors", st.protocol_errors, ("protocol",)),
+            Reading("errors", st.auth_failures, ("auth",)),
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -178,13 +263,14 @@ class ForwardInput:
 
 
 class ForwardConnection(asyncio.Protocol):
+    transport: asyncio.Transport  # from connection_made, asyncio's first call
+
     def __init__(self, server: ForwardInput):
         self.server = server
         self.cfg = server.cfg
         self.decoder = fwd.ForwardDecoder(
             max_frame_size=self.cfg.max_frame_size, max_decompressed_size=self.cfg.max_decompressed_size
         )
-        self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.peer_host = "?"  # repeated failures are summarized per host, whatever the port
         self.inflight: deque[tuple[asyncio.Future, bytes | None]] = deque()
@@ -208,17 +294,17 @@ class ForwardConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if len(self.server.connections) >= self.server.max_connections:
             self.peer_host = peer[0] if isinstance(peer, tuple) else "unix"
             self.peer = _hostport(peer[0], peer[1]) if isinstance(peer, tuple) else "unix socket"
-            self.server.stats["refused_connections"] += 1
+            self.server.stats.refused_connections += 1
             self.abort(f"{self.server.max_connections} connections already (max_connections)")
             return
         self.server.connections.add(self)
-        self.server.stats["connections"] += 1
+        self.server.stats.connections += 1
         if isinstance(peer, tuple):
             self.peer = _hostport(peer[0], peer[1])
             self.peer_host = peer[0]
@@ -232,7 +318,7 @@ class ForwardConnection(asyncio.Protocol):
         if self.cfg.source_hostname_key and isinstance(peer, tuple):
             # Reverse DNS only when asked, and without blocking the loop: hold
             # the connection's frames until the name is known.
-            transport.pause_reading()
+            self.transport.pause_reading()
             self.paused = True
             self._held = []  # bytes that arrive before the name is known wait here
             # Keep a reference: the loop holds tasks only weakly.
@@ -240,7 +326,7 @@ class ForwardConnection(asyncio.Protocol):
         if not self.authenticated:
             self.nonce = os.urandom(16)
             self.auth_salt = os.urandom(16)
-            transport.write(fwd.helo(self.nonce, self.auth_salt))
+            self.transport.write(fwd.helo(self.nonce, self.auth_salt))
             self._preauth = bytearray()
             self._handshake_timer = asyncio.get_running_loop().call_later(
                 self.cfg.handshake_timeout, self._handshake_expired
@@ -248,7 +334,7 @@ class ForwardConnection(asyncio.Protocol):
 
     def _handshake_expired(self) -> None:
         if not self.authenticated:
-            self.server.stats["auth_failures"] += 1
+            self.server.stats.auth_failures += 1
             self.abort(f"no handshake within handshake_timeout ({self.cfg.handshake_timeout:g}s)")
 
     def _before_handshake(self, data: bytes) -> None:
@@ -257,11 +343,11 @@ class ForwardConnection(asyncio.Protocol):
         buf = self._preauth
         buf += data
         if not any(prefix.startswith(bytes(buf[: len(prefix)])) for prefix in PING_PREFIXES):
-            self.server.stats["protocol_errors"] += 1
+            self.server.stats.protocol_errors += 1
             self.abort("sent something other than PING before the handshake (shared_key is set)")
             return
         if len(buf) > PREAUTH_LIMIT:
-            self.server.stats["protocol_errors"] += 1
+            self.server.stats.protocol_errors += 1
             self.abort(f"PING larger than {PREAUTH_LIMIT} bytes")
             return
         framer = msgpack.Unpacker(raw=True, max_buffer_size=PREAUTH_LIMIT * 2)
@@ -271,7 +357,7 @@ class ForwardConnection(asyncio.Protocol):
         except msgpack.OutOfData:
             return  # the rest of the PING is on its way
         except (ValueError, msgpack.UnpackException) as exc:
-            self.server.stats["protocol_errors"] += 1
+            self.server.stats.protocol_errors += 1
             self.abort(f"invalid PING: {exc}")
             return
         end = framer.tell()
@@ -280,12 +366,16 @@ class ForwardConnection(asyncio.Protocol):
         try:
             ping = fwd.parse_frame(ping_bytes, time.time_ns(), PREAUTH_LIMIT)
         except ProtocolError as exc:
-            self.server.stats["protocol_errors"] += 1
+            self.server.stats.protocol_errors += 1
             self.abort(exc.reason)
+            return
+        if not isinstance(ping, fwd.Ping):  # _before_handshake passes on PING bytes only
+            self.abort("sent something other than PING before the handshake (shared_key is set)")
             return
         self._handle_ping(ping)
         if self.authenticated:
-            self._handshake_timer.cancel()
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
             if rest:
                 self.data_received(rest)
 
@@ -334,7 +424,7 @@ class ForwardConnection(asyncio.Protocol):
         if self._held is not None:  # pause_reading may not stop a read already under way
             self._held.append(data)
             return
-        self.server.stats["bytes"] += len(data)
+        self.server.stats.bytes += len(data)
         self.last_data = time.monotonic()
         if not self.authenticated:
             self._before_handshake(data)
@@ -342,7 +432,7 @@ class ForwardConnection(asyncio.Protocol):
         try:
             raw = self.decoder.split(data)
         except ProtocolError as exc:
-            self.server.stats["protocol_errors"] += 1
+            self.server.stats.protocol_errors += 1
             self.abort(exc.reason)
             return
         if self._count_buffered(self.decoder.buffered):
@@ -371,7 +461,7 @@ class ForwardConnection(asyncio.Protocol):
             self._handle(parsed)
         if self.inflight:
             self._check_pressure()
-        if self._eof and self._done_after_eof() and self.transport is not None:
+        if self._eof and self._done_after_eof():
             self.transport.close()
 
     def _parsed(self, future: asyncio.Future) -> None:
@@ -388,7 +478,7 @@ class ForwardConnection(asyncio.Protocol):
         self._next_frames()
 
     def _undecodable(self, exc: BaseException) -> None:
-        self.server.stats["protocol_errors"] += 1
+        self.server.stats.protocol_errors += 1
         self.abort(exc.reason if isinstance(exc, ProtocolError) else f"undecodable bytes: {type(exc).__name__}: {exc}")
 
     def eof_received(self):
@@ -412,7 +502,7 @@ class ForwardConnection(asyncio.Protocol):
     def _handle(self, frame) -> None:
         stats = self.server.stats
         if isinstance(frame, fwd.Heartbeat):
-            stats["heartbeats"] += 1
+            stats.heartbeats += 1
             return
         if isinstance(frame, fwd.Ping):
             self._handle_ping(frame)
@@ -420,9 +510,9 @@ class ForwardConnection(asyncio.Protocol):
         if not self.authenticated:
             self.abort("sent events before the handshake (shared_key is set)")
             return
-        stats["frames"] += 1
+        stats.frames += 1
         if frame.skipped:
-            stats["skipped_records"] += len(frame.skipped)
+            stats.skipped_records += len(frame.skipped)
             log.warning(
                 "input %s: peer %s: tag %s: skipped %d invalid entries: %s%s",
                 self.server.name,
@@ -433,7 +523,7 @@ class ForwardConnection(asyncio.Protocol):
                 f" (+{len(frame.skipped) - 1} more)" if len(frame.skipped) > 1 else "",
             )
         if frame.signal != fwd.SIGNAL_LOGS:
-            stats["discarded_records"] += frame.count
+            stats.discarded_records += frame.count
             log.warning(
                 "input %s: peer %s: tag %s: discarded %d entries of fluent_signal %d (only logs are kept)",
                 self.server.name,
@@ -445,7 +535,7 @@ class ForwardConnection(asyncio.Protocol):
             self._ack_now(frame.chunk)
             return
         entries, count = frame.entries, frame.count
-        stats["records"] += count
+        stats.records += count
         if count and (self.cfg.source_address_key or self.cfg.source_hostname_key):
             entries = self._inject_source(entries)
         try:
@@ -482,13 +572,13 @@ class ForwardConnection(asyncio.Protocol):
             if chunk is not None:
                 self._write_ack(chunk)
         self.maybe_resume()
-        if self._done_after_eof() and self.transport is not None:
+        if self._done_after_eof():
             self.transport.close()
 
     def _write_ack(self, chunk: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if not self.transport.is_closing():
             self.transport.write(fwd.ack_bytes(chunk))
-            self.server.stats["acks"] += 1
+            self.server.stats.acks += 1
 
     def _handle_ping(self, ping: fwd.Ping) -> None:
         if self.server.shared_key is None or self.authenticated:
@@ -506,7 +596,7 @@ class ForwardConnection(asyncio.Protocol):
         if ok:
             self.authenticated = True
             return
-        self.server.stats["auth_failures"] += 1
+        self.server.stats.auth_failures += 1
         held = self.server.failures.should_log((self.peer_host, "auth"))
         if held is not None:
             log.warning(
@@ -558,8 +648,6 @@ class ForwardConnection(asyncio.Protocol):
     def finish(self) -> None:
         """Shutdown: read nothing more; close once the in-flight frames are acked."""
         self.closing = True
-        if self.transport is None:
-            return
         if not self.inflight:
             self.transport.close()
         else:
@@ -569,7 +657,7 @@ class ForwardConnection(asyncio.Protocol):
                 pass
 
     def abort(self, reason: str) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.transport.is_closing():
             self.closing = True
             return
         held = self.server.failures.should_log((self.peer_host, re.sub(r"\d+", "N", reason)[:60]))
@@ -588,16 +676,17 @@ class ForwardConnection(asyncio.Protocol):
 class _HeartbeatProtocol(asyncio.DatagramProtocol):
     """Fluentd's UDP heartbeat: any small datagram is answered with one NUL byte."""
 
+    transport: asyncio.DatagramTransport
+
     def __init__(self, server: ForwardInput):
         self.server = server
-        self.transport = None
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) <= UDP_HEARTBEAT_MAX:
-            self.server.stats["heartbeats"] += 1
+            self.server.stats.heartbeats += 1
             self.transport.sendto(b"\x00", addr)
 
 
@@ -625,3 +714,7 @@ def _loopback(bind: str) -> bool:
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def build(cfg: ForwardInputConfig, ingest: Ingest, data_dir: Path) -> ForwardInput:
+    return ForwardInput(cfg, ingest)

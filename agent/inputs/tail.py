@@ -39,15 +39,23 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import errno
 import glob
 import logging
 import os
 import re
 import stat
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
+from pydantic import BeforeValidator, field_validator, model_validator
+
+from agent.component import Input, Reading
+from agent.config.types import Duration, InputConfigBase, Interval, Size
 from agent.ingest import Ingest, Refused, when_both
 from agent.inputs.tail_position import (
     FINGERPRINT_BYTES,
@@ -60,7 +68,7 @@ from agent.inputs.tail_position import (
 )
 from agent.journal.cursor import Position
 from agent.paths import file_name
-from agent.protocol.jsonlines import LineSplitter, parse_each, parse_lines, to_entries
+from agent.protocol.jsonlines import LineSplitter, TooLong, parse_each, parse_lines, to_entries
 
 log = logging.getLogger("agent.input.tail")
 logging.getLogger("watchfiles").setLevel(logging.WARNING)
@@ -101,7 +109,9 @@ class Watched:
 
     __slots__ = ("key", "path", "tag", "fd", "splitter", "read_pos", "pos", "away_since", "gone", "generation")
 
-    def __init__(self, key: FileKey, path: str, tag: str, fd: int, offset: int, max_line_size: int, pos: FilePosition):
+    def __init__(
+        self, key: FileKey, path: str, tag: str, fd: int | None, offset: int, max_line_size: int, pos: FilePosition
+    ):
         self.key = key
         self.path = path
         self.tag = tag
@@ -113,9 +123,91 @@ class Watched:
         self.gone = False  # deleted: read to the end, then close at once
         self.generation = 0  # counts truncations: a batch read before one must not move the position after it
 
+    def descriptor(self) -> int:
+        """The open file's descriptor (a closed file is never read)."""
+        if self.fd is None:
+            raise OSError(errno.EBADF, f"{self.path} is closed")
+        return self.fd
 
-class TailInput:
-    def __init__(self, cfg, ingest: Ingest, data_dir: Path):
+
+_TAG_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _str_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class TailInputConfig(InputConfigBase):
+    """Fluentd's in_tail, for JSON-lines files. Defaults follow Fluentd, except
+    ``max_line_size`` (bounded here) and the position file (always kept)."""
+
+    type: Literal["tail"]
+    path: Annotated[list[str], BeforeValidator(_str_list)]
+    exclude_path: Annotated[list[str], BeforeValidator(_str_list)] = []
+    tag: str
+    # Named groups taken from the path fill {name} in tag, as Fluent Bit's Tag_Regex does.
+    tag_regex: str | None = None
+    read_from_head: bool = False
+    follow_inodes: bool = False
+    rotate_wait: Duration = 5.0
+    refresh_interval: Interval = 60.0
+    # Every watched file is stat'ed this often. inotify reports changes at once; this is the safety
+    # net for what it misses (network file systems, a full event queue). Fluentd's watch timer is 1s;
+    # 3s keeps a thousand idle files under 1% of a core.
+    stat_interval: Interval = 3.0
+    max_line_size: Size = 1024 * 1024
+    read_bytes_limit: Size = 256 * 1024  # parsed a read at a time; 1MiB reads measured no faster
+    path_key: str | None = None
+    pos_file: Path | None = None  # default: <data_dir>/tail/<name>.pos.json
+
+    @field_validator("path")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one path pattern is needed")
+        for p in value:
+            if not os.path.isabs(p):
+                raise ValueError(f"{p!r}: path patterns must be absolute")
+        return value
+
+    def describe(self) -> str:
+        regex = f" (tag_regex {self.tag_regex})" if self.tag_regex else ""
+        return f"tail {' '.join(self.path)} tag {self.tag}{regex}"
+
+    @model_validator(mode="after")
+    def _tag_fields(self) -> TailInputConfig:
+        fields = set(_TAG_FIELD.findall(self.tag))
+        groups: set[str] = set()
+        if self.tag_regex is not None:
+            try:
+                groups = set(re.compile(self.tag_regex).groupindex)
+            except re.error as exc:
+                raise ValueError(f"tag_regex: {exc}") from None
+        missing = fields - groups
+        if missing:
+            raise ValueError(
+                f"tag {self.tag!r} uses {{{', '.join(sorted(missing))}}} but tag_regex has no such named group"
+            )
+        if self.max_line_size < 16 or self.read_bytes_limit < 4096:
+            raise ValueError("max_line_size must be at least 16 bytes and read_bytes_limit at least 4KiB")
+        return self
+
+
+@dataclass(slots=True)
+class TailStats:
+    records: int = 0
+    bytes: int = 0
+    lines_dead_lettered: int = 0
+    invalid_utf8_lines: int = 0
+    rotations: int = 0
+    truncations: int = 0
+    files_opened: int = 0
+    files_closed: int = 0
+    read_errors: int = 0
+
+
+class TailInput(Input):
+    def __init__(self, cfg: TailInputConfig, ingest: Ingest, data_dir: Path):
         self.cfg = cfg
         self.name = cfg.name
         self.ingest = ingest
@@ -141,18 +233,22 @@ class TailInput:
         self._pos_changed = False
         self._tasks: set[asyncio.Task] = set()
         self._roots: set[str] = set()
-        self.stats = {
-            "records": 0,
-            "bytes": 0,
-            "lines_dead_lettered": 0,
-            "invalid_utf8_lines": 0,
-            "rotations": 0,
-            "truncations": 0,
-            "files_opened": 0,
-            "files_closed": 0,
-            "read_errors": 0,
-        }
+        self.stats = TailStats()
         journal.on_room(self._wake.set)
+
+    def received(self) -> tuple[int, int]:
+        return self.stats.records, self.stats.bytes
+
+    def readings(self) -> Iterable[Reading]:
+        st = self.stats
+        return (
+            Reading("dead_lettered", st.lines_dead_lettered),
+            Reading("errors", st.read_errors, ("read",)),
+            Reading("tail_files", len(self.files)),
+            Reading("tail_rotations", st.rotations),
+            Reading("tail_truncations", st.truncations),
+            Reading("tail_invalid_utf8", st.invalid_utf8_lines),
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -251,7 +347,7 @@ class TailInput:
             self._check_truncated(w)
             data = os.pread(w.fd, limit, w.read_pos)
         except OSError as exc:
-            self.stats["read_errors"] += 1
+            self.stats.read_errors += 1
             log.error("input %s: file %s: read failed at offset %d: %s", self.name, w.path, w.read_pos, exc)
             return False
         if not data:
@@ -265,11 +361,11 @@ class TailInput:
 
     def _check_truncated(self, w: Watched) -> None:
         """copytruncate: smaller than what was read, or other first bytes → read again from 0."""
-        size = os.fstat(w.fd).st_size
+        size = os.fstat(w.descriptor()).st_size
         if size >= w.read_pos:
             if size == w.read_pos or not self._rewritten(w):
                 return
-        self.stats["truncations"] += 1
+        self.stats.truncations += 1
         log.info(
             "input %s: file %s was truncated (size %d, read up to %d); reading it again from the start",
             self.name,
@@ -291,12 +387,12 @@ class TailInput:
 
     def _rewritten(self, w: Watched) -> bool:
         consumed = w.splitter.consumed
-        if consumed and os.pread(w.fd, 1, consumed - 1) != b"\n":
+        if consumed and os.pread(w.descriptor(), 1, consumed - 1) != b"\n":
             return True
         fp_len = w.pos.fp_len
-        return bool(fp_len) and fingerprint(os.pread(w.fd, fp_len, 0)) != w.pos.fp
+        return bool(fp_len) and fingerprint(os.pread(w.descriptor(), fp_len, 0)) != w.pos.fp
 
-    def _emit(self, w: Watched, start: int, lines: list) -> None:
+    def _emit(self, w: Watched, start: int, lines: bytes | list[bytes | TooLong]) -> None:
         now = time.time_ns()
         parsed = parse_lines(lines, start)
         try:
@@ -306,7 +402,7 @@ class TailInput:
             entries = self._entries(w, parsed.records, now)
         refused = self._refused(w, parsed.bad, now) if parsed.bad else None
         if parsed.invalid_utf8:
-            self.stats["invalid_utf8_lines"] += parsed.invalid_utf8
+            self.stats.invalid_utf8_lines += parsed.invalid_utf8
             log.warning(
                 "input %s: file %s: %d lines with invalid UTF-8 before offset %d (replaced with U+FFFD)",
                 self.name,
@@ -315,8 +411,8 @@ class TailInput:
                 w.splitter.consumed,
             )
         count = len(parsed.records)
-        self.stats["records"] += count
-        self.stats["bytes"] += w.splitter.consumed - start
+        self.stats.records += count
+        self.stats.bytes += w.splitter.consumed - start
         try:
             # No await between the two: the lines and their marker share one journal group.
             lines_written = self.ingest.submit(w.tag, entries, count, refused=refused)
@@ -347,7 +443,7 @@ class TailInput:
         consumed = w.splitter.consumed
         fp_len, fp = w.pos.fp_len, w.pos.fp
         if fp_len < FINGERPRINT_BYTES and consumed > fp_len:
-            head = os.pread(w.fd, min(FINGERPRINT_BYTES, consumed), 0)
+            head = os.pread(w.descriptor(), min(FINGERPRINT_BYTES, consumed), 0)
             fp_len, fp = len(head), fingerprint(head)
         return FilePosition(w.path, consumed, fp_len, fp)
 
@@ -385,7 +481,7 @@ class TailInput:
     def _refused(self, w: Watched, bad: list, now: int) -> Refused:
         """Lines that are not records, for the ingest step to dead-letter under this input's name."""
         items = [(w.tag, now, {"file": w.path, "offset": b.offset, "line": b.text}, b.reason) for b in bad]
-        self.stats["lines_dead_lettered"] += len(items)
+        self.stats.lines_dead_lettered += len(items)
         first = bad[0]
         log.warning(
             "input %s: file %s offset %d: %s; dead-lettered%s",
@@ -430,7 +526,7 @@ class TailInput:
         if w.fd is not None:
             os.close(w.fd)
             w.fd = None
-            self.stats["files_closed"] += 1
+            self.stats.files_closed += 1
 
     # -- finding files -----------------------------------------------------
 
@@ -470,20 +566,20 @@ class TailInput:
             by_key.setdefault((st.st_dev, st.st_ino), path)
         now = time.monotonic()
         for key, w in self.files.items():
-            path = by_key.get(key)
-            if path == w.path:
+            found = by_key.get(key)
+            if found == w.path:
                 continue
-            if path is None and w.fd is not None and os.fstat(w.fd).st_nlink == 0:
+            if found is None and w.fd is not None and os.fstat(w.fd).st_nlink == 0:
                 w.gone = True
-            if path is not None and self.cfg.follow_inodes:
+            if found is not None and self.cfg.follow_inodes:
                 self._by_path.pop(w.path, None)
-                w.path = path  # the same file under its rotated name; its tag stays
-                self._by_path[path] = key
+                w.path = found  # the same file under its rotated name; its tag stays
+                self._by_path[found] = key
                 self._pos_changed = True
                 continue
             if w.away_since is None:
                 w.away_since = now
-                self.stats["rotations"] += 1
+                self.stats.rotations += 1
                 if self._by_path.get(w.path) == key:
                     del self._by_path[w.path]
                 log.info(
@@ -543,7 +639,7 @@ class TailInput:
         self._by_path[path] = key
         self._dirty[key] = None
         self._pos_changed = True
-        self.stats["files_opened"] += 1
+        self.stats.files_opened += 1
         log.info("input %s: following %s from offset %d as tag %s", self.name, path, offset, tag)
 
     def _stat_all(self) -> None:
@@ -631,3 +727,7 @@ def _after_last_newline(fd: int, size: int, max_line_size: int) -> int:
     if nl < 0:
         return 0 if back == size else size
     return size - back + nl + 1
+
+
+def build(cfg: TailInputConfig, ingest: Ingest, data_dir: Path) -> TailInput:
+    return TailInput(cfg, ingest, data_dir)

@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
@@ -61,10 +62,10 @@ class Journal:
         self._end = 0  # bytes in the current segment
         self._pending: list[bytes] = []
         self._taken = 0  # bytes of the group being written
-        self._waiters: list[asyncio.Future] = []
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task | None = None
-        self._syncer: asyncio.Task | None = None
+        self._waiters: list[asyncio.Future[Position]] = []
+        self._wake = asyncio.Event()  # bound to the loop at its first wait (Python >= 3.10)
+        self._writer: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
         self._closing = False
         self._broken: str | None = None
         self.write_error: str | None = None  # the last write's error, until a write succeeds (for /health)
@@ -99,7 +100,7 @@ class Journal:
         self._open_segment(last + 1)
 
     async def start(self) -> None:
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # this loop's
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="journal-writer")
         self._writer.add_done_callback(self._writer_done)
         if self.fsync == "interval":
@@ -118,7 +119,7 @@ class Journal:
 
     # -- appends ---------------------------------------------------------
 
-    def submit(self, tag: str, entries: bytes, count: int, target: str | None = None) -> asyncio.Future:
+    def submit(self, tag: str, entries: bytes, count: int, target: str | None = None) -> asyncio.Future[Position]:
         """Queue one batch (for every matching output, or only ``target``).
 
         The future resolves, with the journal position after the group that
@@ -156,7 +157,7 @@ class Journal:
                 self._write_all(data)
                 self._taken = 0
                 if self.fsync == "always":
-                    await loop.run_in_executor(None, os.fdatasync, self._fd)
+                    await loop.run_in_executor(None, os.fdatasync, self._segment_fd())
                     self.stats["fsyncs"] += 1
             except OSError as exc:
                 self._taken = 0
@@ -182,7 +183,7 @@ class Journal:
         view = memoryview(data)
         start = self._end
         while view:
-            n = os.write(self._fd, view)
+            n = os.write(self._segment_fd(), view)
             view = view[n:]
             self._end += n
         self._sizes[self._seq] = self._end
@@ -192,13 +193,18 @@ class Journal:
         """Cut the current segment back to its last whole record."""
         try:
             good = self._sizes.get(self._seq, HEADER_SIZE)
-            os.ftruncate(self._fd, good)
+            os.ftruncate(self._segment_fd(), good)
             self._end = good
         except OSError as exc:  # the next start's recovery cuts it instead
             log.error("journal: could not roll back segment %d: %s", self._seq, exc)
 
-    async def _roll(self, loop) -> None:
-        fd = self._fd
+    def _segment_fd(self) -> int:
+        if self._fd is None:
+            raise OSError(errno.EBADF, "no journal segment is open")
+        return self._fd
+
+    async def _roll(self, loop: asyncio.AbstractEventLoop) -> None:
+        fd = self._segment_fd()
         if self.fsync != "off":
             await loop.run_in_executor(None, os.fsync, fd)
         os.close(fd)
@@ -210,7 +216,7 @@ class Journal:
             await asyncio.sleep(self.fsync_interval)
             if self._fd is not None:
                 try:
-                    await loop.run_in_executor(None, os.fdatasync, self._fd)
+                    await loop.run_in_executor(None, os.fdatasync, self._segment_fd())
                     self.stats["fsyncs"] += 1
                 except OSError as exc:
                     self.write_error = exc.strerror or str(exc)
@@ -285,7 +291,7 @@ class Journal:
             os.close(self._fd)
             self._fd = None
 
-    def _writer_done(self, task: asyncio.Task) -> None:
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
         """The writer must never die silently: fail what waits on it, refuse new appends."""
         if task.cancelled() or task.exception() is None:
             return
@@ -297,6 +303,6 @@ class Journal:
                 w.set_exception(RuntimeError(self._broken))
 
 
-def _log_if_died(task: asyncio.Task) -> None:
+def _log_if_died(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("journal: task %s died: %r", task.get_name(), task.exception())

@@ -16,6 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from agent.journal.cursor import Position
 from agent.journal.record import HEADER_SIZE, Torn, is_filler, iter_records
@@ -36,7 +37,7 @@ class JournalReader:
         self.directory = Path(directory)
         self.position = position
         self.corrupt_skips = 0
-        self._file = None
+        self._file: BinaryIO | None = None
         self._file_seq = -1
 
     def start_position(self) -> Position:
@@ -45,15 +46,15 @@ class JournalReader:
 
     def read(self, max_bytes: int = 4 << 20) -> list[JournalRecord]:
         """Records from the current position, up to about ``max_bytes``; [] when caught up."""
-        if self.position is None:
-            self.position = self.start_position()
         while True:
-            records, moved = self._read_segment(max_bytes)
+            if self.position is None:
+                self.position = self.start_position()
+            records, moved = self._read_segment(self.position, max_bytes)
             if records or not moved:
                 return records
 
-    def _open(self, seq: int):
-        if self._file_seq != seq:
+    def _open(self, seq: int) -> BinaryIO:
+        if self._file is None or self._file_seq != seq:
             if self._file is not None:
                 self._file.close()
             self._file = open(segment_path(self.directory, seq), "rb")
@@ -72,9 +73,8 @@ class JournalReader:
                 return s
         return None
 
-    def _read_segment(self, max_bytes: int) -> tuple[list[JournalRecord], bool]:
-        """Read from the current segment; returns (records, moved to another segment)."""
-        pos = self.position
+    def _read_segment(self, pos: Position, max_bytes: int) -> tuple[list[JournalRecord], bool]:
+        """Read from the segment of ``pos`` (the current position); returns (records, moved to another segment)."""
         try:
             f = self._open(pos.segment)
         except FileNotFoundError:
@@ -97,7 +97,7 @@ class JournalReader:
             return [], True
         f.seek(offset)
         data = f.read(max_bytes)
-        records = []
+        records: list[JournalRecord] = []
         passed = offset  # past the records read and the fillers skipped
         try:
             for end, payload, appended_ns in iter_records(data, 0, base=offset):
@@ -106,9 +106,10 @@ class JournalReader:
                     records.append(JournalRecord(payload, Position(pos.segment, end), appended_ns))
         except Torn as torn:
             if not records and passed == offset:
-                records = self._after_torn(f, torn, offset, max_bytes)
-                if records is None:
+                after = self._after_torn(f, pos.segment, torn, offset)
+                if after is None:
                     return [], True
+                records = after
         if records:
             self.position = records[-1].next
         elif passed > offset:
@@ -116,7 +117,7 @@ class JournalReader:
             return [], True  # only fillers: read on
         return records, False
 
-    def _after_torn(self, f, torn: Torn, offset: int, max_bytes: int):
+    def _after_torn(self, f: BinaryIO, seq: int, torn: Torn, offset: int) -> list[JournalRecord] | None:
         """Nothing whole at ``offset``: a record bigger than max_bytes, a write in progress, or damage."""
         size = os.fstat(f.fileno()).st_size
         f.seek(offset)
@@ -124,19 +125,19 @@ class JournalReader:
         try:
             for end, payload, appended_ns in iter_records(data, 0, base=offset):
                 if is_filler(payload):
-                    self.position = Position(self.position.segment, end)
+                    self.position = Position(seq, end)
                     return None
-                return [JournalRecord(payload, Position(self.position.segment, end), appended_ns)]
+                return [JournalRecord(payload, Position(seq, end), appended_ns)]
         except Torn as again:
             torn = again
-        if self._newer_segment(self.position.segment) is None:
+        newer = self._newer_segment(seq)
+        if newer is None:
             return []  # still being written
         # Finished segment with a bad record: damage on disk. Skip the rest.
         self.corrupt_skips += 1
-        newer = self._newer_segment(self.position.segment)
         log.error(
             "journal: segment %d: %s at byte %d; skipping to segment %d",
-            self.position.segment,
+            seq,
             torn.reason,
             torn.offset,
             newer,

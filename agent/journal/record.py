@@ -28,6 +28,9 @@ from collections.abc import Iterator
 
 import msgpack
 
+# What the readers take: a segment read whole, a bytearray being repaired, or a view of either.
+Buffer = bytes | bytearray | memoryview
+
 MAGIC = b"HIVEJRNL"
 VERSION = 1
 SEGMENT_HEADER = struct.Struct(">8sHHI")
@@ -42,7 +45,7 @@ def segment_header() -> bytes:
     return SEGMENT_HEADER.pack(MAGIC, VERSION, 0, 0)
 
 
-def check_segment_header(data: bytes) -> str | None:
+def check_segment_header(data: Buffer) -> str | None:
     """None if ``data`` starts with a valid header, else the reason."""
     if len(data) < HEADER_SIZE:
         return "segment header is truncated"
@@ -65,9 +68,9 @@ def batch_payload(tag: str, entries: bytes, count: int, target: str | None = Non
     A batch for one output only (a dead-letter replay) is ``[tag, target, [entries]]``:
     the target sits before the entries so every reader finds both without decoding.
     """
-    head = msgpack.packb(tag)
+    head: bytes = msgpack.packb(tag)
     if target is not None:
-        head = head + msgpack.packb(target)
+        head += msgpack.packb(target)
     return (b"\x93" if target is not None else b"\x92") + head + b"\xdd" + count.to_bytes(4, "big") + entries
 
 
@@ -87,7 +90,7 @@ MIN_FILLER = RECORD_OVERHEAD + 1
 _PLAUSIBLE_NS = (10**18, 10**19)
 
 
-def next_record_start(data: bytes, start: int) -> int | None:
+def next_record_start(data: bytes | bytearray, start: int) -> int | None:
     """The first offset after ``start`` (at least MIN_FILLER on) where a whole record checks
     out: a plausible header, a batch payload, and its checksum. None when there is none."""
     end = len(data)
@@ -121,7 +124,7 @@ def _whole_record_at(view: memoryview, pos: int, end: int) -> bool:
             return False
     except (IndexError, ValueError):
         return False
-    return zlib.crc32(payload, zlib.crc32(_APPENDED.pack(appended_ns))) == crc
+    return bool(zlib.crc32(payload, zlib.crc32(_APPENDED.pack(appended_ns))) == crc)
 
 
 class Torn(Exception):
@@ -133,7 +136,7 @@ class Torn(Exception):
         self.reason = reason
 
 
-def iter_records(data: bytes | memoryview, offset: int = 0, *, base: int = 0) -> Iterator[tuple[int, bytes, int]]:
+def iter_records(data: Buffer, offset: int = 0, *, base: int = 0) -> Iterator[tuple[int, bytes, int]]:
     """Yield ``(end_offset, payload, appended_ns)`` for each whole record from ``offset``.
 
     Offsets are relative to ``data`` plus ``base`` (the file offset of data[0]).
@@ -157,7 +160,7 @@ def iter_records(data: bytes | memoryview, offset: int = 0, *, base: int = 0) ->
         pos = stop
 
 
-def _str_span(payload: bytes, pos: int) -> tuple[int, int]:
+def _str_span(payload: Buffer, pos: int) -> tuple[int, int]:
     """(start, end) of the msgpack str whose header is at ``pos``."""
     b = payload[pos]
     if 0xA0 <= b <= 0xBF:
@@ -173,11 +176,11 @@ def _str_span(payload: bytes, pos: int) -> tuple[int, int]:
     return start, start + n
 
 
-def _tag_span(payload: bytes) -> tuple[int, int]:
+def _tag_span(payload: Buffer) -> tuple[int, int]:
     return _str_span(payload, 1)
 
 
-def _entries_header(payload: bytes) -> int:
+def _entries_header(payload: Buffer) -> int:
     """Offset of the array32 header of the entries."""
     _, end = _tag_span(payload)
     if payload[0] == 0x93:

@@ -14,7 +14,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.journal.record import HEADER_SIZE, Torn, check_segment_header, filler_record, iter_records, next_record_start
+from agent.journal.record import (
+    HEADER_SIZE,
+    Buffer,
+    Torn,
+    check_segment_header,
+    filler_record,
+    iter_records,
+    next_record_start,
+)
 
 log = logging.getLogger("agent.journal")
 
@@ -52,7 +60,7 @@ class SegmentRecovery:
 
 def recover_segment(path: Path, seq: int, quarantine: Path | None = None) -> SegmentRecovery:
     """Scan a segment: keep every whole record, set damaged bytes aside, cut a torn tail."""
-    data = path.read_bytes()
+    data: bytes | bytearray = path.read_bytes()
     bad_header = check_segment_header(data)
     if bad_header:
         if len(data) < HEADER_SIZE and not data.strip(b"\x00"):
@@ -97,7 +105,7 @@ def recover_segment(path: Path, seq: int, quarantine: Path | None = None) -> Seg
     return SegmentRecovery(seq, records, valid, cut, reason, moved, regions)
 
 
-def _set_aside(path: Path, data: bytes, start: int, stop: int, reason: str | None, quarantine: Path) -> None:
+def _set_aside(path: Path, data: Buffer, start: int, stop: int, reason: str | None, quarantine: Path) -> None:
     """Copy damaged bytes to the quarantine, then overwrite them in the segment with a filler."""
     quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
     kept = quarantine / f"{path.stem}.{start}-{stop}.bin"

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from math import isfinite
+from typing import Any
 
 import orjson
 
@@ -265,7 +266,7 @@ def appsflyer_event(p: Purchase, ids: dict, *, bundle_id: str | None = None) -> 
     }
     if p.product_id:
         value["af_content_id"] = p.product_id
-    body = {
+    body: dict[str, Any] = {
         "appsflyer_id": str(appsflyer_id),
         "eventName": "af_purchase",
         "eventValue": orjson.dumps(value).decode(),
@@ -367,11 +368,11 @@ def naver_event(items: list[Item], currency: str, fx_to_krw: dict[str, float]) -
     """
     if not items:
         raise Refused("invalid", "a purchase without items")
-    rate = None
+    rate: Decimal | None = None
     if currency not in NAVER_CURRENCIES:
-        rate = fx_to_krw.get(currency)
-        if rate is not None:
-            rate = Decimal(str(rate))
+        known = fx_to_krw.get(currency)
+        if known is not None:
+            rate = Decimal(str(known))
     body_items = []
     for item in items:
         pay, item_currency = item.pay_amount, currency
@@ -383,7 +384,7 @@ def naver_event(items: list[Item], currency: str, fx_to_krw: dict[str, float]) -
         if item.name:
             entry["name"] = item.name
         body_items.append(entry)
-    event = {"event": "inAppPurchase", "items": body_items}
+    event: dict[str, Any] = {"event": "inAppPurchase", "items": body_items}
     if currency == "KRW" or rate is not None:
         event["value"] = float(sum(Decimal(str(i["payAmount"])) for i in body_items))
     validate_naver(event)

@@ -13,20 +13,50 @@ Answers: 200 OK; timeouts, 429 and 5xx RETRY (a 5xx at most
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from agent.component import SendResult
+from agent.config.types import Duration
 from agent.mirrors.payloads import Purchase, Refused, appsflyer_cutoff, appsflyer_event, appsflyer_keeps_time
-from agent.outputs.mirror import Job, MirrorOutput, Request, json_request
+from agent.outputs.mirror import Job, MirrorOutput, MirrorOutputBase, Request, json_request
 
 AUTH_FAILURES = ("authenticat", "token", "app_id")  # 400 bodies that mean our credentials, not the event
+
+
+class AppsFlyerOutputConfig(MirrorOutputBase):
+    type: Literal["appsflyer"]
+    endpoint: str = "https://api3.appsflyer.com"
+    rate_limit: float | None = Field(900.0, gt=0)  # AppsFlyer: stay under 1,000 requests per second
+    max_event_age: Duration = 7 * 86400.0
+    server_errors_before_dead_letter: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _ios_ids(self) -> AppsFlyerOutputConfig:
+        for hive_app, app in self.apps.items():
+            if not app.app_id:
+                raise ValueError(f"apps.{hive_app}: app_id (the AppsFlyer app id) is required")
+            ios = ".ios." in hive_app or hive_app.endswith(".ios") or ".apple." in hive_app
+            if ios and not re.fullmatch(r"id\d+", app.app_id):
+                raise ValueError(
+                    f"apps.{hive_app}: iOS app_id {app.app_id!r} must be 'id' + digits "
+                    f"(AppsFlyer answers 200 and drops the event otherwise)"
+                )
+            if app.token is None:
+                raise ValueError(f"apps.{hive_app}: token_env, token_file or token is required")
+        return self
 
 
 class AppsFlyerOutput(MirrorOutput):
     vendor = "appsflyer"
 
-    def __init__(self, cfg, data_dir):
+    def __init__(self, cfg: AppsFlyerOutputConfig, data_dir: Path):
         super().__init__(cfg, data_dir)
+        self.cfg: AppsFlyerOutputConfig = cfg
         self.stats.update({"late": 0})
         self._server_errors: dict[tuple[str, str], int] = {}
 
@@ -64,3 +94,7 @@ class AppsFlyerOutput(MirrorOutput):
     def accepted(self, job: Job) -> None:
         if not appsflyer_keeps_time(job.purchase.time_utc, datetime.now(UTC)):
             self.stats["late"] += 1  # AppsFlyer stamps it with its arrival time
+
+
+def build(cfg: AppsFlyerOutputConfig, data_dir: Path) -> AppsFlyerOutput:
+    return AppsFlyerOutput(cfg, data_dir)

@@ -12,8 +12,12 @@ import asyncio
 import os
 import re
 from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator
 
 from agent.component import Outcome, Output, TagBatch, caused_by_records
+from agent.config.types import KeyStyle, OutputConfigBase
 from agent.hive.records import in_key_style
 from agent.render import LineRenderer
 
@@ -50,6 +54,23 @@ class PathTemplate:
                 self._cache.clear()
             self._cache[tag] = path
         return path
+
+
+class FileOutputConfig(OutputConfigBase):
+    type: Literal["file"]
+    # "{tag}" and "{tag[N]}" expand per event, e.g. "var/out/{tag}.jsonl".
+    path: str
+    fsync: bool = True
+    key_style: KeyStyle = "raw"
+
+    @field_validator("path")
+    @classmethod
+    def _path_template(cls, value: str) -> str:
+        PathTemplate(value)
+        return value
+
+    def destination(self) -> str:
+        return f"path {self.path}"
 
 
 class FileOutput(Output):
@@ -139,3 +160,7 @@ def _cut_torn_line(path: Path) -> None:
 def _sync_all(fds: list[int]) -> None:
     for fd in fds:
         os.fdatasync(fd)
+
+
+def build(cfg: FileOutputConfig, data_dir: Path) -> FileOutput:
+    return FileOutput(cfg.name, cfg.path, fsync=cfg.fsync, key_style=cfg.key_style)

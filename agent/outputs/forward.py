@@ -31,19 +31,79 @@ import asyncio
 import base64
 import logging
 import os
+import socket
 import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import msgpack
+from pydantic import Field, model_validator
 
 from agent.component import Outcome, Output, TagBatch
+from agent.config.types import (
+    Duration,
+    Interval,
+    KeyStyle,
+    OutputConfigBase,
+    Secret,
+    Size,
+    Strict,
+    check_tls_pair,
+)
 from agent.errors import ProtocolError
 from agent.hive.records import may_hold_extras, render
 from agent.journal.record import batch_count, batch_entries
 from agent.protocol import forward as fwd
 
 log = logging.getLogger("agent.output.forward")
+
+
+class ForwardServer(Strict):
+    host: str
+    port: int = Field(24224, ge=1, le=65535)
+    weight: int = Field(60, ge=1)
+    standby: bool = False
+
+
+class ForwardOutputConfig(OutputConfigBase):
+    """Fluentd out_forward to aggregators (the Hive collectors)."""
+
+    type: Literal["forward"]
+    servers: list[ForwardServer] = Field(min_length=1)
+    require_ack_response: bool = False
+    ack_response_timeout: Interval = 190.0
+    connect_timeout: Interval = 10.0
+    recover_wait: Duration = 10.0
+    keepalive: bool = True
+    compress: Literal["text", "gzip"] = "text"
+    heartbeat_type: Literal["transport", "udp", "none"] = "transport"
+    heartbeat_interval: Interval = 1.0
+    chunk_limit_records: int = Field(10_000, ge=1)
+    chunk_limit_size: Size = 8 * 1024 * 1024
+    shared_key: Secret | None = None
+    self_hostname: str = Field(default_factory=socket.gethostname)
+    username: str | None = None
+    password: Secret | None = None
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_verify: bool = True
+    tls_verify_hostname: bool = True
+    tls_cert: Path | None = None  # a client certificate, when the server asks for one
+    tls_key: Path | None = None
+    # "snake": the fields outside the Hive spec (kept by the hive filter for the mirrors) never reach the servers.
+    key_style: KeyStyle = "snake"
+
+    @model_validator(mode="after")
+    def _checks(self) -> ForwardOutputConfig:
+        check_tls_pair(self.tls_cert, self.tls_key)
+        if self.username and self.shared_key is None:
+            raise ValueError("username needs shared_key (the handshake carries it)")
+        return self
+
+    def destination(self) -> str:
+        return "to " + ", ".join(f"{s.host}:{s.port}" for s in self.servers)
 
 
 class SendError(Exception):
@@ -67,9 +127,15 @@ class _Server:
     def name(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, msgpack.Unpacker]:
+        """The open connection's reader, writer and reply unpacker."""
+        if self.reader is None or self.writer is None or self.unpacker is None:
+            raise SendError(f"{self.name}: not connected")
+        return self.reader, self.writer, self.unpacker
+
 
 class ForwardOutput(Output):
-    def __init__(self, cfg):
+    def __init__(self, cfg: ForwardOutputConfig):
         self.name = cfg.name
         self.cfg = cfg
         self.servers = [_Server(s.host, s.port, s.weight, s.standby) for s in cfg.servers]
@@ -245,7 +311,7 @@ class ForwardOutput(Output):
     async def _send_to(self, server: _Server, messages: list[bytes], chunks: list[str]) -> None:
         if server.writer is None or server.writer.is_closing():
             await self._connect(server)
-        writer = server.writer
+        _, writer, _ = server.streams()
         writer.write(b"".join(messages))
         await writer.drain()
         if self.cfg.require_ack_response:
@@ -257,16 +323,17 @@ class ForwardOutput(Output):
         if not self.cfg.keepalive:
             self._close(server)
 
-    async def _read(self, server: _Server, timeout: float):
+    async def _read(self, server: _Server, timeout: float) -> object:
+        reader, _, unpacker = server.streams()
         while True:
             try:
-                return next(server.unpacker)
+                return next(unpacker)
             except StopIteration:
                 pass
-            data = await asyncio.wait_for(server.reader.read(65536), timeout)
+            data = await asyncio.wait_for(reader.read(65536), timeout)
             if not data:
                 raise SendError("connection closed by the server")
-            server.unpacker.feed(data)
+            unpacker.feed(data)
 
     async def _connect(self, server: _Server) -> None:
         self._close(server)
@@ -279,37 +346,38 @@ class ForwardOutput(Output):
         server.reader, server.writer = reader, writer
         server.unpacker = msgpack.Unpacker(raw=False)
         if self.shared_key is not None:
-            await self._handshake(server)
+            await self._handshake(server, self.shared_key)
 
-    async def _handshake(self, server: _Server) -> None:
+    async def _handshake(self, server: _Server, shared_key: bytes) -> None:
         raw = msgpack.Unpacker(raw=True)
         timeout = self.cfg.connect_timeout
+        reader, writer, _ = server.streams()
 
-        async def next_raw():
+        async def next_raw() -> object:
             while True:
                 try:
                     return next(raw)
                 except StopIteration:
                     pass
-                data = await asyncio.wait_for(server.reader.read(65536), timeout)
+                data = await asyncio.wait_for(reader.read(65536), timeout)
                 if not data:
                     raise SendError("connection closed during the handshake")
                 raw.feed(data)
 
         helo = fwd.parse_helo(await next_raw())
-        server.writer.write(
+        writer.write(
             fwd.ping(
                 helo,
                 hostname=self.self_hostname,
-                shared_key=self.shared_key,
+                shared_key=shared_key,
                 salt=self.salt,
                 username=self.username,
                 password=self.password,
             )
         )
-        await server.writer.drain()
+        await writer.drain()
         reason = fwd.check_pong(
-            await next_raw(), helo=helo, salt=self.salt, shared_key=self.shared_key, self_hostname=self.self_hostname
+            await next_raw(), helo=helo, salt=self.salt, shared_key=shared_key, self_hostname=self.self_hostname
         )
         if reason is not None:
             raise SendError(f"handshake failed: {reason}")
@@ -360,3 +428,7 @@ def _describe(exc: BaseException) -> str:
         return exc.reason
     text = str(exc) or type(exc).__name__
     return text
+
+
+def build(cfg: ForwardOutputConfig, data_dir: Path) -> ForwardOutput:
+    return ForwardOutput(cfg)

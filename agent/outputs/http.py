@@ -18,14 +18,19 @@ from __future__ import annotations
 import gzip
 import logging
 from datetime import UTC, datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
 
 import aiohttp
 import orjson
+from pydantic import Field, model_validator
 
 from agent.component import DeadRecord, Outcome, Output, TagBatch
+from agent.config.types import HttpUrl, Interval, KeyStyle, OutputConfigBase, Secret, Size
 from agent.hive.records import render
 from agent.hive.times import KST_OFFSET, parse_timezone, timezone_missing
 from agent.render import to_json
+from agent.secrets import redact_url
 
 log = logging.getLogger("agent.output.http")
 
@@ -54,8 +59,33 @@ def hive_records(batch: TagBatch, key_style: str = "snake") -> list[tuple[int, d
     return out
 
 
+class HttpOutputConfig(OutputConfigBase):
+    """Hive's HTTP ingestion: POST {url}/v1/server-recv."""
+
+    type: Literal["http"]
+    url: HttpUrl
+    compress: Literal["text", "gzip"] = "text"
+    timeout: Interval = 30.0
+    batch_records: int = Field(500, ge=1)
+    batch_bytes: Size = 1024 * 1024
+    default_app_id: str | None = None  # for records without app_id
+    key_style: KeyStyle = "snake"
+    headers: dict[str, Secret] = {}
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpOutputConfig:
+        from urllib.parse import urlsplit
+
+        if urlsplit(self.url).username is not None and any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError("url credentials and an Authorization header both authorize: give one of them")
+        return self
+
+    def destination(self) -> str:
+        return f"to {redact_url(self.url.rstrip('/'))}/v1/server-recv"
+
+
 class HttpOutput(Output):
-    def __init__(self, cfg):
+    def __init__(self, cfg: HttpOutputConfig):
         self.name = cfg.name
         self.cfg = cfg
         self.endpoint = cfg.url.rstrip("/") + "/v1/server-recv"
@@ -77,7 +107,8 @@ class HttpOutput(Output):
                 app = str(record.get("app_id", self.cfg.default_app_id or ""))
                 groups.setdefault(app, []).append((batch.tag, time_ns, record, to_json(body)))
         for app, items in groups.items():
-            chunk, size = [], 0
+            chunk: list[tuple[str, int, dict[str, Any], bytes]] = []
+            size = 0
             for item in items:
                 if chunk and (len(chunk) >= self.cfg.batch_records or size + len(item[3]) > self.cfg.batch_bytes):
                     yield app, chunk
@@ -94,7 +125,7 @@ class HttpOutput(Output):
             if self.cfg.compress == "gzip":
                 body = gzip.compress(body, compresslevel=6)
             try:
-                async with self.session.post(self.endpoint, data=body, headers=self.headers) as resp:
+                async with self._session().post(self.endpoint, data=body, headers=self.headers) as resp:
                     status = resp.status
                     text = " ".join((await resp.text(errors="replace"))[:300].split())  # one log line
             except TimeoutError:
@@ -114,3 +145,12 @@ class HttpOutput(Output):
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            raise RuntimeError(f"output {self.name}: send before start")
+        return self.session
+
+
+def build(cfg: HttpOutputConfig, data_dir: Path) -> HttpOutput:
+    return HttpOutput(cfg)

@@ -37,16 +37,75 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
+from pydantic import Field, model_validator
 
 from agent.component import DeadRecord, Outcome, Output, SendResult, TagBatch
+from agent.config.types import Duration, Endpoint, Interval, MatchPattern, OutputConfigBase, Secret, Size, Strict
+from agent.hive.records import REFUND_VALUES
 from agent.mirrors.payloads import Purchase, Refused, game_of, platform_ids, purchase_from
 from agent.mirrors.state import open_state
 from agent.routing import compile_pattern
+from agent.secrets import redact_url
 
 log = logging.getLogger("agent.output.mirror")
+
+
+class MirrorApp(Strict):
+    """One Hive app_id's settings at a vendor. The token comes from the environment or a file."""
+
+    app_id: str | None = None  # the vendor's app id (AppsFlyer: the package name, or "id" + digits on iOS)
+    bundle_id: str | None = None
+    service_number: int | None = None  # Wisetracker's _wtno
+    token_env: str | None = None
+    token_file: Path | None = None
+    token: Secret | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token(cls, data: Any) -> Any:
+        """token_env and token_file name where the token is: it is read into ``token`` before validation."""
+        if not isinstance(data, dict):
+            return data
+        sources = [k for k in ("token_env", "token_file", "token") if data.get(k) is not None]
+        if len(sources) > 1:
+            raise ValueError("give one of token_env, token_file, token")
+        if data.get("token_env") is not None:
+            return {**data, "token": f"env:{data['token_env']}"}
+        if data.get("token_file") is not None:
+            return {**data, "token": f"file:{data['token_file']}"}
+        return data
+
+
+class MirrorOutputBase(OutputConfigBase):
+    """What the three vendor mirrors share (agent/outputs/mirror.py)."""
+
+    match: MatchPattern = "ha2union.game.*.purchase_log"
+    endpoint: Endpoint
+    apps: dict[str, MirrorApp] = {}  # keyed by the Hive app_id
+    in_flight: int = Field(8, ge=1, le=1024)
+    rate_limit: float | None = Field(None, gt=0)  # requests per second
+    timeout: Interval = 10.0
+    mirror_test_purchases: bool = False
+    refund_field: str = "refund"
+    refund_values: list[Any] = list(REFUND_VALUES)
+    identity_match: MatchPattern = "ha2union.game.*.device_ids"
+    delivered_retention: Duration = 30 * 86400.0
+    # A batch's requests go out together and the next batch waits for the last answer:
+    # bigger batches keep more requests in flight (1 MiB: about 1,500 purchases).
+    batch_bytes: Size = 1024 * 1024
+
+    @property
+    def routing_match(self) -> str:
+        """What the delivery loop hands this output: the purchases, and the identity records it learns."""
+        return f"{self.match} {self.identity_match}"
+
+    def destination(self) -> str:
+        apps = len(self.apps)
+        return f"to {redact_url(self.endpoint)} for {apps or 'every'} app{'s' if apps != 1 else ''}"
 
 
 @dataclass(slots=True)
@@ -88,7 +147,7 @@ class RateLimit:
 class MirrorOutput(Output):
     vendor = "mirror"
 
-    def __init__(self, cfg, data_dir: Path):
+    def __init__(self, cfg: MirrorOutputBase, data_dir: Path):
         self.cfg = cfg
         self.name = cfg.name
         self.state = open_state(Path(data_dir) / "mirrors.sqlite")
@@ -117,6 +176,11 @@ class MirrorOutput(Output):
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            raise RuntimeError(f"output {self.name}: send before start")
+        return self.session
 
     # -- what a vendor output provides ---------------------------------------------
 
@@ -247,7 +311,7 @@ class MirrorOutput(Output):
         self.stats["requests"] += 1
         req = job.request
         try:
-            async with self.session.post(req.url, data=req.body, headers=req.headers) as resp:
+            async with self._session().post(req.url, data=req.body, headers=req.headers) as resp:
                 status = resp.status
                 body = await resp.read()  # read whole, so the connection is reused
         except TimeoutError:

@@ -12,10 +12,18 @@ Refunds have no Naver form (dead letter ``unsupported_refund``).
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
+from typing import Literal
 
-from agent.config import MirrorApp
 from agent.mirrors.payloads import Purchase, Refused, naver_event, naver_items
-from agent.outputs.mirror import MirrorOutput, Request, json_request
+from agent.outputs.mirror import MirrorApp, MirrorOutput, MirrorOutputBase, Request, json_request
+
+
+class NaverOutputConfig(MirrorOutputBase):
+    type: Literal["naver"]
+    fx_to_krw: dict[str, float] = {}
+    all_apps: bool = True  # without [apps], mirror every app; a token is then optional
+
 
 _ANY_APP = MirrorApp()
 
@@ -23,8 +31,9 @@ _ANY_APP = MirrorApp()
 class NaverOutput(MirrorOutput):
     vendor = "naver"
 
-    def __init__(self, cfg, data_dir):
+    def __init__(self, cfg: NaverOutputConfig, data_dir: Path):
         super().__init__(cfg, data_dir)
+        self.cfg: NaverOutputConfig = cfg
         self.stats.update({"unsupported_currency": 0})
 
     def app_settings(self, p: Purchase):
@@ -50,3 +59,7 @@ class NaverOutput(MirrorOutput):
         }
         headers = {"Authorization": f"Bearer {app.token.get_secret_value()}"} if app.token else {}
         return json_request(self.cfg.endpoint, headers, body)
+
+
+def build(cfg: NaverOutputConfig, data_dir: Path) -> NaverOutput:
+    return NaverOutput(cfg, data_dir)

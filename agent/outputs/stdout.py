@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Literal
 
 from agent.component import Outcome, Output, TagBatch
+from agent.config.types import KeyStyle, OutputConfigBase
 from agent.hive.records import in_key_style
 from agent.render import LineRenderer
+
+
+class StdoutOutputConfig(OutputConfigBase):
+    type: Literal["stdout"]
+    key_style: KeyStyle = "raw"
 
 
 class StdoutOutput(Output):
@@ -26,3 +34,7 @@ class StdoutOutput(Output):
         except OSError as exc:
             return Outcome.retry(f"standard output: {exc.strerror}")
         return Outcome.ok()
+
+
+def build(cfg: StdoutOutputConfig, data_dir: Path) -> StdoutOutput:
+    return StdoutOutput(cfg.name, key_style=cfg.key_style)

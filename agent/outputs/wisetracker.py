@@ -8,13 +8,36 @@ Answers: 2xx OK; timeouts, 429 and 5xx RETRY; 401/403 PAUSE; other 4xx FATAL.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
 
 from agent.mirrors.payloads import Purchase, wisetracker_body
-from agent.outputs.mirror import Job, MirrorOutput, Request, json_request
+from agent.outputs.mirror import Job, MirrorOutput, MirrorOutputBase, Request, json_request
+
+
+class WisetrackerOutputConfig(MirrorOutputBase):
+    type: Literal["wisetracker"]
+    endpoint: str = "https://trk.analytics.wisetracker.co.kr/s2s/v1/s2sDataRcv.do"
+    first_purchase: bool = False  # w_first_purchase when this agent has not seen the user buy before
+
+    @model_validator(mode="after")
+    def _service_numbers(self) -> WisetrackerOutputConfig:
+        for hive_app, app in self.apps.items():
+            if app.service_number is None:
+                raise ValueError(f"apps.{hive_app}: service_number (_wtno) is required")
+            if app.token is None:
+                raise ValueError(f"apps.{hive_app}: token_env, token_file or token is required")
+        return self
 
 
 class WisetrackerOutput(MirrorOutput):
     vendor = "wisetracker"
+
+    def __init__(self, cfg: WisetrackerOutputConfig, data_dir: Path):
+        super().__init__(cfg, data_dir)
+        self.cfg: WisetrackerOutputConfig = cfg
 
     def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
         first = False
@@ -30,3 +53,7 @@ class WisetrackerOutput(MirrorOutput):
     def accepted(self, job: Job) -> None:
         if self.cfg.first_purchase and job.purchase.uid is not None:
             self.state.mark_buyer(self.name, job.purchase.app_id, job.purchase.uid)
+
+
+def build(cfg: WisetrackerOutputConfig, data_dir: Path) -> WisetrackerOutput:
+    return WisetrackerOutput(cfg, data_dir)

@@ -62,8 +62,10 @@ def pack_event_time(time_ns: int) -> bytes:
     return b"\xd7\x00" + _EVENT_TIME.pack(seconds, nanos)
 
 
-def unpack_event_time(data: bytes) -> int:
+def unpack_event_time(data: bytes | memoryview) -> int:
     """The 8-byte EventTime ext payload → nanoseconds since the epoch."""
+    seconds: int
+    nanos: int
     seconds, nanos = _EVENT_TIME.unpack(data)
     return seconds * _NS + nanos
 
@@ -99,7 +101,7 @@ class Skipped:
         self.count = 0
         self.non_string_keys = 0  # of the count: records refused for a key that is not a string
 
-    def add(self, reason: str, *args) -> None:
+    def add(self, reason: str, *args: object) -> None:
         """One more; ``reason % args`` is formatted only for the ones kept."""
         self.count += 1
         if len(self.reasons) < self.KEEP:
@@ -115,10 +117,10 @@ class Skipped:
     def __getitem__(self, index: int) -> str:
         return self.reasons[index]
 
-    def __eq__(self, other) -> bool:
-        return (
-            isinstance(other, (list, Skipped)) and len(self) == len(other) and self.reasons == list(other)[: self.KEEP]
-        )
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Skipped):
+            return self.count == other.count and self.reasons == other.reasons
+        return isinstance(other, list) and len(self) == len(other) and self.reasons == other[: self.KEEP]
 
 
 @dataclass(slots=True)
@@ -189,7 +191,7 @@ def _is_raw(b: int) -> bool:
     return 0xA0 <= b <= 0xBF or 0xD9 <= b <= 0xDB or 0xC4 <= b <= 0xC6
 
 
-def _time_to_ns(value, now_ns: int) -> int | None:
+def _time_to_ns(value: object, now_ns: int) -> int | None:
     """A non-EventTime time value → nanoseconds, or None if it is not a time."""
     if value is None:
         return now_ns
@@ -406,7 +408,7 @@ def _unpacker_of(entries: bytes) -> msgpack.Unpacker:
     return u
 
 
-def _close_run(pieces: list, mv: memoryview, start: int, stop: int) -> None:
+def _close_run(pieces: list[bytes], mv: memoryview, start: int, stop: int) -> None:
     if stop > start:
         pieces.append(bytes(mv[start:stop]))
 
@@ -520,6 +522,7 @@ class ForwardDecoder:
 
     def _split(self, frames: list[bytes]) -> None:
         framer = self._framer
+        assert framer is not None  # feed made one for these bytes
         start = self._base
         while True:
             try:
@@ -672,14 +675,18 @@ def _sha512_hex(*parts: bytes) -> bytes:
 
 
 def helo(nonce: bytes, auth_salt: bytes, keepalive: bool = True) -> bytes:
-    return msgpack.packb(["HELO", {"nonce": nonce, "auth": auth_salt, "keepalive": keepalive}], use_bin_type=True)
+    message: bytes = msgpack.packb(
+        ["HELO", {"nonce": nonce, "auth": auth_salt, "keepalive": keepalive}], use_bin_type=True
+    )
+    return message
 
 
 def pong(ok: bool, reason: str, self_hostname: bytes, digest: bytes) -> bytes:
     # Fluentd packs the hostname and digest as str; so do we.
-    return msgpack.packb(
+    message: bytes = msgpack.packb(
         ["PONG", ok, reason, self_hostname.decode("utf-8", "replace"), digest.decode("ascii")], use_bin_type=True
     )
+    return message
 
 
 def shared_key_digest(salt: bytes, hostname: bytes, nonce: bytes, shared_key: bytes) -> bytes:
@@ -722,7 +729,8 @@ def packed_forward(tag: str, entries: bytes, count: int, chunk: str, *, compress
     """A PackedForward message (CompressedPackedForward with ``compress``) carrying ``chunk``."""
     payload = gzip.compress(entries, compresslevel=6, mtime=0) if compress else entries
     option = {"size": count, "chunk": chunk, "compressed": "gzip" if compress else "text"}
-    return b"\x93" + msgpack.packb(tag) + msgpack.packb(payload, use_bin_type=True) + msgpack.packb(option)
+    parts: list[bytes] = [msgpack.packb(tag), msgpack.packb(payload, use_bin_type=True), msgpack.packb(option)]
+    return b"\x93" + b"".join(parts)
 
 
 @dataclass(slots=True)
@@ -732,7 +740,7 @@ class Helo:
     keepalive: bool
 
 
-def parse_helo(message) -> Helo:
+def parse_helo(message: object) -> Helo:
     """``["HELO", {nonce, auth, keepalive}]`` as decoded with raw=True."""
     if not (
         isinstance(message, (list, tuple))
@@ -756,10 +764,11 @@ def ping(
     fields = [hostname, salt, shared_key_digest(salt, hostname, helo.nonce, shared_key), username, password_hex]
     # As Fluentd does: every field a msgpack str (the salt is hex text there and here).
     packer = msgpack.Packer(unicode_errors="surrogateescape")
-    return packer.pack(["PING", *(f.decode("utf-8", "surrogateescape") for f in fields)])
+    message: bytes = packer.pack(["PING", *(f.decode("utf-8", "surrogateescape") for f in fields)])
+    return message
 
 
-def check_pong(message, *, helo: Helo, salt: bytes, shared_key: bytes, self_hostname: bytes) -> str | None:
+def check_pong(message: object, *, helo: Helo, salt: bytes, shared_key: bytes, self_hostname: bytes) -> str | None:
     """None when the PONG authenticates the server, else the reason (Fluentd's out_forward checks)."""
     if not (isinstance(message, (list, tuple)) and len(message) == 5 and message[0] == b"PONG"):
         return f"expected PONG, got {message!r:.80}"

@@ -19,6 +19,7 @@ Invariants (what the tail input's position file relies on):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import orjson
@@ -130,7 +131,7 @@ class LineSplitter:
 
 @dataclass(slots=True)
 class Parsed:
-    records: list[dict]
+    records: list[dict[str, Any]]
     bad: list[BadLine]
     invalid_utf8: int = 0
 
@@ -141,7 +142,7 @@ def parse_lines(lines: bytes | list[bytes | TooLong], offset: int) -> Parsed:
     ``lines`` is what :meth:`LineSplitter.feed` returns: a region of whole
     lines, or a list of lines.
     """
-    if type(lines) is bytes:
+    if isinstance(lines, bytes):
         # The common case in one call: the region as a JSON array. It counts
         # only when it yields exactly one object per line (a line holding two
         # values, or none, makes the count or the parse fail); anything else
@@ -161,11 +162,10 @@ _decode_array = msgspec.json.Decoder(list).decode
 
 def parse_each(lines: bytes | list[bytes | TooLong], offset: int) -> Parsed:
     """Line by line, with orjson: the slow path, which says what is wrong with each bad line."""
-    if type(lines) is bytes:
-        lines = lines[:-1].split(b"\n")
+    items: list[bytes] | list[bytes | TooLong] = lines[:-1].split(b"\n") if isinstance(lines, bytes) else lines
     parsed = Parsed([], [])
-    for line in lines:
-        if type(line) is TooLong:
+    for line in items:
+        if isinstance(line, TooLong):
             parsed.bad.append(
                 BadLine(line.offset, f"line_too_long: {line.length} bytes", line.head.decode("utf-8", "replace"))
             )
@@ -202,7 +202,7 @@ def parse_each(lines: bytes | list[bytes | TooLong], offset: int) -> Parsed:
 _encode = msgspec.msgpack.Encoder().encode
 
 
-def to_entries(records: list[dict], time_ns: int) -> bytes:
+def to_entries(records: list[dict[str, Any]], time_ns: int) -> bytes:
     """Forward-protocol entries ``[EventTime, record]``, concatenated, all stamped ``time_ns``.
 
     Raises OverflowError for an integer beyond 64 bits (msgpack has none;

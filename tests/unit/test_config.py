@@ -2,7 +2,8 @@
 
 import pytest
 
-from agent.config import load_config, parse_duration, parse_size
+from agent.config import load_config
+from agent.config.types import parse_duration, parse_size
 from agent.errors import ConfigError
 
 

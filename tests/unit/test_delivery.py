@@ -8,13 +8,12 @@ import orjson
 import pytest
 
 from agent.component import Outcome, Output
-from agent.config import FileOutputConfig, StdoutOutputConfig
 from agent.deadletter import DeadLetterStore
 from agent.delivery import OutputRunner
 from agent.journal.cursor import CursorStore
 from agent.journal.journal import Journal
-from agent.outputs.file import FileOutput
-from agent.outputs.stdout import StdoutOutput
+from agent.outputs.file import FileOutput, FileOutputConfig
+from agent.outputs.stdout import StdoutOutput, StdoutOutputConfig
 from agent.retry import RetrySchedule
 from tests.wire import event_time, pack
 

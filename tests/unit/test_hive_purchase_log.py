@@ -576,8 +576,7 @@ def test_fast_path_times_are_real_times(t, ok):
 
 
 def _hive_filter():
-    from agent.config import HiveFilterConfig
-    from agent.filters.hive import HiveFilter
+    from agent.filters.hive import HiveFilter, HiveFilterConfig
 
     return HiveFilter(HiveFilterConfig(type="hive", name="h", dedup_window=0))
 
@@ -640,4 +639,4 @@ def test_the_hive_filter_counts_records_passed_on_with_a_warning():
     f2 = _hive_filter()
     f2.strict = False
     kept = f2.apply(TAG, [[0, dict(SEED_EXAMPLE)], [0, dict(CANONICAL)]])
-    assert len(kept.entries) == 2 and f2.stats["warnings"] == 1
+    assert len(kept.entries) == 2 and f2.stats.warnings == 1

@@ -4,8 +4,7 @@ import collections
 from datetime import UTC, datetime
 
 from agent.component import TagBatch
-from agent.config import NaverOutputConfig
-from agent.outputs.naver import NaverOutput
+from agent.outputs.naver import NaverOutput, NaverOutputConfig
 from tests.unit.test_mirror_payloads import HIVE_SAMPLE, TAG, normalized
 
 

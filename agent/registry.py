@@ -1,0 +1,47 @@
+"""Every component type the config can name: its config model and how to build it.
+
+Adding an input, a filter or an output is one module (its config model beside
+its code, and a ``build`` function) and one line here. The config document
+(agent/config) builds its unions from these tables; the app and the delivery
+process build components through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.config.types import ComponentConfig
+from agent.filters import hive, record_transformer
+from agent.inputs import forward as forward_input
+from agent.inputs import tail
+from agent.outputs import appsflyer, file, http, naver, stdout, wisetracker
+from agent.outputs import forward as forward_output
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    config: type[ComponentConfig]
+    build: Callable[..., Any]  # inputs: (cfg, ingest, data_dir); filters and outputs: (cfg, data_dir)
+
+
+INPUTS: dict[str, Registered] = {
+    "forward": Registered(forward_input.ForwardInputConfig, forward_input.build),
+    "tail": Registered(tail.TailInputConfig, tail.build),
+}
+
+FILTERS: dict[str, Registered] = {
+    "record_transformer": Registered(record_transformer.RecordTransformerConfig, record_transformer.build),
+    "hive": Registered(hive.HiveFilterConfig, hive.build),
+}
+
+OUTPUTS: dict[str, Registered] = {
+    "file": Registered(file.FileOutputConfig, file.build),
+    "stdout": Registered(stdout.StdoutOutputConfig, stdout.build),
+    "forward": Registered(forward_output.ForwardOutputConfig, forward_output.build),
+    "http": Registered(http.HttpOutputConfig, http.build),
+    "appsflyer": Registered(appsflyer.AppsFlyerOutputConfig, appsflyer.build),
+    "wisetracker": Registered(wisetracker.WisetrackerOutputConfig, wisetracker.build),
+    "naver": Registered(naver.NaverOutputConfig, naver.build),
+}
