@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from agent.component import Input
-from agent.config import AgentConfig
+from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
 from agent.ingest import Ingest
 from agent.journal.cursor import CursorStore, Position

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str):
-    from agent.config import load_config
+    from agent.config.document import load_config
 
     try:
         return load_config(path)

@@ -2,7 +2,7 @@
 
 Adding an input, a filter or an output is one module (its config model beside
 its code, and a ``build`` function) and one line here. The config document
-(agent/config) builds its unions from these tables; the app and the delivery
+(agent/config/document.py) builds its unions from these tables; the app and the delivery
 process build components through them.
 """
 

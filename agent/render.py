@@ -13,7 +13,6 @@ second-resolution prefix cached, and the whole batch is written by one
 
 from __future__ import annotations
 
-import struct
 import sys
 import time
 
@@ -22,10 +21,7 @@ import msgspec
 import orjson
 
 from agent.component import TagBatch
-from agent.protocol.forward import EVENT_TIME_EXT, unpack_event_time
-
-_NS = 1_000_000_000
-_EVENT_TIME = struct.Struct(">II")
+from agent.protocol.event_time import EVENT_TIME_EXT, NANOS, seconds_and_nanos, unpack_event_time
 
 
 def _ext_hook(code: int, data: memoryview) -> object:
@@ -96,7 +92,7 @@ def decode_entries(payload: bytes) -> tuple[str, list]:
 
 
 def rfc3339_ns(time_ns: int) -> str:
-    seconds, nanos = divmod(time_ns, _NS)
+    seconds, nanos = divmod(time_ns, NANOS)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
@@ -131,7 +127,7 @@ class LineRenderer:
     def __init__(self) -> None:
         stamps: dict[int, str] = {}
 
-        unpack = _EVENT_TIME.unpack
+        unpack = seconds_and_nanos
 
         def time_hook(code: int, data: memoryview) -> object:
             if code != EVENT_TIME_EXT or len(data) != 8:

@@ -18,7 +18,7 @@ import orjson
 from agent.deadletter import DeadLetterStore, spool_source
 from agent.ingest import Ingest
 from agent.paths import file_name
-from agent.protocol.forward import pack_event_time
+from agent.protocol.event_time import EVENT_TIME_EXT, event_time_payload
 
 log = logging.getLogger("agent")
 
@@ -73,4 +73,4 @@ def _entries_of(item: dict) -> tuple[bytes, int]:
     if "record" not in item:  # only a description of it could be kept
         log.error("replay: a dead letter of %s holds no record (%s); not replayed", item.get("tag"), item.get("note"))
         return b"", 0
-    return msgpack.packb([msgpack.ExtType(0, pack_event_time(item["time_ns"])[2:]), item["record"]]), 1
+    return msgpack.packb([msgpack.ExtType(EVENT_TIME_EXT, event_time_payload(item["time_ns"])), item["record"]]), 1

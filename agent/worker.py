@@ -25,7 +25,7 @@ import time
 
 import orjson
 
-from agent.config import AgentConfig
+from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
 from agent.delivery import OutputRunner
 from agent.fsutil import atomic_write

@@ -28,7 +28,7 @@ from agent.hive.fast_path import encode_batch, try_fast_batch
 from agent.hive.purchase_log import normalize
 from agent.hive.records import REFUND_VALUES, is_refund, with_extra
 from agent.paths import file_name
-from agent.protocol.forward import unpack_event_time
+from agent.protocol.event_time import ns_of
 
 log = logging.getLogger("agent.filter.hive")
 
@@ -93,7 +93,7 @@ class HiveFilter(Filter):
                 by_rule.update((p.field, p.rule) for p in result.warnings)
             if not result.ok:
                 by_rule.update((p.field, p.rule) for p in result.errors)
-                rejected.append((tag, _ns(time_ext), record, "; ".join(str(p) for p in result.errors)))
+                rejected.append((tag, ns_of(time_ext), record, "; ".join(str(p) for p in result.errors)))
                 continue
             normalized.append([time_ext, with_extra(result.record, result.extra)])
         self.stats.valid += len(normalized)
@@ -172,13 +172,6 @@ class HiveFilter(Filter):
                 dedup.release(reserved)
 
         return Filtered(kept, on_durable=on_durable)
-
-
-def _ns(time_ext) -> int:
-    data = getattr(time_ext, "data", None)  # msgspec's Ext or msgpack's ExtType
-    if data is not None:
-        return unpack_event_time(data)
-    return int(time_ext) * 1_000_000_000
 
 
 def build(cfg: HiveFilterConfig, data_dir: Path) -> HiveFilter:

@@ -56,6 +56,7 @@ from agent.errors import ProtocolError
 from agent.hive.records import may_hold_extras, render
 from agent.journal.record import batch_count, batch_entries
 from agent.protocol import forward as fwd
+from agent.protocol.event_time import pack_event_time
 
 log = logging.getLogger("agent.output.forward")
 
@@ -305,7 +306,7 @@ class ForwardOutput(Output):
         out = []
         for time_ns, record in batch.entries:
             record = render(record, style)
-            out.append(b"\x92" + fwd.pack_event_time(time_ns) + packer.pack(record))
+            out.append(b"\x92" + pack_event_time(time_ns) + packer.pack(record))
         return b"".join(out), len(out)
 
     async def _send_to(self, server: _Server, messages: list[bytes], chunks: list[str]) -> None:

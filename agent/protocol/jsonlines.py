@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from agent.protocol.forward import pack_event_time
+from agent.protocol.event_time import EVENT_TIME_EXT, event_time_payload
 
 HEAD_BYTES = 1024  # how much of an overlong line the dead letter keeps
 
@@ -211,6 +211,6 @@ def to_entries(records: list[dict[str, Any]], time_ns: int) -> bytes:
     n = len(records)
     if not n:
         return b""
-    stamp = msgspec.msgpack.Ext(0, pack_event_time(time_ns)[2:])
+    stamp = msgspec.msgpack.Ext(EVENT_TIME_EXT, event_time_payload(time_ns))
     packed = _encode([(stamp, record) for record in records])
     return packed[1 if n < 16 else 3 if n < 65536 else 5 :]  # without the array header

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.config import load_config
+from agent.config.document import load_config
 from agent.config.types import parse_duration, parse_size
 from agent.errors import ConfigError
 

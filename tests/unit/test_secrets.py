@@ -4,7 +4,7 @@ import logging
 import tomllib
 
 from agent import secrets
-from agent.config import AgentConfig
+from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
 
 CONFIG = """

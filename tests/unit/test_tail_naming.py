@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from agent.inputs.tail import expand_tag, watch_root
+from agent.inputs.tail.discovery import expand_tag, watch_root
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ One task per input reads. watchfiles (inotify) says promptly which files
 changed; a stat of every watched file each ``stat_interval`` and a glob each
 ``refresh_interval`` are the safety net. The JSON-lines codec
 (agent/protocol/jsonlines.py) turns bytes into records; the position file and
-its journal markers (agent/inputs/tail_position.py) remember where each file
-stopped.
+its journal markers (position.py) remember where each file stopped; finding
+the files is discovery.py's, and reading one of them followed.py's.
 
 Invariants:
 
@@ -39,8 +39,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import errno
-import glob
 import logging
 import os
 import re
@@ -50,14 +48,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import BeforeValidator, field_validator, model_validator
 
 from agent.component import Input, Reading
-from agent.config.types import Duration, InputConfigBase, Interval, Size
 from agent.ingest import Ingest, Refused, when_both
-from agent.inputs.tail_position import (
+from agent.inputs.tail.config import TailInputConfig as TailInputConfig  # the registry's
+from agent.inputs.tail.discovery import FileFinder, expand_tag, watch, watch_root
+from agent.inputs.tail.followed import FollowedFile, after_last_newline, line_start, same_file
+from agent.inputs.tail.position import (
     FINGERPRINT_BYTES,
     FileKey,
     FilePosition,
@@ -68,129 +65,12 @@ from agent.inputs.tail_position import (
 )
 from agent.journal.cursor import Position
 from agent.paths import file_name
-from agent.protocol.jsonlines import LineSplitter, TooLong, parse_each, parse_lines, to_entries
+from agent.protocol.jsonlines import TooLong, parse_each, parse_lines, to_entries
 
 log = logging.getLogger("agent.input.tail")
-logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 MAX_INFLIGHT = 8  # batches of one input waiting for the journal
-_KERNEL_FILES = ("/proc/", "/sys/", "/dev/")
 WATCH_SETTLE = 1.0  # seconds after a watch starts when the directory is globbed again
-
-
-def expand_tag(tag: str, path: str, tag_regex: re.Pattern | None) -> str | None:
-    """The tag for ``path``: Fluentd's ``*`` expansion, then ``{group}`` fields from ``tag_regex``.
-
-    None when ``tag_regex`` does not match the path.
-    """
-    if "*" in tag:
-        # fluentd in_tail: '/' becomes '.', runs of dots collapse, no leading dot; the first '*' only.
-        tag = tag.replace("*", re.sub(r"\.+", ".", path.replace("/", ".")).lstrip("."), 1)
-    if tag_regex is not None:
-        m = tag_regex.search(path)
-        if m is None:
-            return None
-        groups = m.groupdict()
-        tag = re.sub(r"\{(\w+)\}", lambda g: groups.get(g.group(1)) or "", tag)
-    return tag
-
-
-def watch_root(pattern: str) -> tuple[str, bool]:
-    """The directory a glob pattern lives under, and whether it must be watched recursively."""
-    parts = Path(pattern).parts
-    for i, part in enumerate(parts):
-        if glob.has_magic(part):
-            return str(Path(*parts[:i])), i < len(parts) - 1
-    return str(Path(pattern).parent), False
-
-
-class Watched:
-    """One file being read."""
-
-    __slots__ = ("key", "path", "tag", "fd", "splitter", "read_pos", "pos", "away_since", "gone", "generation")
-
-    def __init__(
-        self, key: FileKey, path: str, tag: str, fd: int | None, offset: int, max_line_size: int, pos: FilePosition
-    ):
-        self.key = key
-        self.path = path
-        self.tag = tag
-        self.fd = fd
-        self.splitter = LineSplitter(offset, max_line_size)
-        self.read_pos = offset  # the next byte to read
-        self.pos = pos  # the durable position: what the position file may say
-        self.away_since: float | None = None  # no longer at a watched name since then (monotonic)
-        self.gone = False  # deleted: read to the end, then close at once
-        self.generation = 0  # counts truncations: a batch read before one must not move the position after it
-
-    def descriptor(self) -> int:
-        """The open file's descriptor (a closed file is never read)."""
-        if self.fd is None:
-            raise OSError(errno.EBADF, f"{self.path} is closed")
-        return self.fd
-
-
-_TAG_FIELD = re.compile(r"\{(\w+)\}")
-
-
-def _str_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-class TailInputConfig(InputConfigBase):
-    """Fluentd's in_tail, for JSON-lines files. Defaults follow Fluentd, except
-    ``max_line_size`` (bounded here) and the position file (always kept)."""
-
-    type: Literal["tail"]
-    path: Annotated[list[str], BeforeValidator(_str_list)]
-    exclude_path: Annotated[list[str], BeforeValidator(_str_list)] = []
-    tag: str
-    # Named groups taken from the path fill {name} in tag, as Fluent Bit's Tag_Regex does.
-    tag_regex: str | None = None
-    read_from_head: bool = False
-    follow_inodes: bool = False
-    rotate_wait: Duration = 5.0
-    refresh_interval: Interval = 60.0
-    # Every watched file is stat'ed this often. inotify reports changes at once; this is the safety
-    # net for what it misses (network file systems, a full event queue). Fluentd's watch timer is 1s;
-    # 3s keeps a thousand idle files under 1% of a core.
-    stat_interval: Interval = 3.0
-    max_line_size: Size = 1024 * 1024
-    read_bytes_limit: Size = 256 * 1024  # parsed a read at a time; 1MiB reads measured no faster
-    path_key: str | None = None
-    pos_file: Path | None = None  # default: <data_dir>/tail/<name>.pos.json
-
-    @field_validator("path")
-    @classmethod
-    def _paths(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one path pattern is needed")
-        for p in value:
-            if not os.path.isabs(p):
-                raise ValueError(f"{p!r}: path patterns must be absolute")
-        return value
-
-    def describe(self) -> str:
-        regex = f" (tag_regex {self.tag_regex})" if self.tag_regex else ""
-        return f"tail {' '.join(self.path)} tag {self.tag}{regex}"
-
-    @model_validator(mode="after")
-    def _tag_fields(self) -> TailInputConfig:
-        fields = set(_TAG_FIELD.findall(self.tag))
-        groups: set[str] = set()
-        if self.tag_regex is not None:
-            try:
-                groups = set(re.compile(self.tag_regex).groupindex)
-            except re.error as exc:
-                raise ValueError(f"tag_regex: {exc}") from None
-        missing = fields - groups
-        if missing:
-            raise ValueError(
-                f"tag {self.tag!r} uses {{{', '.join(sorted(missing))}}} but tag_regex has no such named group"
-            )
-        if self.max_line_size < 16 or self.read_bytes_limit < 4096:
-            raise ValueError("max_line_size must be at least 16 bytes and read_bytes_limit at least 4KiB")
-        return self
 
 
 @dataclass(slots=True)
@@ -217,12 +97,12 @@ class TailInput(Input):
             cfg.pos_file or Path(data_dir) / "tail" / f"{file_name(cfg.name)}.pos.json", cfg.name
         )
         self.listening = [f"files {' '.join(cfg.path)}"]
-        self.files: dict[FileKey, Watched] = {}
+        self.files: dict[FileKey, FollowedFile] = {}
         self.released: dict[FileKey, FilePosition] = {}  # rotated names in the globs, done with
         self._saved: dict[FileKey, FilePosition] = {}  # loaded at start, for files not found yet
         self._by_path: dict[str, FileKey] = {}
         self._dirty: dict[FileKey, None] = {}  # files to read, in order (a set that keeps order)
-        self._untaggable: set[str] = set()
+        self.finder = FileFinder(self.name, cfg.path, cfg.exclude_path)
         self._wake = asyncio.Event()
         self._scan_requested = False
         self._stopping = False
@@ -338,7 +218,7 @@ class TailInput(Input):
     def _can_read(self) -> bool:
         return not self._failed and self._inflight < MAX_INFLIGHT and not self.journal.is_full()
 
-    def _read_once(self, w: Watched) -> bool:
+    def _read_once(self, w: FollowedFile) -> bool:
         """Read one chunk of ``w`` and journal its lines; True if there may be more right away."""
         if w.fd is None:
             return False
@@ -359,11 +239,11 @@ class TailInput(Input):
             self._emit(w, start, lines)
         return len(data) == limit
 
-    def _check_truncated(self, w: Watched) -> None:
+    def _check_truncated(self, w: FollowedFile) -> None:
         """copytruncate: smaller than what was read, or other first bytes → read again from 0."""
         size = os.fstat(w.descriptor()).st_size
         if size >= w.read_pos:
-            if size == w.read_pos or not self._rewritten(w):
+            if size == w.read_pos or not w.rewritten():
                 return
         self.stats.truncations += 1
         log.info(
@@ -385,14 +265,7 @@ class TailInput(Input):
             log.error("input %s: file %s: truncation not journaled (%s)", self.name, w.path, exc)
             self._failed = True
 
-    def _rewritten(self, w: Watched) -> bool:
-        consumed = w.splitter.consumed
-        if consumed and os.pread(w.descriptor(), 1, consumed - 1) != b"\n":
-            return True
-        fp_len = w.pos.fp_len
-        return bool(fp_len) and fingerprint(os.pread(w.descriptor(), fp_len, 0)) != w.pos.fp
-
-    def _emit(self, w: Watched, start: int, lines: bytes | list[bytes | TooLong]) -> None:
+    def _emit(self, w: FollowedFile, start: int, lines: bytes | list[bytes | TooLong]) -> None:
         now = time.time_ns()
         parsed = parse_lines(lines, start)
         try:
@@ -416,13 +289,13 @@ class TailInput(Input):
         try:
             # No await between the two: the lines and their marker share one journal group.
             lines_written = self.ingest.submit(w.tag, entries, count, refused=refused)
-            self._submit_marker(w, self._next_position(w), now, after=lines_written)
+            self._submit_marker(w, w.next_position(), now, after=lines_written)
         except RuntimeError as exc:
             log.error("input %s: file %s: not journaled (%s); will be read again", self.name, w.path, exc)
             self._failed = True
 
     def _submit_marker(
-        self, w: Watched, pos: FilePosition, now: int, after: asyncio.Future | None = None
+        self, w: FollowedFile, pos: FilePosition, now: int, after: asyncio.Future | None = None
     ) -> asyncio.Future:
         """Journal ``w``'s next position; it counts as durable once ``after`` (the lines before it,
         journaled or dead-lettered) is too."""
@@ -433,21 +306,13 @@ class TailInput(Input):
         fut.add_done_callback(partial(self._on_durable, w, pos, w.generation))
         return fut
 
-    def _entries(self, w: Watched, records: list[dict], now: int) -> bytes:
+    def _entries(self, w: FollowedFile, records: list[dict], now: int) -> bytes:
         if records and self.cfg.path_key:
             for record in records:
                 record[self.cfg.path_key] = w.path
         return to_entries(records, now)
 
-    def _next_position(self, w: Watched) -> FilePosition:
-        consumed = w.splitter.consumed
-        fp_len, fp = w.pos.fp_len, w.pos.fp
-        if fp_len < FINGERPRINT_BYTES and consumed > fp_len:
-            head = os.pread(w.descriptor(), min(FINGERPRINT_BYTES, consumed), 0)
-            fp_len, fp = len(head), fingerprint(head)
-        return FilePosition(w.path, consumed, fp_len, fp)
-
-    def _on_durable(self, w: Watched, pos: FilePosition, generation: int, fut: asyncio.Future) -> None:
+    def _on_durable(self, w: FollowedFile, pos: FilePosition, generation: int, fut: asyncio.Future) -> None:
         self._inflight -= 1
         self._wake.set()
         if fut.cancelled() or fut.exception() is not None:
@@ -478,7 +343,7 @@ class TailInput(Input):
         self._checkpoint(force=True)
         log.info("input %s: reading again from the last durable positions", self.name)
 
-    def _refused(self, w: Watched, bad: list, now: int) -> Refused:
+    def _refused(self, w: FollowedFile, bad: list, now: int) -> Refused:
         """Lines that are not records, for the ingest step to dead-letter under this input's name."""
         items = [(w.tag, now, {"file": w.path, "offset": b.offset, "line": b.text}, b.reason) for b in bad]
         self.stats.lines_dead_lettered += len(items)
@@ -493,14 +358,14 @@ class TailInput(Input):
         )
         return {self.name: items}
 
-    def _at_end(self, w: Watched) -> None:
+    def _at_end(self, w: FollowedFile) -> None:
         """Nothing more to read now: close a deleted file, release a rotated one after rotate_wait."""
         if w.gone:
             self._finish(w, "deleted")
         elif w.away_since is not None and time.monotonic() - w.away_since >= self.cfg.rotate_wait:
             self._finish(w, "rotated")
 
-    def _finish(self, w: Watched, why: str) -> None:
+    def _finish(self, w: FollowedFile, why: str) -> None:
         if w.splitter.buffered and not self._failed:
             # The writer is done with it: a last line without a newline is still a line.
             start, lines = w.splitter.feed(b"\n")
@@ -522,45 +387,15 @@ class TailInput(Input):
             self.released[w.key] = FilePosition(w.path, w.read_pos, released=True)
         self._pos_changed = True
 
-    def _close(self, w: Watched) -> None:
-        if w.fd is not None:
-            os.close(w.fd)
-            w.fd = None
+    def _close(self, w: FollowedFile) -> None:
+        if w.close():
             self.stats.files_closed += 1
 
     # -- finding files -----------------------------------------------------
 
-    def _glob(self) -> dict[str, os.stat_result]:
-        found: dict[str, os.stat_result] = {}
-        excluded: set[str] = set()
-        for pattern in self.cfg.exclude_path:
-            excluded.update(glob.glob(pattern, recursive=True))
-        for pattern in self.cfg.path:
-            for path in glob.glob(pattern, recursive=True):
-                if path in excluded or path in found:
-                    continue
-                try:
-                    st = os.stat(path)  # through a symlink: in_tail on Kubernetes follows them
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode) and self._loggable(path):
-                    found[path] = st
-        return found
-
-    def _loggable(self, path: str) -> bool:
-        """Not a file of the kernel's (/proc, /sys, /dev): those do not grow like a log, and a
-        link into them would be read again without end. Said once per path."""
-        real = os.path.realpath(path)
-        if not real.startswith(_KERNEL_FILES):
-            return True
-        if path not in self._untaggable:
-            self._untaggable.add(path)
-            log.warning("input %s: %s is %s, a kernel file, not a log; not read", self.name, path, real)
-        return False
-
     def _scan(self, initial: bool = False) -> None:
         """Match the globs: pick up new files, notice renamed and vanished ones."""
-        matches = self._glob()
+        matches = self.finder.glob()
         by_key: dict[FileKey, str] = {}
         for path, st in matches.items():
             by_key.setdefault((st.st_dev, st.st_ino), path)
@@ -569,7 +404,7 @@ class TailInput(Input):
             found = by_key.get(key)
             if found == w.path:
                 continue
-            if found is None and w.fd is not None and os.fstat(w.fd).st_nlink == 0:
+            if found is None and w.deleted():
                 w.gone = True
             if found is not None and self.cfg.follow_inodes:
                 self._by_path.pop(w.path, None)
@@ -600,9 +435,9 @@ class TailInput(Input):
     def _open(self, key: FileKey, path: str, st: os.stat_result, initial: bool) -> None:
         tag = expand_tag(self.cfg.tag, path, self.tag_regex)
         if tag is None:
-            if path not in self._untaggable:
-                self._untaggable.add(path)
-                log.warning("input %s: file %s: tag_regex does not match its path; not read", self.name, path)
+            self.finder.say_once(
+                path, "input %s: file %s: tag_regex does not match its path; not read", self.name, path
+            )
             return
         try:
             # O_NONBLOCK: a FIFO put in the glob's place between the stat and the open must not hang us.
@@ -616,25 +451,25 @@ class TailInput(Input):
             self._scan_requested = True
             return
         saved = self._saved.get(key)
-        if saved is not None and _same_file(fd, saved, fst.st_size):
+        if saved is not None and same_file(fd, saved, fst.st_size):
             if saved.released:
                 os.close(fd)
                 self.released[key] = saved
                 return
             # The same file; if it was truncated while the agent was away, all of it is new.
-            offset = saved.offset if _line_start(fd, saved.offset, fst.st_size) else 0
+            offset = saved.offset if line_start(fd, saved.offset, fst.st_size) else 0
             fp_len, fp = saved.fp_len, saved.fp
         else:
             offset = (
                 0
                 if self.cfg.read_from_head or not initial
-                else _after_last_newline(fd, fst.st_size, self.cfg.max_line_size)
+                else after_last_newline(fd, fst.st_size, self.cfg.max_line_size)
             )
             fp_len, fp = 0, 0
         if offset and not fp_len:
             head = os.pread(fd, min(FINGERPRINT_BYTES, offset), 0)
             fp_len, fp = len(head), fingerprint(head)
-        w = Watched(key, path, tag, fd, offset, self.cfg.max_line_size, FilePosition(path, offset, fp_len, fp))
+        w = FollowedFile(key, path, tag, fd, offset, self.cfg.max_line_size, FilePosition(path, offset, fp_len, fp))
         self.files[key] = w
         self._by_path[path] = key
         self._dirty[key] = None
@@ -654,7 +489,7 @@ class TailInput(Input):
                     self._dirty[key] = None
                 continue
             self._dirty[key] = None
-            if w.fd is not None and os.fstat(w.fd).st_nlink == 0:
+            if w.deleted():
                 w.gone = True
             elif w.away_since is None:
                 self._scan_requested = True
@@ -681,7 +516,7 @@ class TailInput(Input):
             if root in self._roots or not os.path.isdir(root):
                 continue
             self._roots.add(root)
-            self._spawn(self._watch(root, recursive), f"tail-watch {root}")
+            self._spawn(watch(root, recursive, self._changed, self._wake.set), f"tail-watch {root}")
             # A watch takes a moment to start in its thread: look again once it surely runs,
             # for a file created in between (else it would wait for refresh_interval).
             asyncio.get_running_loop().call_later(WATCH_SETTLE, self._request_scan)
@@ -690,43 +525,12 @@ class TailInput(Input):
         self._scan_requested = True
         self._wake.set()
 
-    async def _watch(self, root: str, recursive: bool) -> None:
-        from watchfiles import Change, awatch
-
-        # The watch thread wakes every `step` ms (and takes the GIL to check for a stop): 20 ms costs
-        # about 0.5% of a core. `debounce` bounds how long a change waits while a file is written
-        # continuously: it is the copytruncate window, and the latency of a new line.
-        async for changes in awatch(root, watch_filter=None, recursive=recursive, debounce=40, step=20):
-            for change, path in changes:
-                key = self._by_path.get(path)
-                if key is not None and change == Change.modified:
-                    self._dirty[key] = None
-                else:
-                    self._scan_requested = True
-            self._wake.set()
-
-
-def _same_file(fd: int, saved: FilePosition, size: int) -> bool:
-    """Is the file at a saved (device, inode) the one saved there, not a later one that got the inode?"""
-    if not saved.fp_len:
-        return True
-    return size >= saved.fp_len and fingerprint(os.pread(fd, saved.fp_len, 0)) == saved.fp
-
-
-def _line_start(fd: int, offset: int, size: int) -> bool:
-    return offset == 0 or (offset <= size and os.pread(fd, 1, offset - 1) == b"\n")
-
-
-def _after_last_newline(fd: int, size: int, max_line_size: int) -> int:
-    """Where to start in a file found at start without read_from_head: after its last whole line."""
-    if size == 0:
-        return 0
-    back = min(size, max_line_size + 1)
-    tail = os.pread(fd, back, size - back)
-    nl = tail.rfind(b"\n")
-    if nl < 0:
-        return 0 if back == size else size
-    return size - back + nl + 1
+    def _changed(self, path: str, modified: bool) -> None:
+        key = self._by_path.get(path)
+        if key is not None and modified:
+            self._dirty[key] = None
+        else:
+            self._scan_requested = True
 
 
 def build(cfg: TailInputConfig, ingest: Ingest, data_dir: Path) -> TailInput:

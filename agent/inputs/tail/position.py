@@ -38,7 +38,7 @@ from agent.fsutil import atomic_write
 from agent.journal.cursor import Position
 from agent.journal.reader import JournalReader
 from agent.journal.record import batch_entries, batch_target
-from agent.protocol.forward import pack_event_time
+from agent.protocol.event_time import pack_event_time
 
 log = logging.getLogger("agent.input.tail")
 

@@ -1,0 +1,54 @@
+"""The monitor in-process: /metrics carries what the components report, with their labels."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import aiohttp
+
+from agent.config.document import AgentConfig
+from agent.filters.hive import HiveFilter, HiveFilterConfig
+from agent.inputs.forward import ForwardInput, ForwardInputConfig
+from agent.metrics import Monitor
+from tests.integration.test_monitor import metric
+
+
+async def test_metrics_name_each_component_with_its_kind_type_and_readings(ingest, journal, tmp_path):
+    cfg = AgentConfig.model_validate(
+        {
+            "agent": {"data_dir": str(tmp_path)},
+            "inputs": [{"type": "forward", "name": "in", "port": 0}],
+            "filters": [{"type": "hive", "name": "hive", "dedup_window": 0}],
+            "outputs": [{"type": "stdout", "name": "console"}],
+        }
+    )
+    forward = ForwardInput(ForwardInputConfig(type="forward", name="in", port=0), ingest)
+    forward.stats.records, forward.stats.bytes, forward.stats.skipped_records = 5, 500, 2
+    hive = HiveFilter(HiveFilterConfig(type="hive", name="hive", dedup_window=0))
+    hive.stats.valid, hive.stats.invalid = 7, 1
+    hive.stats.invalid_by_rule[("currency", "too_long")] = 1
+    app = SimpleNamespace(
+        cfg=cfg,
+        inputs=[forward],
+        ingest=SimpleNamespace(filters=[hive]),
+        deliveries=[],
+        journal=journal,
+        paths=SimpleNamespace(delivery_snapshot=lambda g: tmp_path / "none.json", root=tmp_path),
+        cursors=SimpleNamespace(load=lambda name: None),
+    )
+    monitor = Monitor(app, "127.0.0.1", 0)
+    await monitor.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{monitor.port}/metrics") as resp:
+                text = await resp.text()
+    finally:
+        await monitor.stop()
+        await asyncio.sleep(0)
+    assert metric(text, "hive_agent_component_received_events_total", component="in", kind="input", type="forward") == 5
+    assert metric(text, "hive_agent_component_received_bytes_total", component="in") == 500
+    assert metric(text, "hive_agent_component_discarded_events_total", component="in", reason="invalid_entry") == 2
+    assert metric(text, "hive_agent_component_received_events_total", component="hive", kind="filter") == 8
+    assert metric(text, "hive_agent_component_dead_lettered_events_total", component="hive") == 1
+    assert metric(text, "hive_agent_invalid_events_total", component="hive", field="currency", rule="too_long") == 1
