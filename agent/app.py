@@ -133,8 +133,8 @@ class App:
             loop.add_signal_handler(sig, self._on_signal, sig.name)
         self.journal.recover()
         s = self.journal.stats
-        if s["recovered_records"] or s["cut_bytes"]:
-            log.info("journal: recovered %d batches; cut %d torn bytes", s["recovered_records"], s["cut_bytes"])
+        if s.recovered_records or s.cut_bytes:
+            log.info("journal: recovered %d batches; cut %d torn bytes", s.recovered_records, s.cut_bytes)
         await self.journal.start()
         for delivery in self.deliveries:
             await delivery.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -122,6 +122,10 @@ class Output:
 
     async def close(self) -> None:
         pass
+
+    def counters(self) -> Mapping[str, int]:
+        """Its own counts, by what they count (the vendor mirrors': requests, accepted, ...)."""
+        return {}
 
 
 @dataclass(slots=True)

@@ -20,8 +20,10 @@ that were neither delivered nor dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.component import Outcome, Output, SendResult, TagBatch, caused_by_records
@@ -37,6 +39,16 @@ log = logging.getLogger("agent.delivery")
 POLL_MIN = 0.005
 POLL_MAX = 0.1
 LOCAL_IO_RETRY_MAX = 30.0  # seconds between tries of the loop's own disk writes
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    sent_records: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    pauses: int = 0
+    local_io_errors: int = 0  # its own cursor or dead-letter writes that failed (a full disk)
 
 
 class OutputRunner:
@@ -60,14 +72,7 @@ class OutputRunner:
         self.batch_bytes = cfg.batch_bytes
         self.schedule = RetrySchedule(cfg.retry_wait, cfg.retry_max_interval, cfg.retry_timeout, cfg.retry_forever)
         self.reader = JournalReader(journal_dir, cursors.load(self.name))
-        self.stats = {
-            "sent_records": 0,
-            "retries": 0,
-            "dead_lettered": 0,
-            "batches": 0,
-            "pauses": 0,
-            "local_io_errors": 0,
-        }
+        self.stats = RunnerStats()
         self.caught_up = False
         self.paused = False
         self.oldest_pending_ns: int | None = None
@@ -79,8 +84,8 @@ class OutputRunner:
         return {
             "type": self.cfg.type,
             "match": self.cfg.match,
-            **self.stats,
-            "output_stats": dict(getattr(self.output, "stats", None) or {}),
+            **dataclasses.asdict(self.stats),
+            "output_stats": dict(self.output.counters()),
             "retrying": self.schedule.steps > 0,
             "retry_steps": self.schedule.steps,
             "paused": self.paused,
@@ -146,7 +151,7 @@ class OutputRunner:
             try:
                 return await action()
             except OSError as exc:
-                self.stats["local_io_errors"] += 1
+                self.stats.local_io_errors += 1
                 log.error("output %s: cannot %s: %s; trying again in %.1fs", self.name, what, exc.strerror or exc, wait)
             if stopping.is_set() or await _wait(stopping, wait):
                 return None
@@ -183,14 +188,14 @@ class OutputRunner:
                         len(outcome.dead),
                         outcome.dead[0][3],
                     )
-                self.stats["sent_records"] += count - len(outcome.dead)
-                self.stats["batches"] += 1
+                self.stats.sent_records += count - len(outcome.dead)
+                self.stats.batches += 1
                 return True
             if outcome.result is SendResult.PAUSE:
                 # Credentials refused: retrying fast helps nobody and giving up would
                 # lose the backlog. Alert, wait the longest interval, try again.
                 self.paused = True
-                self.stats["pauses"] += 1
+                self.stats.pauses += 1
                 log.error(
                     "output %s: PAUSED: %s; %d records wait in the journal; next try in %.0fs",
                     self.name,
@@ -209,7 +214,7 @@ class OutputRunner:
                 return await self._dead_letter(
                     batches, f"retry_timeout reached; last error: {outcome.reason}", stopping
                 )
-            self.stats["retries"] += 1
+            self.stats.retries += 1
             log.warning(
                 "output %s: %d records not delivered (%s); retry %d in %.1fs",
                 self.name,
@@ -258,7 +263,7 @@ class OutputRunner:
 
         n = await self._local_io("write dead letters", action, stopping)
         if n is not None:
-            self.stats["dead_lettered"] += n
+            self.stats.dead_lettered += n
         return n
 
 

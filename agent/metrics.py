@@ -311,17 +311,17 @@ class _Collector:
         yield GaugeMetricFamily("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
         yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)
         yield CounterMetricFamily(
-            "hive_agent_journal_cut_bytes", "Torn bytes cut off at recovery", value=journal.stats["cut_bytes"]
+            "hive_agent_journal_cut_bytes", "Torn bytes cut off at recovery", value=journal.stats.cut_bytes
         )
         yield CounterMetricFamily(
             "hive_agent_journal_quarantined_bytes",
             "Damaged journal bytes set aside in data_dir/quarantine at recovery",
-            value=journal.stats["quarantined_bytes"],
+            value=journal.stats.quarantined_bytes,
         )
         yield CounterMetricFamily(
             "hive_agent_journal_damaged_regions",
             "Damaged places in journal segments, each skipped to the next whole record",
-            value=journal.stats["damaged_regions"],
+            value=journal.stats.damaged_regions,
         )
         up = GaugeMetricFamily("hive_agent_delivery_process_up", "1 while the delivery process runs", labels=["group"])
         for delivery in app.deliveries:

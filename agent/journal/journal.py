@@ -27,6 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.fsutil import fsync_dir
@@ -37,6 +38,20 @@ from agent.journal.segment import list_segments, recover_segment, segment_path
 log = logging.getLogger("agent.journal")
 
 FSYNC_POLICIES = ("always", "interval", "off")
+
+
+@dataclass(slots=True)
+class JournalStats:
+    appends: int = 0
+    records: int = 0
+    bytes: int = 0
+    commits: int = 0  # group commits
+    fsyncs: int = 0
+    write_errors: int = 0
+    recovered_records: int = 0  # at start
+    cut_bytes: int = 0  # a torn tail, cut at start
+    quarantined_bytes: int = 0  # damaged bytes set aside at start
+    damaged_regions: int = 0
 
 
 class Journal:
@@ -70,18 +85,7 @@ class Journal:
         self._broken: str | None = None
         self.write_error: str | None = None  # the last write's error, until a write succeeds (for /health)
         self._room_listeners: list[Callable[[], None]] = []
-        self.stats = {
-            "appends": 0,
-            "records": 0,
-            "bytes": 0,
-            "commits": 0,
-            "fsyncs": 0,
-            "recovered_records": 0,
-            "cut_bytes": 0,
-            "write_errors": 0,
-            "quarantined_bytes": 0,
-            "damaged_regions": 0,
-        }
+        self.stats = JournalStats()
 
     # -- start -----------------------------------------------------------
 
@@ -90,10 +94,10 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         for seq in list_segments(self.directory):
             result = recover_segment(segment_path(self.directory, seq), seq, self.directory.parent / "quarantine")
-            self.stats["recovered_records"] += result.records
-            self.stats["cut_bytes"] += result.cut_bytes
-            self.stats["quarantined_bytes"] += result.quarantined_bytes
-            self.stats["damaged_regions"] += result.damaged_regions
+            self.stats.recovered_records += result.records
+            self.stats.cut_bytes += result.cut_bytes
+            self.stats.quarantined_bytes += result.quarantined_bytes
+            self.stats.damaged_regions += result.damaged_regions
             if result.valid_bytes:
                 self._sizes[seq] = result.valid_bytes
         last = max(list_segments(self.directory), default=0)
@@ -133,8 +137,8 @@ class Journal:
         record = encode_record(batch_payload(tag, entries, count, target), time.time_ns())
         self._pending.append(record)
         self._waiters.append(fut)
-        self.stats["appends"] += 1
-        self.stats["records"] += count
+        self.stats.appends += 1
+        self.stats.records += count
         self._wake.set()
         return fut
 
@@ -158,10 +162,10 @@ class Journal:
                 self._taken = 0
                 if self.fsync == "always":
                     await loop.run_in_executor(None, os.fdatasync, self._segment_fd())
-                    self.stats["fsyncs"] += 1
+                    self.stats.fsyncs += 1
             except OSError as exc:
                 self._taken = 0
-                self.stats["write_errors"] += 1
+                self.stats.write_errors += 1
                 self.write_error = exc.strerror or str(exc)
                 log.error("journal: write of %d bytes to segment %d failed: %s", len(data), self._seq, exc)
                 self._rollback()
@@ -170,8 +174,8 @@ class Journal:
                         w.set_exception(exc)
                 continue
             self.write_error = None
-            self.stats["commits"] += 1
-            self.stats["bytes"] += len(data)
+            self.stats.commits += 1
+            self.stats.bytes += len(data)
             end = Position(self._seq, self._end)
             for w in waiters:
                 if not w.done():
@@ -217,7 +221,7 @@ class Journal:
             if self._fd is not None:
                 try:
                     await loop.run_in_executor(None, os.fdatasync, self._segment_fd())
-                    self.stats["fsyncs"] += 1
+                    self.stats.fsyncs += 1
                 except OSError as exc:
                     self.write_error = exc.strerror or str(exc)
                     log.error("journal: fsync failed: %s", exc)

@@ -46,8 +46,6 @@ class AppsFlyerOutputConfig(MirrorOutputBase):
                     f"apps.{hive_app}: iOS app_id {app.app_id!r} must be 'id' + digits "
                     f"(AppsFlyer answers 200 and drops the event otherwise)"
                 )
-            if app.token is None:
-                raise ValueError(f"apps.{hive_app}: token_env, token_file or token is required")
         return self
 
 
@@ -57,7 +55,7 @@ class AppsFlyerOutput(MirrorOutput):
     def __init__(self, cfg: AppsFlyerOutputConfig, data_dir: Path):
         super().__init__(cfg, data_dir)
         self.cfg: AppsFlyerOutputConfig = cfg
-        self.stats.update({"late": 0})
+        self.counts["late"] = 0
         self._server_errors: dict[tuple[str, str], int] = {}
 
     def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
@@ -93,7 +91,7 @@ class AppsFlyerOutput(MirrorOutput):
 
     def accepted(self, job: Job) -> None:
         if not appsflyer_keeps_time(job.purchase.time_utc, datetime.now(UTC)):
-            self.stats["late"] += 1  # AppsFlyer stamps it with its arrival time
+            self.counts["late"] += 1  # AppsFlyer stamps it with its arrival time
 
 
 def build(cfg: AppsFlyerOutputConfig, data_dir: Path) -> AppsFlyerOutput:

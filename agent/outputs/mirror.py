@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
@@ -98,6 +98,17 @@ class MirrorOutputBase(OutputConfigBase):
     # bigger batches keep more requests in flight (1 MiB: about 1,500 purchases).
     batch_bytes: Size = 1024 * 1024
 
+    # The vendor authenticates each app's requests with its token (Naver's relay may not).
+    token_required: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _tokens(self) -> MirrorOutputBase:
+        if self.token_required:
+            for hive_app, app in self.apps.items():
+                if app.token is None:
+                    raise ValueError(f"apps.{hive_app}: token_env, token_file or token is required")
+        return self
+
     @property
     def routing_match(self) -> str:
         """What the delivery loop hands this output: the purchases, and the identity records it learns."""
@@ -155,17 +166,14 @@ class MirrorOutput(Output):
         self.refund_values = tuple(cfg.refund_values)
         self.limit = RateLimit(cfg.rate_limit)
         self.session: aiohttp.ClientSession | None = None
-        self.stats = {
-            "requests": 0,
-            "accepted": 0,
-            "duplicates": 0,
-            "test_skipped": 0,
-            "not_configured": 0,
-            "identities": 0,
-            "refused": 0,
-        }
+        # By what they count, the label of hive_agent_mirror_events_total.
+        counted = ("requests", "accepted", "duplicates", "test_skipped", "not_configured", "identities", "refused")
+        self.counts: collections.Counter[str] = collections.Counter(dict.fromkeys(counted, 0))
         self._purged_at = 0.0
         self._accepted_by_this_batch: set[tuple[str, str]] = set()  # until the batches are done
+
+    def counters(self) -> collections.Counter[str]:
+        return self.counts
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -226,7 +234,7 @@ class MirrorOutput(Output):
             if result is SendResult.FATAL:
                 dead.append((job.tag, job.time_ns, job.record, reason))
         counts["refused"] += len(dead)
-        self.stats.update(counts)
+        self.counts.update(counts)
         self._accepted_by_this_batch.clear()
         self._purge()
         return Outcome.ok(dead)
@@ -308,7 +316,7 @@ class MirrorOutput(Output):
 
     async def _request(self, job: Job) -> tuple[SendResult, str, Job]:
         await self.limit.wait()
-        self.stats["requests"] += 1
+        self.counts["requests"] += 1
         req = job.request
         try:
             async with self._session().post(req.url, data=req.body, headers=req.headers) as resp:
@@ -323,7 +331,7 @@ class MirrorOutput(Output):
         if result is SendResult.OK:
             self.state.mark_delivered(self.name, job.purchase.app_id, job.key)
             self._accepted_by_this_batch.add((job.purchase.app_id, job.key))
-            self.stats["accepted"] += 1
+            self.counts["accepted"] += 1
             self.accepted(job)
         return result, f"HTTP {status} from {req.url}: {text}", job
 

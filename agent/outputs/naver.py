@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from agent.mirrors.payloads import Purchase, Refused, naver_event, naver_items
 from agent.outputs.mirror import MirrorApp, MirrorOutput, MirrorOutputBase, Request, json_request
@@ -22,7 +22,8 @@ from agent.outputs.mirror import MirrorApp, MirrorOutput, MirrorOutputBase, Requ
 class NaverOutputConfig(MirrorOutputBase):
     type: Literal["naver"]
     fx_to_krw: dict[str, float] = {}
-    all_apps: bool = True  # without [apps], mirror every app; a token is then optional
+    all_apps: bool = True  # without [apps], mirror every app
+    token_required: ClassVar[bool] = False  # the relay's own auth, if any: a token is optional
 
 
 _ANY_APP = MirrorApp()
@@ -34,7 +35,7 @@ class NaverOutput(MirrorOutput):
     def __init__(self, cfg: NaverOutputConfig, data_dir: Path):
         super().__init__(cfg, data_dir)
         self.cfg: NaverOutputConfig = cfg
-        self.stats.update({"unsupported_currency": 0})
+        self.counts["unsupported_currency"] = 0
 
     def app_settings(self, p: Purchase):
         app = self.cfg.apps.get(p.app_id)
@@ -47,7 +48,7 @@ class NaverOutput(MirrorOutput):
             raise Refused("unsupported_refund", "Naver has no refund event")
         event, unsupported = naver_event(naver_items(p), p.currency, self.cfg.fx_to_krw)
         if unsupported:
-            self.stats["unsupported_currency"] += 1
+            self.counts["unsupported_currency"] += 1
         body = {
             **event,
             "app_id": app.app_id or p.app_id,

@@ -27,8 +27,6 @@ class WisetrackerOutputConfig(MirrorOutputBase):
         for hive_app, app in self.apps.items():
             if app.service_number is None:
                 raise ValueError(f"apps.{hive_app}: service_number (_wtno) is required")
-            if app.token is None:
-                raise ValueError(f"apps.{hive_app}: token_env, token_file or token is required")
         return self
 
 

@@ -76,7 +76,7 @@ async def test_retry_then_success_delivers_once(tmp_path):
     r = runner(tmp_path, out)
     await drain(r)
     assert out.attempts == 3 and out.sent == [("t", 1), ("t", 2), ("t", 3)]
-    assert r.stats["retries"] == 2
+    assert r.stats.retries == 2
     assert not (tmp_path / "deadletter").exists()
 
 
@@ -91,7 +91,7 @@ async def test_fatal_goes_to_the_dead_letter_store_with_the_reason(tmp_path):
         (i, "400 bad request: price", "t") for i in (1, 2, 3)
     ]
     assert lines[0]["time"] == "2023-11-14T22:13:20.000000001Z"
-    assert r.stats["dead_lettered"] == 3
+    assert r.stats.dead_lettered == 3
     await fill(tmp_path / "journal", [("t", [4])])
     await drain(runner(tmp_path, out))
     assert out.sent == [("t", 4)]
@@ -182,7 +182,7 @@ async def test_other_fsync_policies_still_write_everything(tmp_path, policy):
     out = ScriptedOutput()
     await drain(runner(tmp_path, out))
     assert [i for _, i in out.sent] == list(range(20))
-    assert (j.stats["fsyncs"] > 0) == (policy == "interval")
+    assert (j.stats.fsyncs > 0) == (policy == "interval")
 
 
 def test_dead_letters_of_an_oddly_named_output_are_spooled_under_a_file_name_that_maps_back(tmp_path):
@@ -241,7 +241,7 @@ async def test_a_record_that_fails_by_its_content_is_found_and_dead_lettered_the
     r = runner(tmp_path, out, retry_timeout=3600)
     await drain(r)
     assert sorted(i for _, i in out.sent) == [i for i in range(40) if i != 23]
-    assert r.stats["retries"] == 0 and r.stats["dead_lettered"] == 1
+    assert r.stats.retries == 0 and r.stats.dead_lettered == 1
     [dead] = [orjson.loads(line) for line in (tmp_path / "deadletter/fake.jsonl").read_bytes().splitlines()]
     assert dead["record"] == {"i": 23, "poison": True}
     assert dead["reason"].startswith(f"rejected: {type(error).__name__}")
@@ -260,7 +260,7 @@ async def test_a_transient_os_error_is_retried_not_split(tmp_path):
     out = FullDisk()
     r = runner(tmp_path, out)
     await drain(r)
-    assert out.sent == [("t", 1), ("t", 2), ("t", 3)] and r.stats["retries"] == 2 and r.stats["dead_lettered"] == 0
+    assert out.sent == [("t", 1), ("t", 2), ("t", 3)] and r.stats.retries == 2 and r.stats.dead_lettered == 0
 
 
 async def test_a_full_disk_for_the_cursor_and_the_dead_letters_is_waited_out_not_fatal(tmp_path, monkeypatch):
@@ -282,8 +282,8 @@ async def test_a_full_disk_for_the_cursor_and_the_dead_letters_is_waited_out_not
     monkeypatch.setattr(r.cursors, "save", full("cursor", save))
     monkeypatch.setattr(r.deadletters, "_append", full("dead", append))
     await drain(r)
-    assert r.stats["dead_lettered"] == 3 and len(r.deadletters.read("fake")) == 3
-    assert r.stats["local_io_errors"] >= 3 and failures == {"cursor": 0, "dead": 0}
+    assert r.stats.dead_lettered == 3 and len(r.deadletters.read("fake")) == 3
+    assert r.stats.local_io_errors >= 3 and failures == {"cursor": 0, "dead": 0}
     assert CursorStore(tmp_path / "cursors").load("fake") is not None
 
 

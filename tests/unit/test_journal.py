@@ -58,7 +58,7 @@ def test_record_framing_round_trip_and_checks():
 async def test_appends_are_durable_in_order_and_concurrent_appends_share_fsyncs(tmp_path):
     j = await started(tmp_path, fsync="always")
     await asyncio.gather(*(j.submit("t", entries(10, k * 10), 10) for k in range(50)))
-    assert j.stats["fsyncs"] < 50  # group commit
+    assert j.stats.fsyncs < 50  # group commit
     await j.close()
     events, _ = read_all(tmp_path)
     assert sorted(e[2] for e in events) == list(range(500))
@@ -77,8 +77,8 @@ async def test_torn_tail_is_cut_and_everything_before_it_kept(tmp_path):
         f.truncate(size - 7)  # tear the last record mid-way
     j2 = Journal(tmp_path)
     j2.recover()
-    assert j2.stats["recovered_records"] == 4
-    assert j2.stats["cut_bytes"] > 0
+    assert j2.stats.recovered_records == 4
+    assert j2.stats.cut_bytes > 0
     await j2.start()
     await j2.submit("t", entries(1, 1000), 1)
     await j2.close()
@@ -102,8 +102,8 @@ async def test_a_damaged_record_mid_segment_is_set_aside_and_every_record_after_
     path.write_bytes(bytes(data))
     j2 = Journal(jdir)
     j2.recover()
-    assert j2.stats["recovered_records"] == 9
-    assert (j2.stats["damaged_regions"], j2.stats["quarantined_bytes"]) == (1, record)
+    assert j2.stats.recovered_records == 9
+    assert (j2.stats.damaged_regions, j2.stats.quarantined_bytes) == (1, record)
     [kept] = list((tmp_path / "quarantine").iterdir())
     assert kept.read_bytes() == bytes(data[fifth : fifth + record]) and kept.stat().st_mode & 0o777 == 0o600
     assert path.stat().st_size == len(data)  # offsets unchanged
@@ -113,7 +113,7 @@ async def test_a_damaged_record_mid_segment_is_set_aside_and_every_record_after_
     assert [e[2] for e in events] == list(range(700, 1000))
     j3 = Journal(jdir)
     j3.recover()  # recovering again finds nothing more to do
-    assert j3.stats["recovered_records"] == 10 and j3.stats["damaged_regions"] == 0  # the filler counts
+    assert j3.stats.recovered_records == 10 and j3.stats.damaged_regions == 0  # the filler counts
 
 
 @pytest.mark.parametrize("seed", range(12))
