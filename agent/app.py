@@ -26,6 +26,7 @@ from pathlib import Path
 from agent.component import Input
 from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
+from agent.errors import ConfigError
 from agent.ingest import Ingest
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
@@ -141,8 +142,8 @@ class App:
         try:
             for inp in self.inputs:
                 await inp.start()
-        except OSError as exc:
-            log.error("cannot listen: %s", exc)
+        except (OSError, ConfigError) as exc:
+            log.error("cannot listen: %s" if isinstance(exc, OSError) else "cannot start: %s", exc)
             await self._stop_deliveries(self.cfg.agent.shutdown_timeout)
             await self.journal.close()
             return 1

@@ -194,7 +194,7 @@ def test_missing_identifier_is_dead_lettered_then_replayed_once_the_identity_is_
             IDS_TAG,
             [{"did": 5002, "uid": 1002, "appsflyer_id": "1700000000000-7777777", "advertising_id": "ad-known"}],
         )
-        time.sleep(1.0)
+        # No wait needed: each output reads the journal in order, the identity record before the replay.
         for output in ("appsflyer", "wisetracker"):
             run = subprocess.run(
                 [

@@ -54,6 +54,7 @@ from agent.ingest import Ingest, Refused, when_both
 from agent.inputs.tail.config import TailInputConfig as TailInputConfig  # the registry's
 from agent.inputs.tail.discovery import FileFinder, expand_tag, watch, watch_root
 from agent.inputs.tail.followed import FollowedFile, after_last_newline, line_start, same_file
+from agent.inputs.tail.imported import ImportedPosition, read_imports
 from agent.inputs.tail.position import (
     FINGERPRINT_BYTES,
     FileKey,
@@ -100,6 +101,7 @@ class TailInput(Input):
         self.files: dict[FileKey, FollowedFile] = {}
         self.released: dict[FileKey, FilePosition] = {}  # rotated names in the globs, done with
         self._saved: dict[FileKey, FilePosition] = {}  # loaded at start, for files not found yet
+        self._imported: dict[int, ImportedPosition] = {}  # by inode, from another agent, first start only
         self._by_path: dict[str, FileKey] = {}
         self._dirty: dict[FileKey, None] = {}  # files to read, in order (a set that keeps order)
         self.finder = FileFinder(self.name, cfg.path, cfg.exclude_path)
@@ -133,6 +135,9 @@ class TailInput(Input):
     # -- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
+        if not self.pos_file.path.exists() and (self.cfg.import_pos_file or self.cfg.import_fluentbit_db):
+            self._imported = read_imports(self.cfg.import_pos_file, self.cfg.import_fluentbit_db)
+            log.info("input %s: first start: %d positions imported", self.name, len(self._imported))
         positions, since = self.pos_file.load()
         if since is not None:
             n = replay_markers(self.journal.directory, since, self.name, positions)
@@ -141,6 +146,7 @@ class TailInput(Input):
         self._saved = positions
         self._scan(initial=True)
         self._saved = {}
+        self._imported = {}  # the first scan used them; the position file has its own from now on
         self._pinned = self._durable_at = self.journal.end_position
         self._checkpoint(force=True)
         self._spawn(self._run(), "tail-reader")
@@ -459,6 +465,9 @@ class TailInput(Input):
             # The same file; if it was truncated while the agent was away, all of it is new.
             offset = saved.offset if line_start(fd, saved.offset, fst.st_size) else 0
             fp_len, fp = saved.fp_len, saved.fp
+        elif key[1] in self._imported:
+            offset = self._imported_offset(self._imported[key[1]], path, fd, fst.st_size)
+            fp_len, fp = 0, 0
         else:
             offset = (
                 0
@@ -476,6 +485,28 @@ class TailInput(Input):
         self._pos_changed = True
         self.stats.files_opened += 1
         log.info("input %s: following %s from offset %d as tag %s", self.name, path, offset, tag)
+
+    def _imported_offset(self, imported: ImportedPosition, path: str, fd: int, size: int) -> int:
+        """Where another agent had read this file to, if that can be where a line starts; else 0
+        (read again, duplicates at worst: never a gap)."""
+        if imported.offset <= size and line_start(fd, imported.offset, size):
+            log.info(
+                "input %s: file %s starts at offset %d, from %s (as %s)",
+                self.name,
+                path,
+                imported.offset,
+                imported.source,
+                imported.path,
+            )
+            return imported.offset
+        log.warning(
+            "input %s: file %s: offset %d from %s is past its end or not where a line starts; reading it from 0",
+            self.name,
+            path,
+            imported.offset,
+            imported.source,
+        )
+        return 0
 
     def _stat_all(self) -> None:
         """The safety net under inotify: what changed size, moved or was deleted."""

@@ -40,6 +40,10 @@ class TailInputConfig(InputConfigBase):
     read_bytes_limit: Size = 256 * 1024  # parsed a read at a time; 1MiB reads measured no faster
     path_key: str | None = None
     pos_file: Path | None = None  # default: <data_dir>/tail/<name>.pos.json
+    # Switching a host: where td-agent (Fluentd) or Fluent Bit had read each file to, taken at the
+    # first start only (agent/inputs/tail/imported.py).
+    import_pos_file: Path | None = None
+    import_fluentbit_db: Path | None = None
 
     @field_validator("path")
     @classmethod
