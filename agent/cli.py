@@ -1,4 +1,9 @@
-"""Command line: ``hive-agent run | check | version`` (and the internal ``deliver``)."""
+"""Command line: ``hive-agent run | check | init | deadletter | version`` (and the internal ``deliver``).
+
+Without ``-c``, a command uses /etc/hive-agent/agent.toml when it exists, else
+the default shipped in the package (agent/defaults), with its data under the
+user's state directory.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +16,27 @@ from pathlib import Path
 from agent import __version__, secrets
 from agent.errors import ConfigError
 
-DEFAULT_CONFIG = "conf/agent.toml"
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hive-agent", description="Fluentd-compatible purchase log agent")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent")
-    run.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    run.add_argument("-c", "--config", default=None)
     check = sub.add_parser("check", help="validate a config and print what would run")
-    check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    check.add_argument("-c", "--config", default=None)
     sub.add_parser("version", help="print the version")
+    init = sub.add_parser("init", help="write a commented config to start from")
+    init.add_argument("path", nargs="?", default="agent.toml")
+    init.add_argument(
+        "--data-dir", default=None, help="its data_dir (default: /var/lib/hive-agent as root, else yours)"
+    )
+    init.add_argument("--force", action="store_true", help="replace the file if it exists")
     dead = sub.add_parser("deadletter", help="the dead-letter store: list, replay")
     dead_sub = dead.add_subparsers(dest="deadletter_command", required=True)
     dl_list = dead_sub.add_parser("list", help="counts by output and reason, with a few samples")
-    dl_list.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    dl_list.add_argument("-c", "--config", default=None)
     dl_replay = dead_sub.add_parser("replay", help="re-queue dead letters once the cause is fixed")
-    dl_replay.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    dl_replay.add_argument("-c", "--config", default=None)
     dl_replay.add_argument("--output", required=True, help="the output (or filter) whose dead letters to replay")
     dl_replay.add_argument("--reason", default=None, help="only those whose reason contains this text")
     deliver = sub.add_parser("deliver", help=argparse.SUPPRESS)  # the delivery process (started by run)
@@ -35,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     deliver.add_argument("--ready-fd", type=int, default=None)
     deliver.add_argument("--group", type=int, default=0)
     return p
+
+
+def _config_path(given: str | None) -> str:
+    if given is not None:
+        return given
+    from agent.defaults import default_config
+
+    return str(default_config())
 
 
 def _load(path: str):
@@ -65,6 +82,21 @@ def cmd_check(path: str) -> int:
     for kind, items in (("input ", cfg.inputs), ("filter", cfg.filters), ("output", cfg.outputs)):
         for item in items:
             print(f"{kind} {item.name}: {item.describe()}")
+    return 0
+
+
+def cmd_init(path: str, data_dir: str | None, force: bool) -> int:
+    from agent.defaults import render, user_state_dir
+
+    target = Path(path)
+    if target.exists() and not force:
+        print(f"hive-agent: {target} exists; not replaced (--force replaces it)", file=sys.stderr)
+        return 2
+    if data_dir is None:
+        data_dir = "/var/lib/hive-agent" if os.geteuid() == 0 else str(user_state_dir())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render(data_dir), "utf-8")
+    print(f"wrote {target} (data_dir {data_dir}); check it with: hive-agent check -c {target}")
     return 0
 
 
@@ -142,11 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"hive-agent {__version__}")
         return 0
+    if args.command == "init":
+        return cmd_init(args.path, args.data_dir, args.force)
     if args.command == "check":
-        return cmd_check(args.config)
+        return cmd_check(_config_path(args.config))
     if args.command == "run":
-        return cmd_run(args.config)
+        return cmd_run(_config_path(args.config))
     if args.command == "deadletter":
+        args.config = _config_path(args.config)
         return cmd_deadletter(args)
     if args.command == "deliver":
         return cmd_deliver(args.config, args.ready_fd, args.group)
