@@ -27,6 +27,7 @@ from agent.component import Input
 from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
 from agent.errors import ConfigError
+from agent.fsutil import atomic_write
 from agent.ingest import Ingest
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
@@ -151,6 +152,8 @@ class App:
         if self.monitor is not None:
             try:
                 await self.monitor.start()
+                self.paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+                atomic_write(self.paths.monitor_address, f"{self.monitor.bind}:{self.monitor.port}".encode())
             except OSError as exc:
                 log.error(
                     "monitor: cannot listen on %s:%s: %s; stopping",

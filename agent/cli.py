@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and print what would run")
     check.add_argument("-c", "--config", default=None)
     sub.add_parser("version", help="print the version")
+    status = sub.add_parser("status", help="the running agent at a glance; exit 0 when healthy")
+    status.add_argument("-c", "--config", default=None)
+    status.add_argument("--json", action="store_true", help="for machines")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between the two reads for rates")
     init = sub.add_parser("init", help="write a commented config to start from")
     init.add_argument("path", nargs="?", default="agent.toml")
     init.add_argument(
@@ -83,6 +87,22 @@ def cmd_check(path: str) -> int:
         for item in items:
             print(f"{kind} {item.name}: {item.describe()}")
     return 0
+
+
+def cmd_status(path: str, as_json: bool, interval: float) -> int:
+    import orjson
+
+    from agent import status
+
+    cfg = _load(path)
+    secrets.install(cfg)
+    try:
+        report = status.collect(cfg, interval)
+    except status.Unreachable as exc:
+        print(f"hive-agent: {exc}", file=sys.stderr)
+        return 2
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else status.render(report))
+    return 0 if report["healthy"] else 1
 
 
 def cmd_init(path: str, data_dir: str | None, force: bool) -> int:
@@ -174,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"hive-agent {__version__}")
         return 0
+    if args.command == "status":
+        return cmd_status(_config_path(args.config), args.json, args.interval)
     if args.command == "init":
         return cmd_init(args.path, args.data_dir, args.force)
     if args.command == "check":

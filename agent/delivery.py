@@ -75,6 +75,8 @@ class OutputRunner:
         self.stats = RunnerStats()
         self.caught_up = False
         self.paused = False
+        self.last_error = ""  # why it retries or is paused, while it does (scrubbed where shown)
+        self._draining: asyncio.Event | None = None  # set by run(): the shutdown's drain
         self.oldest_pending_ns: int | None = None
         self.delivered_to: Position | None = None
 
@@ -89,12 +91,14 @@ class OutputRunner:
             "retrying": self.schedule.steps > 0,
             "retry_steps": self.schedule.steps,
             "paused": self.paused,
+            "last_error": self.last_error[:300] if self.paused or self.schedule.steps else "",
             "caught_up": self.caught_up,
             "oldest_pending_ns": self.oldest_pending_ns,
             "position": [position.segment, position.offset] if position else None,
         }
 
     async def run(self, draining: asyncio.Event, stopping: asyncio.Event) -> None:
+        self._draining = draining
         delivered: Position | None = None
         committed_at = time.monotonic()
         idle = POLL_MIN
@@ -191,6 +195,8 @@ class OutputRunner:
                 self.stats.sent_records += count - len(outcome.dead)
                 self.stats.batches += 1
                 return True
+            if outcome.result is not SendResult.OK:
+                self.last_error = outcome.reason
             if outcome.result is SendResult.PAUSE:
                 # Credentials refused: retrying fast helps nobody and giving up would
                 # lose the backlog. Alert, wait the longest interval, try again.
@@ -203,7 +209,15 @@ class OutputRunner:
                     count,
                     self.cfg.retry_max_interval,
                 )
-                if await _wait(stopping, self.cfg.retry_max_interval):
+                # Draining at shutdown: a destination that refuses us will not take the backlog
+                # within shutdown_timeout either; it stays in the journal for the next start.
+                draining = self._draining
+                if draining is not None and (
+                    draining.is_set() or await _wait_either(stopping, draining, self.cfg.retry_max_interval)
+                ):
+                    log.info("output %s: paused at shutdown; its %d records stay in the journal", self.name, count)
+                    return False
+                if draining is None and await _wait(stopping, self.cfg.retry_max_interval):
                     return False
                 continue
             if outcome.result is SendResult.FATAL:
@@ -280,6 +294,17 @@ def _halves(batches: list[TagBatch]) -> tuple[list[TagBatch], list[TagBatch]]:
         return [TagBatch(batch.tag, payload=first)], [TagBatch(batch.tag, payload=second)]
     middle = len(batch.entries) // 2
     return [TagBatch(batch.tag, batch.entries[:middle])], [TagBatch(batch.tag, batch.entries[middle:])]
+
+
+async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> bool:
+    """Sleep up to ``timeout``; True if either event was set meanwhile."""
+    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return bool(done)
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:

@@ -67,6 +67,7 @@ class Monitor:
         web_app.router.add_get("/api/plugins.json", self._plugins)
         web_app.router.add_get("/api/plugins", self._plugins)
         web_app.router.add_get("/health", self._health)
+        web_app.router.add_get("/api/status.json", self._status)
         self.runner = web.AppRunner(web_app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.bind, self.port)
@@ -118,6 +119,44 @@ class Monitor:
         return not problems, problems
 
     # -- endpoints ---------------------------------------------------------------
+
+    def status(self) -> dict:
+        """One screen's worth for ``hive-agent status``: health, inputs, outputs, journal fill."""
+        ok, problems = self.health()
+        now = time.time_ns()
+        outputs = []
+        snap = self.delivery().get("outputs", {})
+        for o_cfg in self.app.cfg.outputs:
+            out = snap.get(o_cfg.name, {})
+            oldest = out.get("oldest_pending_ns")
+            outputs.append(
+                {
+                    "name": o_cfg.name,
+                    "type": o_cfg.type,
+                    "sent": out.get("sent_records", 0),
+                    "dead_lettered": out.get("dead_lettered", 0),
+                    "backlog_bytes": self.pending_bytes(o_cfg.name, out.get("position")),
+                    "oldest_unsent_seconds": round(max(0.0, (now - oldest) / 1e9), 1) if oldest else 0.0,
+                    "state": "paused" if out.get("paused") else "retrying" if out.get("retrying") else "ok",
+                    "why": scrub(out.get("last_error", "")),
+                }
+            )
+        inputs = []
+        for inp in self.app.inputs:
+            events, size = inp.received()
+            inputs.append({"name": inp.name, "type": inp.cfg.type, "events": events, "bytes": size})
+        journal = self.app.journal
+        return {
+            "healthy": ok,
+            "problems": problems,
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "inputs": inputs,
+            "outputs": outputs,
+            "journal": {"bytes": journal.size_bytes, "max_bytes": journal.max_bytes},
+        }
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status(), dumps=lambda o: orjson.dumps(o).decode())
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -49,6 +49,11 @@ class DataPaths:
     def state(self) -> Path:
         return self.root / "state"
 
+    @property
+    def monitor_address(self) -> Path:
+        """``host:port`` the running agent's monitor listens on (the port the system chose for 0)."""
+        return self.state / "monitor"
+
     def delivery_snapshot(self, group: int = 0) -> Path:
         """Where delivery process ``group`` reports its outputs (``delivery.json`` for the first)."""
         return self.state / ("delivery.json" if group == 0 else f"delivery-{group}.json")

@@ -1,0 +1,86 @@
+"""``hive-agent status``: the running agent at a glance, from its monitor.
+
+Two reads of ``/api/status.json`` a moment apart give the rates; the
+dead-letter store (on this host, under data_dir) gives dead letters by output
+and reason. The exit code is 0 when the agent is healthy, 1 when it is not,
+2 when it cannot be asked (no [monitor] section, or nothing answers).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from agent.config.document import AgentConfig
+from agent.deadletter import DeadLetterStore
+from agent.paths import DataPaths
+
+
+class Unreachable(Exception):
+    pass
+
+
+def fetch(bind: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
+    host = "127.0.0.1" if bind in ("0.0.0.0", "") else "::1" if bind == "::" else bind
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/api/status.json"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own monitor
+            data: dict[str, Any] = json.load(resp)
+            return data
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        raise Unreachable(f"no answer from the monitor at {url}: {exc}") from None
+
+
+def collect(cfg: AgentConfig, interval: float = 1.0) -> dict[str, Any]:
+    """The status, with events/s per input and records/s per output over ``interval``."""
+    if cfg.monitor is None:
+        raise Unreachable("the config has no [monitor] section: the running agent cannot be asked")
+    bind, port = cfg.monitor.bind, cfg.monitor.port
+    if port == 0:  # the system chose it: the running agent wrote it down
+        try:
+            bind, _, chosen = DataPaths(cfg.agent.data_dir).monitor_address.read_text().rpartition(":")
+            port = int(chosen)
+        except (OSError, ValueError):
+            raise Unreachable("monitor port = 0 and no running agent wrote down the port it got") from None
+    first = fetch(bind, port)
+    started = time.monotonic()
+    time.sleep(interval)
+    second = fetch(bind, port)
+    elapsed = max(time.monotonic() - started, 1e-3)
+    before_in = {i["name"]: i for i in first["inputs"]}
+    before_out = {o["name"]: o for o in first["outputs"]}
+    for inp in second["inputs"]:
+        inp["events_per_second"] = round((inp["events"] - before_in.get(inp["name"], inp)["events"]) / elapsed, 1)
+    for out in second["outputs"]:
+        out["sent_per_second"] = round((out["sent"] - before_out.get(out["name"], out)["sent"]) / elapsed, 1)
+    summary = DeadLetterStore(DataPaths(cfg.agent.data_dir).deadletter).summary(samples=0)
+    second["dead_letters"] = {source: dict(info["reasons"]) for source, info in summary.items()}
+    return second
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = [
+        f"hive-agent: {'healthy' if status['healthy'] else 'UNHEALTHY'}, up {status['uptime_seconds']:.0f}s",
+        *(f"  ! {p}" for p in status["problems"]),
+        "inputs",
+    ]
+    for i in status["inputs"]:
+        lines.append(f"  {i['name']:<24} {i['type']:<10} {i['events']:>12,} events  {i['events_per_second']:>10,.1f}/s")
+    lines.append("outputs")
+    for o in status["outputs"]:
+        state = o["state"] + (f": {o['why']}" if o["why"] else "")
+        lines.append(
+            f"  {o['name']:<24} {o['type']:<10} backlog {o['backlog_bytes']:>12,} bytes, oldest unsent "
+            f"{o['oldest_unsent_seconds']:>7,.1f}s  {o['sent_per_second']:>9,.1f}/s  {state}"
+        )
+    lines.append("dead letters" + ("" if status["dead_letters"] else ": none"))
+    for source, reasons in status["dead_letters"].items():
+        for reason, n in list(reasons.items())[:5]:
+            lines.append(f"  {source:<24} {n:>10,}  {reason[:100]}")
+    j = status["journal"]
+    fill = j["bytes"] / j["max_bytes"] if j["max_bytes"] else 0.0
+    lines.append(f"journal {j['bytes']:,} of {j['max_bytes']:,} bytes ({fill:.0%})")
+    return "\n".join(lines)
