@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", default=None)
     status.add_argument("--json", action="store_true", help="for machines")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between the two reads for rates")
+    tap = sub.add_parser("tap", help="the events flowing through the agent now, after the filters, as JSON lines")
+    tap.add_argument("-c", "--config", default=None)
+    tap.add_argument("--match", default="**", help="a tag pattern, as in match (default: every tag)")
     init = sub.add_parser("init", help="write a commented config to start from")
     init.add_argument("path", nargs="?", default="agent.toml")
     init.add_argument(
@@ -103,6 +106,20 @@ def cmd_status(path: str, as_json: bool, interval: float) -> int:
         return 2
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else status.render(report))
     return 0 if report["healthy"] else 1
+
+
+def cmd_tap(path: str, match: str) -> int:
+    from agent import status
+
+    cfg = _load(path)
+    try:
+        status.tap(cfg, match, sys.stdout.buffer)
+    except status.Unreachable as exc:
+        print(f"hive-agent: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def cmd_init(path: str, data_dir: str | None, force: bool) -> int:
@@ -196,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return cmd_status(_config_path(args.config), args.json, args.interval)
+    if args.command == "tap":
+        return cmd_tap(_config_path(args.config), args.match)
     if args.command == "init":
         return cmd_init(args.path, args.data_dir, args.force)
     if args.command == "check":

@@ -40,6 +40,7 @@ from agent.journal.journal import Journal
 from agent.protocol.forward import array_items
 from agent.render import other_ext
 from agent.routing import compile_pattern
+from agent.tap import Tap
 
 log = logging.getLogger("agent")
 
@@ -54,6 +55,7 @@ class Ingest:
         self.deadletters = deadletters
         self._filters = [(compile_pattern(match), f) for match, f in filters]
         self._for_tag: dict[str, list[Filter]] = {}
+        self.taps: list[Tap] = []  # hive-agent tap readers (agent/tap.py)
         # One thread: dead letters are written in the order they were refused.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deadletters")
 
@@ -93,6 +95,8 @@ class Ingest:
                     refused = {**(refused or {}), **by_filters}
         journaled = None
         if count:
+            for tap in self.taps:
+                tap.offer(tag, entries, count)
             try:
                 journaled = self.journal.submit(tag, entries, count, target=target)
             except RuntimeError:

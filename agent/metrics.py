@@ -33,6 +33,8 @@ credentials and any other copy of a configured secret.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Iterable
@@ -42,9 +44,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from agent.component import Reading
+from agent.component import Reading, TagBatch
 from agent.journal.cursor import Position
+from agent.journal.record import batch_payload
+from agent.render import LineRenderer
 from agent.secrets import scrub
+from agent.tap import Tap
 
 log = logging.getLogger("agent.monitor")
 
@@ -60,6 +65,7 @@ class Monitor:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         self.started = time.time()
+        self._stopping = False
 
     async def start(self) -> None:
         web_app = web.Application()
@@ -68,6 +74,7 @@ class Monitor:
         web_app.router.add_get("/api/plugins", self._plugins)
         web_app.router.add_get("/health", self._health)
         web_app.router.add_get("/api/status.json", self._status)
+        web_app.router.add_get("/api/tap", self._tap)
         self.runner = web.AppRunner(web_app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.bind, self.port)
@@ -75,6 +82,7 @@ class Monitor:
         self.port = self.runner.addresses[0][1]  # the port the system chose for port = 0
 
     async def stop(self) -> None:
+        self._stopping = True  # open taps end within a second
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -158,6 +166,35 @@ class Monitor:
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status(), dumps=lambda o: orjson.dumps(o).decode())
 
+    async def _tap(self, request: web.Request) -> web.StreamResponse:
+        """JSON lines of the events after the filters, until the reader goes (loopback only)."""
+        if not _is_loopback(request.remote):
+            return web.Response(status=403, text="tap is served to loopback clients only\n")
+        tap = Tap(request.query.get("match", "**"))
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        renderer = LineRenderer()
+        self.app.ingest.taps.append(tap)
+        try:
+            while not self._stopping:
+                try:
+                    tag, entries, count = await asyncio.wait_for(tap.waiting.get(), 1.0)
+                except TimeoutError:  # nothing flows: is the reader still there?
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    continue
+                lines = renderer.render(TagBatch(tag, payload=batch_payload(tag, entries, count)))
+                if tap.dropped:
+                    note = {"tap": f"{tap.dropped} events not shown: this reader was slower than the agent"}
+                    lines = orjson.dumps(note) + b"\n" + lines
+                    tap.dropped = 0
+                await response.write(scrub(lines.decode("utf-8", "replace")).encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.app.ingest.taps.remove(tap)
+        return response
+
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(self.registry),
@@ -235,6 +272,13 @@ class Monitor:
             matching = {c.name for c in list(cfg.outputs) + list(cfg.filters) if compile_pattern(c.match)(tag)}
             plugins = [p for p in plugins if p["plugin_id"] in matching]
         return web.json_response({"plugins": plugins}, dumps=lambda o: orjson.dumps(o).decode())
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
 
 
 def _config(model) -> dict:

@@ -1,4 +1,4 @@
-"""``hive-agent status``: the running agent at a glance, from its monitor.
+"""``hive-agent status`` and ``hive-agent tap``: the running agent, asked through its monitor.
 
 Two reads of ``/api/status.json`` a moment apart give the rates; the
 dead-letter store (on this host, under data_dir) gives dead letters by output
@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from typing import Any
+from typing import IO, Any
 
 from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
@@ -23,9 +24,22 @@ class Unreachable(Exception):
     pass
 
 
-def fetch(bind: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
+def monitor_url(cfg: AgentConfig, path: str) -> str:
+    """The running agent's monitor: from the config, or, with port = 0, from what the agent wrote down."""
+    if cfg.monitor is None:
+        raise Unreachable("the config has no [monitor] section: the running agent cannot be asked")
+    bind, port = cfg.monitor.bind, cfg.monitor.port
+    if port == 0:  # the system chose it: the running agent wrote it down
+        try:
+            bind, _, chosen = DataPaths(cfg.agent.data_dir).monitor_address.read_text().rpartition(":")
+            port = int(chosen)
+        except (OSError, ValueError):
+            raise Unreachable("monitor port = 0 and no running agent wrote down the port it got") from None
     host = "127.0.0.1" if bind in ("0.0.0.0", "") else "::1" if bind == "::" else bind
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/api/status.json"
+    return f"http://{host if ':' not in host else f'[{host}]'}:{port}{path}"
+
+
+def fetch(url: str, timeout: float = 5.0) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own monitor
             data: dict[str, Any] = json.load(resp)
@@ -36,19 +50,11 @@ def fetch(bind: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
 
 def collect(cfg: AgentConfig, interval: float = 1.0) -> dict[str, Any]:
     """The status, with events/s per input and records/s per output over ``interval``."""
-    if cfg.monitor is None:
-        raise Unreachable("the config has no [monitor] section: the running agent cannot be asked")
-    bind, port = cfg.monitor.bind, cfg.monitor.port
-    if port == 0:  # the system chose it: the running agent wrote it down
-        try:
-            bind, _, chosen = DataPaths(cfg.agent.data_dir).monitor_address.read_text().rpartition(":")
-            port = int(chosen)
-        except (OSError, ValueError):
-            raise Unreachable("monitor port = 0 and no running agent wrote down the port it got") from None
-    first = fetch(bind, port)
+    url = monitor_url(cfg, "/api/status.json")
+    first = fetch(url)
     started = time.monotonic()
     time.sleep(interval)
-    second = fetch(bind, port)
+    second = fetch(url)
     elapsed = max(time.monotonic() - started, 1e-3)
     before_in = {i["name"]: i for i in first["inputs"]}
     before_out = {o["name"]: o for o in first["outputs"]}
@@ -84,3 +90,15 @@ def render(status: dict[str, Any]) -> str:
     fill = j["bytes"] / j["max_bytes"] if j["max_bytes"] else 0.0
     lines.append(f"journal {j['bytes']:,} of {j['max_bytes']:,} bytes ({fill:.0%})")
     return "\n".join(lines)
+
+
+def tap(cfg: AgentConfig, match: str, out: IO[bytes]) -> None:
+    """Copy the monitor's tap stream (JSON lines) to ``out`` until it ends or the user stops it."""
+    url = monitor_url(cfg, "/api/tap?" + urllib.parse.urlencode({"match": match}))
+    try:
+        with urllib.request.urlopen(url, timeout=None) as resp:  # noqa: S310 - our own monitor
+            for line in resp:
+                out.write(line)
+                out.flush()
+    except (OSError, urllib.error.URLError) as exc:
+        raise Unreachable(f"no tap from the monitor at {url}: {exc}") from None

@@ -52,3 +52,16 @@ async def test_metrics_name_each_component_with_its_kind_type_and_readings(inges
     assert metric(text, "hive_agent_component_received_events_total", component="hive", kind="filter") == 8
     assert metric(text, "hive_agent_component_dead_lettered_events_total", component="hive") == 1
     assert metric(text, "hive_agent_invalid_events_total", component="hive", field="currency", rule="too_long") == 1
+
+
+def test_a_tap_never_blocks_and_counts_what_a_slow_reader_lost():
+    from agent.metrics import _is_loopback
+    from agent.tap import MAX_WAITING, Tap
+
+    tap = Tap("a.**")
+    for _ in range(MAX_WAITING + 3):
+        tap.offer("a.b", b"", 10)
+    tap.offer("b.c", b"", 10)  # not asked for: neither kept nor counted
+    assert tap.waiting.qsize() == MAX_WAITING and tap.dropped == 30
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and not _is_loopback("10.1.2.3")
+    assert not _is_loopback(None)

@@ -1,0 +1,36 @@
+"""``hive-agent tap``: the events flowing through the agent now, after the filters.
+
+The ingest step offers each batch it is about to journal to every open tap
+whose pattern matches the tag. A tap holds at most ``MAX_WAITING`` batches: a
+reader slower than the agent loses batches (counted, and said in the stream),
+it never slows the pipeline. The monitor serves taps on loopback only, and
+every line goes through the secret scrubber, as logs do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from agent.routing import compile_pattern
+
+MAX_WAITING = 256  # batches a tap holds for a slow reader before it drops
+
+
+@dataclass
+class Tap:
+    pattern: str
+    dropped: int = 0  # events (not batches) lost to a slow reader since the last report
+    waiting: asyncio.Queue[tuple[str, bytes, int]] = field(default_factory=lambda: asyncio.Queue(MAX_WAITING))
+
+    def __post_init__(self) -> None:
+        self._matches = compile_pattern(self.pattern)
+
+    def offer(self, tag: str, entries: bytes, count: int) -> None:
+        """Never blocks: a full tap drops the batch and counts its events."""
+        if not self._matches(tag):
+            return
+        try:
+            self.waiting.put_nowait((tag, entries, count))
+        except asyncio.QueueFull:
+            self.dropped += count
