@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     tap = sub.add_parser("tap", help="the events flowing through the agent now, after the filters, as JSON lines")
     tap.add_argument("-c", "--config", default=None)
     tap.add_argument("--match", default="**", help="a tag pattern, as in match (default: every tag)")
+    convert = sub.add_parser("convert", help="print a Fluentd or Fluent Bit config as this agent's TOML")
+    convert.add_argument("file")
+    convert.add_argument("--data-dir", default="/var/lib/hive-agent", help="the converted config's data_dir")
     init = sub.add_parser("init", help="write a commented config to start from")
     init.add_argument("path", nargs="?", default="agent.toml")
     init.add_argument(
@@ -120,6 +123,22 @@ def cmd_tap(path: str, match: str) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def cmd_convert(path: str, data_dir: str) -> int:
+    """0: everything translated; 1: something was left out (listed on stderr); 2: unreadable."""
+    from agent.convert.model import ConvertError
+    from agent.convert.run import convert
+
+    try:
+        text, translation = convert(Path(path), data_dir)
+    except ConvertError as exc:
+        print(f"hive-agent: {exc}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    for item in translation.left_out:
+        print(f"left out: {item}", file=sys.stderr)
+    return 1 if translation.left_out else 0
 
 
 def cmd_init(path: str, data_dir: str | None, force: bool) -> int:
@@ -215,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_status(_config_path(args.config), args.json, args.interval)
     if args.command == "tap":
         return cmd_tap(_config_path(args.config), args.match)
+    if args.command == "convert":
+        return cmd_convert(args.file, args.data_dir)
     if args.command == "init":
         return cmd_init(args.path, args.data_dir, args.force)
     if args.command == "check":
