@@ -101,13 +101,14 @@ class Monitor:
         return merged if "at_ns" in merged else {}
 
     def pending_bytes(self, output_name: str, position) -> int:
-        journal = self.app.journal
-        if position is None:
-            cursor = self.app.cursors.load(output_name)
-            position = cursor or Position(min(journal.segments(), default=0), 0)
-        else:
-            position = Position(*position)
-        return journal.bytes_after(position)
+        return self.app.journal.bytes_after(self._position(output_name, position))
+
+    def _position(self, output_name: str, reported: list[int] | None) -> Position:
+        """Where an output stands: what its delivery process reported, else its saved cursor."""
+        if reported is not None:
+            return Position(*reported)
+        cursor = self.app.cursors.load(output_name)
+        return cursor or Position(min(self.app.journal.segments(), default=0), 0)
 
     def health(self) -> tuple[bool, list[str]]:
         problems = []
@@ -128,7 +129,7 @@ class Monitor:
 
     # -- endpoints ---------------------------------------------------------------
 
-    def status(self) -> dict:
+    async def status(self) -> dict:
         """One screen's worth for ``hive-agent status``: health, inputs, outputs, journal fill."""
         ok, problems = self.health()
         now = time.time_ns()
@@ -137,13 +138,16 @@ class Monitor:
         for o_cfg in self.app.cfg.outputs:
             out = snap.get(o_cfg.name, {})
             oldest = out.get("oldest_pending_ns")
+            position = self._position(o_cfg.name, out.get("position"))
+            later, rest_of_segment = self.app.journal.events_after(position)
             outputs.append(
                 {
                     "name": o_cfg.name,
                     "type": o_cfg.type,
                     "sent": out.get("sent_records", 0),
                     "dead_lettered": out.get("dead_lettered", 0),
-                    "backlog_bytes": self.pending_bytes(o_cfg.name, out.get("position")),
+                    "backlog_events": later + await asyncio.to_thread(rest_of_segment),
+                    "backlog_bytes": self.app.journal.bytes_after(position),
                     "oldest_unsent_seconds": round(max(0.0, (now - oldest) / 1e9), 1) if oldest else 0.0,
                     "state": "paused" if out.get("paused") else "retrying" if out.get("retrying") else "ok",
                     "why": scrub(out.get("last_error", "")),
@@ -152,7 +156,9 @@ class Monitor:
         inputs = []
         for inp in self.app.inputs:
             events, size = inp.received()
-            inputs.append({"name": inp.name, "type": inp.cfg.type, "events": events, "bytes": size})
+            inputs.append(
+                {"name": inp.name, "type": inp.cfg.type, "open": inp.open_now(), "events": events, "bytes": size}
+            )
         journal = self.app.journal
         return {
             "healthy": ok,
@@ -164,7 +170,7 @@ class Monitor:
         }
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.status(), dumps=lambda o: orjson.dumps(o).decode())
+        return web.json_response(await self.status(), dumps=lambda o: orjson.dumps(o).decode())
 
     async def _tap(self, request: web.Request) -> web.StreamResponse:
         """JSON lines of the events after the filters, until the reader goes (loopback only)."""

@@ -74,12 +74,16 @@ def render(status: dict[str, Any]) -> str:
         "inputs",
     ]
     for i in status["inputs"]:
-        lines.append(f"  {i['name']:<24} {i['type']:<10} {i['events']:>12,} events  {i['events_per_second']:>10,.1f}/s")
+        lines.append(
+            f"  {i['name']:<24} {i['type']:<10} {i['open']:<16} {i['events']:>12,} events  "
+            f"{i['events_per_second']:>10,.1f}/s"
+        )
     lines.append("outputs")
     for o in status["outputs"]:
         state = o["state"] + (f": {o['why']}" if o["why"] else "")
         lines.append(
-            f"  {o['name']:<24} {o['type']:<10} backlog {o['backlog_bytes']:>12,} bytes, oldest unsent "
+            f"  {o['name']:<24} {o['type']:<10} backlog {o['backlog_events']:>10,} events "
+            f"{o['backlog_bytes']:>13,} bytes, oldest unsent "
             f"{o['oldest_unsent_seconds']:>7,.1f}s  {o['sent_per_second']:>9,.1f}/s  {state}"
         )
     lines.append("dead letters" + ("" if status["dead_letters"] else ": none"))

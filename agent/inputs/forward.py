@@ -160,6 +160,9 @@ class ForwardInput(Input):
     def received(self) -> tuple[int, int]:
         return self.stats.records, self.stats.bytes
 
+    def open_now(self) -> str:
+        return f"{len(self.connections)} connections"
+
     def readings(self) -> Iterable[Reading]:
         st = self.stats
         return (

@@ -33,7 +33,7 @@ from pathlib import Path
 from agent.fsutil import fsync_dir
 from agent.journal.cursor import Position
 from agent.journal.record import HEADER_SIZE, batch_payload, encode_record, segment_header
-from agent.journal.segment import list_segments, recover_segment, segment_path
+from agent.journal.segment import events_from, list_segments, recover_segment, segment_path
 
 log = logging.getLogger("agent.journal")
 
@@ -76,6 +76,8 @@ class Journal:
         self._fd: int | None = None
         self._end = 0  # bytes in the current segment
         self._pending: list[bytes] = []
+        self._pending_events = 0  # entries of the batches in _pending
+        self._events: dict[int, int] = {}  # seq -> entries of the batches it holds
         self._taken = 0  # bytes of the group being written
         self._waiters: list[asyncio.Future[Position]] = []
         self._wake = asyncio.Event()  # bound to the loop at its first wait (Python >= 3.10)
@@ -100,6 +102,7 @@ class Journal:
             self.stats.damaged_regions += result.damaged_regions
             if result.valid_bytes:
                 self._sizes[seq] = result.valid_bytes
+                self._events[seq] = result.events
         last = max(list_segments(self.directory), default=0)
         self._open_segment(last + 1)
 
@@ -136,6 +139,7 @@ class Journal:
         fut = asyncio.get_running_loop().create_future()
         record = encode_record(batch_payload(tag, entries, count, target), time.time_ns())
         self._pending.append(record)
+        self._pending_events += count
         self._waiters.append(fut)
         self.stats.appends += 1
         self.stats.records += count
@@ -151,8 +155,8 @@ class Journal:
                 if self._closing:
                     return
                 continue
-            records, waiters = self._pending, self._waiters
-            self._pending, self._waiters = [], []
+            records, waiters, events = self._pending, self._waiters, self._pending_events
+            self._pending, self._waiters, self._pending_events = [], [], 0
             data = b"".join(records)
             self._taken = len(data)  # neither pending nor on disk while a roll awaits: still counted
             try:
@@ -173,6 +177,7 @@ class Journal:
                     if not w.done():
                         w.set_exception(exc)
                 continue
+            self._events[self._seq] = self._events.get(self._seq, 0) + events
             self.write_error = None
             self.stats.commits += 1
             self.stats.bytes += len(data)
@@ -249,6 +254,15 @@ class Journal:
                 total += max(0, size - position.offset)
         return total
 
+    def events_after(self, position: Position) -> tuple[int, Callable[[], int]]:
+        """Entries journaled after ``position``: those of the segments after its own, counted as
+        they were written, and a call that counts the rest of its own segment from disk (in a
+        thread: it reads up to a segment)."""
+        later = sum(n for seq, n in self._events.items() if seq > position.segment)
+        path = segment_path(self.directory, position.segment)
+        offset = max(position.offset, HEADER_SIZE)
+        return later, lambda: events_from(path, offset)
+
     def is_full(self) -> bool:
         return self.size_bytes >= self.max_bytes
 
@@ -271,6 +285,7 @@ class Journal:
             except FileNotFoundError:
                 pass
             freed += self._sizes.pop(seq)
+            self._events.pop(seq, None)
         if freed and not self.is_full():
             for callback in self._room_listeners:
                 callback()
@@ -301,7 +316,7 @@ class Journal:
             return
         self._broken = f"journal writer died: {task.exception()!r}"
         log.error("journal: %s", self._broken)
-        waiters, self._waiters, self._pending = self._waiters, [], []
+        waiters, self._waiters, self._pending, self._pending_events = self._waiters, [], [], 0
         for w in waiters:
             if not w.done():
                 w.set_exception(RuntimeError(self._broken))

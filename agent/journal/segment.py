@@ -18,8 +18,10 @@ from agent.journal.record import (
     HEADER_SIZE,
     Buffer,
     Torn,
+    batch_count,
     check_segment_header,
     filler_record,
+    is_filler,
     iter_records,
     next_record_start,
 )
@@ -56,6 +58,7 @@ class SegmentRecovery:
     reason: str | None
     quarantined_bytes: int = 0
     damaged_regions: int = 0
+    events: int = 0  # the entries of its whole batches (fillers hold none)
 
 
 def recover_segment(path: Path, seq: int, quarantine: Path | None = None) -> SegmentRecovery:
@@ -71,14 +74,16 @@ def recover_segment(path: Path, seq: int, quarantine: Path | None = None) -> Seg
         os.replace(path, quarantine)
         log.error("journal: segment %s set aside as %s: %s", path.name, quarantine.name, bad_header)
         return SegmentRecovery(seq, 0, 0, len(data), bad_header)
-    records = 0
+    records = events = 0
     valid = HEADER_SIZE
     reason = None
     moved = regions = 0
     while True:
         try:
-            for end, _payload, _appended in iter_records(data, valid):
+            for end, payload, _appended in iter_records(data, valid):
                 records += 1
+                if not is_filler(payload):
+                    events += batch_count(payload)
                 valid = end
             break
         except Torn as torn:
@@ -102,7 +107,25 @@ def recover_segment(path: Path, seq: int, quarantine: Path | None = None) -> Seg
         log.warning(
             "journal: segment %s: %s at byte %d; cut %d bytes, kept %d records", path.name, reason, valid, cut, records
         )
-    return SegmentRecovery(seq, records, valid, cut, reason, moved, regions)
+    return SegmentRecovery(seq, records, valid, cut, reason, moved, regions, events)
+
+
+def events_from(path: Path, offset: int) -> int:
+    """The entries of the whole batches in a segment from ``offset`` on (a write in progress ends it)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    events = 0
+    try:
+        for _end, payload, _appended in iter_records(data, 0, base=offset):
+            if not is_filler(payload):
+                events += batch_count(payload)
+    except Torn:
+        pass
+    return events
 
 
 def _set_aside(path: Path, data: Buffer, start: int, stop: int, reason: str | None, quarantine: Path) -> None:

@@ -41,10 +41,11 @@ def test_status_says_healthy_or_which_output_waits_and_why(tmp_path):
     report = json.loads(as_json.stdout)
     assert as_json.returncode == 1 and report["healthy"] is False
     [inp] = report["inputs"]
-    assert inp["name"] == "forward.0" and inp["events"] == 1
+    assert inp["name"] == "forward.0" and inp["events"] == 1 and inp["open"] == "0 connections"
     outputs = {o["name"]: o for o in report["outputs"]}
     assert outputs["local"]["state"] == "ok" and outputs["local"]["sent"] == 1
     assert outputs["hive-http"]["state"] == "paused" and outputs["hive-http"]["backlog_bytes"] > 0
+    assert outputs["hive-http"]["backlog_events"] == 1 and outputs["local"]["backlog_events"] == 0
     assert report["journal"]["max_bytes"] > report["journal"]["bytes"] > 0
 
 

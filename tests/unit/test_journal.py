@@ -242,3 +242,19 @@ def test_cursor_store_round_trip(tmp_path):
     assert store.load("out") == Position(3, 1234)
     (tmp_path / "out.json").write_text("{garbage")
     assert store.load("out") is None
+
+
+async def test_events_after_a_position_are_counted_as_written_and_after_recovery(tmp_path):
+    j = await started(tmp_path, segment_bytes=4096)
+    positions = []
+    for k in range(30):
+        positions.append(await j.submit("t", entries(20, k * 20), 20))
+    await j.close()
+    assert len(j.segments()) > 2  # the count spans whole segments and a part of one
+    for n, position in ((0, positions[0]), (9, positions[9]), (29, positions[29])):
+        later, rest = j.events_after(position)
+        assert later + rest() == (29 - n) * 20
+    j2 = Journal(tmp_path, segment_bytes=4096)
+    j2.recover()  # the counts per segment come back from the segments themselves
+    later, rest = j2.events_after(positions[3])
+    assert later + rest() == 26 * 20

@@ -121,6 +121,9 @@ class TailInput(Input):
     def received(self) -> tuple[int, int]:
         return self.stats.records, self.stats.bytes
 
+    def open_now(self) -> str:
+        return f"{len(self.files)} files"
+
     def readings(self) -> Iterable[Reading]:
         st = self.stats
         return (
