@@ -134,21 +134,7 @@ def _fluentd_source(t: Translation, s: Section, used: set[str]) -> None:
         _unknown(t, s, {"bind", "port", "source_address_key", "source_hostname_key"}, "<source> forward")
         t.inputs.append({k: v for k, v in cfg.items() if v is not None})
     elif kind == "tail":
-        _tail(
-            t,
-            s,
-            used,
-            path=s.get("path"),
-            tag=s.get("tag"),
-            exclude=s.get("exclude_path"),
-            pos_key="import_pos_file",
-            pos=s.get("pos_file"),
-            head=s.get("read_from_head"),
-            rotate_wait=s.get("rotate_wait"),
-            refresh=s.get("refresh_interval"),
-            path_key=s.get("path_key"),
-            follow_inodes=s.get("follow_inodes"),
-        )
+        _tail(t, s, used, _FLUENTD_TAIL)
         parse = s.child("parse")
         if parse is None or parse.get("@type") != "json":
             where = parse.where if parse is not None else s.where
@@ -177,42 +163,38 @@ def _fluentd_source(t: Translation, s: Section, used: set[str]) -> None:
         t.leave(s.where, f"<source> @type {kind}", "only forward and tail sources are supported")
 
 
-def _tail(
-    t: Translation,
-    s: Section,
-    used: set[str],
-    *,
-    path: str | None,
-    tag: str | None,
-    exclude: str | None,
-    pos_key: str,
-    pos: str | None,
-    head: str | None,
-    rotate_wait: str | None,
-    refresh: str | None,
-    path_key: str | None,
-    follow_inodes: str | None,
-) -> None:
+# The tail settings this agent has, by the key each peer writes them with.
+_FLUENTD_TAIL = {
+    "path": "path", "tag": "tag", "exclude_path": "exclude_path", "import_pos_file": "pos_file",
+    "read_from_head": "read_from_head", "follow_inodes": "follow_inodes", "rotate_wait": "rotate_wait",
+    "refresh_interval": "refresh_interval", "path_key": "path_key",
+}  # fmt: skip
+_FLUENTBIT_TAIL = {
+    "path": "path", "tag": "tag", "exclude_path": "exclude_path", "import_fluentbit_db": "db",
+    "read_from_head": "read_from_head", "rotate_wait": "rotate_wait", "refresh_interval": "refresh_interval",
+    "path_key": "path_key",
+}  # fmt: skip
+
+
+def _tail(t: Translation, s: Section, used: set[str], keys: dict[str, str]) -> None:
+    """A tail input from ``s``, whose settings are named as ``keys`` says (ours -> theirs)."""
+    given = {ours: value for ours, theirs in keys.items() if (value := s.get(theirs)) is not None}
+    path, tag = given.pop("path", None), given.pop("tag", None)
     if not path or not tag:
         t.leave(s.where, "tail", "needs a path and a tag")
         return
     cfg: dict[str, Any] = {"type": "tail", "name": _name(s, used, f"tail.{len(t.inputs)}")}
     cfg["path"] = [p.strip() for p in path.split(",") if p.strip()]
     cfg["tag"] = tag
-    if exclude:
-        cfg["exclude_path"] = [p.strip(" \"'[]") for p in exclude.split(",") if p.strip(" \"'[]")]
-    if pos:
-        cfg[pos_key] = pos
-    if head is not None:
-        cfg["read_from_head"] = flag(head)
-    if follow_inodes is not None:
-        cfg["follow_inodes"] = flag(follow_inodes)
-    if rotate_wait:
-        cfg["rotate_wait"] = duration(rotate_wait)
-    if refresh:
-        cfg["refresh_interval"] = duration(refresh)
-    if path_key:
-        cfg["path_key"] = path_key
+    for ours, value in given.items():
+        if ours == "exclude_path":
+            cfg[ours] = [p.strip(" \"'[]") for p in value.split(",") if p.strip(" \"'[]")]
+        elif ours in ("read_from_head", "follow_inodes"):
+            cfg[ours] = flag(value)
+        elif ours in ("rotate_wait", "refresh_interval"):
+            cfg[ours] = duration(value)
+        else:
+            cfg[ours] = value
     t.inputs.append(cfg)
 
 
@@ -436,21 +418,7 @@ def _fluentbit_input(t: Translation, s: Section, name: str, used: set[str]) -> N
         )
         t.inputs.append({k: v for k, v in cfg.items() if v is not None})
     elif name == "tail":
-        _tail(
-            t,
-            s,
-            used,
-            path=s.get("path"),
-            tag=s.get("tag"),
-            exclude=s.get("exclude_path"),
-            pos_key="import_fluentbit_db",
-            pos=s.get("db"),
-            head=s.get("read_from_head"),
-            rotate_wait=s.get("rotate_wait"),
-            refresh=s.get("refresh_interval"),
-            path_key=s.get("path_key"),
-            follow_inodes=None,
-        )
+        _tail(t, s, used, _FLUENTBIT_TAIL)
         parser = s.get("parser")
         if parser is not None and parser.lower() != "json":
             t.leave(s.params["parser"][1], f"Parser {parser}", "lines must be JSON objects here (Parser json)")
