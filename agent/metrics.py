@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Iterable
 
@@ -49,7 +50,7 @@ from agent.journal.cursor import Position
 from agent.journal.record import batch_payload
 from agent.render import LineRenderer
 from agent.secrets import scrub
-from agent.tap import Tap
+from agent.tap import MAX_TAPS, Tap
 
 log = logging.getLogger("agent.monitor")
 
@@ -176,7 +177,12 @@ class Monitor:
         """JSON lines of the events after the filters, until the reader goes (loopback only)."""
         if not _is_loopback(request.remote):
             return web.Response(status=403, text="tap is served to loopback clients only\n")
-        tap = Tap(request.query.get("match", "**"))
+        if len(self.app.ingest.taps) >= MAX_TAPS:
+            return web.Response(status=503, text=f"{MAX_TAPS} taps are open already\n")
+        try:
+            tap = Tap(request.query.get("match", "**"))
+        except (ValueError, re.error) as exc:
+            return web.Response(status=400, text=f"match: {exc}\n")
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         renderer = LineRenderer()
@@ -184,7 +190,7 @@ class Monitor:
         try:
             while not self._stopping:
                 try:
-                    tag, entries, count = await asyncio.wait_for(tap.waiting.get(), 1.0)
+                    tag, entries, count = await asyncio.wait_for(tap.next(), 1.0)
                 except TimeoutError:  # nothing flows: is the reader still there?
                     if request.transport is None or request.transport.is_closing():
                         break

@@ -56,12 +56,33 @@ async def test_metrics_name_each_component_with_its_kind_type_and_readings(inges
 
 def test_a_tap_never_blocks_and_counts_what_a_slow_reader_lost():
     from agent.metrics import _is_loopback
-    from agent.tap import MAX_WAITING, Tap
+    from agent.tap import MAX_HELD_BYTES, MAX_WAITING, Tap
 
     tap = Tap("a.**")
     for _ in range(MAX_WAITING + 3):
         tap.offer("a.b", b"", 10)
     tap.offer("b.c", b"", 10)  # not asked for: neither kept nor counted
     assert tap.waiting.qsize() == MAX_WAITING and tap.dropped == 30
+    big = Tap("**")  # a few huge batches hold no more than MAX_HELD_BYTES
+    for _ in range(3):
+        big.offer("t", b"x" * (MAX_HELD_BYTES // 2), 1)
+    assert big.waiting.qsize() == 2 and big.held == MAX_HELD_BYTES and big.dropped == 1
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and not _is_loopback("10.1.2.3")
     assert not _is_loopback(None)
+
+
+async def test_taps_are_bounded_in_number_and_a_bad_pattern_is_refused(tmp_path):
+    from agent.tap import MAX_TAPS, Tap
+
+    app = SimpleNamespace(ingest=SimpleNamespace(taps=[]))
+    monitor = Monitor(app, "127.0.0.1", 0)
+    await monitor.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{monitor.port}/api/tap", params={"match": "/(/"}) as resp:
+                assert resp.status == 400 and "match" in await resp.text()
+            app.ingest.taps.extend(Tap("**") for _ in range(MAX_TAPS))
+            async with session.get(f"http://127.0.0.1:{monitor.port}/api/tap") as resp:
+                assert resp.status == 503
+    finally:
+        await monitor.stop()
