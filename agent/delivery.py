@@ -33,6 +33,7 @@ from agent.journal.reader import JournalReader
 from agent.journal.record import batch_target, peek_tag, split_payload
 from agent.retry import RetrySchedule
 from agent.routing import compile_pattern
+from agent.secrets import scrub
 
 log = logging.getLogger("agent.delivery")
 
@@ -75,7 +76,7 @@ class OutputRunner:
         self.stats = RunnerStats()
         self.caught_up = False
         self.paused = False
-        self.last_error = ""  # why it retries or is paused, while it does (scrubbed where shown)
+        self.last_error = ""  # why it retries or is paused, while it does (scrubbed in the snapshot)
         self._draining: asyncio.Event | None = None  # set by run(): the shutdown's drain
         self.oldest_pending_ns: int | None = None
         self.delivered_to: Position | None = None
@@ -91,7 +92,7 @@ class OutputRunner:
             "retrying": self.schedule.steps > 0,
             "retry_steps": self.schedule.steps,
             "paused": self.paused,
-            "last_error": self.last_error[:300] if self.paused or self.schedule.steps else "",
+            "last_error": scrub(self.last_error[:300]) if self.paused or self.schedule.steps else "",
             "caught_up": self.caught_up,
             "oldest_pending_ns": self.oldest_pending_ns,
             "position": [position.segment, position.offset] if position else None,

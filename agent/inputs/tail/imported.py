@@ -62,7 +62,7 @@ def read_fluentbit_db(path: Path) -> dict[int, ImportedPosition]:
     if not path.is_file():
         raise ConfigError(f"import_fluentbit_db {path}: no such file")
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)  # read only; odd names escaped
         try:
             rows = db.execute("SELECT name, offset, inode FROM in_tail_files ORDER BY id").fetchall()
         finally:
