@@ -74,40 +74,16 @@ class DeadLetterStore:
                 if b.payload is None:
                     raise
                 n = batch_count(b.payload)
-                lines.append(
-                    orjson.dumps(
-                        {
-                            "output": output_name,
-                            "reason": reason,
-                            "at": at,
-                            "tag": b.tag,
-                            "count": n,
-                            "entries_msgpack_b64": base64.b64encode(batch_entries(b.payload)).decode(),
-                            "note": f"kept as msgpack: {type(exc).__name__}: {exc}"[:300],
-                        }
-                    )
-                    + b"\n"
-                )
+                entries = base64.b64encode(batch_entries(b.payload)).decode()
+                note = f"kept as msgpack: {type(exc).__name__}: {exc}"[:300]
+                lines.append(_line(output_name, reason, at, b.tag, count=n, entries_msgpack_b64=entries, note=note))
                 count += n
         self._append(output_name, lines)
         return count
 
     def _lines(self, source: str, items: list[tuple[str, int, dict, str]], at: str) -> list[bytes]:
         return [
-            orjson.dumps(
-                {
-                    "output": source,
-                    "reason": reason,
-                    "at": at,
-                    "tag": tag,
-                    "time": rfc3339_ns(time_ns),
-                    "time_ns": time_ns,
-                    "record": record,
-                },
-                default=json_default,
-                option=orjson.OPT_NON_STR_KEYS,
-            )
-            + b"\n"
+            _line(source, reason, at, tag, time=rfc3339_ns(time_ns), time_ns=time_ns, record=record)
             for tag, time_ns, record, reason in items
         ]
 
@@ -120,20 +96,18 @@ class DeadLetterStore:
                 lines.extend(self._lines(source, [item], at))
             except Exception as exc:  # noqa: BLE001 - the content's fault: keep what can be kept
                 tag, time_ns, record, reason = item
+                note = f"not JSON: {type(exc).__name__}: {exc}"[:300]
                 lines.append(
-                    orjson.dumps(
-                        {
-                            "output": source,
-                            "reason": reason,
-                            "at": at,
-                            "tag": tag,
-                            "time": rfc3339_ns(time_ns),
-                            "time_ns": time_ns,
-                            "record_repr": _bounded_repr(record),
-                            "note": f"not JSON: {type(exc).__name__}: {exc}"[:300],
-                        }
+                    _line(
+                        source,
+                        reason,
+                        at,
+                        tag,
+                        time=rfc3339_ns(time_ns),
+                        time_ns=time_ns,
+                        record_repr=_bounded_repr(record),
+                        note=note,
                     )
-                    + b"\n"
                 )
         self._append(source, lines)
         return len(lines)
@@ -192,6 +166,12 @@ class DeadLetterStore:
         if not self.spool.is_dir():
             return []
         return sorted(self.spool.glob(f"*{SPOOL_SUFFIX}"))
+
+
+def _line(source: str, reason: str, at: str, tag: str, **what: object) -> bytes:
+    """One dead letter: where from, why, when, the tag, and what could be kept of the events."""
+    head = {"output": source, "reason": reason, "at": at, "tag": tag}
+    return orjson.dumps({**head, **what}, default=json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
 
 def scrub_line(line: bytes) -> bytes:

@@ -212,23 +212,23 @@ _CHECK_SLICE = 4096  # entries
 
 def _refuse_non_string_keys(entries: bytes, count: int, skipped: Skipped) -> tuple[bytes, int]:
     """The entries whose records have only string keys, and how many; the others skipped."""
-    refused_before = skipped.non_string_keys
     if count <= _CHECK_SLICE:
-        if not _keys_are_strings(entries, count):
-            entries = _drop_non_string_keys(entries, skipped)
-        return entries, count - (skipped.non_string_keys - refused_before)
+        return (entries, count) if _keys_are_strings(entries, count) else _drop_non_string_keys(entries, skipped)
     u = _unpacker_of(entries)
-    kept: list[bytes] = []
-    start = 0
+    pieces: list[bytes] = []
+    kept = start = 0
     for first in range(0, count, _CHECK_SLICE):
         n = min(_CHECK_SLICE, count - first)
         for _ in range(n):
             u.skip()
         end = u.tell()
         piece = entries[start:end]
-        kept.append(piece if _keys_are_strings(piece, n) else _drop_non_string_keys(piece, skipped))
+        if not _keys_are_strings(piece, n):
+            piece, n = _drop_non_string_keys(piece, skipped)
+        pieces.append(piece)
+        kept += n
         start = end
-    return b"".join(kept), count - (skipped.non_string_keys - refused_before)
+    return b"".join(pieces), kept
 
 
 def _keys_are_strings(entries: bytes, count: int) -> bool:
@@ -239,7 +239,7 @@ def _keys_are_strings(entries: bytes, count: int) -> bool:
     return True
 
 
-def _drop_non_string_keys(entries: bytes, skipped: Skipped) -> bytes:
+def _drop_non_string_keys(entries: bytes, skipped: Skipped) -> tuple[bytes, int]:
     u = _unpacker_of(entries)
     kept: list[bytes] = []
     start = 0
@@ -251,12 +251,11 @@ def _drop_non_string_keys(entries: bytes, skipped: Skipped) -> bytes:
             _check_entry.decode(entry)
             kept.append(entry)
         except msgspec.ValidationError:
-            skipped.non_string_keys += 1
             skipped.add("a key of a record is not a string")
         except RecursionError:
             kept.append(entry)  # within the unpacker's depth limit: deep, not invalid
         start = end
-    return b"".join(kept)
+    return b"".join(kept), len(kept)
 
 
 def _unpacker_of(entries: bytes) -> msgpack.Unpacker:

@@ -18,12 +18,11 @@ class Skipped:
     of invalid entries costs no memory per entry (each used to keep its own reason)."""
 
     KEEP = 10
-    __slots__ = ("reasons", "count", "non_string_keys")
+    __slots__ = ("reasons", "count")
 
     def __init__(self) -> None:
         self.reasons: list[str] = []
         self.count = 0
-        self.non_string_keys = 0  # of the count: records refused for a key that is not a string
 
     def add(self, reason: str, *args: object) -> None:
         """One more; ``reason % args`` is formatted only for the ones kept."""
