@@ -1,15 +1,20 @@
 """The code lists a purchase_log value is checked against.
 
 The Hive enumerations are written out as seed 003 (``shared/seeds/003_…``)
-lists them; the ISO lists come from pycountry, which ships the ISO 3166-1,
-ISO 639 and ISO 4217 tables (so a new currency is one dependency update away,
-not a hand edit). A value outside an ISO list is a warning, never an error:
+lists them; the ISO lists are pycountry's ISO 3166-1, ISO 639 and ISO 4217
+tables, generated into agent/hive/iso_codes.py (frozensets of a few KiB, where
+pycountry's databases hold about 7 MB in every process) and kept equal to
+pycountry by tests/unit/test_iso_codes.py: a new currency is a pycountry update
+and one regenerated file, not a hand edit. A value outside an ISO list is a warning, never an error:
 the lists change, and Hive stores what it is sent.
 """
 
 from __future__ import annotations
 
-import pycountry
+# ISO 3166-1 alpha-2, ISO 4217, ISO 639-1
+from agent.hive.iso_codes import COUNTRIES as COUNTRIES
+from agent.hive.iso_codes import CURRENCIES as CURRENCIES
+from agent.hive.iso_codes import LANGUAGES as LANGUAGES
 
 # Closed enumerations of seed 003: a value outside them violates the spec.
 CHANNELS = ("C2S", "KAK", "LIN", "WEI", "STE")
@@ -46,9 +51,6 @@ EMULATOR = (0, 1, 2)  # device, PC emulator, PC build
 # Seed 003 gives company codes as examples ("예."): another code is warned, not refused.
 COMPANY_EXAMPLES = frozenset({"C2S", "GVI"})
 
-COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)  # ISO 3166-1 alpha-2
-CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)  # ISO 4217
-LANGUAGES = frozenset(lang.alpha_2 for lang in pycountry.languages if hasattr(lang, "alpha_2"))  # ISO 639-1
 
 
 def known_country(code: str) -> bool:
