@@ -36,7 +36,7 @@ from agent.metrics import Monitor
 from agent.paths import DataPaths
 from agent.registry import FILTERS, INPUTS
 from agent.replay import ReplayIngest
-from agent.supervisor import DeliveryProcess
+from agent.supervisor import DeliveryProcess, Preforked
 
 log = logging.getLogger("agent")
 
@@ -63,8 +63,13 @@ def _exception_handler(summary: Summary):
     return handle
 
 
+def delivery_groups(cfg: AgentConfig) -> int:
+    """How many delivery processes run: ``delivery_processes``, and never more than there are outputs."""
+    return min(cfg.agent.delivery_processes, max(1, len(cfg.outputs)))
+
+
 class App:
-    def __init__(self, cfg: AgentConfig, config_path: Path):
+    def __init__(self, cfg: AgentConfig, config_path: Path, preforked: dict[int, Preforked] | None = None):
         self.cfg = cfg
         self.config_path = Path(config_path)
         self.paths = DataPaths(cfg.agent.data_dir)
@@ -81,9 +86,9 @@ class App:
         filters = [(f.match, FILTERS[f.type].build(f, self.paths.root)) for f in cfg.filters]
         self.ingest = Ingest(self.journal, filters, self.deadletters)
         self.inputs: list[Input] = [INPUTS[i.type].build(i, self.ingest, self.paths.root) for i in cfg.inputs]
+        preforked = preforked or {}
         self.deliveries = [
-            DeliveryProcess(self.config_path, group)
-            for group in range(min(cfg.agent.delivery_processes, max(1, len(cfg.outputs))))
+            DeliveryProcess(self.config_path, group, preforked.get(group)) for group in range(delivery_groups(cfg))
         ]
         self.monitor = Monitor(self, cfg.monitor.bind, cfg.monitor.port) if cfg.monitor else None
         self._stop = asyncio.Event()

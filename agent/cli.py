@@ -74,7 +74,7 @@ def _load(path: str):
         raise SystemExit(2) from None
 
 
-def _event_loop_runner():
+def event_loop_runner():
     try:
         import uvloop
 
@@ -163,14 +163,17 @@ PRIVATE_UMASK = 0o077
 
 
 def cmd_run(path: str) -> int:
-    from agent.app import App
+    from agent.app import App, delivery_groups
     from agent.log import setup_logging
+    from agent.supervisor import prefork
 
     os.umask(PRIVATE_UMASK)
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "main")
     secrets.install(cfg)
-    return _event_loop_runner()(App(cfg, Path(path)).run())
+    # Before the event loop and any thread: the delivery processes share this process's pages.
+    preforked = prefork(cfg, delivery_groups(cfg))
+    return event_loop_runner()(App(cfg, Path(path), preforked).run())
 
 
 def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
@@ -181,7 +184,7 @@ def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery" if group == 0 else f"delivery-{group}")
     secrets.install(cfg)
-    return _event_loop_runner()(run_delivery(cfg, ready_fd, group))
+    return event_loop_runner()(run_delivery(cfg, ready_fd, group))
 
 
 def cmd_deadletter(args) -> int:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
-
-import aiohttp
 
 if TYPE_CHECKING:
     from agent.journal.cursor import Position
@@ -32,14 +31,18 @@ _CAUSED_BY_RECORDS = {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.EISD
 
 
 # What a network or the machine does, whatever the records: worth a retry, never a split.
-_TRANSIENT = (asyncio.TimeoutError, asyncio.CancelledError, MemoryError, EOFError, aiohttp.ClientError)
+# aiohttp's ClientError too, where an output loaded aiohttp (only then can one be raised).
+_TRANSIENT = (asyncio.TimeoutError, asyncio.CancelledError, MemoryError, EOFError)
 
 
 def caused_by_records(exc: BaseException) -> bool:
     """Is this failure the records' own, so that the same records would fail the same way again?"""
     if isinstance(exc, OSError):
         return exc.errno in _CAUSED_BY_RECORDS
-    return not isinstance(exc, _TRANSIENT)
+    if isinstance(exc, _TRANSIENT):
+        return False
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is None or not isinstance(exc, aiohttp.ClientError)
 
 
 # A record an output could not deliver while the rest went: (tag, time_ns, record, reason).

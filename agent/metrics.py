@@ -41,11 +41,11 @@ import time
 from collections.abc import Iterable
 
 import orjson
-from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from agent import exposition
 from agent.component import Reading, TagBatch
+from agent.exposition import Family
+from agent.httpserver import HttpServer, Request, Response, Stream, json_body, text
 from agent.journal.cursor import Position
 from agent.journal.record import batch_payload
 from agent.render import LineRenderer
@@ -62,30 +62,31 @@ class Monitor:
         self.app = app
         self.bind = bind
         self.port = port
-        self.runner: web.AppRunner | None = None
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
+        self.server: HttpServer | None = None
         self.started = time.time()
         self._stopping = False
 
+    def families(self) -> _Families:
+        return _Families(self)
+
     async def start(self) -> None:
-        web_app = web.Application()
-        web_app.router.add_get("/metrics", self._metrics)
-        web_app.router.add_get("/api/plugins.json", self._plugins)
-        web_app.router.add_get("/api/plugins", self._plugins)
-        web_app.router.add_get("/health", self._health)
-        web_app.router.add_get("/api/status.json", self._status)
-        web_app.router.add_get("/api/tap", self._tap)
-        self.runner = web.AppRunner(web_app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.bind, self.port)
-        await site.start()
-        self.port = self.runner.addresses[0][1]  # the port the system chose for port = 0
+        self.server = HttpServer(
+            {
+                "/metrics": self._metrics,
+                "/api/plugins.json": self._plugins,
+                "/api/plugins": self._plugins,
+                "/health": self._health,
+                "/api/status.json": self._status,
+                "/api/tap": self._tap,
+            }
+        )
+        await self.server.start(self.bind, self.port)
+        self.port = self.server.port  # the port the system chose for port = 0
 
     async def stop(self) -> None:
         self._stopping = True  # open taps end within a second
-        if self.runner is not None:
-            await self.runner.cleanup()
+        if self.server is not None:
+            await self.server.stop()
 
     # -- data ------------------------------------------------------------------
 
@@ -170,30 +171,30 @@ class Monitor:
             "journal": {"bytes": journal.size_bytes, "max_bytes": journal.max_bytes},
         }
 
-    async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.status(), dumps=lambda o: orjson.dumps(o).decode())
+    async def _status(self, request: Request) -> Response:
+        return json_body(orjson.dumps(await self.status()))
 
-    async def _tap(self, request: web.Request) -> web.StreamResponse:
+    async def _tap(self, request: Request) -> Response | Stream:
         """JSON lines of the events after the filters, until the reader goes (loopback only)."""
         if not _is_loopback(request.remote):
-            return web.Response(status=403, text="tap is served to loopback clients only\n")
+            return text(403, "tap is served to loopback clients only\n")
         if len(self.app.ingest.taps) >= MAX_TAPS:
-            return web.Response(status=503, text=f"{MAX_TAPS} taps are open already\n")
+            return text(503, f"{MAX_TAPS} taps are open already\n")
         try:
             tap = Tap(request.query.get("match", "**"))
         except (ValueError, re.error) as exc:
-            return web.Response(status=400, text=f"match: {exc}\n")
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
+            return text(400, f"match: {exc}\n")
+        self.app.ingest.taps.append(tap)  # from now on, so that nothing after the answer is missed
+        return Stream(self._tap_lines(tap), "application/x-ndjson")
+
+    async def _tap_lines(self, tap: Tap):
         renderer = LineRenderer()
-        self.app.ingest.taps.append(tap)
         try:
             while not self._stopping:
                 try:
                     tag, entries, count = await asyncio.wait_for(tap.next(), 1.0)
-                except TimeoutError:  # nothing flows: is the reader still there?
-                    if request.transport is None or request.transport.is_closing():
-                        break
+                except TimeoutError:  # nothing flows: the server asks whether the reader is still there
+                    yield b""
                     continue
                 # Rendered and scrubbed in a thread: a tap on every tag must not take the loop's time.
                 lines = await asyncio.to_thread(_tap_lines, renderer, tag, entries, count)
@@ -201,31 +202,23 @@ class Monitor:
                     note = {"tap": f"{tap.dropped} events not shown: this reader was slower than the agent"}
                     lines = orjson.dumps(note) + b"\n" + lines
                     tap.dropped = 0
-                await response.write(lines)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+                yield lines
         finally:
             self.app.ingest.taps.remove(tap)
-        return response
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
-        )
+    async def _metrics(self, request: Request) -> Response:
+        return Response(200, exposition.render(self.families()), exposition.CONTENT_TYPE)
 
-    async def _health(self, request: web.Request) -> web.Response:
+    async def _health(self, request: Request) -> Response:
         ok, problems = self.health()
         body = {
             "status": "ok" if ok else "unhealthy",
             "problems": problems,
             "uptime_seconds": round(time.time() - self.started, 1),
         }
-        return web.json_response(body, status=200 if ok else 503)
+        return json_body(orjson.dumps(body), 200 if ok else 503)
 
-    async def _plugins(self, request: web.Request) -> web.Response:
+    async def _plugins(self, request: Request) -> Response:
         cfg = self.app.cfg
         plugins = []
         for inp in self.app.inputs:
@@ -284,7 +277,7 @@ class Monitor:
 
             matching = {c.name for c in list(cfg.outputs) + list(cfg.filters) if compile_pattern(c.match)(tag)}
             plugins = [p for p in plugins if p["plugin_id"] in matching]
-        return web.json_response({"plugins": plugins}, dumps=lambda o: orjson.dumps(o).decode())
+        return json_body(orjson.dumps({"plugins": plugins}))
 
 
 def _tap_lines(renderer: LineRenderer, tag: str, entries: bytes, count: int) -> bytes:
@@ -308,10 +301,10 @@ def _config(model) -> dict:
 _PER_COMPONENT = ["component", "kind", "type"]
 
 
-def _component_families() -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
+def _component_families() -> dict[str, Family]:
     """The families components report into (agent.component.Reading names them), labelled by the
     component's name, kind and type, or (_BY_NAME) by its name alone, then the reading's own labels."""
-    c, g = CounterMetricFamily, GaugeMetricFamily
+    c, g = exposition.counter, exposition.gauge
     every = _PER_COMPONENT
     return {
         "received": c("hive_agent_component_received_events", "Events received", labels=every),
@@ -357,11 +350,13 @@ def _add_readings(families: dict, component: list[str], readings: Iterable[Readi
         families[r.family].add_metric([*own, *r.labels], r.value)
 
 
-class _Collector:
+class _Families:
+    """Every family /metrics shows, built afresh from the components' readings."""
+
     def __init__(self, monitor: Monitor):
         self.monitor = monitor
 
-    def collect(self):
+    def __iter__(self):
         app = self.monitor.app
         families = _component_families()
         for inp in app.inputs:
@@ -375,17 +370,17 @@ class _Collector:
         received, sent, retries, dead = (families[k] for k in ("received", "sent", "retries", "dead_lettered"))
         snap = self.monitor.delivery()
         outputs = snap.get("outputs", {})
-        pending = GaugeMetricFamily(
+        pending = exposition.gauge(
             "hive_agent_output_pending_bytes", "Journal bytes not yet delivered", labels=["component"]
         )
-        age = GaugeMetricFamily(
+        age = exposition.gauge(
             "hive_agent_output_oldest_unsent_age_seconds",
             "Age of the oldest record not yet delivered",
             labels=["component"],
         )
-        retrying = GaugeMetricFamily("hive_agent_output_retrying", "1 while the output retries", labels=["component"])
-        paused = GaugeMetricFamily("hive_agent_output_paused", "1 while the output is paused", labels=["component"])
-        mirror = CounterMetricFamily(
+        retrying = exposition.gauge("hive_agent_output_retrying", "1 while the output retries", labels=["component"])
+        paused = exposition.gauge("hive_agent_output_paused", "1 while the output is paused", labels=["component"])
+        mirror = exposition.counter(
             "hive_agent_mirror_events",
             "Vendor mirrors: requests, accepted, duplicates skipped, test purchases "
             "skipped, apps not configured, identities learned, refused, late (AppsFlyer), unsupported_currency "
@@ -409,23 +404,23 @@ class _Collector:
         journal = app.journal
         yield from families.values()
         yield from (pending, age, retrying, paused, mirror)
-        yield GaugeMetricFamily("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
-        yield GaugeMetricFamily("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
-        yield GaugeMetricFamily("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)
-        yield CounterMetricFamily(
+        yield exposition.gauge("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
+        yield exposition.gauge("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
+        yield exposition.gauge("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)
+        yield exposition.counter(
             "hive_agent_journal_cut_bytes", "Torn bytes cut off at recovery", value=journal.stats.cut_bytes
         )
-        yield CounterMetricFamily(
+        yield exposition.counter(
             "hive_agent_journal_quarantined_bytes",
             "Damaged journal bytes set aside in data_dir/quarantine at recovery",
             value=journal.stats.quarantined_bytes,
         )
-        yield CounterMetricFamily(
+        yield exposition.counter(
             "hive_agent_journal_damaged_regions",
             "Damaged places in journal segments, each skipped to the next whole record",
             value=journal.stats.damaged_regions,
         )
-        up = GaugeMetricFamily("hive_agent_delivery_process_up", "1 while the delivery process runs", labels=["group"])
+        up = exposition.gauge("hive_agent_delivery_process_up", "1 while the delivery process runs", labels=["group"])
         for delivery in app.deliveries:
             up.add_metric([str(delivery.group)], 1 if delivery.running else 0)
         yield up

@@ -1,26 +1,129 @@
-"""The delivery process, seen from the main process: start it, restart it, stop it in order."""
+"""The delivery process, seen from the main process: start it, restart it, stop it in order.
+
+How it starts: forked from the main process before the main process has an event loop
+or a thread (:func:`prefork`), after the config and every module either process runs
+are loaded and frozen out of the cyclic collector (``gc.freeze()``). The two processes
+then share those pages (the interpreter, pydantic, the config, the agent's code) until
+one of them writes to a page: the delivery process adds a few MB of its own where, as
+a fresh interpreter, it held a whole second copy (about 45 MB). The child waits on a
+pipe until the main process holds the data_dir lock and has recovered the journal
+("G"), then says "R" once its signal handlers are in place.
+
+A delivery process restarted after a crash is a fresh interpreter
+(``python -m agent deliver``): by then the main process has threads, and a fork of a
+process with threads may copy a lock that one of them holds.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.config.document import AgentConfig
 
 log = logging.getLogger("agent")
 
 READY_TIMEOUT = 60.0
 
 
-class DeliveryProcess:
-    """Runs ``python -m agent deliver`` and restarts it if it dies."""
+class ForkedProcess:
+    """What the supervisor asks of ``asyncio.subprocess.Process``, for a child made by ``os.fork``."""
 
-    def __init__(self, config_path: Path, group: int = 0):
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already, by another waiter
+            return
+        if pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
+
+    async def wait(self) -> int:
+        loop = asyncio.get_running_loop()
+        while self.returncode is None:
+            fd = os.pidfd_open(self.pid)  # readable once the child has exited
+            exited: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _settle, exited)
+            try:
+                await exited
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
+            self._reap()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+@dataclass(slots=True)
+class Preforked:
+    """A delivery process forked before the main process started, waiting for "G" on ``go``."""
+
+    process: ForkedProcess
+    go: int  # our end of the pipe the child waits on
+    ready: int  # our end of the pipe it says "R" on
+
+
+def prefork(cfg: AgentConfig, groups: int) -> dict[int, Preforked]:
+    """Fork every delivery process now. Call it before any event loop or thread exists."""
+    from agent.worker import run_forked
+
+    gc.collect()
+    gc.freeze()  # the collector never writes to these objects' headers, so their pages stay shared
+    children: dict[int, Preforked] = {}
+    for group in range(groups):
+        go_r, go_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the delivery process: it never returns from here
+            code = 1
+            try:
+                code = run_forked(cfg, go_r, ready_w, group)
+            except BaseException:
+                log.exception("delivery process %s failed", group)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(go_r)
+        os.close(ready_w)
+        children[group] = Preforked(ForkedProcess(pid), go_w, ready_r)
+    return children
+
+
+class DeliveryProcess:
+    """Starts the delivery process (preforked, else ``python -m agent deliver``) and restarts it if it dies."""
+
+    def __init__(self, config_path: Path, group: int = 0, preforked: Preforked | None = None):
         self.config_path = config_path
         self.group = group
-        self.proc: asyncio.subprocess.Process | None = None
+        self.preforked = preforked
+        self.proc: asyncio.subprocess.Process | ForkedProcess | None = None
         self._supervisor: asyncio.Task | None = None
         self._stopping = False
         self.restarts = 0
@@ -30,7 +133,14 @@ class DeliveryProcess:
         return self.proc is not None and self.proc.returncode is None
 
     async def start(self) -> None:
-        await self._spawn()
+        if self.preforked is not None:
+            child, self.preforked = self.preforked, None
+            self.proc = child.process
+            os.write(child.go, b"G")
+            os.close(child.go)
+            await self._await_ready(child.ready)
+        else:
+            await self._spawn()
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"delivery-supervisor-{self.group}"
         )
@@ -56,6 +166,9 @@ class DeliveryProcess:
             )
         finally:
             os.close(ready_w)
+        await self._await_ready(ready_r)
+
+    async def _await_ready(self, ready_r: int) -> None:
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
 
@@ -77,7 +190,9 @@ class DeliveryProcess:
             loop.remove_reader(ready_r)
             os.close(ready_r)
         if said != b"R":
-            log.error("delivery process did not report ready (exit code %s)", self.proc.returncode)
+            log.error(
+                "delivery process did not report ready (exit code %s)", self.proc.returncode if self.proc else None
+            )
 
     async def _supervise(self) -> None:
         backoff = 0.5

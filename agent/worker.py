@@ -64,6 +64,37 @@ async def _report(paths: DataPaths, runners, group: int) -> None:
         await asyncio.sleep(SNAPSHOT_INTERVAL)
 
 
+def run_forked(cfg: AgentConfig, go_fd: int, ready_fd: int, group: int) -> int:
+    """The delivery process's main when the main process forked it (agent/supervisor.py prefork).
+
+    Everything but its two pipes is closed first: the fds of its siblings' pipes (a sibling
+    must see end of file when the main process goes) and anything else the main process held.
+    """
+    from agent.cli import event_loop_runner
+    from agent.log import setup_logging
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's; it stops us in order
+    try:  # the name ps -o comm and top show: the command line is the main process's
+        with open("/proc/self/comm", "w") as comm:
+            comm.write("hive-delivery")
+    except OSError:
+        pass
+    low, high = sorted((go_fd, ready_fd))
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
+    try:
+        go = os.read(go_fd, 1)  # the main process holds the data_dir lock and has recovered the journal
+    except KeyboardInterrupt:
+        go = b""
+    os.close(go_fd)
+    if go != b"G":  # the main process stopped before it started us
+        os.close(ready_fd)
+        return 0
+    setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery" if group == 0 else f"delivery-{group}")
+    return event_loop_runner()(run_delivery(cfg, ready_fd, group))
+
+
 async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int = 0) -> int:
     allow_deep_records()  # every record ingest took renders in every output format
     paths = DataPaths(cfg.agent.data_dir)

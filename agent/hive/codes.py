@@ -52,7 +52,6 @@ EMULATOR = (0, 1, 2)  # device, PC emulator, PC build
 COMPANY_EXAMPLES = frozenset({"C2S", "GVI"})
 
 
-
 def known_country(code: str) -> bool:
     return code in COUNTRIES
 

@@ -19,9 +19,8 @@ import gzip
 import logging
 from datetime import UTC, datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 import orjson
 from pydantic import Field, model_validator
 
@@ -31,6 +30,9 @@ from agent.hive.records import render
 from agent.hive.times import KST_OFFSET, parse_timezone, timezone_missing
 from agent.render import to_json
 from agent.secrets import redact_url
+
+if TYPE_CHECKING:  # imported where a session starts: a sidecar without this output never loads aiohttp
+    import aiohttp
 
 log = logging.getLogger("agent.output.http")
 
@@ -97,6 +99,8 @@ class HttpOutput(Output):
             self.headers[k] = v.get_secret_value()
 
     async def start(self) -> None:
+        import aiohttp
+
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout))
 
     def _requests(self, batches: list[TagBatch]):
@@ -119,6 +123,8 @@ class HttpOutput(Output):
                 yield app, chunk
 
     async def send(self, batches: list[TagBatch]) -> Outcome:
+        import aiohttp  # loaded by start(): a lookup in sys.modules
+
         dead: list[DeadRecord] = []
         for app, items in self._requests(batches):
             body = b'{"appId":' + orjson.dumps(app) + b',"logBody":[' + b",".join(i[3] for i in items) + b"]}"

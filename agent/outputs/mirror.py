@@ -37,9 +37,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 import orjson
 from pydantic import Field, model_validator
 
@@ -50,6 +49,9 @@ from agent.mirrors.payloads import Purchase, Refused, game_of, platform_ids, pur
 from agent.mirrors.state import open_state
 from agent.routing import compile_pattern
 from agent.secrets import redact_url
+
+if TYPE_CHECKING:  # imported where a session starts: a sidecar without this output never loads aiohttp
+    import aiohttp
 
 log = logging.getLogger("agent.output.mirror")
 
@@ -176,6 +178,8 @@ class MirrorOutput(Output):
         return self.counts
 
     async def start(self) -> None:
+        import aiohttp
+
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
             connector=aiohttp.TCPConnector(limit=self.cfg.in_flight),
@@ -315,6 +319,8 @@ class MirrorOutput(Output):
         return results
 
     async def _request(self, job: Job) -> tuple[SendResult, str, Job]:
+        import aiohttp  # loaded by start(): a lookup in sys.modules
+
         await self.limit.wait()
         self.counts["requests"] += 1
         req = job.request
