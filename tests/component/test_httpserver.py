@@ -45,7 +45,8 @@ async def _exchange(port: int, raw: bytes, read_until_close: bool = True) -> byt
 
 
 async def test_two_requests_on_one_kept_alive_connection_are_both_answered(server):
-    raw = b"GET /hello?who=a HTTP/1.1\r\nHost: x\r\n\r\nGET /hello?who=b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    raw = b"GET /hello?who=a HTTP/1.1\r\nHost: x\r\n\r\n"
+    raw += b"GET /hello?who=b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     data = await _exchange(server.port, raw)
     assert data.count(b"HTTP/1.1 200") == 2
     assert b"hello a" in data and b"hello b" in data
