@@ -32,6 +32,7 @@ from agent.ingest import Ingest
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
 from agent.log import Summary
+from agent.memory import Trimmer
 from agent.metrics import Monitor
 from agent.paths import DataPaths
 from agent.registry import FILTERS, INPUTS
@@ -169,6 +170,7 @@ class App:
                 self._failed = True  # exit non-zero, so that Restart=on-failure starts it again
                 self._stop.set()
         collector = loop.create_task(self._collect_loop(), name="journal-collector")
+        trimmer = loop.create_task(Trimmer(lambda: self.journal.stats.appends).run(), name="memory-trimmer")
         # Filters decode batches into many short-lived objects; a young generation
         # this small would run the cyclic collector every few records for nothing.
         gc.freeze()
@@ -178,6 +180,7 @@ class App:
             listening += f", monitor on http {self.monitor.bind}:{self.monitor.port}"
         log.info("hive-agent ready: %s; data in %s", listening, self.paths.root)
         await self._stop.wait()
+        trimmer.cancel()
         return await self._shutdown(collector)
 
     async def _shutdown(self, collector: asyncio.Task) -> int:

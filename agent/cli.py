@@ -178,9 +178,11 @@ def cmd_run(path: str) -> int:
 
 def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
     from agent.log import setup_logging
+    from agent.memory import cap_arenas
     from agent.worker import run_delivery
 
     os.umask(PRIVATE_UMASK)
+    cap_arenas()
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery" if group == 0 else f"delivery-{group}")
     secrets.install(cfg)

@@ -29,7 +29,7 @@ from pathlib import Path
 from agent.component import Outcome, Output, SendResult, TagBatch, caused_by_records
 from agent.deadletter import DeadLetterStore
 from agent.journal.cursor import CursorStore, Position
-from agent.journal.reader import JournalReader
+from agent.journal.reader import JournalReader, JournalRecord
 from agent.journal.record import batch_target, peek_tag, split_payload
 from agent.retry import RetrySchedule
 from agent.routing import compile_pattern
@@ -122,15 +122,13 @@ class OutputRunner:
                 self.caught_up = False
                 self.oldest_pending_ns = records[0].appended_ns
                 idle = POLL_MIN
-                batches = []
-                for r in records:
-                    tag = peek_tag(r.payload)
-                    target = batch_target(r.payload)
-                    if (target == self.name) if target is not None else self.matches(tag):
-                        batches.append(TagBatch(tag, payload=r.payload))
-                if batches and not await self._deliver(batches, stopping):
+                end = records[-1].next
+                # No local keeps the batches (or their decoded entries) once sent: an idle loop
+                # holds nothing of the last burst.
+                if not await self._deliver_selected(records, stopping):
                     return  # stopped while retrying: the cursor stays before these records
-                delivered = records[-1].next
+                records = []
+                delivered = end
                 if time.monotonic() - committed_at >= self.commit_interval:
                     await self._commit(delivered, stopping)
                     delivered = None
@@ -139,6 +137,16 @@ class OutputRunner:
             if delivered is not None:
                 await self._commit(delivered, stopping)
             self.reader.close()
+
+    async def _deliver_selected(self, records: list[JournalRecord], stopping: asyncio.Event) -> bool:
+        """Deliver the records this output takes; False if stopped while retrying."""
+        batches = []
+        for r in records:
+            tag = peek_tag(r.payload)
+            target = batch_target(r.payload)
+            if (target == self.name) if target is not None else self.matches(tag):
+                batches.append(TagBatch(tag, payload=r.payload))
+        return not batches or await self._deliver(batches, stopping)
 
     async def _commit(self, position: Position, stopping: asyncio.Event) -> None:
         async def commit() -> bool:

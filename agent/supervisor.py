@@ -90,8 +90,10 @@ class Preforked:
 
 def prefork(cfg: AgentConfig, groups: int) -> dict[int, Preforked]:
     """Fork every delivery process now. Call it before any event loop or thread exists."""
+    from agent.memory import cap_arenas
     from agent.worker import run_forked
 
+    cap_arenas()  # before any thread: the threads of both processes share two arenas
     gc.collect()
     gc.freeze()  # the collector never writes to these objects' headers, so their pages stay shared
     children: dict[int, Preforked] = {}

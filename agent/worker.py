@@ -31,6 +31,7 @@ from agent.delivery import OutputRunner
 from agent.fsutil import atomic_write
 from agent.journal.cursor import CursorStore
 from agent.log import Summary
+from agent.memory import Trimmer
 from agent.paths import DataPaths
 from agent.registry import OUTPUTS
 from agent.render import allow_deep_records
@@ -129,6 +130,7 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int
 
     watcher = loop.create_task(watch_parent())
     reporter = loop.create_task(_report(paths, runners, group))
+    trimmer = loop.create_task(Trimmer(lambda: sum(r.stats.batches for r in runners)).run())
     if ready_fd is not None:
         os.write(ready_fd, b"R")
         os.close(ready_fd)
@@ -139,6 +141,7 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int
     results = await asyncio.gather(*(r.run(draining, stopping) for r in runners), return_exceptions=True)
     watcher.cancel()
     reporter.cancel()
+    trimmer.cancel()
     _write_snapshot(paths, runners, group)
     code = 0
     for runner, result in zip(runners, results):

@@ -142,19 +142,22 @@ class HiveFilter(Filter):
     def _dedup(self, dedup: DedupStore, tag: str, entries: list[Any], keys: list[Key | None]) -> Filtered[list[Any]]:
         """The entries that are nobody's duplicate; their keys stay reserved until the
         ingest step says whether the entries reached the journal."""
-        known = dedup.committed([k for k in keys if k is not None])
-        kept = []
-        reserved: list[Key] = []
-        for entry, key in zip(entries, keys):
-            if key is None:
+        usable = [k for k in keys if k is not None]
+        distinct = set(usable)
+        in_flight = distinct & dedup.pending  # before the store: a key leaves pending once stored
+        known = dedup.committed(usable)
+        if not in_flight and not known and len(distinct) == len(usable):
+            kept, reserved = entries, usable  # the usual batch: every purchase new, in C set operations
+        else:
+            kept, reserved, taken = [], [], in_flight | known
+            for entry, key in zip(entries, keys):
+                if key is not None:
+                    if key in taken:
+                        self.stats.duplicates += 1
+                        continue
+                    taken.add(key)  # a second copy in the same batch is a duplicate too
+                    reserved.append(key)
                 kept.append(entry)
-                continue
-            if key in known or key in dedup.pending:
-                self.stats.duplicates += 1
-                continue
-            dedup.reserve(key)
-            reserved.append(key)
-            kept.append(entry)
         if len(kept) < len(entries):
             log.info(
                 "filter %s: tag %s: %d duplicate purchases dropped (transaction_id seen within the window)",
@@ -164,10 +167,11 @@ class HiveFilter(Filter):
             )
         if not reserved:
             return Filtered(kept)
+        dedup.reserve(reserved)
 
         def on_durable(durable: bool) -> None:
             if durable:
-                dedup.commit(reserved)
+                dedup.commit_soon(reserved)
             else:
                 dedup.release(reserved)
 

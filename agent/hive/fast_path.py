@@ -111,7 +111,7 @@ def _acceptable(name: str, value: Any) -> bool:
     ok = cache.get(value)
     if ok is None:
         ok = _value_ok(name, value)
-        if len(cache) > 100_000:
+        if len(cache) > 4096:  # a field with many values (client_ip) gains little: bound what it holds
             cache.clear()
         cache[value] = ok
     return ok

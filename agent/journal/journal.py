@@ -181,6 +181,7 @@ class Journal:
             self.write_error = None
             self.stats.commits += 1
             self.stats.bytes += len(data)
+            del records, data  # on disk now: an idle loop holds nothing of the last group
             end = Position(self._seq, self._end)
             for w in waiters:
                 if not w.done():

@@ -14,25 +14,26 @@ class Clock:
 def test_a_committed_key_is_known_until_the_window_passes_and_survives_reopening(tmp_path):
     clock = Clock()
     store = DedupStore(tmp_path / "d.sqlite", 3600, clock)
-    store.reserve(("app", "t1", False))
+    store.reserve([("app", "t1", False)])
     assert store.committed([("app", "t1", False)]) == set()  # reserved, not yet durable
     store.commit([("app", "t1", False)])
-    assert store.pending == {}
+    assert store.pending == set()
     store.close()
     store = DedupStore(tmp_path / "d.sqlite", 3600, clock)
     keys = [("app", "t1", False), ("app", "t2", False), ("other", "t1", False)]
     assert store.committed(keys) == {("app", "t1", False)}
     clock.now += 3601
     assert store.committed([("app", "t1", False)]) == set()
+    store.flush()  # the sweep runs in the writer thread
     assert store.db.execute("SELECT count(*) FROM seen").fetchone()[0] == 0  # swept, not only hidden
     store.close()
 
 
 def test_a_released_reservation_leaves_no_trace(tmp_path):
     store = DedupStore(tmp_path / "d.sqlite", 3600)
-    store.reserve(("app", "t1", False))
+    store.reserve([("app", "t1", False)])
     store.release([("app", "t1", False)])
-    assert store.pending == {} and store.committed([("app", "t1", False)]) == set()
+    assert store.pending == set() and store.committed([("app", "t1", False)]) == set()
     store.close()
 
 
@@ -66,6 +67,7 @@ def test_old_keys_expire_while_the_agent_runs_not_only_at_start(tmp_path):
     assert count() == 100
     clock.now += EXPIRE_INTERVAL + 1
     store.committed([("app", "new", False)])  # any lookup sweeps once an interval has passed
+    store.flush()
     assert count() == 0
     store.close()
 
@@ -83,4 +85,30 @@ def test_keys_of_the_earlier_two_part_table_are_kept_as_purchases(tmp_path):
     db.close()
     store = DedupStore(tmp_path / "d.sqlite", 3600, Clock())
     assert store.committed([("app", "t1", False), ("app", "t1", True)]) == {("app", "t1", False)}
+    store.close()
+
+
+def test_a_commit_in_the_writer_thread_keeps_the_keys_pending_until_they_are_stored(tmp_path):
+    store = DedupStore(tmp_path / "d.sqlite", 3600)
+    keys = [("app", f"t{i}", False) for i in range(1500)] + [("other", "t1", True)]
+    store.reserve(keys)
+    store.commit_soon(keys)
+    # At any moment each key is pending or stored, read in that order (as the filter reads).
+    for _ in range(50):
+        pending = set(store.pending)
+        stored = store.committed(keys)
+        assert set(keys) <= pending | stored
+    store.flush()
+    assert store.pending == set() and store.committed(keys) == set(keys)
+    store.close()
+
+
+def test_lookups_cover_many_apps_and_both_tables_past_one_query_chunk(tmp_path):
+    from agent.filters.dedup import PROBE_CHUNK
+
+    store = DedupStore(tmp_path / "d.sqlite", 3600)
+    keys = [(f"app{i % 3}", f"t{i}", i % 2 == 1) for i in range(3 * PROBE_CHUNK + 7)]
+    store.commit(keys[::3])
+    assert store.committed(keys) == set(keys[::3])
+    assert store.committed([]) == set()
     store.close()

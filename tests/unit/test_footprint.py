@@ -40,3 +40,34 @@ def test_models_still_validate_without_the_plugin_lookup():
     except ValidationError:
         return
     raise AssertionError("an invalid value was taken")
+
+
+async def test_memory_is_released_once_after_each_burst_and_never_while_idle(monkeypatch):
+    import asyncio
+
+    from agent import memory
+
+    released = []
+    monkeypatch.setattr(memory, "release", lambda: released.append(1) or True)
+    activity = {"n": 0}
+    trimmer = memory.Trimmer(lambda: activity["n"], interval=0.05)
+    task = asyncio.create_task(trimmer.run())
+    await asyncio.sleep(0.2)
+    assert released == []  # idle from the start: nothing to give back
+    for _ in range(4):  # a burst
+        activity["n"] += 1
+        await asyncio.sleep(0.03)
+    await asyncio.sleep(0.3)
+    assert trimmer.releases == 1 and released == [1]  # once, after it ended
+    task.cancel()
+
+
+def test_release_gives_pages_back_where_the_allocator_is_glibc():
+    import platform
+
+    from agent import memory
+
+    if platform.libc_ver()[0] != "glibc":
+        return
+    assert memory.cap_arenas() is True
+    assert isinstance(memory.release(), bool)
