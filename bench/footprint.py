@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from forward_ingest import (  # noqa: E402
     CHUNK,
@@ -236,8 +238,17 @@ def scenario(name: str, args, baseline: float) -> None:
         env = SIDECAR_ENV
         payloads = build_payloads(sidecar_purchase(args.mirrored_every), distinct=args.records // CHUNK)
 
+        mirrored = len(range(0, args.records // CHUNK * CHUNK, args.mirrored_every))
+        snapshot = work / "var/state/delivery.json"
+
         def delivered() -> int:
-            return acked["records"]
+            """Hive's acks, once every vendor has accepted every mirrored purchase too."""
+            try:
+                outputs = orjson.loads(snapshot.read_bytes())["outputs"]
+            except (FileNotFoundError, ValueError, KeyError):
+                return 0
+            accepted = [outputs.get(v, {}).get("output_stats", {}).get("accepted", 0) for v in vendors]
+            return acked["records"] if min(accepted) >= mirrored else 0
 
     total = (args.records // CHUNK) * CHUNK
     print(f"footprint: {name} ({'conf/agent.toml' if name == 'agent' else 'conf/examples/sidecar.toml'})")
