@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-test node bench bench-hive bench-tail bench-mirrors check clean
+.PHONY: run test lint install install-test node bench bench-hive bench-tail bench-mirrors bench-footprint check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ bench-tail: install
 
 bench-mirrors: install
 	$(BIN)/python bench/mirror_fanout.py
+
+bench-footprint: install
+	$(BIN)/python bench/footprint.py
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules var
