@@ -170,7 +170,9 @@ class App:
                 self._failed = True  # exit non-zero, so that Restart=on-failure starts it again
                 self._stop.set()
         collector = loop.create_task(self._collect_loop(), name="journal-collector")
-        trimmer = loop.create_task(Trimmer(lambda: self.journal.stats.appends).run(), name="memory-trimmer")
+        trimmer = loop.create_task(
+            Trimmer(lambda: self.journal.stats.appends, self._shrink).run(), name="memory-trimmer"
+        )
         # Filters decode batches into many short-lived objects; a young generation
         # this small would run the cyclic collector every few records for nothing.
         gc.freeze()
@@ -201,6 +203,10 @@ class App:
         """Every delivery process drains at once; the worst exit code counts."""
         codes = await asyncio.gather(*(d.stop(timeout) for d in self.deliveries))
         return next((c for c in codes if c), codes[0] if codes else None)
+
+    def _shrink(self) -> None:
+        for f in self.ingest.filters:
+            f.shrink()
 
     def _cursor_positions(self) -> list[Position]:
         first = Position(min(self.journal.segments(), default=1), 0)

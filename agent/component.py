@@ -130,6 +130,9 @@ class Output:
         """Its own counts, by what they count (the vendor mirrors': requests, accepted, ...)."""
         return {}
 
+    def shrink(self) -> None:
+        """Give back what a burst filled (caches, page caches); called once the process is quiet."""
+
 
 @dataclass(slots=True)
 class Filtered(Generic[Entries]):
@@ -195,6 +198,9 @@ class Filter:
 
     def readings(self) -> Iterable[Reading]:
         return ()
+
+    def shrink(self) -> None:
+        """Give back what a burst filled (caches, page caches); called once the process is quiet."""
 
     def apply(self, tag: str, entries: list[Any]) -> Filtered[list[Any]]:
         raise NotImplementedError

@@ -53,8 +53,11 @@ class Trimmer:
     """Calls :func:`release` once after each burst: when ``activity()`` (a count that grows
     while the process works) has not moved for ``QUIET_INTERVAL`` after it had moved."""
 
-    def __init__(self, activity: Callable[[], int], interval: float = QUIET_INTERVAL):
+    def __init__(
+        self, activity: Callable[[], int], shrink: Callable[[], None] = lambda: None, interval: float = QUIET_INTERVAL
+    ):
         self.activity = activity
+        self.shrink = shrink  # the components' own caches, given back first
         self.interval = interval
         self.releases = 0
 
@@ -68,5 +71,9 @@ class Trimmer:
                 busy, last = True, now
             elif busy:
                 busy = False
+                try:
+                    self.shrink()
+                except Exception:  # a cache that cannot shrink must not stop the trimming
+                    log.exception("giving memory back failed")
                 release()
                 self.releases += 1

@@ -96,6 +96,14 @@ def run_forked(cfg: AgentConfig, go_fd: int, ready_fd: int, group: int) -> int:
     return event_loop_runner()(run_delivery(cfg, ready_fd, group))
 
 
+def _shrinker(outputs):
+    def shrink() -> None:
+        for out in outputs:
+            out.shrink()
+
+    return shrink
+
+
 async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int = 0) -> int:
     allow_deep_records()  # every record ingest took renders in every output format
     paths = DataPaths(cfg.agent.data_dir)
@@ -130,7 +138,7 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int
 
     watcher = loop.create_task(watch_parent())
     reporter = loop.create_task(_report(paths, runners, group))
-    trimmer = loop.create_task(Trimmer(lambda: sum(r.stats.batches for r in runners)).run())
+    trimmer = loop.create_task(Trimmer(lambda: sum(r.stats.batches for r in runners), _shrinker(outputs)).run())
     if ready_fd is not None:
         os.write(ready_fd, b"R")
         os.close(ready_fd)

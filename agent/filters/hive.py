@@ -79,6 +79,10 @@ class HiveFilter(Filter):
         for (fld, rule), n in st.invalid_by_rule.items():
             yield Reading("invalid", n, (fld, rule))
 
+    def shrink(self) -> None:
+        if self.dedup is not None:
+            self.dedup.shrink()
+
     def apply(self, tag: str, entries: list[Any]) -> Filtered[list[Any]]:
         normalized = []
         rejected = []

@@ -82,6 +82,10 @@ class MirrorState:
         self._recent: set[tuple[str, str, str]] = set()  # in a log, not yet in the database
         self._folded_at = time.monotonic()
 
+    def shrink(self) -> None:
+        """SQLite's page cache back to the allocator, once the process is quiet."""
+        self.db.execute("PRAGMA shrink_memory")
+
     @contextmanager
     def _transaction(self):
         """One transaction (the connection autocommits each statement otherwise)."""

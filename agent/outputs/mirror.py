@@ -189,6 +189,9 @@ class MirrorOutput(Output):
         if self.session is not None:
             await self.session.close()
 
+    def shrink(self) -> None:
+        self.state.shrink()
+
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
             raise RuntimeError(f"output {self.name}: send before start")

@@ -112,3 +112,13 @@ def test_lookups_cover_many_apps_and_both_tables_past_one_query_chunk(tmp_path):
     assert store.committed(keys) == set(keys[::3])
     assert store.committed([]) == set()
     store.close()
+
+
+def test_a_store_that_gave_its_caches_back_still_knows_its_keys(tmp_path):
+    store = DedupStore(tmp_path / "d.sqlite", 3600)
+    keys = [("app", f"t{i}", False) for i in range(3000)]
+    store.commit(keys)
+    store.shrink()
+    store.flush()
+    assert store.committed(keys[:10] + [("app", "new", False)]) == set(keys[:10])
+    store.close()

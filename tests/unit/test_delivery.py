@@ -305,3 +305,32 @@ def test_a_dead_letter_never_fails_because_of_the_record_and_replays_as_it_was(t
     # A decoded record that JSON cannot hold keeps a description.
     assert store.write_records("out", [("t", 0, {("a", "b"): 1}, "x")]) == 1
     assert "record_repr" in store.read("out")[-1]
+
+
+async def test_a_caught_up_loop_keeps_nothing_of_the_last_burst(tmp_path):
+    """An idle delivery loop holds no batch, decoded or not: a burst's memory can go back."""
+    import gc
+
+    from agent.component import TagBatch
+
+    tag = "burst.kept.nowhere"
+    await fill(tmp_path / "journal", [(tag, list(range(k * 100, k * 100 + 100))) for k in range(5)])
+
+    class Forgetful(ScriptedOutput):
+        async def send(self, batches):
+            outcome = await super().send(batches)
+            self.sent = []  # keeps nothing itself
+            return outcome
+
+    out = Forgetful()
+    r = runner(tmp_path, out)
+    draining, stopping = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(r.run(draining, stopping))
+    while not r.caught_up:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # idle now, polling
+    gc.collect()
+    assert out.attempts >= 1
+    assert [o for o in gc.get_objects() if isinstance(o, TagBatch) and o.tag == tag] == []
+    stopping.set()
+    await task

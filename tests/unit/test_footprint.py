@@ -50,7 +50,8 @@ async def test_memory_is_released_once_after_each_burst_and_never_while_idle(mon
     released = []
     monkeypatch.setattr(memory, "release", lambda: released.append(1) or True)
     activity = {"n": 0}
-    trimmer = memory.Trimmer(lambda: activity["n"], interval=0.05)
+    shrunk = []
+    trimmer = memory.Trimmer(lambda: activity["n"], lambda: shrunk.append(len(released)), interval=0.05)
     task = asyncio.create_task(trimmer.run())
     await asyncio.sleep(0.2)
     assert released == []  # idle from the start: nothing to give back
@@ -59,6 +60,7 @@ async def test_memory_is_released_once_after_each_burst_and_never_while_idle(mon
         await asyncio.sleep(0.03)
     await asyncio.sleep(0.3)
     assert trimmer.releases == 1 and released == [1]  # once, after it ended
+    assert shrunk == [0]  # the components' caches first, then the allocator
     task.cancel()
 
 
