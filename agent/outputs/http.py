@@ -28,6 +28,7 @@ from agent.component import DeadRecord, Outcome, Output, TagBatch
 from agent.config.types import HttpUrl, Interval, KeyStyle, OutputConfigBase, Secret, Size
 from agent.hive.records import render
 from agent.hive.times import KST_OFFSET, parse_timezone, timezone_missing
+from agent.outputs.posting import post
 from agent.render import to_json
 from agent.secrets import redact_url
 
@@ -131,13 +132,15 @@ class HttpOutput(Output):
             if self.cfg.compress == "gzip":
                 body = gzip.compress(body, compresslevel=6)
             try:
-                async with self._session().post(self.endpoint, data=body, headers=self.headers) as resp:
-                    status = resp.status
-                    text = " ".join((await resp.text(errors="replace"))[:300].split())  # one log line
+                answer = await post(self._session(), self.endpoint, body, self.headers)
             except TimeoutError:
                 return Outcome.retry(f"POST {self.endpoint}: timed out after {self.cfg.timeout:.0f}s")
             except aiohttp.ClientError as exc:
                 return Outcome.retry(f"POST {self.endpoint}: {exc}")
+            if answer.redirect:  # never followed: the headers would go along (agent/outputs/posting.py)
+                return Outcome.retry(answer.refused_redirect(self.endpoint))
+            status = answer.status
+            text = " ".join(answer.body[:300].decode("utf-8", "replace").split())  # one log line
             if 200 <= status < 300:
                 continue
             reason = f"HTTP {status} from {self.endpoint}: {text.strip()}"

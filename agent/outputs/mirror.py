@@ -47,6 +47,7 @@ from agent.config.types import Duration, Endpoint, Interval, MatchPattern, Outpu
 from agent.hive.records import REFUND_VALUES
 from agent.mirrors.payloads import Purchase, Refused, game_of, platform_ids, purchase_from
 from agent.mirrors.state import open_state
+from agent.outputs.posting import post
 from agent.routing import compile_pattern
 from agent.secrets import redact_url
 
@@ -328,14 +329,15 @@ class MirrorOutput(Output):
         self.counts["requests"] += 1
         req = job.request
         try:
-            async with self._session().post(req.url, data=req.body, headers=req.headers) as resp:
-                status = resp.status
-                body = await resp.read()  # read whole, so the connection is reused
+            answer = await post(self._session(), req.url, req.body, req.headers)
         except TimeoutError:
             return SendResult.RETRY, f"POST {req.url}: timed out after {self.cfg.timeout:g}s", job
         except aiohttp.ClientError as exc:
             return SendResult.RETRY, f"POST {req.url}: {exc}", job
-        text = "" if 200 <= status < 300 else " ".join(body[:200].decode("utf-8", "replace").split())
+        if answer.redirect:  # never followed: the token would go along (agent/outputs/posting.py)
+            return SendResult.RETRY, answer.refused_redirect(req.url), job
+        status = answer.status
+        text = "" if 200 <= status < 300 else " ".join(answer.body[:200].decode("utf-8", "replace").split())
         result = self.classify(status, text, job)
         if result is SendResult.OK:
             self.state.mark_delivered(self.name, job.purchase.app_id, job.key)
