@@ -154,7 +154,10 @@ class App:
             await self._stop_deliveries(self.cfg.agent.shutdown_timeout)
             await self.journal.close()
             return 1
-        await self._replays.ingest()  # what was spooled while the agent was down
+        try:
+            await self._replays.ingest()  # what was spooled while the agent was down
+        except Exception:  # nothing in a spool stops the start: it is tried again every COLLECT_INTERVAL
+            log.exception("replay: ingesting a spool file failed; left in place")
         if self.monitor is not None:
             try:
                 await self.monitor.start()

@@ -43,10 +43,25 @@ class ReplayIngest:
                     log.error("replay: %s names no output or filter of this config; left in place", path.name)
                 continue
             by_tag: dict[str, list[tuple[bytes, int]]] = {}
-            for line in path.read_bytes().splitlines():
-                if line.strip():
+            again: list[tuple[str, int, dict, str]] = []  # what cannot go back: dead-lettered again
+            for number, line in enumerate(path.read_bytes().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
                     item = orjson.loads(line)
-                    by_tag.setdefault(item["tag"], []).append(_entries_of(item))
+                    kept = _entries_of(item)
+                    by_tag.setdefault(_tag_of(item), []).append(kept)
+                except Exception as exc:  # noqa: BLE001 - one line's fault: never the spool's, never the start's
+                    again.append(_unreplayable(path, number, line, exc))
+            if again:
+                await asyncio.to_thread(self.store.write_records, source, again)
+                log.error(
+                    "replay: %d dead letters of %s in %s cannot be journaled again; dead-lettered again (first: %s)",
+                    len(again),
+                    source,
+                    path.name,
+                    again[0][3],
+                )
             waits = []
             total = 0
             for tag, entries in by_tag.items():
@@ -64,6 +79,31 @@ class ReplayIngest:
             await asyncio.gather(*waits)
             path.unlink()
             log.info("replay: %d dead letters of %s are back in the journal", total, source)
+
+
+def _tag_of(item: dict) -> str:
+    tag = item["tag"]
+    if not isinstance(tag, str):
+        raise ValueError(f"its tag is {type(tag).__name__}, not a string")
+    return tag
+
+
+def _unreplayable(path: Path, number: int, line: bytes, exc: Exception) -> tuple[str, int, dict, str]:
+    """A spool line that cannot be journaled, as a dead letter of its own: why, and what it held."""
+    reason = f"replay: line {number} of {path.name} cannot be journaled again: {type(exc).__name__}: {exc}"[:500]
+    try:
+        item = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        item = None
+    if isinstance(item, dict) and isinstance(item.get("tag"), str):
+        time_ns, record = item.get("time_ns"), item.get("record")
+        return (
+            item["tag"],
+            time_ns if isinstance(time_ns, int) else 0,
+            record if isinstance(record, dict) else item,
+            reason,
+        )
+    return "replay.unreadable", 0, {"line": line[:65536].decode("utf-8", "replace")}, reason
 
 
 def _entries_of(item: dict) -> tuple[bytes, int]:

@@ -5,7 +5,7 @@ import stat
 
 import orjson
 
-from tests.agentproc import Agent, file_output, forward_input
+from tests.agentproc import Agent, file_output, forward_input, wait_until
 from tests.wire import ForwardClient, event_time, pack
 
 STRICT_HIVE = '[[filters]]\ntype = "hive"\nname = "hive"\nstrict = true\n'
@@ -392,3 +392,36 @@ def test_a_dead_letter_file_someone_holds_locked_never_holds_up_other_acks(tmp_p
         refused.close()
         others.close()
         assert agent.stop() == 0
+
+
+def test_a_spool_line_that_cannot_be_journaled_again_never_stops_the_start(tmp_path):
+    """(2^32-1 s, 2^32-1 ns), once acked and dead-lettered, made the agent exit 1 before ready at
+    every start after a replay. Now the line is dead-lettered again with its reason; the rest go on."""
+    spool = tmp_path / "var" / "replay"
+    spool.mkdir(parents=True)
+    lines = [
+        {"output": "local", "reason": "x", "tag": "t.good", "time_ns": 1_700_000_000 * 10**9, "record": {"seq": 1}},
+        {
+            "output": "local",
+            "reason": "x",
+            "tag": "t.bad",
+            "time_ns": (2**32 - 1) * 10**9 + 2**32 - 1,
+            "record": {"seq": 2},
+        },
+        {"output": "local", "reason": "x", "tag": ["not", "a", "tag"], "time_ns": 0, "record": {"seq": 3}},
+    ]
+    body = b"".join(orjson.dumps(line) + b"\n" for line in lines) + b"{not json\n"
+    (spool / "local.1.jsonl").write_bytes(body)
+    (tmp_path / "var").chmod(0o700)
+    spool.chmod(0o700)
+    with Agent(tmp_path, forward_input() + file_output()) as agent:
+        agent.wait_for_records("seq", {1})
+        dead = tmp_path / "var" / "deadletter" / "local.jsonl"
+        wait_until(
+            lambda: dead.exists() and len(dead.read_bytes().splitlines()) == 3, what="3 lines dead-lettered again"
+        )
+        assert not list(spool.glob("*.jsonl"))  # the spool is done with
+        assert agent.proc.poll() is None
+    again = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
+    assert all("cannot be journaled again" in d["reason"] for d in again)
+    assert {d["tag"] for d in again} == {"t.bad", "replay.unreadable"}

@@ -459,3 +459,27 @@ def test_keys_of_a_frame_of_many_entries_are_checked_slice_by_slice():
     batch = one_batch(feed_whole(pack(["t", entries, {"chunk": "c"}])))
     assert batch.count == 10_010 and batch.entries == good * 10_010
     assert len(batch.skipped) == 2 and all("not a string" in r for r in batch.skipped.reasons)
+
+
+@pytest.mark.parametrize("mode", ["forward", "packed_forward", "message"])
+def test_an_event_time_whose_nanoseconds_reach_a_second_is_a_skipped_entry(mode):
+    # Replayed from a dead letter, (2^32-1 s, 2^32-1 ns) once stopped the agent from starting.
+    def et(seconds: int, nanos: int, ext8: bool = False) -> bytes:
+        body = seconds.to_bytes(4, "big") + nanos.to_bytes(4, "big")
+        return (b"\xc7\x08\x00" if ext8 else b"\xd7\x00") + body
+
+    record = b"\x81\xa1a\x01"
+    bad_times = [et(2**32 - 1, 2**32 - 1), et(T, 10**9), et(T, 10**9, ext8=True)]
+    good = b"\x92" + et(T, 10**9 - 1) + record
+    for bad_time in bad_times:
+        bad = b"\x92" + bad_time + record
+        if mode == "forward":
+            frame = b"\x93\xa1t\x92" + good + bad + pack({"chunk": "c"})
+        elif mode == "packed_forward":
+            frame = b"\x93\xa1t" + pack(good + bad) + pack({"chunk": "c"})
+        else:
+            frame = b"\x94\xa1t" + bad_time + record + pack({"chunk": "c"})
+        batch = one_batch(feed_whole(frame))
+        assert len(batch.skipped) == 1 and "nanoseconds" in batch.skipped[0], batch.skipped.reasons
+        if mode != "message":
+            assert batch.count == 1 and batch.entries == good

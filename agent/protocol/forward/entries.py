@@ -12,6 +12,11 @@ from agent.protocol.forward.frames import Skipped
 MSGPACK_ERRORS = (ValueError, msgpack.FormatError, msgpack.StackError, msgpack.ExtraData)
 
 
+# 10^9 as the 4 big-endian bytes of an EventTime's nanoseconds: a value at or past it is no
+# time (its seconds would carry over, and 2^32-1 of them no longer fit the form).
+_NANOS_LIMIT = (10**9).to_bytes(4, "big")
+
+
 def array_items(data: bytes) -> bytes:
     """The concatenated items of an encoded msgpack array (its header dropped): entries."""
     b = data[0]
@@ -67,11 +72,16 @@ def _time_to_ns(value: object, now_ns: int) -> int | None:
             return None
         return round(value * NANOS) if value else now_ns
     if isinstance(value, msgpack.ExtType):
-        if value.code == EVENT_TIME_EXT and len(value.data) == 8:
+        if value.code == EVENT_TIME_EXT and len(value.data) == 8 and value.data[4:] < _NANOS_LIMIT:
             ns = unpack_event_time(value.data)
             return ns if ns else now_ns
         return None
     return None
+
+
+def _nanos_ok(data: bytes, at: int) -> bool:
+    """Are the EventTime nanoseconds at ``at`` below 10^9? One byte decides for nearly every time."""
+    return data[at] < 0x3B or data[at : at + 4] < _NANOS_LIMIT
 
 
 def scan_entries(
@@ -102,7 +112,7 @@ def scan_entries(
             b = data[pos]
             # Fast path, the shape every sender uses: fixarray(2), fixext8 EventTime,
             # then a map. One skip over the whole entry, no decoding at all.
-            if b == 0x92 and data[pos + 1] == 0xD7 and data[pos + 2] == EVENT_TIME_EXT:
+            if b == 0x92 and data[pos + 1] == 0xD7 and data[pos + 2] == EVENT_TIME_EXT and _nanos_ok(data, pos + 7):
                 rb = data[pos + 11]
                 if 0x80 <= rb <= 0x8F or rb == 0xDE or rb == 0xDF:
                     u.skip()
@@ -135,9 +145,24 @@ def scan_entries(
                 continue
             tb = data[time_pos]
             canonical_time = None  # bytes of a rewritten EventTime
-            if (tb == 0xD7 and data[time_pos + 1] == EVENT_TIME_EXT) or (
-                tb == 0xC7 and data[time_pos + 1] == 8 and data[time_pos + 2] == EVENT_TIME_EXT
-            ):
+            nanos_at = (
+                time_pos + 6
+                if tb == 0xD7 and data[time_pos + 1] == EVENT_TIME_EXT
+                else time_pos + 7
+                if tb == 0xC7 and data[time_pos + 1] == 8 and data[time_pos + 2] == EVENT_TIME_EXT
+                else None
+            )
+            if nanos_at is not None and not _nanos_ok(data, nanos_at):
+                u.skip()
+                rest = n - 1
+                for _ in range(rest):
+                    u.skip()
+                _close_run(pieces, mv, run_start, pos)
+                run_start = u.tell()
+                nanos = int.from_bytes(data[nanos_at : nanos_at + 4], "big")
+                skipped.add("entry %d: EventTime nanoseconds %d, not below 10^9", index, nanos)
+                continue
+            if nanos_at is not None:
                 u.skip()
                 fast = True
             else:
