@@ -203,6 +203,8 @@ def cmd_deadletter(args) -> int:
             print("no dead letters")
         for source, info in summary.items():
             print(f"{source}: {info['count']} records")
+            if info["unreadable"]:
+                print(f"  {info['unreadable']:8d}  lines that are no dead letters (torn by a crash?), skipped")
             for reason, n in info["reasons"][:10]:
                 print(f"  {n:8d}  {reason[:160]}")
             for line in info["samples"]:
@@ -232,6 +234,8 @@ def cmd_deadletter(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Every command, not only run: a replay or an init under umask 000 makes private files too.
+    os.umask(PRIVATE_UMASK)
     if args.command == "version":
         print(f"hive-agent {__version__}")
         return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import collections
 import fcntl
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ from agent.journal.record import batch_count, batch_entries
 from agent.paths import file_name
 from agent.render import json_default, rfc3339_ns
 from agent.secrets import scrub
+
+log = logging.getLogger("agent.deadletter")
 
 SPOOL_SUFFIX = ".jsonl"
 
@@ -115,12 +118,25 @@ class DeadLetterStore:
     def _append(self, source: str, lines: list[bytes]) -> None:
         lines = [scrub_line(line) for line in lines]  # a destination that echoed our credentials
         with self._locked(source):
-            fd = os.open(self.path(source), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(self.path(source), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             try:
-                data = memoryview(b"".join(lines))
-                while data:
-                    data = data[os.write(fd, data) :]
-                os.fsync(fd)
+                start = os.fstat(fd).st_size
+                data = b"".join(lines)
+                if start and os.pread(fd, 1, start - 1) != b"\n":
+                    data = b"\n" + data  # a line torn by a crash stays a line of its own, which readers skip
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                except OSError:
+                    # A full disk mid-write: back to the last whole line, so that the sender's
+                    # resend is never glued to half of this one.
+                    try:
+                        os.ftruncate(fd, start)
+                    except OSError:
+                        pass
+                    raise
             finally:
                 os.close(fd)
 
@@ -132,34 +148,66 @@ class DeadLetterStore:
         return sorted(p.stem for p in self.directory.glob("*.jsonl"))
 
     def read(self, source: str) -> list[dict]:
+        """The dead letters of ``source``; a line that is not one (torn by a crash) is skipped."""
+        return self._read(source)[0]
+
+    def _read(self, source: str) -> tuple[list[dict], list[bytes]]:
+        """(the dead letters, the lines that are none), each logged once by file and line number."""
         try:
             data = self.path(source).read_bytes()
         except FileNotFoundError:
-            return []
-        return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+            return [], []
+        letters, unreadable, numbers = [], [], []
+        for number, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                letter = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                letter = None
+            if isinstance(letter, dict) and "reason" in letter and "tag" in letter:
+                letters.append(letter)
+            else:
+                unreadable.append(line)
+                numbers.append(number)
+        if numbers:
+            log.warning(
+                "dead letters %s: %d lines are not dead letters and were skipped (line %s)",
+                self.path(source),
+                len(numbers),
+                ", ".join(map(str, numbers[:10])) + (" …" if len(numbers) > 10 else ""),
+            )
+        return letters, unreadable
 
     def summary(self, samples: int = 3) -> dict[str, dict]:
         out = {}
         for source in self.sources():
-            lines = self.read(source)
-            if not lines:
+            lines, unreadable = self._read(source)
+            if not lines and not unreadable:
                 continue
-            reasons = collections.Counter(line["reason"] for line in lines)
-            out[source] = {"count": len(lines), "reasons": reasons.most_common(), "samples": lines[:samples]}
+            reasons = collections.Counter(str(line["reason"]) for line in lines)
+            out[source] = {
+                "count": len(lines),
+                "reasons": reasons.most_common(),
+                "samples": lines[:samples],
+                "unreadable": len(unreadable),
+            }
         return out
 
     def take_for_replay(self, source: str, reason: str | None = None) -> tuple[int, Path | None]:
         """Move the lines of ``source`` (whose reason contains ``reason``) into a spool file."""
         with self._locked(source):
-            lines = self.read(source)
-            chosen = [l for l in lines if reason is None or reason in l["reason"]]
+            lines, unreadable = self._read(source)
+            chosen = [l for l in lines if reason is None or reason in str(l["reason"])]
             if not chosen:
                 return 0, None
-            rest = [l for l in lines if not (reason is None or reason in l["reason"])]
-            self.spool.mkdir(parents=True, exist_ok=True)
+            rest = [l for l in lines if not (reason is None or reason in str(l["reason"]))]
+            self.spool.mkdir(mode=0o700, parents=True, exist_ok=True)
             spool = self.spool / f"{file_name(source)}.{time.time_ns()}{SPOOL_SUFFIX}"
             atomic_write(spool, b"".join(orjson.dumps(l) + b"\n" for l in chosen))
-            atomic_write(self.path(source), b"".join(orjson.dumps(l) + b"\n" for l in rest))
+            # The lines that are no dead letters stay where they were, for a person to look at.
+            kept = [orjson.dumps(l) for l in rest] + unreadable
+            atomic_write(self.path(source), b"".join(line + b"\n" for line in kept))
         return len(chosen), spool
 
     def spooled(self) -> list[Path]:

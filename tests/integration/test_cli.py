@@ -191,3 +191,39 @@ def test_a_monitor_port_in_use_is_a_failed_start_exit_1_with_one_clear_line(tmp_
         rf"ERROR .*monitor: cannot listen on 127\.0\.0\.1:{port}: .*address already in use.*; stopping", text, re.I
     ), text
     assert "Traceback" not in text
+
+
+def test_every_command_makes_private_files_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    from agent.deadletter import DeadLetterStore
+
+    (tmp_path / "agent.toml").write_text(
+        f'[agent]\ndata_dir = "{tmp_path / "var"}"\n[[inputs]]\ntype = "forward"\nport = 0\n'
+        '[[outputs]]\ntype = "stdout"\nname = "out"\n'
+    )
+    store = DeadLetterStore(tmp_path / "var" / "deadletter")
+    store.write_records("out", [("t", 0, {"a": 1}, "HTTP 400")])
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; os.umask(0); from agent.cli import main; sys.exit(main(sys.argv[1:]))",
+            "deadletter",
+            "replay",
+            "-c",
+            str(tmp_path / "agent.toml"),
+            "--output",
+            "out",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    replay = tmp_path / "var" / "replay"
+    assert stat.S_IMODE(replay.stat().st_mode) == 0o700
+    [spool] = list(replay.iterdir())
+    assert stat.S_IMODE(os.stat(spool).st_mode) == 0o600
