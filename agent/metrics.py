@@ -207,7 +207,9 @@ class Monitor:
             self.app.ingest.taps.remove(tap)
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(200, exposition.render(self.families()), exposition.CONTENT_TYPE)
+        # The figures are read here, on the loop, at one moment; the text is written in a thread.
+        families = list(self.families())
+        return Response(200, await asyncio.to_thread(exposition.render, families), exposition.CONTENT_TYPE)
 
     async def _health(self, request: Request) -> Response:
         ok, problems = self.health()

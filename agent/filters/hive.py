@@ -27,6 +27,7 @@ from agent.filters.dedup import DedupStore, Key
 from agent.hive.fast_path import encode_batch, try_fast_batch
 from agent.hive.purchase_log import normalize
 from agent.hive.records import REFUND_VALUES, is_refund, with_extra
+from agent.hive.spec import spec_name
 from agent.paths import file_name
 from agent.protocol.event_time import ns_of
 
@@ -94,9 +95,9 @@ class HiveFilter(Filter):
             result = normalize(record, tag, strict=self.strict, in_place=True)
             if result.warnings:
                 warned += 1
-                by_rule.update((p.field, p.rule) for p in result.warnings)
+                by_rule.update((_field_label(p.field), p.rule) for p in result.warnings)
             if not result.ok:
-                by_rule.update((p.field, p.rule) for p in result.errors)
+                by_rule.update((_field_label(p.field), p.rule) for p in result.errors)
                 rejected.append((tag, ns_of(time_ext), record, "; ".join(str(p) for p in result.errors)))
                 continue
             normalized.append([time_ext, with_extra(result.record, result.extra)])
@@ -180,6 +181,13 @@ class HiveFilter(Filter):
                 dedup.release(reserved)
 
         return Filtered(kept, on_durable=on_durable)
+
+
+def _field_label(name: str) -> str:
+    """The ``field`` label of hive_agent_invalid_events_total: the spec's name for the field, or
+    ``other``. Never the sender's own spelling: senders would choose the label values, and every
+    new one a series of its own (100,000 spellings made a 29 MB /metrics)."""
+    return spec_name(name) or "other"
 
 
 def build(cfg: HiveFilterConfig, data_dir: Path) -> HiveFilter:

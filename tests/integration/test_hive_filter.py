@@ -42,7 +42,7 @@ def test_the_seed_example_sent_to_the_default_config_reaches_the_output_with_war
     for field, rule in (
         ("server_uid", "required"),
         ("item_send_ok", "required"),
-        ("ip", "alias"),
+        ("client_ip", "alias"),
         ("timezone", "timezone_assumed"),
         ("product_name", "escape_lost"),
     ):
