@@ -23,6 +23,7 @@ import signal
 import time
 from pathlib import Path
 
+from agent import datadir
 from agent.component import Input
 from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
@@ -91,7 +92,9 @@ class App:
         self.deliveries = [
             DeliveryProcess(self.config_path, group, preforked.get(group)) for group in range(delivery_groups(cfg))
         ]
-        self.monitor = Monitor(self, cfg.monitor.bind, cfg.monitor.port) if cfg.monitor else None
+        self.monitor = (
+            Monitor(self, cfg.monitor.bind, cfg.monitor.port, self.paths.control_socket) if cfg.monitor else None
+        )
         self._stop = asyncio.Event()
         self._signals = 0
         self._lock_fd: int | None = None
@@ -104,13 +107,11 @@ class App:
         )
 
     def _lock(self) -> None:
-        self.paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:  # a data_dir made by an earlier version, or by hand: private too
-            if self.paths.root.stat().st_mode & 0o077:
-                os.chmod(self.paths.root, 0o700)
-        except PermissionError:
-            log.warning("data_dir %s is readable by other users and is not ours to change", self.paths.root)
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            datadir.prepare(self.paths.root)
+        except datadir.Untrusted as exc:
+            raise SystemExit(f"hive-agent: refusing data_dir: {exc}") from None
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

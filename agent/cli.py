@@ -92,7 +92,12 @@ def cmd_check(path: str) -> int:
     for kind, items in (("input ", cfg.inputs), ("filter", cfg.filters), ("output", cfg.outputs)):
         for item in items:
             print(f"{kind} {item.name}: {item.describe()}")
-    return 0
+    from agent import datadir
+
+    untrusted = datadir.problems(a.data_dir)
+    for problem in untrusted:
+        print(f"hive-agent: data_dir would be refused: {problem}", file=sys.stderr)
+    return 1 if untrusted else 0
 
 
 def cmd_status(path: str, as_json: bool, interval: float) -> int:
@@ -162,6 +167,17 @@ def cmd_init(path: str, data_dir: str | None, force: bool) -> int:
 PRIVATE_UMASK = 0o077
 
 
+def _trusted_data_dir(cfg) -> None:
+    """Refuse, in one line, a data_dir another user owns or may write, or with a symlink in it."""
+    from agent import datadir
+
+    try:
+        datadir.prepare(cfg.agent.data_dir)
+    except datadir.Untrusted as exc:
+        print(f"hive-agent: refusing data_dir: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def cmd_run(path: str) -> int:
     from agent.app import App, delivery_groups
     from agent.log import setup_logging
@@ -171,6 +187,7 @@ def cmd_run(path: str) -> int:
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "main")
     secrets.install(cfg)
+    _trusted_data_dir(cfg)  # before anything is opened under it, by this process or a forked one
     # Before the event loop and any thread: the delivery processes share this process's pages.
     preforked = prefork(cfg, delivery_groups(cfg))
     return event_loop_runner()(App(cfg, Path(path), preforked).run())
@@ -196,6 +213,7 @@ def cmd_deadletter(args) -> int:
     from agent.paths import DataPaths
 
     cfg = _load(args.config)
+    _trusted_data_dir(cfg)
     store = DeadLetterStore(DataPaths(cfg.agent.data_dir).deadletter)
     if args.deadletter_command == "list":
         summary = store.summary()

@@ -52,7 +52,7 @@ class DeadLetterStore:
         """One lock per source's file: the delivery processes and the main process, each writing
         its own sources' dead letters, never wait for each other; only a replay of that source does."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.directory / f".{file_name(source)}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.directory / f".{file_name(source)}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -118,7 +118,7 @@ class DeadLetterStore:
     def _append(self, source: str, lines: list[bytes]) -> None:
         lines = [scrub_line(line) for line in lines]  # a destination that echoed our credentials
         with self._locked(source):
-            fd = os.open(self.path(source), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(self.path(source), os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             try:
                 start = os.fstat(fd).st_size
                 data = b"".join(lines)

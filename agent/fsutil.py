@@ -18,7 +18,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, durable: bool = True) 
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, never a mix."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
         while view:

@@ -15,10 +15,14 @@ once (one more is closed at accept); a request body is read and dropped, up to
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import stat
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h11
 
@@ -29,6 +33,7 @@ MAX_BODY_BYTES = 64 * 1024
 REQUEST_TIMEOUT = 10.0
 KEEPALIVE_TIMEOUT = 60.0
 MAX_CONNECTIONS = 64
+MAX_UNIX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 READ_SIZE = MAX_HEAD_BYTES  # so that a head past the bound is refused at the read that passes it
 
 
@@ -83,6 +88,20 @@ class HttpServer:
     async def start(self, bind: str, port: int) -> None:
         self.server = await asyncio.start_server(self._accepted, bind, port, limit=READ_SIZE)
         self.port = self.server.sockets[0].getsockname()[1]
+
+    async def start_unix(self, path: Path) -> None:
+        """Listen on a unix socket only the agent's user may connect to (0600 in a 0700 directory).
+
+        A stale socket of an earlier run is replaced; anything else at ``path`` is left alone."""
+        if len(os.fsencode(path)) > MAX_UNIX_PATH:
+            raise OSError(errno.ENAMETOOLONG, f"socket path longer than {MAX_UNIX_PATH} bytes", str(path))
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self.server = await asyncio.start_unix_server(self._accepted, path, limit=READ_SIZE)
+        os.chmod(path, 0o600)
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -39,13 +39,14 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import orjson
 
 from agent import exposition
 from agent.component import Reading, TagBatch
 from agent.exposition import Family
-from agent.httpserver import HttpServer, Request, Response, Stream, json_body, text
+from agent.httpserver import Handler, HttpServer, Request, Response, Stream, json_body, text
 from agent.journal.cursor import Position
 from agent.journal.record import batch_payload
 from agent.render import LineRenderer
@@ -58,11 +59,13 @@ SNAPSHOT_STALE = 5.0  # seconds: an older delivery snapshot means the process is
 
 
 class Monitor:
-    def __init__(self, app, bind: str, port: int):
+    def __init__(self, app, bind: str, port: int, control_socket: Path | None = None):
         self.app = app
         self.bind = bind
         self.port = port
+        self.control_socket = control_socket
         self.server: HttpServer | None = None
+        self.control: HttpServer | None = None
         self.started = time.time()
         self._stopping = False
 
@@ -70,23 +73,41 @@ class Monitor:
         return _Families(self)
 
     async def start(self) -> None:
-        self.server = HttpServer(
-            {
-                "/metrics": self._metrics,
-                "/api/plugins.json": self._plugins,
-                "/api/plugins": self._plugins,
-                "/health": self._health,
-                "/api/status.json": self._status,
-                "/api/tap": self._tap,
-            }
-        )
+        # On TCP, anyone who reaches the port scrapes /metrics and asks /health; the status and the
+        # config (plugins) only from this host; the live purchases of the tap never: loopback is no
+        # boundary between the host's users. The control socket (0600, the agent's user) serves all,
+        # with a connection budget of its own, so that no scraper crowds the operator out.
+        routes: dict[str, Handler] = {
+            "/metrics": self._metrics,
+            "/health": self._health,
+            "/api/plugins.json": self._plugins,
+            "/api/plugins": self._plugins,
+            "/api/status.json": self._status,
+            "/api/tap": self._tap,
+        }
+        public = dict(routes, **{path: _loopback_only(routes[path]) for path in LOOPBACK_ONLY})
+        public["/api/tap"] = _tap_elsewhere
+        self.server = HttpServer(public)
         await self.server.start(self.bind, self.port)
         self.port = self.server.port  # the port the system chose for port = 0
+        if self.control_socket is not None:
+            self.control = HttpServer(routes)
+            try:
+                self.control_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                await self.control.start_unix(self.control_socket)
+            except OSError as exc:
+                log.error(
+                    "monitor: no control socket at %s (%s): hive-agent tap cannot reach this agent",
+                    self.control_socket,
+                    exc.strerror or exc,
+                )
+                self.control = None
 
     async def stop(self) -> None:
         self._stopping = True  # open taps end within a second
-        if self.server is not None:
-            await self.server.stop()
+        for server in (self.server, self.control):
+            if server is not None:
+                await server.stop()
 
     # -- data ------------------------------------------------------------------
 
@@ -175,9 +196,7 @@ class Monitor:
         return json_body(orjson.dumps(await self.status()))
 
     async def _tap(self, request: Request) -> Response | Stream:
-        """JSON lines of the events after the filters, until the reader goes (loopback only)."""
-        if not _is_loopback(request.remote):
-            return text(403, "tap is served to loopback clients only\n")
+        """JSON lines of the events after the filters, until the reader goes (control socket only)."""
         if len(self.app.ingest.taps) >= MAX_TAPS:
             return text(503, f"{MAX_TAPS} taps are open already\n")
         try:
@@ -286,6 +305,23 @@ def _tap_lines(renderer: LineRenderer, tag: str, entries: bytes, count: int) -> 
     """A batch as the file output writes it, with every configured secret masked."""
     lines = renderer.render(TagBatch(tag, payload=batch_payload(tag, entries, count)))
     return scrub(lines.decode("utf-8", "replace")).encode()
+
+
+# Routes that TCP serves to clients on this host only, whatever [monitor] bind says.
+LOOPBACK_ONLY = ("/api/status.json", "/api/plugins.json", "/api/plugins")
+
+
+def _loopback_only(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response | Stream:
+        if not _is_loopback(request.remote):
+            return text(403, f"{request.path} is served to clients on the agent's host only\n")
+        return await handler(request)
+
+    return guarded
+
+
+async def _tap_elsewhere(request: Request) -> Response:
+    return text(403, "the tap is served on the agent's control socket only (state/control.sock): hive-agent tap\n")
 
 
 def _is_loopback(remote: str | None) -> bool:

@@ -54,6 +54,11 @@ class DataPaths:
         """``host:port`` the running agent's monitor listens on (the port the system chose for 0)."""
         return self.state / "monitor"
 
+    @property
+    def control_socket(self) -> Path:
+        """The monitor's routes for the agent's own user: the tap reads live purchases (0600)."""
+        return self.state / "control.sock"
+
     def delivery_snapshot(self, group: int = 0) -> Path:
         """Where delivery process ``group`` reports its outputs (``delivery.json`` for the first)."""
         return self.state / ("delivery.json" if group == 0 else f"delivery-{group}.json")

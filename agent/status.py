@@ -1,4 +1,5 @@
-"""``hive-agent status`` and ``hive-agent tap``: the running agent, asked through its monitor.
+"""``hive-agent status`` and ``hive-agent tap``: the running agent, asked through its monitor
+(the status on its TCP port, the tap on its control socket under data_dir).
 
 Two reads of ``/api/status.json`` a moment apart give the rates; the
 dead-letter store (on this host, under data_dir) gives dead letters by output
@@ -8,7 +9,9 @@ and reason. The exit code is 0 when the agent is healthy, 1 when it is not,
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -96,13 +99,44 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP to the agent's control socket (a unix socket, 0600: the agent's user only)."""
+
+    def __init__(self, path: str, timeout: float | None = None):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 def tap(cfg: AgentConfig, match: str, out: IO[bytes]) -> None:
-    """Copy the monitor's tap stream (JSON lines) to ``out`` until it ends or the user stops it."""
-    url = monitor_url(cfg, "/api/tap?" + urllib.parse.urlencode({"match": match}))
+    """Copy the tap stream (JSON lines) from the agent's control socket to ``out`` until it ends
+    or the user stops it. The tap shows live purchases: it is served to the agent's user alone."""
+    if cfg.monitor is None:
+        raise Unreachable("the config has no [monitor] section: the running agent serves no tap")
+    path = str(DataPaths(cfg.agent.data_dir).control_socket)
+    conn = _UnixHTTPConnection(path, timeout=10.0)
     try:
-        with urllib.request.urlopen(url, timeout=None) as resp:  # noqa: S310 - our own monitor
-            for line in resp:
-                out.write(line)
-                out.flush()
-    except (OSError, urllib.error.URLError) as exc:
-        raise Unreachable(f"no tap from the monitor at {url}: {exc}") from None
+        conn.request("GET", "/api/tap?" + urllib.parse.urlencode({"match": match}))
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise Unreachable(
+                f"the tap at {path} answered {resp.status}: {resp.read(512).decode(errors='replace').strip()}"
+            )
+        if conn.sock is not None:
+            conn.sock.settimeout(None)  # a quiet tap is not a dead one
+        for line in resp:
+            out.write(line)
+            out.flush()
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unreachable(f"no tap at {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        conn.close()

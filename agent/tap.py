@@ -4,8 +4,9 @@ The ingest step offers each batch it is about to journal to every open tap
 whose pattern matches the tag. A tap holds at most ``MAX_WAITING`` batches and
 ``MAX_HELD_BYTES`` of them: a reader slower than the agent loses batches
 (counted, and said in the stream), it never slows the pipeline nor holds its
-memory. At most ``MAX_TAPS`` are open at once. The monitor serves taps on loopback only, and
-every line goes through the secret scrubber, as logs do.
+memory. At most ``MAX_TAPS`` are open at once. The monitor serves taps on its
+control socket only (0600: the agent's user), and every line goes through the
+secret scrubber, as logs do.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def _set_aside(path: Path, data: Buffer, start: int, stop: int, reason: str | No
     """Copy damaged bytes to the quarantine, then overwrite them in the segment with a filler."""
     quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
     kept = quarantine / f"{path.stem}.{start}-{stop}.bin"
-    fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, data[start:stop])
         os.fsync(fd)

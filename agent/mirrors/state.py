@@ -205,7 +205,7 @@ class MirrorState:
         except FileNotFoundError:
             pass
         self._insert_delivered(rows)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         os.ftruncate(fd, 0)
         self._logs[vendor] = fd
         return fd

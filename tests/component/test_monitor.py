@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from types import SimpleNamespace
 
 import aiohttp
@@ -75,14 +77,71 @@ async def test_taps_are_bounded_in_number_and_a_bad_pattern_is_refused(tmp_path)
     from agent.tap import MAX_TAPS, Tap
 
     app = SimpleNamespace(ingest=SimpleNamespace(taps=[]))
-    monitor = Monitor(app, "127.0.0.1", 0)
+    monitor = Monitor(app, "127.0.0.1", 0, tmp_path / "state" / "control.sock")
     await monitor.start()
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{monitor.port}/api/tap", params={"match": "/(/"}) as resp:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(str(monitor.control_socket))) as session:
+            async with session.get("http://agent/api/tap", params={"match": "/(/"}) as resp:
                 assert resp.status == 400 and "match" in await resp.text()
             app.ingest.taps.extend(Tap("**") for _ in range(MAX_TAPS))
-            async with session.get(f"http://127.0.0.1:{monitor.port}/api/tap") as resp:
+            async with session.get("http://agent/api/tap") as resp:
                 assert resp.status == 503
     finally:
         await monitor.stop()
+
+
+async def test_the_tap_is_never_served_on_tcp_and_its_socket_is_the_agents_users_alone(tmp_path):
+    from agent.tap import MAX_TAPS
+
+    app = SimpleNamespace(ingest=SimpleNamespace(taps=[]))
+    monitor = Monitor(app, "127.0.0.1", 0, tmp_path / "state" / "control.sock")
+    await monitor.start()
+    try:
+        assert stat.S_IMODE(os.stat(monitor.control_socket).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(monitor.control_socket.parent).st_mode) == 0o700
+        async with aiohttp.ClientSession() as session:
+            # any local user reaches loopback: as many TCP readers as there are taps, and more, get none
+            for _ in range(MAX_TAPS + 2):
+                async with session.get(f"http://127.0.0.1:{monitor.port}/api/tap") as resp:
+                    assert resp.status == 403
+        assert app.ingest.taps == []
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(str(monitor.control_socket))) as session:
+            async with session.get("http://agent/api/tap") as resp:
+                assert resp.status == 200 and len(app.ingest.taps) == 1  # the operator's own tap still opens
+    finally:
+        await monitor.stop()
+
+
+async def test_a_stale_control_socket_is_replaced_and_a_path_too_long_leaves_the_monitor_up(tmp_path):
+    import socket
+
+    stale = tmp_path / "state" / "control.sock"
+    stale.parent.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX) as old:
+        old.bind(str(stale))  # an earlier run's, left behind by kill -9
+    app = SimpleNamespace(ingest=SimpleNamespace(taps=[]))
+    monitor = Monitor(app, "127.0.0.1", 0, stale)
+    await monitor.start()
+    assert monitor.control is not None
+    await monitor.stop()
+    long = tmp_path / ("d" * 120) / "control.sock"
+    monitor = Monitor(app, "127.0.0.1", 0, long)
+    await monitor.start()
+    try:
+        assert monitor.control is None and monitor.port  # no tap, but metrics and health stand
+    finally:
+        await monitor.stop()
+
+
+async def test_status_and_config_are_answered_on_tcp_to_this_hosts_clients_only(tmp_path):
+    from agent.httpserver import Request
+    from agent.metrics import LOOPBACK_ONLY, _loopback_only
+
+    async def answer(request):
+        return "answered"
+
+    guarded = _loopback_only(answer)
+    for path in LOOPBACK_ONLY:
+        remote = Request("GET", path, {}, "10.1.2.3", None, None)  # type: ignore[arg-type]
+        assert (await guarded(remote)).status == 403
+        assert await guarded(Request("GET", path, {}, "127.0.0.1", None, None)) == "answered"  # type: ignore[arg-type]

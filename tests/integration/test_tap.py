@@ -1,10 +1,16 @@
 """hive-agent tap: what normalization did to a live record, as JSON lines, secrets masked."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 from tests.agentproc import MONITOR, Agent, file_output, forward_input, http_output
 from tests.fakes.hive_http import FakeHiveHttp
@@ -57,3 +63,42 @@ def test_tap_shows_records_after_the_filters_for_the_tags_asked_for(tmp_path):
     assert shown["record"]["client_ip"] == COMPLETE["client_ip"] and "ip" not in shown["record"]  # normalized
     assert SECRET not in json.dumps(lines) and shown["record"]["_extra"]["note"] == "***"
     assert all(line["tag"].startswith("ha2union.game.") for line in lines)  # other.tag was not asked for
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another local user needs root")
+def test_another_local_user_reads_no_purchase_from_the_tap():
+    # A workdir every user may enter, as a service's is: only the agent's own modes keep them out.
+    workdir = Path(tempfile.mkdtemp(prefix="tap-", dir="/tmp"))
+    os.chmod(workdir, 0o755)
+    with Agent(workdir, MONITOR + forward_input() + file_output()) as agent:
+        socket_path = workdir / "var" / "state" / "control.sock"
+        assert socket_path.exists()
+        as_nobody = subprocess.run(
+            [
+                "/usr/bin/python3",
+                "-I",
+                "-c",
+                "import socket, sys, urllib.request\n"
+                "s = socket.socket(socket.AF_UNIX)\n"
+                "try:\n"
+                f"    s.connect({str(socket_path)!r})\n"
+                "except PermissionError:\n"
+                "    unix = 'refused'\n"
+                "else:\n"
+                "    unix = 'connected'\n"
+                "try:\n"
+                f"    urllib.request.urlopen('http://127.0.0.1:{agent.monitor_port}/api/tap', timeout=5)\n"
+                "    tcp = 'served'\n"
+                "except urllib.error.HTTPError as e:\n"
+                "    tcp = str(e.code)\n"
+                "print(unix, tcp)\n",
+            ],
+            user=65534,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert as_nobody.stdout.split() == ["refused", "403"], as_nobody.stderr
+        assert agent.stop() == 0
+    shutil.rmtree(workdir)
