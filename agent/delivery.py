@@ -97,7 +97,7 @@ class OutputRunner:
             "retrying": self.schedule.steps > 0,
             "retry_steps": self.schedule.steps,
             "paused": self.paused,
-            "last_error": scrub(self.last_error[:300]) if self.paused or self.schedule.steps else "",
+            "last_error": scrub(self.last_error)[:300] if self.paused or self.schedule.steps else "",
             "caught_up": self.caught_up,
             "oldest_pending_ns": self.oldest_pending_ns,
             "position": [position.segment, position.offset] if position else None,
@@ -183,7 +183,7 @@ class OutputRunner:
                 outcome = await self.output.send(batches)
             except Exception as exc:  # an output bug must not kill delivery for good
                 if caused_by_records(exc):
-                    outcome = Outcome.rejected(f"{type(exc).__name__}: {exc}"[:500])
+                    outcome = Outcome.rejected(scrub(f"{type(exc).__name__}: {exc}")[:500])
                 else:
                     log.warning("output %s: send raised %r", self.name, exc)
                     outcome = Outcome.retry(f"send raised {exc!r}")

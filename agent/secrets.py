@@ -4,13 +4,18 @@ The config marks secrets as such (shared keys, passwords, tokens, header values:
 pydantic ``SecretStr``), and URLs may carry credentials (``http://user:pass@…``).
 A vendor or collector that echoes what it received would put them in a log line
 or a dead letter's reason; :class:`Scrubber` replaces every occurrence of each
-known secret value, and :func:`redact_url` hides a URL's password wherever a URL
-is shown.
+known secret value, in each of the forms it travels in (:func:`forms`), and
+:func:`redact_url` hides a URL's password wherever a URL is shown. Scrub first,
+cut after: an excerpt cut before scrubbing can end inside a secret and keep
+all of it but its last characters.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -58,10 +63,30 @@ def secret_values(config: Any) -> set[str]:
     return {s for s in found if len(s) >= MIN_SECRET}
 
 
+def forms(secret: str) -> set[str]:
+    """The spellings a secret takes on its way out and back: as configured; URL-encoded (a query
+    string, a form body); base64 (HTTP Basic: ``user:pass`` from a URL's credentials); and
+    JSON-escaped, also with ``\\/`` for ``/`` (a destination echoing the request as JSON)."""
+    raw = secret.encode()
+    spelled = {
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote(secret),
+        urllib.parse.quote_plus(secret),
+    }
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        spelled.add(encoded.decode())
+        spelled.add(encoded.rstrip(b"=").decode())
+    for escaped in (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]):
+        spelled.add(escaped)
+        spelled.add(escaped.replace("/", "\\/"))
+    return {form for form in spelled if len(form) >= MIN_SECRET}
+
+
 class Scrubber:
     def __init__(self, secrets: Iterable[str] = ()):
         # Longest first, so that "user:pass" goes before "pass".
-        self.secrets = sorted(set(secrets), key=len, reverse=True)
+        self.secrets = sorted({form for secret in secrets for form in forms(secret)}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:

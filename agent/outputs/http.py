@@ -140,7 +140,7 @@ class HttpOutput(Output):
             if answer.redirect:  # never followed: the headers would go along (agent/outputs/posting.py)
                 return Outcome.retry(answer.refused_redirect(self.endpoint))
             status = answer.status
-            text = " ".join(answer.body[:300].decode("utf-8", "replace").split())  # one log line
+            text = answer.excerpt(300)  # one log line
             if 200 <= status < 300:
                 continue
             reason = f"HTTP {status} from {self.endpoint}: {text.strip()}"

@@ -337,7 +337,7 @@ class MirrorOutput(Output):
         if answer.redirect:  # never followed: the token would go along (agent/outputs/posting.py)
             return SendResult.RETRY, answer.refused_redirect(req.url), job
         status = answer.status
-        text = "" if 200 <= status < 300 else " ".join(answer.body[:200].decode("utf-8", "replace").split())
+        text = "" if 200 <= status < 300 else answer.excerpt(200)
         result = self.classify(status, text, job)
         if result is SendResult.OK:
             self.state.mark_delivered(self.name, job.purchase.app_id, job.key)

@@ -18,6 +18,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent.secrets import scrub
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -33,6 +35,11 @@ class Answer:
     @property
     def redirect(self) -> bool:
         return 300 <= self.status < 400
+
+    def excerpt(self, limit: int) -> str:
+        """The answer as one line of at most ``limit`` characters, secrets masked before the cut
+        (cut first, and a token straddling the cut would show all but its last characters)."""
+        return " ".join(scrub(self.body.decode("utf-8", "replace")).split())[:limit]
 
     def refused_redirect(self, url: str) -> str:
         where = f" to {self.location}" if self.location else ""

@@ -4,12 +4,16 @@ follows a redirect, and at most a few KiB of any answer are read."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 
 import pytest
 from aiohttp import web
 
+from agent import secrets
 from agent.component import SendResult, TagBatch
+from agent.deadletter import DeadLetterStore
 from agent.outputs.appsflyer import AppsFlyerOutput, AppsFlyerOutputConfig
 from agent.outputs.http import HttpOutput, HttpOutputConfig
 from agent.outputs.posting import MAX_ANSWER_BYTES
@@ -128,3 +132,38 @@ async def test_an_endless_answer_is_read_to_its_bound_and_the_send_goes_on(serve
     assert outcome.result is SendResult.OK and len(outcome.dead) == 1  # a 400: the record is dead-lettered
     reason = outcome.dead[0][3]
     assert reason.startswith("HTTP 400") and len(reason) < MAX_ANSWER_BYTES
+
+
+async def test_a_destination_echoing_the_request_gets_back_no_secret_in_any_form(servers, tmp_path):
+    """URL credentials go out as HTTP Basic (base64 of user:pass); a JSON echo escapes "/" as
+    "\\/"; and an excerpt cut in the middle of a token must not keep its first characters."""
+    key = "key/with/slashes-0123456789"
+
+    async def echo(request: web.Request) -> web.Response:
+        await request.read()
+        text = json.dumps(dict(request.headers)).replace("/", "\\/")
+        return web.Response(status=400, text=text)
+
+    async def straddle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=400, text="x" * 295 + request.headers["X-Api-Key"])  # cut at 300
+
+    basic = base64.b64encode(b"hive:url-pass-0123").decode()
+    letters = DeadLetterStore(tmp_path / "deadletter")
+    for handler in (echo, straddle):
+        url = (await servers.serve(handler)).replace("http://", "http://hive:url-pass-0123@")
+        cfg = HttpOutputConfig.model_validate({"type": "http", "name": "h", "url": url, "headers": {"X-Api-Key": key}})
+        secrets.install(cfg)
+        out = HttpOutput(cfg)
+        await out.start()
+        try:
+            outcome = await out.send([hive_batch([purchase(4)])])
+        finally:
+            await out.close()
+        assert len(outcome.dead) == 1 and outcome.dead[0][3].startswith("HTTP 400")
+        letters.write_records("h", outcome.dead)
+    secrets.install({})
+    written = (tmp_path / "deadletter" / "h.jsonl").read_text()
+    assert written.count("***") >= 3, written  # the Basic header, the key as JSON, the cut key
+    for leaked in (key, key.replace("/", "\\/"), "url-pass-0123", basic, key[:5], basic[:9]):
+        assert leaked not in written, leaked
