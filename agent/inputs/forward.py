@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import ipaddress
 import logging
 import os
@@ -64,6 +65,7 @@ PREAUTH_LIMIT = 64 * 1024  # a PING is a few hundred bytes
 _COSTLY_PARSER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward-parse")
 
 UDP_HEARTBEAT_MAX = 128
+ACCEPT_RETRY_DELAY = 0.1  # seconds between accepts while the process is out of descriptors
 FD_RESERVE = 128  # descriptors kept for the journal, the monitor, the delivery process and the tail
 SWEEP_INTERVAL = 1.0  # seconds between checks of frame and idle deadlines
 
@@ -94,6 +96,9 @@ class ForwardInputConfig(InputConfigBase):
     max_inflight_frames: int = Field(8, ge=1)
     # With shared_key: a connection that has not authenticated by then is closed.
     handshake_timeout: Interval = 10.0
+    # With TLS: a connection whose TLS handshake has not completed by then is closed (asyncio's
+    # default is 60 s, long enough for stalled ClientHellos to take every descriptor).
+    tls_handshake_timeout: Interval = 5.0
     # Bounds on what peers can hold: connections at once (also kept under the open-file limit),
     # the time a started frame has to complete (a 1 byte/s sender), the time a connection may stay
     # silent (0: for ever, as Fluentd), and the bytes of incomplete frames across all connections.
@@ -133,6 +138,7 @@ class ForwardStats:
     discarded_records: int = 0  # entries of a fluent_signal other than logs
     protocol_errors: int = 0
     auth_failures: int = 0
+    tls_failures: int = 0  # handshakes that failed or did not complete in time
     acks: int = 0
     heartbeats: int = 0
 
@@ -153,6 +159,10 @@ class ForwardInput(Input):
         self.failures = Summary(60.0)  # one line per peer and kind of failure a minute
         self.max_connections = _connection_limit(cfg.max_connections)
         self.buffered_total = 0  # bytes of incomplete frames across the connections
+        self.tls: ssl.SSLContext | None = None
+        self.handshaking = 0  # accepted TLS connections whose handshake is under way
+        self._tls_listeners: list[socket.socket] = []
+        self._tls_tasks: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
         self.stats = ForwardStats()
         self.journal.on_room(self._resume_all)
@@ -170,19 +180,23 @@ class ForwardInput(Input):
             Reading("discarded", st.discarded_records, ("not_logs",)),
             Reading("errors", st.protocol_errors, ("protocol",)),
             Reading("errors", st.auth_failures, ("auth",)),
+            Reading("errors", st.tls_failures, ("tls",)),
         )
 
     # -- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        ssl_ctx = self._ssl_context()
+        ssl_ctx = self.tls = self._ssl_context()
         cfg = self.cfg
-        server = await loop.create_server(
-            lambda: ForwardConnection(self), cfg.bind, cfg.port, ssl=ssl_ctx, reuse_address=True, backlog=1024
-        )
-        self.servers.append(server)
-        port = server.sockets[0].getsockname()[1]
+        if ssl_ctx is None:
+            server = await loop.create_server(
+                lambda: ForwardConnection(self), cfg.bind, cfg.port, reuse_address=True, backlog=1024
+            )
+            self.servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+        else:
+            port = self._listen_tls(socket_for(cfg.bind, cfg.port))
         scheme = "tls" if ssl_ctx else "tcp"
         self.listening.append(f"{scheme} {_hostport(cfg.bind, port)}")
         if cfg.udp_heartbeat:
@@ -194,8 +208,13 @@ class ForwardInput(Input):
             path = str(cfg.unix_path)
             if os.path.exists(path):
                 os.unlink(path)
-            unix = await loop.create_unix_server(lambda: ForwardConnection(self), path, ssl=ssl_ctx)
-            self.servers.append(unix)
+            if ssl_ctx is None:
+                self.servers.append(await loop.create_unix_server(lambda: ForwardConnection(self), path))
+            else:
+                unix_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                unix_sock.bind(path)
+                unix_sock.listen(1024)
+                self._listen_tls(unix_sock)
             self.listening.append(f"unix {path}")
         self.port = port
         self._sweeper = loop.create_task(self._sweep(), name=f"{self.name}-deadlines")
@@ -215,6 +234,87 @@ class ForwardInput(Input):
                 "this port can send events",
                 self.name,
                 _hostport(cfg.bind, port),
+            )
+
+    # -- TLS: accepted here, so that a connection counts from accept ------------------
+    #
+    # With ssl= on create_server, asyncio shows a connection to the protocol only once its TLS
+    # handshake is done: connections that never send a ClientHello held descriptors uncounted by
+    # max_connections for asyncio's 60 s (600 of them shut out every healthy client under a
+    # 400-descriptor limit). Here every accepted socket counts until its handshake ends, one over
+    # max_connections is closed at accept, and a handshake has tls_handshake_timeout.
+
+    def _listen_tls(self, listener: socket.socket) -> int:
+        listener.setblocking(False)
+        self._tls_listeners.append(listener)
+        task = asyncio.get_running_loop().create_task(self._accept_tls(listener), name=f"{self.name}-tls-accept")
+        self._tls_tasks.add(task)
+        task.add_done_callback(self._tls_tasks.discard)
+        address = listener.getsockname()
+        return address[1] if isinstance(address, tuple) else 0
+
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: the backlog waits, as asyncio's own server does.
+                    log.error("input %s: cannot accept: %s", self.name, exc.strerror)
+                    await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            if len(self.connections) + self.handshaking >= self.max_connections:
+                self.stats.refused_connections += 1
+                self._refused(address, f"{self.max_connections} connections already (max_connections)")
+                sock.close()
+                continue
+            self.handshaking += 1
+            task = loop.create_task(self._tls_handshake(sock, address))
+            self._tls_tasks.add(task)
+            task.add_done_callback(self._tls_tasks.discard)
+
+    async def _tls_handshake(self, sock: socket.socket, address) -> None:
+        timeout = self.cfg.tls_handshake_timeout
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: ForwardConnection(self), sock, ssl=self.tls, ssl_handshake_timeout=timeout
+            )
+        except asyncio.CancelledError:
+            sock.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - a stall, a reset, bad TLS: this peer's, one line
+            self.stats.tls_failures += 1
+            # asyncio says a handshake past its deadline with ConnectionAbortedError, uvloop too
+            stalled = isinstance(exc, TimeoutError) or (
+                isinstance(exc, ConnectionAbortedError) and "longer than" in str(exc)
+            )
+            self._refused(
+                address,
+                f"no TLS handshake within tls_handshake_timeout ({timeout:g}s)"
+                if stalled
+                else f"TLS handshake failed: {type(exc).__name__}: {exc}",
+            )
+            sock.close()
+        finally:
+            self.handshaking -= 1
+
+    def _refused(self, address, reason: str) -> None:
+        if isinstance(address, tuple) and address:
+            self.say_closing(address[0], _hostport(address[0], address[1]), reason)
+        else:
+            self.say_closing("unix", "unix socket", reason)
+
+    def say_closing(self, host: str, peer: str, reason: str) -> None:
+        """One line per peer host and kind of failure a minute, with a count of the ones held back."""
+        held = self.failures.should_log((host, re.sub(r"\d+", "N", reason)[:60]))
+        if held is not None:
+            log.error(
+                "input %s: peer %s: closing connection: %s%s",
+                self.name,
+                peer,
+                peer_text(reason, 300),
+                f" (and {held} more connections since the last line)" if held else "",
             )
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -248,6 +348,11 @@ class ForwardInput(Input):
             self._sweeper.cancel()
         for server in self.servers:
             server.close()
+        for task in list(self._tls_tasks):
+            task.cancel()
+        await asyncio.gather(*self._tls_tasks, return_exceptions=True)
+        for listener in self._tls_listeners:
+            listener.close()
         if self.udp_transport is not None:
             self.udp_transport.close()
         for conn in list(self.connections):
@@ -318,6 +423,10 @@ class ForwardConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._speak(peer)
+
+    def _speak(self, peer) -> None:
+        """The connection is ready for the forward protocol (after TLS, when TLS is on)."""
         if self.cfg.source_hostname_key and isinstance(peer, tuple):
             # Reverse DNS only when asked, and without blocking the loop: hold
             # the connection's frames until the name is known.
@@ -663,15 +772,7 @@ class ForwardConnection(asyncio.Protocol):
         if self.transport.is_closing():
             self.closing = True
             return
-        held = self.server.failures.should_log((self.peer_host, re.sub(r"\d+", "N", reason)[:60]))
-        if held is not None:
-            log.error(
-                "input %s: peer %s: closing connection: %s%s",
-                self.server.name,
-                self.peer,
-                peer_text(reason, 300),
-                f" (and {held} more connections since the last line)" if held else "",
-            )
+        self.server.say_closing(self.peer_host, self.peer, reason)
         self.closing = True
         self.transport.abort()
 
@@ -706,6 +807,24 @@ def _connection_limit(configured: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return configured
     return max(1, min(configured, soft - FD_RESERVE))
+
+
+def socket_for(bind: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``bind``:``port`` (the first address the name resolves to)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        bind or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _loopback(bind: str) -> bool:

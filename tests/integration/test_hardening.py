@@ -425,3 +425,86 @@ def test_a_spool_line_that_cannot_be_journaled_again_never_stops_the_start(tmp_p
     again = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
     assert all("cannot be journaled again" in d["reason"] for d in again)
     assert {d["tag"] for d in again} == {"t.bad", "replay.unreadable"}
+
+
+def test_stalled_tls_handshakes_count_from_accept_and_end_at_their_deadline(tmp_path):
+    import re
+    import resource
+    import select
+    import socket
+    import ssl
+    import subprocess
+    import sys
+    import time
+
+    import msgpack
+    import trustme
+
+    from tests.agentproc import MONITOR, get_json
+    from tests.integration.test_monitor import metric
+
+    ca = trustme.CA()
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    agent = Agent(
+        tmp_path,
+        MONITOR
+        + forward_input(
+            tls_cert=str(tmp_path / "server.pem"),
+            tls_key=str(tmp_path / "server.pem"),
+            tls_handshake_timeout="1s",
+            udp_heartbeat=False,
+        )
+        + file_output(),
+    )
+    with open(agent.log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "-c", str(agent.config)],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
+        )
+    stalled: list[socket.socket] = []
+    try:
+        text = wait_until(lambda: "hive-agent ready" in agent.log() and agent.log())
+        port = int(re.search(r"tls 127\.0\.0\.1:(\d+)", text).group(1))
+        monitor = int(re.search(r"monitor on http \S+:(\d+)", text).group(1))
+        assert "at most 128 connections" in text
+        started = time.monotonic()
+        for _ in range(300):  # never a ClientHello: more than the descriptors the agent has
+            stalled.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.3)
+        # Those past max_connections were closed at accept, not held until a handshake deadline.
+        readable, _, _ = select.select(stalled, [], [], 0)
+        closed_at_accept = sum(1 for s in readable if s.recv(1) == b"")
+        assert closed_at_accept >= 300 - 128, closed_at_accept
+        status, body = get_json(monitor, "/health")  # the descriptor reserve held
+        assert status == 200, body
+        # The rest end at tls_handshake_timeout, not asyncio's 60 s: then a real client is served.
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        while True:
+            try:
+                with ctx.wrap_socket(
+                    socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost"
+                ) as good:
+                    good.sendall(pack(["game.purchase", [[event_time(1_700_000_000), {"ok": 1}]], {"chunk": "c1"}]))
+                    assert msgpack.unpackb(good.recv(100)) == {"ack": "c1"}
+                    break
+            except (ssl.SSLError, ConnectionError, OSError):
+                assert time.monotonic() - started < 10, "no healthy TLS client served within 10 s"
+                time.sleep(0.2)
+        served_after = time.monotonic() - started
+        assert served_after < 10, served_after
+        _, metrics = get_json(monitor, "/metrics")
+        assert metric(metrics, "hive_agent_component_errors_total", component="forward.0", reason="tls") >= 100
+        agent.proc = proc
+        agent.wait_for_output(1)
+        assert agent.stop() == 0
+    finally:
+        for sock in stalled:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
