@@ -35,10 +35,10 @@ def entries_of(batch: EventBatch) -> list[tuple[int, dict]]:
 class ForwardClient:
     """A minimal blocking Forward client: PackedForward chunks, each waiting for its ack."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0):
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, source_address=None):
         import socket
 
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=source_address)
         self.unpacker = msgpack.Unpacker(raw=False)
 
     def send(self, data: bytes) -> None:

@@ -335,9 +335,11 @@ class ForwardInput(Input):
             await asyncio.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
             for conn in list(self.connections):
-                if conn.paused or conn.closing:
+                if conn.closing or (conn.paused and not conn.acks_unread):
                     continue  # held back by us (backpressure): not the peer's delay
-                if conn.frame_started is not None and now - conn.frame_started > cfg.frame_timeout:
+                if conn.acks_unread and cfg.idle_timeout and now - conn.last_data > cfg.idle_timeout:
+                    conn.abort(f"has not read its acks for idle_timeout ({cfg.idle_timeout:g}s)")
+                elif conn.frame_started is not None and now - conn.frame_started > cfg.frame_timeout:
                     conn.abort(f"a frame not complete within frame_timeout ({cfg.frame_timeout:g}s)")
                 elif cfg.idle_timeout and not conn.inflight and now - conn.last_data > cfg.idle_timeout:
                     conn.abort(f"idle for idle_timeout ({cfg.idle_timeout:g}s)")
@@ -364,6 +366,20 @@ class ForwardInput(Input):
             conn.abort("shutdown deadline passed")
         for server in self.servers:
             await server.wait_closed()
+
+    def heaviest(self, crossing: ForwardConnection) -> ForwardConnection:
+        """The connection to shed when incomplete frames exceed max_buffered_bytes: the largest
+        holder of the peer host holding the most. Not simply the connection that crossed the
+        line (a healthy sender's chunk, behind another peer's parked frames), nor the largest
+        connection alone (many small parked frames would outweigh one healthy large one)."""
+        by_host: dict[str, int] = {}
+        holders = [c for c in self.connections if c.buffered]
+        if not holders:
+            return crossing
+        for conn in holders:
+            by_host[conn.peer_host] = by_host.get(conn.peer_host, 0) + conn.buffered
+        host = max(by_host, key=by_host.__getitem__)
+        return max((c for c in holders if c.peer_host == host), key=lambda c: c.buffered)
 
     def _resume_all(self) -> None:
         for conn in list(self.connections):
@@ -399,6 +415,7 @@ class ForwardConnection(asyncio.Protocol):
         self._eof = False  # the peer is done sending; what it sent is still handled
         self.frame_started: float | None = None  # when the incomplete frame held now began
         self.buffered = 0  # its bytes
+        self.acks_unread = False  # the peer has not taken its acks: reading waits (pause_writing)
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -514,19 +531,27 @@ class ForwardConnection(asyncio.Protocol):
             return False
         if self.frame_started is None:
             self.frame_started = self.last_data
-        if server.buffered_total > self.cfg.max_buffered_bytes:
-            self.abort(
+        while server.buffered_total > self.cfg.max_buffered_bytes:
+            victim = server.heaviest(self)
+            held = victim.buffered
+            victim.abort(
                 f"incomplete frames of all connections hold over max_buffered_bytes "
-                f"({self.cfg.max_buffered_bytes} bytes)"
+                f"({self.cfg.max_buffered_bytes} bytes); this peer's hold the most ({held} bytes on this connection)"
             )
-            return True
+            victim.release_buffered()
+            if victim is self:
+                return True
         return False
+
+    def release_buffered(self) -> None:
+        """Give this connection's incomplete frame back to the shared budget (it is being closed)."""
+        self.server.buffered_total -= self.buffered
+        self.buffered = 0
 
     def connection_lost(self, exc) -> None:
         self.closing = True
         self.server.connections.discard(self)
-        self.server.buffered_total -= self.buffered
-        self.buffered = 0
+        self.release_buffered()
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
 
@@ -744,10 +769,24 @@ class ForwardConnection(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()
 
+    def pause_writing(self) -> None:
+        """asyncio: the acks not yet taken by the peer are over the write buffer's high-water mark.
+        A peer that never reads its acks must not make the agent hold them without end: read
+        nothing more from it until it has taken them."""
+        self.acks_unread = True
+        if not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.acks_unread = False
+        self.maybe_resume()
+
     def maybe_resume(self) -> None:
         if (
             self.paused
             and not self.closing
+            and not self.acks_unread
             and not self._eof
             and self._parsing is None
             and len(self.inflight) < self.cfg.max_inflight_frames

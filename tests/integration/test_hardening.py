@@ -1,7 +1,10 @@
 """What one bad record, name or file cannot do to the running agent (issue: hardening)."""
 
 import os
+import re
 import stat
+import threading
+import time
 
 import orjson
 
@@ -508,3 +511,78 @@ def test_stalled_tls_handshakes_count_from_accept_and_end_at_their_deadline(tmp_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_parked_partial_frames_are_shed_before_a_healthy_senders_chunks(tmp_path):
+    """One host parks incomplete frames near max_buffered_bytes; a sender from another host sends
+    chunks of 4 MiB (Fluentd's buffer chunks reach 8 MiB): the parker's connections are closed,
+    every healthy chunk is acked."""
+    import socket
+
+    import msgpack
+
+    cfg = forward_input(max_buffered_bytes="16MiB", max_frame_size="8MiB", frame_timeout="60s") + file_output()
+    with Agent(tmp_path, cfg) as agent:
+        parked_frame = msgpack.packb(["t", [[event_time(1_700_000_000), {"pad": "p" * (7 << 20)}]]])
+        parkers = [socket.create_connection(("127.0.0.1", agent.port)) for _ in range(5)]
+        for sock in parkers:
+            sock.sendall(parked_frame[: 3 << 20])  # 15 MiB parked, each frame under max_frame_size
+        time.sleep(0.5)
+        healthy = ForwardClient(agent.port, source_address=("127.0.0.2", 0))
+        for i in range(10):
+            healthy.send_chunk(
+                "game.purchase", [[event_time(1_700_000_000), {"seq": i, "pad": "h" * (4 << 20)}]], f"h{i}"
+            )
+        healthy.close()
+        agent.wait_for_records("seq", set(range(10)))
+        agent.wait_for_log(r"peer 127\.0\.0\.1:\d+: closing connection: incomplete frames .* hold the most")
+        assert not re.search(r"peer 127\.0\.0\.2:\d+: closing", agent.log())
+        for sock in parkers:
+            sock.close()
+        assert agent.stop() == 0
+
+
+def test_a_peer_that_never_reads_its_acks_is_read_no_further_and_loses_nothing(tmp_path):
+    """Acks not taken by the peer stop the agent reading that connection (the ack backlog stays
+    at the write buffer's mark, not 600 MB); once the peer reads them, every frame is acked."""
+    import socket
+
+    import msgpack
+
+    frames = 300_000
+    # Frames with no entries: acked at once, nothing to journal, so only the acks pile up.
+    frame = pack(["t", b"", {"chunk": "Zg1NSndpSnHv1bJH217tXg=="}])
+    data = frame * frames
+    with Agent(tmp_path, forward_input() + file_output()) as agent:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the peer takes no acks
+        sock.connect(("127.0.0.1", agent.port))
+        sock.setblocking(False)
+        sent, last_progress = 0, time.monotonic()
+        while sent < len(data) and time.monotonic() - last_progress < 2.0:
+            try:
+                n = sock.send(data[sent : sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            sent += n
+            last_progress = time.monotonic()
+        assert sent < len(data), "the agent read every frame while no ack was taken"
+        # Now the peer reads its acks: the agent reads on, and every frame is acked, in order.
+        sock.setblocking(True)
+        sock.settimeout(20)
+        acks = []
+
+        def read_acks():
+            unpacker = msgpack.Unpacker(raw=False)
+            while len(acks) < frames:
+                unpacker.feed(sock.recv(1 << 20))
+                acks.extend(unpacker)
+
+        reader = threading.Thread(target=read_acks, daemon=True)
+        reader.start()
+        sock.sendall(data[sent:])
+        reader.join(30)
+        sock.close()
+        assert len(acks) == frames and all(a == {"ack": "Zg1NSndpSnHv1bJH217tXg=="} for a in acks)
+        assert agent.stop() == 0

@@ -138,6 +138,17 @@ def test_chunk_is_echoed_byte_for_byte_and_absent_chunk_gets_no_ack():
     assert fwd.ack_bytes(one_batch(feed_whole(frame)).chunk) == b"\x81\xa3ack" + raw
 
 
+def test_a_chunk_id_longer_than_any_client_makes_is_a_protocol_error():
+    from agent.protocol.forward.decoder import MAX_CHUNK_ID_BYTES
+
+    uuid = "8c4d2f0e-5b1a-4b7e-9c3d-2a6f1e0b7d94"
+    assert one_batch(feed_whole(pack(["t", [[T, REC]], {"chunk": uuid}]))).chunk == pack(uuid)
+    with pytest.raises(ProtocolError, match="chunk id"):
+        feed_whole(pack(["t", [[T, REC]], {"chunk": "c" * MAX_CHUNK_ID_BYTES}]))
+    with pytest.raises(ProtocolError, match="chunk id"):
+        feed_whole(pack(["t", [[T, REC]], {"chunk": b"\0" * (1 << 20)}]))  # 1 MiB: every ack as large
+
+
 def test_several_frames_in_one_read_and_heartbeats():
     data = b"\xc0" + MODES["forward"][0] + b"\xc0" + MODES["message_int"][0]
     frames = feed_whole(data)

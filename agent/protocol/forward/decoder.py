@@ -14,6 +14,9 @@ from agent.protocol.forward.frames import COSTLY_FRAME, HEARTBEAT, SIGNAL_LOGS, 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
 _FEED_PIECE = 256 * 1024
+# A chunk id is echoed in its ack: Fluentd's and Fluent Bit's are 16 random bytes in base64 (24
+# characters), a UUID is 36. Longer ones would let a peer make every ack as large as it likes.
+MAX_CHUNK_ID_BYTES = 128
 
 
 def ack_bytes(chunk_raw: bytes) -> bytes:
@@ -205,6 +208,8 @@ def _read_options(u: msgpack.Unpacker, frame: bytes, present: int) -> _Options:
         vstart = u.tell()
         value = u.unpack()
         if key == b"chunk":
+            if u.tell() - vstart > MAX_CHUNK_ID_BYTES:
+                raise ProtocolError(f"chunk id of {u.tell() - vstart} bytes (at most {MAX_CHUNK_ID_BYTES})")
             opts.chunk = frame[vstart : u.tell()]
         elif key == b"compressed" and isinstance(value, bytes):
             opts.compressed = value
