@@ -3,9 +3,11 @@ at the first start, so every line after where they stopped arrives once and none
 
 import os
 import sqlite3
+import time
 
 import pytest
 
+from agent.errors import ConfigError
 from tests.agentproc import Agent, file_output, tail_input
 from tests.integration.test_tail import exactly_once, line, seqs
 
@@ -123,3 +125,60 @@ def test_an_unreadable_import_stops_the_first_start_with_one_line(tmp_path):
     with pytest.raises(RuntimeError, match="exited with 1"):
         agent.start()
     assert "line 1 is not 'path<TAB>offset<TAB>inode'" in agent.log()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "view", "too many"])
+def test_an_import_that_would_never_end_is_refused_at_start_with_one_line(tmp_path, kind, monkeypatch):
+    """A FIFO (the read would block for ever), /dev/zero (it would fill the memory), a Fluent Bit
+    DB whose in_tail_files is a VIEW over an endless recursive CTE, a table past the bound."""
+    from agent.inputs.tail import imported
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    option, path = "import_pos_file", tmp_path / "td-agent.pos"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = "/dev/zero"
+    else:
+        option, path = "import_fluentbit_db", tmp_path / "flb.db"
+        db = sqlite3.connect(path)
+        if kind == "view":
+            db.execute(
+                "CREATE VIEW in_tail_files AS WITH RECURSIVE n(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM n)"
+                " SELECT id, 'x' AS name, 0 AS offset, id AS inode FROM n"
+            )
+        else:
+            db.execute("CREATE TABLE in_tail_files (id INTEGER PRIMARY KEY, name TEXT, offset INTEGER, inode INTEGER)")
+            db.executemany(
+                "INSERT INTO in_tail_files (name, offset, inode) VALUES ('x', 0, ?)", [(i,) for i in range(50)]
+            )
+            monkeypatch.setattr(imported, "MAX_POSITIONS", 10)
+        db.commit()
+        db.close()
+    if kind == "too many":  # the bound itself, read in this process
+        with pytest.raises(ConfigError, match="more than 10 files"):
+            imported.read_fluentbit_db(path)
+        return
+    agent = Agent(tmp_path, tail_input(str(logs / "*.log"), **{option: str(path)}) + file_output())
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        agent.start(timeout=20)
+    assert time.monotonic() - started < 15
+    reason = {"fifo": "not a regular file", "device": "not a regular file", "view": "is not a table"}[kind]
+    assert f"{option} {path}: " in agent.log() and reason in agent.log()
+
+
+def test_a_slow_import_query_ends_at_its_deadline(tmp_path, monkeypatch):
+    from agent.inputs.tail import imported
+
+    path = tmp_path / "flb.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE in_tail_files (id INTEGER PRIMARY KEY, name TEXT, offset INTEGER, inode INTEGER)")
+    db.executemany("INSERT INTO in_tail_files (name, offset, inode) VALUES ('x', 0, ?)", [(i,) for i in range(50_000)])
+    db.commit()
+    db.close()
+    assert len(imported.read_fluentbit_db(path)) == 50_000
+    monkeypatch.setattr(imported, "MAX_QUERY_SECONDS", 0.0)
+    with pytest.raises(ConfigError, match="not read within"):
+        imported.read_fluentbit_db(path)

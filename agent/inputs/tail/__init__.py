@@ -139,7 +139,10 @@ class TailInput(Input):
 
     async def start(self) -> None:
         if not self.pos_file.path.exists() and (self.cfg.import_pos_file or self.cfg.import_fluentbit_db):
-            self._imported = read_imports(self.cfg.import_pos_file, self.cfg.import_fluentbit_db)
+            # Off the loop: the forward input of the same agent acks while this reads.
+            self._imported = await asyncio.to_thread(
+                read_imports, self.cfg.import_pos_file, self.cfg.import_fluentbit_db
+            )
             log.info("input %s: first start: %d positions imported", self.name, len(self._imported))
         positions, since = self.pos_file.load()
         if since is not None:

@@ -15,17 +15,29 @@ reused later by another file must not inherit an old offset.
   (highest id) counts, as Fluent Bit's own lookup orders it.
 
 Both key files by inode alone, without the device: so does the import.
+
+Either is read in a thread, and bounded: a regular file only (a FIFO would block the read),
+at most MAX_IMPORT_BYTES and MAX_POSITIONS, a table (not a VIEW) queried for at most
+MAX_QUERY_SECONDS.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ConfigError
 
 UNWATCHED = 0xFFFF_FFFF_FFFF_FFFF
+# Bounds on what an import may cost: files no host tails, bytes no pos_file of them reaches,
+# and the time one query may take (the start waits for it, in a thread).
+MAX_POSITIONS = 1_000_000
+MAX_IMPORT_BYTES = 256 * 1024 * 1024
+MAX_QUERY_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +49,7 @@ class ImportedPosition:
 
 def read_fluentd_pos_file(path: Path) -> dict[int, ImportedPosition]:
     """inode → position, from a Fluentd in_tail pos_file; unwatched entries left out."""
-    try:
-        text = path.read_text("utf-8", errors="surrogateescape")
-    except OSError as exc:
-        raise ConfigError(f"import_pos_file {path}: cannot read it: {exc.strerror}") from None
+    text = _read_regular(path, "import_pos_file").decode("utf-8", errors="surrogateescape")
     found: dict[int, ImportedPosition] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -54,21 +63,57 @@ def read_fluentd_pos_file(path: Path) -> dict[int, ImportedPosition]:
             found.pop(inode, None)
             continue
         found[inode] = ImportedPosition(name, offset, f"Fluentd pos_file {path}")
+        if len(found) > MAX_POSITIONS:
+            raise ConfigError(f"import_pos_file {path}: more than {MAX_POSITIONS} files; not a pos_file")
     return found
+
+
+def _read_regular(path: Path, option: str) -> bytes:
+    """A regular file's bytes, at most MAX_IMPORT_BYTES of them. A FIFO would block the read for
+    ever, /dev/zero would fill the memory: anything but a regular file is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot read it: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{option} {path}: not a regular file")
+        data = file.read(MAX_IMPORT_BYTES + 1)
+    if len(data) > MAX_IMPORT_BYTES:
+        raise ConfigError(f"{option} {path}: larger than {MAX_IMPORT_BYTES} bytes; not a position file")
+    return data
 
 
 def read_fluentbit_db(path: Path) -> dict[int, ImportedPosition]:
     """inode → position, from Fluent Bit in_tail's SQLite database (read only)."""
-    if not path.is_file():
-        raise ConfigError(f"import_fluentbit_db {path}: no such file")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"import_fluentbit_db {path}: cannot read it: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"import_fluentbit_db {path}: not a regular file")
+    deadline = time.monotonic() + MAX_QUERY_SECONDS
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)  # read only; odd names escaped
         try:
-            rows = db.execute("SELECT name, offset, inode FROM in_tail_files ORDER BY id").fetchall()
+            # A table, as Fluent Bit makes it: a VIEW may be anything (an endless recursive CTE).
+            kind = db.execute("SELECT type FROM sqlite_master WHERE name = 'in_tail_files'").fetchone()
+            if kind != ("table",):
+                raise ConfigError(f"import_fluentbit_db {path}: in_tail_files is not a table; not a Fluent Bit DB")
+            db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+            rows = db.execute(
+                "SELECT name, offset, inode FROM in_tail_files ORDER BY id LIMIT ?", (MAX_POSITIONS + 1,)
+            ).fetchall()
         finally:
             db.close()
+    except sqlite3.OperationalError as exc:
+        if time.monotonic() > deadline:
+            raise ConfigError(f"import_fluentbit_db {path}: not read within {MAX_QUERY_SECONDS:g}s") from None
+        raise ConfigError(f"import_fluentbit_db {path}: not a Fluent Bit tail database: {exc}") from None
     except sqlite3.Error as exc:
         raise ConfigError(f"import_fluentbit_db {path}: not a Fluent Bit tail database: {exc}") from None
+    if len(rows) > MAX_POSITIONS:
+        raise ConfigError(f"import_fluentbit_db {path}: more than {MAX_POSITIONS} files; not a tail database")
     found: dict[int, ImportedPosition] = {}
     for name, offset, inode in rows:
         if isinstance(inode, int) and isinstance(offset, int) and offset >= 0:
