@@ -23,7 +23,8 @@ Metric names are fixed here, once:
   hive_agent_output_retrying{component}, hive_agent_output_paused{component}
   hive_agent_delivery_process_up{group}
   hive_agent_tail_files{component}, hive_agent_tail_rotations_total{component},
-  hive_agent_tail_truncations_total{component}, hive_agent_tail_invalid_utf8_lines_total{component}
+  hive_agent_tail_truncations_total{component}, hive_agent_tail_invalid_utf8_lines_total{component},
+  hive_agent_tail_scans_total{component}
   hive_agent_mirror_events_total{component, what}
 
 Secrets never appear: configs are shown through pydantic, whose secret
@@ -367,6 +368,7 @@ def _component_families() -> dict[str, Family]:
         "tail_invalid_utf8": c(
             "hive_agent_tail_invalid_utf8_lines", "Lines whose invalid UTF-8 was replaced", labels=["component"]
         ),
+        "tail_scans": c("hive_agent_tail_scans", "Times the globs were matched again", labels=["component"]),
     }
 
 
@@ -379,6 +381,7 @@ _BY_NAME = {
     "tail_rotations",
     "tail_truncations",
     "tail_invalid_utf8",
+    "tail_scans",
 }
 
 

@@ -326,6 +326,37 @@ def test_a_thousand_files_in_one_glob_are_all_read_and_followed(tmp_path):
     assert len(positions(agent)) == n
 
 
+def test_writes_to_a_file_no_glob_matches_cost_no_rescan(tmp_path):
+    """An app writing 50 lines/s to other.txt beside 1,000 followed *.log files: inotify reports
+    every write, and none of them can change the followed set, so none globs again (each did,
+    on the event loop: 99% CPU with 15,000 files). A new *.log is still found at once."""
+    from tests.integration.test_monitor import metric
+
+    logs = tmp_path / "many"
+    logs.mkdir()
+    n = 1000
+    for i in range(n):
+        (logs / f"f{i:04d}.log").write_bytes(line(i))
+    with Agent(tmp_path, tail_input(str(logs / "*.log"), read_from_head=True) + file_output() + MONITOR) as agent:
+        agent.wait_for_records("seq", set(range(n)))
+        time.sleep(1.5)  # past the look again once the watch has settled
+
+        def scans() -> float:
+            return metric(get_json(agent.monitor_port, "/metrics")[1], "hive_agent_tail_scans_total")
+
+        before = scans()
+        with open(logs / "other.txt", "ab", buffering=0) as other:
+            for i in range(150):
+                other.write(b"unrelated line %d\n" % i)
+                time.sleep(0.02)
+        time.sleep(0.5)
+        assert scans() - before == 0
+        (logs / "new.log").write_bytes(line(5000))  # a name the glob matches: looked for, and found
+        agent.wait_for_records("seq", {5000}, timeout=5)
+        assert 1 <= scans() - before <= 3
+        assert agent.stop() == 0
+
+
 def test_restart_resumes_where_it_stopped_even_in_a_file_rotated_while_down(tmp_path):
     log = tmp_path / "app.log"
     log.write_bytes(line(1) + line(2))

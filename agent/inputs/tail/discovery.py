@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import logging
 import os
@@ -50,6 +51,13 @@ class FileFinder:
         self.paths = paths
         self.exclude = exclude
         self._said: set[str] = set()  # paths already logged as not read
+        self._matchers = [re.compile(fnmatch.translate(os.path.abspath(p))).match for p in paths]
+
+    def may_match(self, path: str) -> bool:
+        """Could ``path`` be one of the globs' files? (fnmatch's ``*`` also crosses ``/``: a
+        superset of what glob matches, so no file that glob finds is ever missed.)"""
+        path = os.path.abspath(path)
+        return any(matcher(path) for matcher in self._matchers)
 
     def say_once(self, path: str, message: str, *args: object) -> None:
         """A warning about ``path``, once per path (the globs run again every refresh)."""
