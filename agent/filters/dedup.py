@@ -21,6 +21,12 @@ write while the event loop reads), so the loop never waits on SQLite's B-tree
 inserts. A key leaves ``pending`` only once its commit is visible, and a lookup
 checks ``pending`` before the store, so a key is always in one or the other. The
 window above widens by the writer's queue: milliseconds.
+
+Time: keys are stamped, looked up and swept by :class:`StoreClock`, not by ``time.time()``, so
+a step of the wall clock while the agent runs changes no key's age. What a clock can still do:
+a wall clock wrong *at start*, ahead of the truth by more than the window, makes every stored
+key look old (a re-sent purchase passes once more); one behind the store's high water is taken
+as the high water (the downtime counts as none, so keys live longer: never a duplicate).
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ log = logging.getLogger("agent.filter.hive")
 Key = tuple[str, str, bool]
 _TABLES = {False: "seen", True: "refunds"}  # by the refund flag
 EXPIRE_INTERVAL = 3600.0  # seconds between sweeps of keys older than the window
+_RAISE_HIGH_WATER = (
+    "INSERT INTO clock VALUES ('high_water', ?) ON CONFLICT(name) DO UPDATE SET at = max(at, excluded.at)"
+)
 PROBE_CHUNK = 500  # transaction ids per lookup query; a shorter last chunk is padded, so one statement is cached
 
 
@@ -50,11 +59,26 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+class StoreClock:
+    """The store's time: the wall clock at start (never before the store's high water), advanced
+    by the monotonic clock. A step of the wall clock while the agent runs (NTP, an operator, a VM
+    resumed) moves nothing here: +8 days for one batch made the sweep forget every key, -30 days
+    stamped keys that were forgotten once the clock came back, and a re-sent purchase went
+    through twice both ways."""
+
+    def __init__(self, floor: float = 0.0, wall=time.time, monotonic=time.monotonic):
+        self._monotonic = monotonic
+        self._offset = max(wall(), floor) - monotonic()
+
+    def __call__(self) -> float:
+        return self._monotonic() + self._offset
+
+
 class DedupStore:
-    def __init__(self, path: Path, window_seconds: float, clock=time.time):
+    def __init__(self, path: Path, window_seconds: float, clock=None):
+        """``clock``: the store's time (a :class:`StoreClock` over the store's high water unless given)."""
         self.path = Path(path)
         self.window = window_seconds
-        self.clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = _connect(self.path)  # the event loop's: lookups
         for table in _TABLES.values():
@@ -62,6 +86,12 @@ class DedupStore:
                 f"CREATE TABLE IF NOT EXISTS {table} (app TEXT NOT NULL, txn TEXT NOT NULL, "
                 f"at REAL NOT NULL, PRIMARY KEY (app, txn)) WITHOUT ROWID"
             )
+        fresh = self.db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'clock'").fetchone()[0] == 0
+        self.db.execute("CREATE TABLE IF NOT EXISTS clock (name TEXT PRIMARY KEY, at REAL NOT NULL)")
+        if fresh:  # a store of an earlier version: its newest stamp is the high water
+            newest = max((self.db.execute(f"SELECT max(at) FROM {t}").fetchone()[0] or 0.0) for t in _TABLES.values())
+            self.db.execute("INSERT OR REPLACE INTO clock VALUES ('high_water', ?)", (newest,))
+        self.clock = clock or StoreClock(floor=self.high_water())
         self._writer_db = _connect(self.path)  # the writer thread's: commits and sweeps
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup")
         self._probe_sql = {
@@ -118,6 +148,7 @@ class DedupStore:
                     )
                 else:
                     db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", [(app, t, now) for t in txns])
+            db.execute(_RAISE_HIGH_WATER, (now,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:  # a full disk: these stay pending, so still nobody's duplicate here
             self.commit_errors += 1
@@ -138,10 +169,16 @@ class DedupStore:
         return self._expire(self._expired_at)
 
     def _expire(self, now: float) -> int:
+        self._writer_db.execute(_RAISE_HIGH_WATER, (now,))
         return sum(
             self._writer_db.execute(f"DELETE FROM {table} WHERE at < ?", (now - self.window,)).rowcount
             for table in _TABLES.values()
         )
+
+    def high_water(self) -> float:
+        """The latest time the store has stamped or swept by: the next start's clock starts no earlier."""
+        row = self.db.execute("SELECT at FROM clock WHERE name = 'high_water'").fetchone()
+        return float(row[0]) if row else 0.0
 
     def shrink(self) -> None:
         """SQLite's page caches (up to 2 MB a connection) back to the allocator, once the process is quiet."""

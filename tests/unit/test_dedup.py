@@ -122,3 +122,77 @@ def test_a_store_that_gave_its_caches_back_still_knows_its_keys(tmp_path):
     store.flush()
     assert store.committed(keys[:10] + [("app", "new", False)]) == set(keys[:10])
     store.close()
+
+
+class Wall:
+    """A wall clock that steps, and the monotonic clock beside it that does not."""
+
+    def __init__(self):
+        self.wall = 1_800_000_000.0
+        self.mono = 1000.0
+
+    def time(self):
+        return self.wall
+
+    def monotonic(self):
+        return self.mono
+
+    def passes(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+DAY = 86400.0
+
+
+def test_a_wall_clock_step_either_way_changes_no_keys_age(tmp_path):
+    from agent.filters.dedup import EXPIRE_INTERVAL, StoreClock
+
+    for step in (8 * DAY, -30 * DAY):
+        t = Wall()
+        path = tmp_path / f"d{step}.sqlite"
+        store = DedupStore(path, DAY, StoreClock(wall=t.time, monotonic=t.monotonic))
+        store.commit([("app", "before", False)])
+        t.wall += step  # stepped, for one batch (+8 days) or while purchases arrive (-30 days)
+        store.commit([("app", "during", False)])
+        t.passes(EXPIRE_INTERVAL + 1)
+        store.committed([("app", "x", False)])  # a sweep runs, under the stepped clock
+        store.flush()
+        t.wall -= step  # and back
+        t.passes(60)
+        both = [("app", "before", False), ("app", "during", False)]
+        assert store.committed(both) == set(both), step  # the re-sent copies are still duplicates
+        store.close()
+
+
+def test_a_store_reopened_under_a_clock_set_back_stamps_no_key_before_its_high_water(tmp_path):
+    from agent.filters.dedup import StoreClock
+
+    t = Wall()
+    store = DedupStore(tmp_path / "d.sqlite", DAY, StoreClock(wall=t.time, monotonic=t.monotonic))
+    store.commit([("app", "t1", False)])
+    high = store.high_water()
+    store.close()
+    t.wall -= 30 * DAY  # the host came back with its clock a month behind
+    store = DedupStore(tmp_path / "d.sqlite", DAY)  # the store's own clock, over its high water
+    assert store.clock() >= high
+    store.commit([("app", "t2", False)])
+    assert store.high_water() >= high
+    assert store.committed([("app", "t1", False), ("app", "t2", False)]) == {("app", "t1", False), ("app", "t2", False)}
+    store.close()
+
+
+def test_a_store_of_an_earlier_version_takes_its_newest_stamp_as_high_water(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "d.sqlite")
+    db.execute(
+        "CREATE TABLE seen (app TEXT NOT NULL, txn TEXT NOT NULL, at REAL NOT NULL, "
+        "PRIMARY KEY (app, txn)) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO seen VALUES ('app', 't1', 4102444800.0)")  # 2100-01-01: the clock was wrong then
+    db.commit()
+    db.close()
+    store = DedupStore(tmp_path / "d.sqlite", DAY)
+    assert store.high_water() >= 4102444800.0 and store.clock() >= 4102444800.0
+    store.close()
