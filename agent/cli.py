@@ -140,6 +140,9 @@ def cmd_convert(path: str, data_dir: str) -> int:
     except ConvertError as exc:
         print(f"hive-agent: {exc}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError, RecursionError) as exc:  # a file shaped like no config: one line
+        print(f"hive-agent: {path}: not a config that can be converted: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     print(text, end="")
     for item in translation.left_out:
         print(f"left out: {item}", file=sys.stderr)

@@ -7,27 +7,24 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent.convert.model import ConvertError, Section
+from agent.convert.source import ReadBudget, load_yaml
 
 _VAR = re.compile(r"\$\{(\w+)\}")
 MAX_INCLUDE_DEPTH = 16
 
 
-def read(path: Path) -> list[Section]:
+def read(path: Path, budget: ReadBudget | None = None) -> list[Section]:
+    budget = budget or ReadBudget()
     if path.suffix.lower() in (".yaml", ".yml"):
-        return _read_yaml(path, 0)
-    return _read_classic(path, {}, 0)
+        return _read_yaml(path, 0, budget)
+    return _read_classic(path, {}, 0, budget)
 
 
-def _read_classic(path: Path, variables: dict[str, str], depth: int) -> list[Section]:
+def _read_classic(path: Path, variables: dict[str, str], depth: int, budget: ReadBudget) -> list[Section]:
     if depth > MAX_INCLUDE_DEPTH:
         raise ConvertError(f"{path}: @INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep")
-    try:
-        lines = path.read_text("utf-8").splitlines()
-    except OSError as exc:
-        raise ConvertError(f"{path}: cannot read it: {exc.strerror}") from None
+    lines = budget.text(path).splitlines()
     sections: list[Section] = []
     current: Section | None = None
     for number, raw in enumerate(lines, 1):
@@ -43,7 +40,7 @@ def _read_classic(path: Path, variables: dict[str, str], depth: int) -> list[Sec
         if upper.startswith("@INCLUDE "):
             target = path.parent / line.split(None, 1)[1].strip()
             for included in sorted(target.parent.glob(target.name)) if "*" in target.name else [target]:
-                sections.extend(_read_classic(included, variables, depth + 1))
+                sections.extend(_read_classic(included, variables, depth + 1, budget))
             continue
         if line.startswith("[") and line.endswith("]"):
             current = Section(line[1:-1].strip().lower(), "", where)
@@ -60,18 +57,15 @@ def _read_classic(path: Path, variables: dict[str, str], depth: int) -> list[Sec
     return sections
 
 
-def _read_yaml(path: Path, depth: int) -> list[Section]:
+def _read_yaml(path: Path, depth: int, budget: ReadBudget) -> list[Section]:
     if depth > MAX_INCLUDE_DEPTH:
         raise ConvertError(f"{path}: includes nested more than {MAX_INCLUDE_DEPTH} deep")
-    try:
-        doc = yaml.safe_load(path.read_text("utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConvertError(f"{path}: not a readable YAML config: {exc}") from None
+    doc = load_yaml(path, budget.text(path)) or {}
     if not isinstance(doc, dict):
         raise ConvertError(f"{path}: a YAML config is a map (service, pipeline, ...)")
     sections: list[Section] = []
     for included in doc.get("includes") or []:
-        sections.extend(_read_yaml(path.parent / str(included), depth + 1))
+        sections.extend(_read_yaml(path.parent / str(included), depth + 1, budget))
     if isinstance(doc.get("service"), dict):
         sections.append(_yaml_section("service", doc["service"], f"{path}:service"))
     pipeline = doc.get("pipeline") or {}

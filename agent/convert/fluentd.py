@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from agent.convert.model import ConvertError, Section
+from agent.convert.source import ReadBudget
 
 _OPEN = re.compile(r"^<\s*([\w.-]+)(?:\s+(.*?))?\s*>$")
 _CLOSE = re.compile(r"^</\s*([\w.-]+)\s*>$")
@@ -34,14 +35,12 @@ def _unquote(value: str) -> str:
     return value
 
 
-def read(path: Path, depth: int = 0) -> list[Section]:
+def read(path: Path, depth: int = 0, budget: ReadBudget | None = None) -> list[Section]:
     """The top-level sections of ``path``, with every ``@include`` read in its place."""
     if depth > MAX_INCLUDE_DEPTH:
         raise ConvertError(f"{path}: @include nested more than {MAX_INCLUDE_DEPTH} deep")
-    try:
-        lines = path.read_text("utf-8").splitlines()
-    except OSError as exc:
-        raise ConvertError(f"{path}: cannot read it: {exc.strerror}") from None
+    budget = budget or ReadBudget()
+    lines = budget.text(path).splitlines()
     top = Section("(top)", "", f"{path}:0")
     stack = [top]
     for number, raw in enumerate(lines, 1):
@@ -54,7 +53,7 @@ def read(path: Path, depth: int = 0) -> list[Section]:
             target = pattern if Path(pattern).is_absolute() else str(path.parent / pattern)
             matched = sorted(glob.glob(target)) if glob.has_magic(target) else [target]
             for included in matched:
-                stack[-1].children.extend(read(Path(included), depth + 1))
+                stack[-1].children.extend(read(Path(included), depth + 1, budget))
             continue
         closing = _CLOSE.match(line)
         if closing:

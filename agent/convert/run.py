@@ -6,7 +6,7 @@ from pathlib import Path
 
 import tomli_w
 
-from agent.convert import fluentbit, fluentd
+from agent.convert import fluentbit, fluentd, source
 from agent.convert.model import ConvertError
 from agent.convert.translate import Translation, from_fluentbit, from_fluentd
 
@@ -15,11 +15,7 @@ def kind_of(path: Path) -> str:
     """ "fluentd" or "fluent-bit", from the name and the first sections."""
     if path.suffix.lower() in (".yaml", ".yml"):
         return "fluent-bit"
-    try:
-        head = path.read_text("utf-8", errors="replace")[:65536]
-    except OSError as exc:
-        raise ConvertError(f"{path}: cannot read it: {exc.strerror}") from None
-    for line in head.splitlines():
+    for line in source.head(path).splitlines():
         line = line.strip().lower()
         if line.startswith(("<source", "<match", "<filter", "<system", "@include", "<label")):
             return "fluentd"

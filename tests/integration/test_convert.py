@@ -201,3 +201,54 @@ def test_what_is_no_config_is_exit_2_with_one_line(tmp_path, text):
     (tmp_path / "x.conf").write_text(text)
     run = hive_agent("convert", str(tmp_path / "x.conf"), cwd=tmp_path)
     assert run.returncode == 2 and run.stdout == "" and len(run.stderr.strip().splitlines()) == 1
+
+
+LAUGHS = "a: &a [" + ",".join(["lol"] * 10) + "]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8)
+) + "pipeline: {inputs: [*i]}\n"
+
+
+def include_tree(root: Path, levels: int, fan: int) -> Path:
+    """A loop-free tree of includes: level k includes `fan` files of level k + 1 (fan^levels reads)."""
+    for level in range(levels, -1, -1):
+        body = "".join(f"@include level{level + 1}-{n}.conf\n" for n in range(fan)) if level < levels else ""
+        for n in range(fan if level else 1):
+            name = f"level{level}-{n}.conf" if level else "td-agent.conf"
+            (root / name).write_text("<source>\n  @type forward\n</source>\n" + body)
+    return root / "td-agent.conf"
+
+
+@pytest.mark.parametrize("case", ["billion laughs", "include tree", "long line", "binary", "fifo include"])
+def test_a_file_shaped_to_exhaust_the_converter_is_refused_with_exit_2_and_one_line(tmp_path, case):
+    import os
+    import time
+
+    if case == "billion laughs":  # 10^9 strings once walked
+        config = tmp_path / "fluent-bit.yaml"
+        config.write_text(LAUGHS)
+    elif case == "include tree":  # 16 levels of 3: 3^16 reads
+        config = include_tree(tmp_path, 16, 3)
+    elif case == "long line":
+        config = tmp_path / "td-agent.conf"
+        config.write_text("<source>\n  @type forward\n  tag " + "x" * (1 << 20) + "\n</source>\n")
+    elif case == "binary":
+        config = tmp_path / "td-agent.conf"
+        config.write_bytes(b"<source>\n" + os.urandom(4096))
+    else:
+        os.mkfifo(tmp_path / "pipe.conf")
+        config = tmp_path / "td-agent.conf"
+        config.write_text("<source>\n  @type forward\n</source>\n@include pipe.conf\n")
+    started = time.monotonic()
+    run = hive_agent("convert", str(config), cwd=tmp_path)
+    assert time.monotonic() - started < 20
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert run.stdout == ""
+    bound = {
+        "billion laughs": "aliases expand past",
+        "include tree": "more than 512 files",
+        "long line": "longer than",
+        "binary": "not UTF-8",
+        "fifo include": "not a regular file",
+    }[case]
+    assert bound in run.stderr, run.stderr
