@@ -203,9 +203,13 @@ def test_what_is_no_config_is_exit_2_with_one_line(tmp_path, text):
     assert run.returncode == 2 and run.stdout == "" and len(run.stderr.strip().splitlines()) == 1
 
 
-LAUGHS = "a: &a [" + ",".join(["lol"] * 10) + "]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8)
-) + "pipeline: {inputs: [*i]}\n"
+LAUGHS = (
+    "a: &a ["
+    + ",".join(["lol"] * 10)
+    + "]\n"
+    + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8))
+    + "pipeline: {inputs: [*i]}\n"
+)
 
 
 def include_tree(root: Path, levels: int, fan: int) -> Path:
