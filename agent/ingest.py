@@ -158,23 +158,31 @@ def _all_of(callbacks: list) -> Callable[[bool], None] | None:
 def when_both(first: asyncio.Future, second: asyncio.Future) -> asyncio.Future:
     """A future that resolves, to ``first``'s result, once both have; it fails as the first of
     them (in that order) that failed."""
-    both = first.get_loop().create_future()
+    return when_all([first, second])
+
+
+def when_all(futures: list[asyncio.Future]) -> asyncio.Future:
+    """A future that resolves, to the first one's result, once all have; it fails as the first of
+    them (in that order) that failed, and is cancelled if one was."""
+    if len(futures) == 1:
+        return futures[0]
+    every = futures[0].get_loop().create_future()
 
     def done(_: asyncio.Future) -> None:
-        if both.done() or not (first.done() and second.done()):
+        if every.done() or not all(f.done() for f in futures):
             return
-        if first.cancelled() or second.cancelled():
-            both.cancel()
+        if any(f.cancelled() for f in futures):
+            every.cancel()
             return
-        failed = [exc for exc in (first.exception(), second.exception()) if exc is not None]
+        failed = [exc for exc in (f.exception() for f in futures) if exc is not None]
         if failed:
-            both.set_exception(failed[0])
+            every.set_exception(failed[0])
         else:
-            both.set_result(first.result())
+            every.set_result(futures[0].result())
 
-    first.add_done_callback(done)
-    second.add_done_callback(done)
-    return both
+    for f in futures:
+        f.add_done_callback(done)
+    return every
 
 
 # msgspec decodes and encodes a batch in one call each, about twice as fast as

@@ -51,7 +51,7 @@ from agent.config.types import (
     check_tls_pair,
 )
 from agent.errors import ProtocolError
-from agent.ingest import Ingest
+from agent.ingest import Ingest, when_all
 from agent.log import Summary, peer_text
 from agent.protocol import forward as fwd
 
@@ -671,18 +671,22 @@ class ForwardConnection(asyncio.Protocol):
             )
             self._ack_now(frame.chunk)
             return
-        entries, count = frame.entries, frame.count
-        stats.records += count
-        if count and (self.cfg.source_address_key or self.cfg.source_hostname_key):
-            entries = self._inject_source(entries)
-        try:
-            fut = self.server.ingest.submit(frame.tag, entries, count)
-        except RuntimeError as exc:
-            self.abort(f"not accepted, not acked: {exc}")
-            return
-        if fut is None:  # nothing to write (no entries, or the filters kept none)
+        stats.records += frame.count
+        written = []
+        for entries, count in frame.records():  # one, or a huge frame's parts: acked once all are durable
+            if count and (self.cfg.source_address_key or self.cfg.source_hostname_key):
+                entries = self._inject_source(entries)
+            try:
+                fut = self.server.ingest.submit(frame.tag, entries, count)
+            except RuntimeError as exc:
+                self.abort(f"not accepted, not acked: {exc}")
+                return
+            if fut is not None:
+                written.append(fut)
+        if not written:  # nothing to write (no entries, or the filters kept none)
             self._ack_now(frame.chunk)
             return
+        fut = when_all(written)
         self.inflight.append((fut, frame.chunk))
         fut.add_done_callback(self._on_durable)
 

@@ -586,3 +586,28 @@ def test_a_peer_that_never_reads_its_acks_is_read_no_further_and_loses_nothing(t
         sock.close()
         assert len(acks) == frames and all(a == {"ack": "Zg1NSndpSnHv1bJH217tXg=="} for a in acks)
         assert agent.stop() == 0
+
+
+def test_a_frame_of_many_entries_is_journaled_as_bounded_records_and_acked_once_all_are(tmp_path):
+    import gzip
+
+    from agent.journal.reader import JournalReader
+    from agent.protocol.forward.entries import MAX_RECORD_ENTRIES
+
+    n = 2 * MAX_RECORD_ENTRIES + 100
+    payload = gzip.compress(b"".join(pack([event_time(1_700_000_000), {"seq": i}]) for i in range(n)))
+    with Agent(tmp_path, forward_input() + file_output()) as agent:
+        client = ForwardClient(agent.port)
+        client.send(pack(["game.flood", payload, {"compressed": "gzip", "chunk": "flood", "size": n}]))
+        assert client.recv_object() == {"ack": "flood"}
+        client.close()
+        agent.wait_for_records("seq", set(range(n)), timeout=60)
+        assert agent.stop() == 0
+    reader = JournalReader(tmp_path / "var" / "journal")
+    records = 0
+    try:
+        while batch := reader.read():
+            records += len(batch)
+    finally:
+        reader.close()
+    assert records == 3  # 65,536 + 65,536 + 100 entries: three records, none larger

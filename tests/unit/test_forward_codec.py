@@ -494,3 +494,33 @@ def test_an_event_time_whose_nanoseconds_reach_a_second_is_a_skipped_entry(mode)
         assert len(batch.skipped) == 1 and "nanoseconds" in batch.skipped[0], batch.skipped.reasons
         if mode != "message":
             assert batch.count == 1 and batch.entries == good
+
+
+def test_a_frame_of_millions_of_tiny_entries_becomes_records_a_reader_can_hold():
+    """5.2 million empty records gzip into 122 KB, under max_decompressed_size: one journal record
+    of them took the delivery process to 2 GB. The frame is cut into bounded records, in order."""
+    from agent.protocol.forward.entries import MAX_RECORD_ENTRIES
+
+    entry = pack([event_time(1_700_000_000), {}])
+    n = 5_200_000
+    payload = gzip.compress(entry * n, 9)
+    assert len(payload) < 200_000
+    frame = pack(["t", payload, {"compressed": "gzip", "chunk": "big"}])
+    batch = fwd.parse_frame(frame, 0, 64 * 1024 * 1024)
+    assert batch.count == n and len(batch.records()) == -(-n // MAX_RECORD_ENTRIES)
+    assert all(count <= MAX_RECORD_ENTRIES for _, count in batch.records())
+    assert sum(count for _, count in batch.records()) == n
+    assert b"".join(part for part, _ in batch.records()) == entry * n and batch.entries == b""
+    small = one_batch(feed_whole(pack(["t", [[T, REC]] * 3])))
+    assert small.records() == [(small.entries, 3)]  # an ordinary frame is one record, not copied
+
+
+def test_entries_are_cut_by_bytes_too_and_an_entry_larger_than_the_bound_is_a_record_alone():
+    from agent.protocol.forward.entries import split_entries
+
+    entries = [pack([event_time(1_700_000_000), {"pad": "x" * size}]) for size in (10, 5000, 10, 10, 20000, 10)]
+    data = b"".join(entries)
+    parts = split_entries(data, len(entries), max_entries=100, max_bytes=4096)
+    assert b"".join(p for p, _ in parts) == data and sum(c for _, c in parts) == len(entries)
+    assert all(len(p) <= 4096 or c == 1 for p, c in parts)
+    assert [c for _, c in parts] == [1, 1, 2, 1, 1]

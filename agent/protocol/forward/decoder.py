@@ -8,7 +8,17 @@ import msgpack
 
 from agent.errors import ProtocolError
 from agent.protocol.forward.compression import decompress
-from agent.protocol.forward.entries import MSGPACK_ERRORS, is_array, is_map, is_raw, kind_of, scan_entries
+from agent.protocol.forward.entries import (
+    MAX_RECORD_BYTES,
+    MAX_RECORD_ENTRIES,
+    MSGPACK_ERRORS,
+    is_array,
+    is_map,
+    is_raw,
+    kind_of,
+    scan_entries,
+    split_entries,
+)
 from agent.protocol.forward.frames import COSTLY_FRAME, HEARTBEAT, SIGNAL_LOGS, EventBatch, Frame, Ping
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -174,10 +184,12 @@ def _parse_message(u: msgpack.Unpacker, frame: bytes, now_ns: int, max_decompres
         entries, good, skipped = scan_entries(entry, now_ns)
         options = _read_options(u, frame, n - 3)
         mode = "message"
+    parts = split_entries(entries, good) if good > MAX_RECORD_ENTRIES or len(entries) > MAX_RECORD_BYTES else []
     return EventBatch(
         tag=tag,
-        entries=entries,
+        entries=b"" if parts else entries,  # held once: in the parts when there are parts
         count=good,
+        parts=parts,
         chunk=options.chunk,
         skipped=skipped,
         signal=options.signal,

@@ -221,6 +221,35 @@ def scan_entries(
     return entries, good, skipped
 
 
+# One journal record per frame, up to these: a frame of more (5.2 million empty entries gzip into
+# 122 KB) becomes several records, so that no filter, journal reader or output ever holds the
+# whole of it decoded (2 GB in the delivery process for that one frame).
+MAX_RECORD_ENTRIES = 65_536
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+
+
+def split_entries(
+    entries: bytes, count: int, max_entries: int = MAX_RECORD_ENTRIES, max_bytes: int = MAX_RECORD_BYTES
+) -> list[tuple[bytes, int]]:
+    """Canonical entries cut into runs of at most ``max_entries`` entries and (unless one entry is
+    larger) ``max_bytes`` bytes, in order: (entries, count) each."""
+    if count <= max_entries and len(entries) <= max_bytes:
+        return [(entries, count)]
+    u = msgpack.Unpacker(raw=True, max_buffer_size=max(len(entries), 1024), strict_map_key=False)
+    u.feed(entries)
+    parts: list[tuple[bytes, int]] = []
+    start = n = 0
+    for _ in range(count):
+        before = u.tell()
+        u.skip()
+        if n and (n == max_entries or u.tell() - start > max_bytes):  # this entry starts the next run
+            parts.append((entries[start:before], n))
+            start, n = before, 0
+        n += 1
+    parts.append((entries[start:], n))
+    return parts
+
+
 # A record is a map whose keys are strings: JSON, the journal's readers and every output
 # rely on it. msgspec checks the keys of many entries in one call, without building a key
 # or a value (a struct with no fields skips every member): about 0.3 µs a record. It holds
@@ -240,25 +269,30 @@ def _refuse_non_string_keys(entries: bytes, count: int, skipped: Skipped) -> tup
     if count <= _CHECK_SLICE:
         return (entries, count) if _keys_are_strings(entries, count) else _drop_non_string_keys(entries, skipped)
     u = _unpacker_of(entries)
-    pieces: list[bytes] = []
+    view = memoryview(entries)
+    pieces: list[bytes] | None = None  # only once a slice had to change: else the entries stand
     kept = start = 0
     for first in range(0, count, _CHECK_SLICE):
         n = min(_CHECK_SLICE, count - first)
         for _ in range(n):
             u.skip()
         end = u.tell()
-        piece = entries[start:end]
+        piece = view[start:end]
         if not _keys_are_strings(piece, n):
-            piece, n = _drop_non_string_keys(piece, skipped)
-        pieces.append(piece)
+            if pieces is None:
+                pieces = [entries[:start]]
+            fixed, n = _drop_non_string_keys(bytes(piece), skipped)
+            pieces.append(fixed)
+        elif pieces is not None:
+            pieces.append(bytes(piece))
         kept += n
         start = end
-    return b"".join(pieces), kept
+    return (entries, kept) if pieces is None else (b"".join(pieces), kept)
 
 
-def _keys_are_strings(entries: bytes, count: int) -> bool:
+def _keys_are_strings(entries: bytes | memoryview, count: int) -> bool:
     try:
-        _check_entries.decode(b"\xdd" + count.to_bytes(4, "big") + entries)
+        _check_entries.decode(b"".join((b"\xdd", count.to_bytes(4, "big"), entries)))
     except (msgspec.DecodeError, RecursionError):
         return False
     return True
@@ -291,4 +325,6 @@ def _unpacker_of(entries: bytes) -> msgpack.Unpacker:
 
 def _close_run(pieces: list[bytes], mv: memoryview, start: int, stop: int) -> None:
     if stop > start:
-        pieces.append(bytes(mv[start:stop]))
+        whole = mv.obj if start == 0 and stop == len(mv) else None
+        # A payload all canonical is taken as it is, not copied.
+        pieces.append(whole if isinstance(whole, bytes) else bytes(mv[start:stop]))

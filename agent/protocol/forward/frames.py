@@ -51,13 +51,19 @@ class EventBatch:
     """The events of one message, canonical and ready for the journal."""
 
     tag: str
-    entries: bytes  # concatenated msgpack [EventTime, map] pairs
+    entries: bytes  # concatenated msgpack [EventTime, map] pairs ("" when they are in ``parts``)
     count: int
     chunk: bytes | None = None  # raw msgpack bytes of the chunk option
     skipped: Skipped = field(default_factory=Skipped)  # why invalid entries were left out
     signal: int = SIGNAL_LOGS
     mode: str = "forward"
     size: int = 0  # bytes of the frame on the wire
+    # The journal records the entries become: one, unless the frame holds more than a record's
+    # bounds (agent/protocol/forward/entries.py, split_entries).
+    parts: list[tuple[bytes, int]] = field(default_factory=list)
+
+    def records(self) -> list[tuple[bytes, int]]:
+        return self.parts or [(self.entries, self.count)]
 
 
 @dataclass(slots=True)
