@@ -24,7 +24,7 @@ Metric names are fixed here, once:
   hive_agent_delivery_process_up{group}
   hive_agent_tail_files{component}, hive_agent_tail_rotations_total{component},
   hive_agent_tail_truncations_total{component}, hive_agent_tail_invalid_utf8_lines_total{component},
-  hive_agent_tail_scans_total{component}
+  hive_agent_tail_scans_total{component}, hive_agent_forward_auth_failures_total{component}
   hive_agent_mirror_events_total{component, what}
 
 Secrets never appear: configs are shown through pydantic, whose secret
@@ -39,7 +39,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import orjson
@@ -57,6 +57,7 @@ from agent.tap import MAX_TAPS, Tap
 log = logging.getLogger("agent.monitor")
 
 SNAPSHOT_STALE = 5.0  # seconds: an older delivery snapshot means the process is stuck or gone
+COUNT_CACHE_SECONDS = 1.0  # an output's events in its current segment are counted this often at most
 
 
 class Monitor:
@@ -69,6 +70,8 @@ class Monitor:
         self.control: HttpServer | None = None
         self.started = time.time()
         self._stopping = False
+        self._count_lock = asyncio.Lock()
+        self._counts: dict[str, tuple[float, int]] = {}  # output -> (monotonic, events counted)
 
     def families(self) -> _Families:
         return _Families(self)
@@ -164,13 +167,14 @@ class Monitor:
             oldest = out.get("oldest_pending_ns")
             position = self._position(o_cfg.name, out.get("position"))
             later, rest_of_segment = self.app.journal.events_after(position)
+            rest = await self._counted(o_cfg.name, rest_of_segment)
             outputs.append(
                 {
                     "name": o_cfg.name,
                     "type": o_cfg.type,
                     "sent": out.get("sent_records", 0),
                     "dead_lettered": out.get("dead_lettered", 0),
-                    "backlog_events": later + await asyncio.to_thread(rest_of_segment),
+                    "backlog_events": later + rest,
                     "backlog_bytes": self.app.journal.bytes_after(position),
                     "oldest_unsent_seconds": round(max(0.0, (now - oldest) / 1e9), 1) if oldest else 0.0,
                     "state": "paused" if out.get("paused") else "retrying" if out.get("retrying") else "ok",
@@ -192,6 +196,18 @@ class Monitor:
             "outputs": outputs,
             "journal": {"bytes": journal.size_bytes, "max_bytes": journal.max_bytes},
         }
+
+    async def _counted(self, output: str, count: Callable[[], int]) -> int:
+        """An output's events in the rest of its segment: read from disk (up to a segment) by one
+        thread at a time, at most once a COUNT_CACHE_SECONDS. Eight clients polling status.json
+        read a segment each, per request: main RSS 61 -> 379 MB and acks at p50 127 ms."""
+        async with self._count_lock:
+            hit = self._counts.get(output)
+            if hit is not None and time.monotonic() - hit[0] < COUNT_CACHE_SECONDS:
+                return hit[1]
+            n = await asyncio.to_thread(count)
+            self._counts[output] = (time.monotonic(), n)
+            return n
 
     async def _status(self, request: Request) -> Response:
         return json_body(orjson.dumps(await self.status()))
@@ -369,6 +385,11 @@ def _component_families() -> dict[str, Family]:
             "hive_agent_tail_invalid_utf8_lines", "Lines whose invalid UTF-8 was replaced", labels=["component"]
         ),
         "tail_scans": c("hive_agent_tail_scans", "Times the globs were matched again", labels=["component"]),
+        "forward_auth_failures": c(
+            "hive_agent_forward_auth_failures",
+            "PINGs refused: a wrong key or password, or sent too soon after one",
+            labels=["component"],
+        ),
     }
 
 
@@ -382,6 +403,7 @@ _BY_NAME = {
     "tail_truncations",
     "tail_invalid_utf8",
     "tail_scans",
+    "forward_auth_failures",
 }
 
 

@@ -11,7 +11,8 @@ import pytest
 import trustme
 
 from agent.protocol import forward as fwd
-from tests.agentproc import Agent, file_output, forward_input
+from tests.agentproc import MONITOR, Agent, file_output, forward_input, get_json
+from tests.integration.test_monitor import metric
 from tests.wire import ForwardClient, event_time, pack
 
 T = 1_700_000_000
@@ -147,7 +148,7 @@ def _handshake(port, key, hostname=b"client-1", username=b"", password=b""):
 
 def test_shared_key_handshake_and_failures(tmp_path):
     cfg = forward_input(shared_key="k3y", self_hostname="agent-srv", users=[{"username": "alice", "password": "pw"}])
-    with Agent(tmp_path, cfg + file_output()) as agent:
+    with Agent(tmp_path, MONITOR + cfg + file_output()) as agent:
         client, pong, salt, nonce = _handshake(agent.port, b"k3y", username=b"alice", password=b"pw")
         assert pong == [
             "PONG",
@@ -164,9 +165,16 @@ def test_shared_key_handshake_and_failures(tmp_path):
         assert closed_by_peer(client.sock)
         client.close()
 
+        # Straight after a failure this host's next PING is not even checked: no guess to make.
+        client, pong, _, _ = _handshake(agent.port, b"k3y", username=b"alice", password=b"pw")
+        assert pong[:2] == ["PONG", False] and pong[2].startswith("too many failed authentications")
+        client.close()
+        time.sleep(0.6)  # past the first penalty (0.5 s)
         client, pong, _, _ = _handshake(agent.port, b"k3y", username=b"alice", password=b"nope")
         assert pong == ["PONG", False, "username/password mismatch", "", ""]
         client.close()
+        _, text = get_json(agent.monitor_port, "/metrics")
+        assert metric(text, "hive_agent_forward_auth_failures_total", component="forward.0") == 3
 
         client = ForwardClient(agent.port)
         client.recv_object()  # HELO
