@@ -5,9 +5,10 @@ whose pattern matches the tag. A tap holds at most ``MAX_WAITING`` batches and
 ``MAX_HELD_BYTES`` of them: a reader slower than the agent loses batches
 (counted, and said in the stream), it never slows the pipeline nor holds its
 memory, and it shows at most ``TAP_EVENTS_PER_SECOND`` events a second, so that
-what it renders stays small beside the pipeline's own work. At most ``MAX_TAPS`` are open at once. The monitor serves taps on its
-control socket only (0600: the agent's user), and every line goes through the
-secret scrubber, as logs do.
+what it renders stays small beside the pipeline's own work. At most
+``MAX_TAPS`` are open at once. The monitor serves taps on its control socket
+only (0600: the agent's user), and every line goes through the secret
+scrubber, as logs do.
 """
 
 from __future__ import annotations
