@@ -1,9 +1,29 @@
-"""The one recipe for durable small files: temp file, fsync, rename, fsync dir."""
+"""The one recipe for durable small files (temp file, fsync, rename, fsync dir), and the one
+way to read a file someone else named (a regular file, within a size)."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+
+class NotReadable(ValueError):
+    """A file named by someone else that is not one to read: why, in a few words."""
+
+
+def read_regular(path: str | os.PathLike, limit: int | None, size: int = -1) -> bytes:
+    """A regular file's bytes: all of them up to ``limit`` (more is refused), or its first
+    ``size``. A FIFO would block the read for ever and /dev/zero fill the memory, so anything but
+    a regular file is refused, without blocking on the open. OSError when it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotReadable("not a regular file")
+        data = file.read(limit + 1 if limit is not None else size)
+    if limit is not None and len(data) > limit:
+        raise NotReadable(f"larger than {limit} bytes")
+    return data
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:

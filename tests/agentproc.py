@@ -210,6 +210,21 @@ class Agent:
         self.kill()
 
 
+def run_with_fd_limit(agent: Agent, limit: int) -> subprocess.Popen:
+    """``agent`` started under an open-file limit of ``limit`` (soft and hard), its log appended to."""
+    import resource
+
+    with open(agent.log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "-c", str(agent.config)],
+            cwd=agent.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+        )
+
+
 def forward_output(servers: list[tuple[str, int]], name: str = "hive", match: str = "**", **options) -> str:
     lines = [
         "[[outputs]]",

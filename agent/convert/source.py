@@ -10,14 +10,13 @@ stops with one line naming the file and the bound (``hive-agent convert`` exits 
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from agent.convert.model import ConvertError
+from agent.fsutil import NotReadable, read_regular
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # td-agent.conf files are kilobytes
 MAX_TOTAL_BYTES = 16 * 1024 * 1024
@@ -107,15 +106,10 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _read_regular(path: Path, limit: int | None, size: int | None = None) -> bytes:
+def _read_regular(path: Path, limit: int | None, size: int = -1) -> bytes:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        return read_regular(path, limit, size)
     except OSError as exc:
         raise ConvertError(f"{path}: cannot read it: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConvertError(f"{path}: not a regular file")
-        data = file.read((limit + 1) if limit is not None else size)
-    if limit is not None and len(data) > limit:
-        raise ConvertError(f"{path}: larger than {limit} bytes; not a config")
-    return data
+    except NotReadable as exc:
+        raise ConvertError(f"{path}: {exc}; not a config") from None

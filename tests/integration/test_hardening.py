@@ -276,30 +276,19 @@ def test_a_costly_frame_does_not_hold_up_other_connections(tmp_path):
 
 def test_under_a_small_open_file_limit_peers_cannot_take_every_descriptor(tmp_path):
     import re
-    import resource
     import socket
-    import subprocess
-    import sys
     import time
 
     import msgpack
 
     from agent.protocol import forward as fwd
-    from tests.agentproc import MONITOR, get_json, wait_until
+    from tests.agentproc import MONITOR, get_json, run_with_fd_limit, wait_until
 
     agent = Agent(
         tmp_path,
         MONITOR + forward_input(shared_key="right-key", self_hostname="agent", handshake_timeout="2s") + file_output(),
     )
-    with open(agent.log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "-c", str(agent.config)],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
-        )
+    proc = run_with_fd_limit(agent, 256)
     try:
         text = wait_until(lambda: "hive-agent ready" in agent.log() and agent.log())
         port = int(re.search(r"tcp 127\.0\.0\.1:(\d+)", text).group(1))
@@ -432,18 +421,15 @@ def test_a_spool_line_that_cannot_be_journaled_again_never_stops_the_start(tmp_p
 
 def test_stalled_tls_handshakes_count_from_accept_and_end_at_their_deadline(tmp_path):
     import re
-    import resource
     import select
     import socket
     import ssl
-    import subprocess
-    import sys
     import time
 
     import msgpack
     import trustme
 
-    from tests.agentproc import MONITOR, get_json
+    from tests.agentproc import MONITOR, get_json, run_with_fd_limit
     from tests.integration.test_monitor import metric
 
     ca = trustme.CA()
@@ -460,15 +446,7 @@ def test_stalled_tls_handshakes_count_from_accept_and_end_at_their_deadline(tmp_
         )
         + file_output(),
     )
-    with open(agent.log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "-c", str(agent.config)],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
-        )
+    proc = run_with_fd_limit(agent, 256)
     stalled: list[socket.socket] = []
     try:
         text = wait_until(lambda: "hive-agent ready" in agent.log() and agent.log())

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ConfigError
+from agent.fsutil import NotReadable, read_regular
 
 UNWATCHED = 0xFFFF_FFFF_FFFF_FFFF
 # Bounds on what an import may cost: files no host tails, bytes no pos_file of them reaches,
@@ -69,19 +70,13 @@ def read_fluentd_pos_file(path: Path) -> dict[int, ImportedPosition]:
 
 
 def _read_regular(path: Path, option: str) -> bytes:
-    """A regular file's bytes, at most MAX_IMPORT_BYTES of them. A FIFO would block the read for
-    ever, /dev/zero would fill the memory: anything but a regular file is refused."""
+    """At most MAX_IMPORT_BYTES of a regular file (agent/fsutil.py: no FIFO, no device)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        return read_regular(path, MAX_IMPORT_BYTES)
     except OSError as exc:
         raise ConfigError(f"{option} {path}: cannot read it: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"{option} {path}: not a regular file")
-        data = file.read(MAX_IMPORT_BYTES + 1)
-    if len(data) > MAX_IMPORT_BYTES:
-        raise ConfigError(f"{option} {path}: larger than {MAX_IMPORT_BYTES} bytes; not a position file")
-    return data
+    except NotReadable as exc:
+        raise ConfigError(f"{option} {path}: {exc}; not a position file") from None
 
 
 def read_fluentbit_db(path: Path) -> dict[int, ImportedPosition]:
