@@ -93,12 +93,15 @@ class App:
             DeliveryProcess(self.config_path, group, preforked.get(group)) for group in range(delivery_groups(cfg))
         ]
         self.monitor = (
-            Monitor(self, cfg.monitor.bind, cfg.monitor.port, self.paths.control_socket) if cfg.monitor else None
+            Monitor(self, cfg.monitor.bind, cfg.monitor.port, self.paths.control_socket, cfg.monitor.unhealthy_after)
+            if cfg.monitor
+            else None
         )
         self._stop = asyncio.Event()
         self._signals = 0
         self._lock_fd: int | None = None
         self._failed = False  # a part failed to start: the exit code says so
+        self.critical_tasks: dict[str, asyncio.Task] = {}  # by name: /health says when one has died
         self._replays = ReplayIngest(
             self.deadletters,
             self.ingest,
@@ -174,6 +177,8 @@ class App:
                 self._failed = True  # exit non-zero, so that Restart=on-failure starts it again
                 self._stop.set()
         collector = loop.create_task(self._collect_loop(), name="journal-collector")
+        # Without it the journal fills and never empties: /health says so if it dies.
+        self.critical_tasks = {"journal-collector": collector}
         trimmer = loop.create_task(
             Trimmer(lambda: self.journal.stats.appends, self._shrink).run(), name="memory-trimmer"
         )

@@ -84,6 +84,7 @@ class OutputRunner:
         self.last_error = ""  # why it retries or is paused, while it does (scrubbed in the snapshot)
         self._draining: asyncio.Event | None = None  # set by run(): the shutdown's drain
         self.oldest_pending_ns: int | None = None
+        self.last_success_ns: int | None = None  # wall clock of the last send the destination took
         self.delivered_to: Position | None = None
 
     def snapshot(self) -> dict:
@@ -100,6 +101,7 @@ class OutputRunner:
             "last_error": scrub(self.last_error)[:300] if self.paused or self.schedule.steps else "",
             "caught_up": self.caught_up,
             "oldest_pending_ns": self.oldest_pending_ns,
+            "last_success_ns": self.last_success_ns,
             "position": [position.segment, position.offset] if position else None,
         }
 
@@ -193,6 +195,7 @@ class OutputRunner:
                     return await self._isolate(batches, outcome.reason, stopping)
                 continue
             if outcome.result is SendResult.OK:
+                self.last_success_ns = time.time_ns()
                 if self.schedule.steps or self.paused:
                     log.info("output %s: delivering again after %d retries", self.name, self.schedule.steps)
                 self.schedule.reset()

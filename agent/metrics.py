@@ -21,7 +21,7 @@ Metric names are fixed here, once:
   hive_agent_output_pending_bytes{component}
   hive_agent_output_oldest_unsent_age_seconds{component}
   hive_agent_output_retrying{component}, hive_agent_output_paused{component}
-  hive_agent_delivery_process_up{group}
+  hive_agent_delivery_process_up{group}, hive_agent_healthy
   hive_agent_tail_files{component}, hive_agent_tail_rotations_total{component},
   hive_agent_tail_truncations_total{component}, hive_agent_tail_invalid_utf8_lines_total{component},
   hive_agent_tail_scans_total{component}, hive_agent_forward_auth_failures_total{component}
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import orjson
 
-from agent import exposition
+from agent import exposition, health
 from agent.component import Reading, TagBatch
 from agent.exposition import Family
 from agent.httpserver import Handler, HttpServer, Request, Response, Stream, json_body, text
@@ -56,13 +56,13 @@ from agent.tap import MAX_TAPS, Tap
 
 log = logging.getLogger("agent.monitor")
 
-SNAPSHOT_STALE = 5.0  # seconds: an older delivery snapshot means the process is stuck or gone
 COUNT_CACHE_SECONDS = 1.0  # an output's events in its current segment are counted this often at most
 
 
 class Monitor:
-    def __init__(self, app, bind: str, port: int, control_socket: Path | None = None):
+    def __init__(self, app, bind: str, port: int, control_socket: Path | None = None, unhealthy_after: float = 60.0):
         self.app = app
+        self.unhealthy_after = unhealthy_after
         self.bind = bind
         self.port = port
         self.control_socket = control_socket
@@ -138,21 +138,20 @@ class Monitor:
         return cursor or Position(min(self.app.journal.segments(), default=0), 0)
 
     def health(self) -> tuple[bool, list[str]]:
-        problems = []
-        for delivery in self.app.deliveries:
-            if not delivery.running:
-                problems.append(f"delivery process {delivery.group} is not running")
+        """The one rule (agent/health.py) over what this process knows now."""
         snap = self.delivery()
-        if snap and time.time_ns() - snap.get("at_ns", 0) > SNAPSHOT_STALE * 1e9:
-            problems.append(f"the delivery process has not reported for more than {SNAPSHOT_STALE:.0f}s")
-        for name, out in snap.get("outputs", {}).items():
-            if out.get("paused"):
-                problems.append(f"output {name} is paused (the destination refuses our credentials)")
-        if self.app.journal.is_full():
-            problems.append("the journal is full: inputs are held back")
-        if self.app.journal.write_error is not None:
-            problems.append(f"journal: {self.app.journal.write_error}")
-        return not problems, problems
+        journal = self.app.journal
+        tasks = getattr(self.app, "critical_tasks", {})
+        found = health.reasons(
+            now_ns=time.time_ns(),
+            unhealthy_after=self.unhealthy_after,
+            outputs=snap.get("outputs", {}),
+            snapshot_at_ns=snap.get("at_ns"),
+            deliveries_down=[d.group for d in self.app.deliveries if not d.running],
+            dead_tasks={name: _death(task) for name, task in tasks.items() if task.done()},
+            journal=health.JournalState(journal.size_bytes, journal.max_bytes, journal.write_error),
+        )
+        return not found, found
 
     # -- endpoints ---------------------------------------------------------------
 
@@ -324,6 +323,13 @@ def _tap_lines(renderer: LineRenderer, tag: str, entries: bytes, count: int) -> 
     return scrub(lines.decode("utf-8", "replace")).encode()
 
 
+def _death(task: asyncio.Task) -> str:
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "returned"
+
+
 # Routes that TCP serves to clients on this host only, whatever [monitor] bind says.
 LOOPBACK_ONLY = ("/api/status.json", "/api/plugins.json", "/api/plugins")
 
@@ -482,6 +488,12 @@ class _Families:
             "hive_agent_journal_damaged_regions",
             "Damaged places in journal segments, each skipped to the next whole record",
             value=journal.stats.damaged_regions,
+        )
+        ok, _ = self.monitor.health()
+        yield exposition.gauge(
+            "hive_agent_healthy",
+            "1 while /health answers 200 (the reasons are in /health and /api/status.json)",
+            value=1 if ok else 0,
         )
         up = exposition.gauge("hive_agent_delivery_process_up", "1 while the delivery process runs", labels=["group"])
         for delivery in app.deliveries:

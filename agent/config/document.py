@@ -94,6 +94,9 @@ class MonitorSettings(Strict):
 
     bind: str = "127.0.0.1"
     port: int = Field(24220, ge=0, le=65535)
+    # An output with a backlog that has delivered nothing for this long makes /health 503
+    # (agent/health.py): judged by its oldest unsent event and its last success, not one try.
+    unhealthy_after: Interval = 60.0
 
 
 class AgentConfig(Strict):
