@@ -23,7 +23,7 @@ import signal
 import time
 from pathlib import Path
 
-from agent import datadir
+from agent import datadir, tasks
 from agent.component import Input
 from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
@@ -101,7 +101,6 @@ class App:
         self._signals = 0
         self._lock_fd: int | None = None
         self._failed = False  # a part failed to start: the exit code says so
-        self.critical_tasks: dict[str, asyncio.Task] = {}  # by name: /health says when one has died
         self._replays = ReplayIngest(
             self.deadletters,
             self.ingest,
@@ -176,11 +175,10 @@ class App:
                 )
                 self._failed = True  # exit non-zero, so that Restart=on-failure starts it again
                 self._stop.set()
-        collector = loop.create_task(self._collect_loop(), name="journal-collector")
-        # Without it the journal fills and never empties: /health says so if it dies.
-        self.critical_tasks = {"journal-collector": collector}
-        trimmer = loop.create_task(
-            Trimmer(lambda: self.journal.stats.appends, self._shrink).run(), name="memory-trimmer"
+        # Without the collector the journal fills and never empties: /health says so if it dies.
+        collector = tasks.spawn(self._collect_loop(), "journal-collector", owner="journal", critical=True)
+        trimmer = tasks.spawn(
+            Trimmer(lambda: self.journal.stats.appends, self._shrink).run(), "memory-trimmer", owner="agent"
         )
         # Filters decode batches into many short-lived objects; a young generation
         # this small would run the cyclic collector every few records for nothing.

@@ -5,6 +5,13 @@ class ConfigError(Exception):
     """The configuration cannot run; the message says which key and why."""
 
 
+class JournalClosed(Exception):
+    """The journal takes no writes (closing, or its writer died): nothing of the batch was written.
+
+    Its own type, not a RuntimeError: a filter's bug raising RuntimeError must not pass for a
+    closed journal (and be answered by closing the sender's connection unacked)."""
+
+
 class ProtocolError(Exception):
     """A peer sent something the protocol does not allow.
 

@@ -36,6 +36,7 @@ import msgspec
 
 from agent.component import DeadRecord, Filter, Filtered
 from agent.deadletter import DeadLetterStore
+from agent.errors import JournalClosed
 from agent.journal.journal import Journal
 from agent.protocol.forward import array_items
 from agent.render import other_ext
@@ -85,7 +86,7 @@ class Ingest:
         """Journal ``count`` entries of ``tag`` (after the filters, unless ``filtered`` is False),
         for every matching output or only ``target``; dead-letter ``refused`` too.
 
-        Raises RuntimeError when the journal takes no writes; then nothing was written at all."""
+        Raises JournalClosed when the journal takes no writes; then nothing was written at all."""
         on_durable = None
         if count and filtered and self._filters:
             filters = self.filters_for(tag)
@@ -99,7 +100,7 @@ class Ingest:
                 tap.offer(tag, entries, count)
             try:
                 journaled = self.journal.submit(tag, entries, count, target=target)
-            except RuntimeError:
+            except JournalClosed:
                 if on_durable is not None:
                     on_durable(False)
                 raise

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import orjson
 
-from agent import exposition, health
+from agent import exposition, health, tasks
 from agent.component import Reading, TagBatch
 from agent.exposition import Family
 from agent.httpserver import Handler, HttpServer, Request, Response, Stream, json_body, text
@@ -124,6 +124,10 @@ class Monitor:
             except (FileNotFoundError, ValueError):
                 continue
             merged["outputs"].update(snap.get("outputs", {}))
+            deaths = merged.setdefault("task_deaths", {})
+            for owner, n in snap.get("task_deaths", {}).items():
+                deaths[owner] = deaths.get(owner, 0) + n
+            merged.setdefault("dead_critical", {}).update(snap.get("dead_critical", {}))
             merged["at_ns"] = min(merged.get("at_ns", snap.get("at_ns", 0)), snap.get("at_ns", 0))
         return merged if "at_ns" in merged else {}
 
@@ -141,14 +145,13 @@ class Monitor:
         """The one rule (agent/health.py) over what this process knows now."""
         snap = self.delivery()
         journal = self.app.journal
-        tasks = getattr(self.app, "critical_tasks", {})
         found = health.reasons(
             now_ns=time.time_ns(),
             unhealthy_after=self.unhealthy_after,
             outputs=snap.get("outputs", {}),
             snapshot_at_ns=snap.get("at_ns"),
             deliveries_down=[d.group for d in self.app.deliveries if not d.running],
-            dead_tasks={name: _death(task) for name, task in tasks.items() if task.done()},
+            dead_tasks={**tasks.dead_critical(), **snap.get("dead_critical", {})},
             journal=health.JournalState(journal.size_bytes, journal.max_bytes, journal.write_error),
         )
         return not found, found
@@ -323,11 +326,8 @@ def _tap_lines(renderer: LineRenderer, tag: str, entries: bytes, count: int) -> 
     return scrub(lines.decode("utf-8", "replace")).encode()
 
 
-def _death(task: asyncio.Task) -> str:
-    if task.cancelled():
-        return "cancelled"
-    exc = task.exception()
-    return f"{type(exc).__name__}: {exc}" if exc is not None else "returned"
+def _components_by_kind(cfg) -> list[tuple[str, list]]:
+    return [("input", cfg.inputs), ("filter", cfg.filters), ("output", cfg.outputs)]
 
 
 # Routes that TCP serves to clients on this host only, whatever [monitor] bind says.
@@ -470,6 +470,14 @@ class _Families:
             paused.add_metric([o_cfg.name], 1 if out.get("paused") else 0)
             for what, n in out.get("output_stats", {}).items():  # the vendor mirrors' counters
                 mirror.add_metric([o_cfg.name, what], n)
+        # Background tasks that died (agent/tasks.py), this process's and the delivery processes'.
+        kinds = {c.name: (kind, c.type) for kind, items in _components_by_kind(app.cfg) for c in items}
+        died: dict[str, int] = dict(tasks.deaths())
+        for owner, n in snap.get("task_deaths", {}).items():
+            died[owner] = died.get(owner, 0) + n
+        for owner, n in died.items():
+            kind, type_ = kinds.get(owner, ("agent", owner))
+            families["errors"].add_metric([owner, kind, type_, "task"], n)
         journal = app.journal
         yield from families.values()
         yield from (pending, age, retrying, paused, mirror)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent import tasks
+
 if TYPE_CHECKING:
     from agent.config.document import AgentConfig
 
@@ -143,8 +145,9 @@ class DeliveryProcess:
             await self._await_ready(child.ready)
         else:
             await self._spawn()
-        self._supervisor = asyncio.get_running_loop().create_task(
-            self._supervise(), name=f"delivery-supervisor-{self.group}"
+        # Without it a crashed delivery process is not started again.
+        self._supervisor = tasks.spawn(
+            self._supervise(), f"delivery-supervisor-{self.group}", owner=f"delivery-{self.group}", critical=True
         )
 
     async def _spawn(self) -> None:

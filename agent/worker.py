@@ -25,6 +25,7 @@ import time
 
 import orjson
 
+from agent import tasks
 from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
 from agent.delivery import OutputRunner
@@ -45,7 +46,13 @@ _SNAPSHOT_FAILURES = Summary(60.0)
 
 def _write_snapshot(paths: DataPaths, runners, group: int) -> None:
     """The outputs' counters and states, for the main process's /metrics and /health."""
-    data = {"pid": os.getpid(), "at_ns": time.time_ns(), "outputs": {r.name: r.snapshot() for r in runners}}
+    data = {
+        "pid": os.getpid(),
+        "at_ns": time.time_ns(),
+        "outputs": {r.name: r.snapshot() for r in runners},
+        "task_deaths": tasks.deaths(),  # this process's (agent/tasks.py), for /metrics and /health
+        "dead_critical": tasks.dead_critical(),
+    }
     try:
         paths.state.mkdir(parents=True, exist_ok=True)
         atomic_write(paths.delivery_snapshot(group), orjson.dumps(data), durable=False)
@@ -136,9 +143,12 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int
                 log.error("the main process is gone; draining")
                 on_term()
 
-    watcher = loop.create_task(watch_parent())
-    reporter = loop.create_task(_report(paths, runners, group))
-    trimmer = loop.create_task(Trimmer(lambda: sum(r.stats.batches for r in runners), _shrinker(outputs)).run())
+    owner = f"delivery-{group}"
+    watcher = tasks.spawn(watch_parent(), "parent-watch", owner=owner, critical=True)
+    reporter = tasks.spawn(_report(paths, runners, group), "delivery-report", owner=owner, critical=True)
+    trimmer = tasks.spawn(
+        Trimmer(lambda: sum(r.stats.batches for r in runners), _shrinker(outputs)).run(), "memory-trimmer", owner=owner
+    )
     if ready_fd is not None:
         os.write(ready_fd, b"R")
         os.close(ready_fd)

@@ -39,6 +39,7 @@ from typing import Annotated, Literal, cast
 import msgpack
 from pydantic import Field, model_validator
 
+from agent import tasks
 from agent.component import Input, Reading
 from agent.config.types import (
     Duration,
@@ -50,7 +51,7 @@ from agent.config.types import (
     check_readable,
     check_tls_pair,
 )
-from agent.errors import ProtocolError
+from agent.errors import JournalClosed, ProtocolError
 from agent.ingest import Ingest, when_all
 from agent.log import Summary, peer_text
 from agent.protocol import forward as fwd
@@ -222,7 +223,7 @@ class ForwardInput(Input):
                 self._listen_tls(unix_sock)
             self.listening.append(f"unix {path}")
         self.port = port
-        self._sweeper = loop.create_task(self._sweep(), name=f"{self.name}-deadlines")
+        self._sweeper = tasks.spawn(self._sweep(), f"{self.name}-deadlines", owner=self.name, critical=True)
         if self.max_connections < cfg.max_connections:
             log.warning(
                 "input %s: at most %d connections (max_connections %d, but the open-file limit keeps "
@@ -252,7 +253,7 @@ class ForwardInput(Input):
     def _listen_tls(self, listener: socket.socket) -> int:
         listener.setblocking(False)
         self._tls_listeners.append(listener)
-        task = asyncio.get_running_loop().create_task(self._accept_tls(listener), name=f"{self.name}-tls-accept")
+        task = tasks.spawn(self._accept_tls(listener), f"{self.name}-tls-accept", owner=self.name, critical=True)
         self._tls_tasks.add(task)
         task.add_done_callback(self._tls_tasks.discard)
         address = listener.getsockname()
@@ -275,7 +276,7 @@ class ForwardInput(Input):
                 sock.close()
                 continue
             self.handshaking += 1
-            task = loop.create_task(self._tls_handshake(sock, address))
+            task = tasks.spawn(self._tls_handshake(sock, address), f"{self.name}-tls-handshake", owner=self.name)
             self._tls_tasks.add(task)
             task.add_done_callback(self._tls_tasks.discard)
 
@@ -481,7 +482,7 @@ class ForwardConnection(asyncio.Protocol):
             self.paused = True
             self._held = []  # bytes that arrive before the name is known wait here
             # Keep a reference: the loop holds tasks only weakly.
-            self._resolver = asyncio.get_running_loop().create_task(self._resolve(peer))
+            self._resolver = tasks.spawn(self._resolve(peer), f"{self.server.name}-resolve", owner=self.server.name)
         if not self.authenticated:
             self.nonce = os.urandom(16)
             self.auth_salt = os.urandom(16)
@@ -708,7 +709,7 @@ class ForwardConnection(asyncio.Protocol):
                 entries = self._inject_source(entries)
             try:
                 fut = self.server.ingest.submit(frame.tag, entries, count)
-            except RuntimeError as exc:
+            except JournalClosed as exc:
                 self.abort(f"not accepted, not acked: {exc}")
                 return
             if fut is not None:

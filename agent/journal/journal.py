@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import tasks
+from agent.errors import JournalClosed
 from agent.fsutil import fsync_dir
 from agent.journal.cursor import Position
 from agent.journal.record import HEADER_SIZE, batch_payload, encode_record, segment_header
@@ -108,11 +110,10 @@ class Journal:
 
     async def start(self) -> None:
         self._wake = asyncio.Event()  # this loop's
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="journal-writer")
+        self._writer = tasks.spawn(self._write_loop(), "journal-writer", owner="journal", critical=True)
         self._writer.add_done_callback(self._writer_done)
         if self.fsync == "interval":
-            self._syncer = asyncio.get_running_loop().create_task(self._interval_sync(), name="journal-fsync")
-            self._syncer.add_done_callback(_log_if_died)
+            self._syncer = tasks.spawn(self._interval_sync(), "journal-fsync", owner="journal", critical=True)
 
     def _open_segment(self, seq: int) -> None:
         path = segment_path(self.directory, seq)
@@ -135,7 +136,7 @@ class Journal:
         durable together or failed together.
         """
         if self._closing or self._broken is not None:
-            raise RuntimeError(f"journal is not accepting writes: {self._broken or 'closed'}")
+            raise JournalClosed(f"journal is not accepting writes: {self._broken or 'closed'}")
         fut = asyncio.get_running_loop().create_future()
         record = encode_record(batch_payload(tag, entries, count, target), time.time_ns())
         self._pending.append(record)
@@ -315,14 +316,8 @@ class Journal:
         """The writer must never die silently: fail what waits on it, refuse new appends."""
         if task.cancelled() or task.exception() is None:
             return
-        self._broken = f"journal writer died: {task.exception()!r}"
-        log.error("journal: %s", self._broken)
+        self._broken = f"journal writer died: {task.exception()!r}"  # logged by agent/tasks.py
         waiters, self._waiters, self._pending, self._pending_events = self._waiters, [], [], 0
         for w in waiters:
             if not w.done():
-                w.set_exception(RuntimeError(self._broken))
-
-
-def _log_if_died(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("journal: task %s died: %r", task.get_name(), task.exception())
+                w.set_exception(JournalClosed(self._broken))

@@ -41,6 +41,7 @@ from typing import Literal
 import msgpack
 from pydantic import Field, model_validator
 
+from agent import tasks
 from agent.component import Outcome, Output, TagBatch
 from agent.config.types import (
     Duration,
@@ -161,7 +162,8 @@ class ForwardOutput(Output):
 
     async def start(self) -> None:
         if self.cfg.heartbeat_type != "none":
-            self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats(), name=f"{self.name}-heartbeat")
+            # Without it a server marked down is never tried again: critical.
+            self._heartbeat = tasks.spawn(self._heartbeats(), f"{self.name}-heartbeat", owner=self.name, critical=True)
 
     async def _heartbeats(self) -> None:
         """Fluentd's heartbeat: a server that answers is up, one that does not is skipped."""

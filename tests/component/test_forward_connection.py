@@ -95,3 +95,30 @@ async def test_records_whose_keys_are_not_strings_are_skipped_and_the_frame_acke
     await until(lambda: acks(transport) != [])
     assert acks(transport) == [{"ack": "k"}]
     assert server.stats.skipped_records == 1 and server.received()[0] == 1
+
+
+async def test_a_closed_journal_and_a_filter_bug_are_told_apart(ingest, journal, tmp_path):
+    """A closed journal refuses the frame, unacked, with JournalClosed; a filter raising
+    RuntimeError is a bug and surfaces as one, not as "journal closed"."""
+    import pytest
+
+    from agent.deadletter import DeadLetterStore
+    from agent.errors import JournalClosed
+    from agent.ingest import Ingest
+
+    class Buggy:
+        def apply_batch(self, *args):
+            raise RuntimeError("a filter bug")
+
+    buggy = Ingest(journal, [("**", Buggy())], DeadLetterStore(tmp_path / "dl"))  # type: ignore[list-item]
+    with pytest.raises(RuntimeError, match="a filter bug") as raised:
+        buggy.submit("t", pack([event_time(1_700_000_000), {"a": 1}]), 1)
+    assert not isinstance(raised.value, JournalClosed)
+    buggy.close()
+    await journal.close()
+    with pytest.raises(JournalClosed):
+        ingest.submit("t", pack([event_time(1_700_000_000), {"a": 1}]), 1)
+    server = ForwardInput(ForwardInputConfig(type="forward", port=0), ingest)
+    conn, transport = connect(server)
+    conn.data_received(chunk("t", [{"i": 1}], "a"))
+    assert transport.closed and acks(transport) == []  # refused, never acked

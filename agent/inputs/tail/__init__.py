@@ -49,7 +49,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from agent import tasks
 from agent.component import Input, Reading
+from agent.errors import JournalClosed
 from agent.ingest import Ingest, Refused, when_both
 from agent.inputs.tail.config import TailInputConfig as TailInputConfig  # the registry's
 from agent.inputs.tail.discovery import FileFinder, expand_tag, watch, watch_root
@@ -185,19 +187,10 @@ class TailInput(Input):
             self._close(w)
 
     def _spawn(self, coro, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=f"{name}:{self.name}")
+        # Without its reader or a watch this input reads no more: critical (/health says so).
+        task = tasks.spawn(coro, f"{name}:{self.name}", owner=self.name, critical=True)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "input %s: task %s died: %r; files of this input are no longer read",
-                self.name,
-                task.get_name(),
-                task.exception(),
-            )
+        task.add_done_callback(self._tasks.discard)
 
     # -- the reader ------------------------------------------------------
 
@@ -283,7 +276,7 @@ class TailInput(Input):
         # Journal the reset too: a kill before the next batch must not restart from the old offset.
         try:
             self._submit_marker(w, FilePosition(w.path, 0), time.time_ns())
-        except RuntimeError as exc:
+        except JournalClosed as exc:
             log.error("input %s: file %s: truncation not journaled (%s)", self.name, w.path, exc)
             self._failed = True
 
@@ -312,7 +305,7 @@ class TailInput(Input):
             # No await between the two: the lines and their marker share one journal group.
             lines_written = self.ingest.submit(w.tag, entries, count, refused=refused)
             self._submit_marker(w, w.next_position(), now, after=lines_written)
-        except RuntimeError as exc:
+        except JournalClosed as exc:
             log.error("input %s: file %s: not journaled (%s); will be read again", self.name, w.path, exc)
             self._failed = True
 
