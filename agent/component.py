@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
+    from agent.journal.batch import TagBatch
     from agent.journal.cursor import Position
 
 
@@ -74,39 +75,6 @@ class Outcome:
     @classmethod
     def rejected(cls, reason: str) -> Outcome:
         return cls(SendResult.REJECTED, reason)
-
-
-class TagBatch:
-    """The events of one journal record: one tag, ``[time_ns, record]`` entries.
-
-    Built from a journal payload, the entries are decoded on first use, so an
-    output that can work from the payload itself (the file output renders it
-    straight to JSON lines) never pays for a generic decode.
-    """
-
-    __slots__ = ("tag", "payload", "_entries")
-
-    def __init__(self, tag: str, entries: list | None = None, payload: bytes | None = None):
-        self.tag = tag
-        self.payload = payload
-        self._entries = entries
-
-    @property
-    def entries(self) -> list[Any]:
-        if self._entries is None:
-            from agent.render import decode_entries
-
-            if self.payload is None:
-                raise ValueError("a TagBatch holds entries or a payload")
-            self._entries = decode_entries(self.payload)[1]
-        return self._entries
-
-    def __len__(self) -> int:
-        if self._entries is None and self.payload is not None:
-            from agent.journal.record import batch_count
-
-            return batch_count(self.payload)
-        return len(self.entries)
 
 
 class Output:

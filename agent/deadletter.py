@@ -27,11 +27,11 @@ from pathlib import Path
 
 import orjson
 
-from agent.component import TagBatch
 from agent.fsutil import atomic_write
+from agent.journal.batch import TagBatch, json_default
 from agent.journal.record import batch_count, batch_entries
 from agent.paths import file_name
-from agent.render import json_default, rfc3339_ns
+from agent.render import rfc3339_ns
 from agent.secrets import scrub
 
 log = logging.getLogger("agent.deadletter")

@@ -26,8 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.component import Outcome, Output, SendResult, TagBatch, caused_by_records
+from agent.component import Outcome, Output, SendResult, caused_by_records
 from agent.deadletter import DeadLetterStore
+from agent.journal.batch import TagBatch
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.reader import JournalReader, JournalRecord
 from agent.journal.record import batch_target, peek_tag, split_payload

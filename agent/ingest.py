@@ -37,9 +37,9 @@ import msgspec
 from agent.component import DeadRecord, Filter, Filtered
 from agent.deadletter import DeadLetterStore
 from agent.errors import JournalClosed
+from agent.journal.batch import other_ext
 from agent.journal.journal import Journal
 from agent.protocol.forward import array_items
-from agent.render import other_ext
 from agent.routing import compile_pattern
 from agent.tap import Tap
 
@@ -59,6 +59,14 @@ class Ingest:
         self.taps: list[Tap] = []  # hive-agent tap readers (agent/tap.py)
         # One thread: dead letters are written in the order they were refused.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deadletters")
+
+    def is_full(self) -> bool:
+        """No room for more: the inputs stop reading (and acking) until :meth:`on_room` calls."""
+        return self.journal.is_full()
+
+    def on_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever room is made again."""
+        self.journal.on_room(callback)
 
     @property
     def filters(self) -> list[Filter]:

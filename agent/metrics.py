@@ -45,9 +45,10 @@ from pathlib import Path
 import orjson
 
 from agent import exposition, health, tasks
-from agent.component import Reading, TagBatch
+from agent.component import Reading
 from agent.exposition import Family
 from agent.httpserver import Handler, HttpServer, Request, Response, Stream, json_body, text
+from agent.journal.batch import TagBatch
 from agent.journal.cursor import Position
 from agent.journal.record import batch_payload
 from agent.render import LineRenderer

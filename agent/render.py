@@ -1,4 +1,4 @@
-"""Decoding journal batches, and the JSON-lines rendering of events.
+"""The JSON-lines rendering of events (a journal batch decodes in agent/journal/batch.py).
 
 A rendered event is one line::
 
@@ -20,27 +20,8 @@ import msgpack
 import msgspec
 import orjson
 
-from agent.component import TagBatch
-from agent.protocol.event_time import EVENT_TIME_EXT, NANOS, seconds_and_nanos, unpack_event_time
-
-
-def _ext_hook(code: int, data: memoryview) -> object:
-    if code == EVENT_TIME_EXT and len(data) == 8:
-        return unpack_event_time(data)
-    return other_ext(code, data)
-
-
-def other_ext(code: int, data: bytes | memoryview) -> object:
-    """An ext value other than EventTime, as a record holds it. msgpack's ExtType takes only the
-    application codes 0-127; a reserved negative one (a sender's, or a flipped byte) is kept as
-    the same {"ext", "data"} the JSON renderers write."""
-    if 0 <= code <= 127:
-        return msgpack.ExtType(code, bytes(data))
-    return {"ext": code, "data": bytes(data).hex()}
-
-
-_decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
-
+from agent.journal.batch import TagBatch, json_default, key_text, lenient_decode, other_ext, tag_and_entries
+from agent.protocol.event_time import EVENT_TIME_EXT, NANOS, seconds_and_nanos
 
 # Records nest as deep as msgpack's own unpacker allows (1,024 levels: ingest skips each record
 # with it); rendering them recurses once a level, so the delivery process allows more than that.
@@ -52,58 +33,9 @@ def allow_deep_records() -> None:
         sys.setrecursionlimit(RENDER_RECURSION_LIMIT)
 
 
-def _pairs(pairs: list) -> dict:
-    """A map whose keys msgpack gives as lists or maps (JSON and Python dicts have no such keys):
-    each such key becomes its JSON text."""
-    out = {}
-    for key, value in pairs:
-        try:
-            out[key] = value
-        except TypeError:
-            out[_key_text(key)] = value
-    return out
-
-
-def _key_text(key) -> str:
-    try:
-        return orjson.dumps(key, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return repr(key)
-
-
-def _lenient(payload: bytes, ext_hook) -> list:
-    """msgspec is strict (UTF-8 strings, plain keys); msgpack takes what senders send."""
-    return msgpack.unpackb(
-        payload, raw=False, strict_map_key=False, unicode_errors="replace", ext_hook=ext_hook, object_pairs_hook=_pairs
-    )
-
-
-def _tag_and_entries(decoded: list) -> tuple[str, list]:
-    # [tag, entries], or [tag, target, entries] for a batch meant for one output.
-    return decoded[0], decoded[-1]
-
-
-def decode_entries(payload: bytes) -> tuple[str, list]:
-    """A journal payload ``[tag, [[EventTime, record], ...]]`` → (tag, [[time_ns, record], ...])."""
-    try:
-        return _tag_and_entries(_decoder.decode(payload))
-    except (msgspec.DecodeError, TypeError, ValueError):
-        return _tag_and_entries(_lenient(payload, _ext_hook))
-
-
 def rfc3339_ns(time_ns: int) -> str:
     seconds, nanos = divmod(time_ns, NANOS)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
-
-
-def json_default(value):
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, msgpack.ExtType):
-        return {"ext": value.code, "data": value.data.hex()}
-    if isinstance(value, msgpack.Timestamp):  # msgpack's own ext type -1
-        return {"timestamp_ns": value.to_unix_nano()}
-    raise TypeError
 
 
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS
@@ -147,9 +79,9 @@ class LineRenderer:
     def render(self, batch: TagBatch) -> bytes:
         if batch.payload is not None:
             try:
-                tag, entries = _tag_and_entries(self._decoder.decode(batch.payload))
+                tag, entries = tag_and_entries(self._decoder.decode(batch.payload))
             except (msgspec.DecodeError, TypeError, ValueError):
-                tag, entries = _tag_and_entries(_lenient(batch.payload, self._time_hook))
+                tag, entries = tag_and_entries(lenient_decode(batch.payload, self._time_hook))
         else:
             tag, entries = batch.tag, [[rfc3339_ns(t), r] for t, r in batch.entries]
         lines = [_Line(tag, t, r) for t, r in entries]
@@ -184,7 +116,7 @@ def to_json(value) -> bytes:
 def _sanitize(value):
     """Last resort for records the encoder refuses (lone surrogates, odd keys, huge ints)."""
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else _key_text(k): _sanitize(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else key_text(k): _sanitize(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_sanitize(v) for v in value]
     if isinstance(value, str):

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from agent.component import TagBatch
 from agent.hive.spec import CAMEL_NAMES
+from agent.journal.batch import TagBatch
 
 EXTRA_KEY = "_extra"
 EXTRA_MARKER = b"\xa6_extra"  # EXTRA_KEY as a msgpack fixstr: a payload without it holds no extras

@@ -152,7 +152,6 @@ class ForwardInput(Input):
         self.cfg = cfg
         self.name = cfg.name
         self.ingest = ingest
-        self.journal = ingest.journal
         self.shared_key = cfg.shared_key.get_secret_value().encode() if cfg.shared_key else None
         self.users = {u.username.encode(): u.password.get_secret_value().encode() for u in cfg.users}
         self.self_hostname = cfg.self_hostname.encode()
@@ -170,7 +169,7 @@ class ForwardInput(Input):
         self._tls_tasks: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
         self.stats = ForwardStats()
-        self.journal.on_room(self._resume_all)
+        ingest.on_room(self._resume_all)
 
     def received(self) -> tuple[int, int]:
         return self.stats.records, self.stats.bytes
@@ -813,7 +812,7 @@ class ForwardConnection(asyncio.Protocol):
     # -- flow control ----------------------------------------------------
 
     def _check_pressure(self) -> None:
-        if not self.paused and (len(self.inflight) >= self.cfg.max_inflight_frames or self.server.journal.is_full()):
+        if not self.paused and (len(self.inflight) >= self.cfg.max_inflight_frames or self.server.ingest.is_full()):
             self.paused = True
             self.transport.pause_reading()
 
@@ -838,7 +837,7 @@ class ForwardConnection(asyncio.Protocol):
             and not self._eof
             and self._parsing is None
             and len(self.inflight) < self.cfg.max_inflight_frames
-            and not self.server.journal.is_full()
+            and not self.server.ingest.is_full()
             and (self.source_hostname or not self.cfg.source_hostname_key)
         ):
             self.paused = False

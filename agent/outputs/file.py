@@ -16,9 +16,10 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from agent.component import Outcome, Output, TagBatch, caused_by_records
+from agent.component import Outcome, Output, caused_by_records
 from agent.config.types import KeyStyle, OutputConfigBase
 from agent.hive.records import in_key_style
+from agent.journal.batch import TagBatch
 from agent.render import LineRenderer
 
 _PLACEHOLDER = re.compile(r"\{(tag)(?:\[(-?\d+)\])?\}")

@@ -42,7 +42,7 @@ import msgpack
 from pydantic import Field, model_validator
 
 from agent import tasks
-from agent.component import Outcome, Output, TagBatch
+from agent.component import Outcome, Output
 from agent.config.types import (
     Duration,
     Interval,
@@ -55,6 +55,7 @@ from agent.config.types import (
 )
 from agent.errors import ProtocolError
 from agent.hive.records import may_hold_extras, render
+from agent.journal.batch import TagBatch
 from agent.journal.record import batch_count, batch_entries
 from agent.protocol import forward as fwd
 from agent.protocol.event_time import pack_event_time

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from pydantic import Field, model_validator
 
-from agent.component import DeadRecord, Outcome, Output, TagBatch
+from agent.component import DeadRecord, Outcome, Output
 from agent.config.types import HttpUrl, Interval, KeyStyle, OutputConfigBase, Secret, Size
 from agent.hive.records import render
 from agent.hive.times import KST_OFFSET, parse_timezone, timezone_missing
+from agent.journal.batch import TagBatch
 from agent.outputs.posting import post
 from agent.render import to_json
 from agent.secrets import redact_url

@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 from pydantic import Field, model_validator
 
-from agent.component import DeadRecord, Outcome, Output, SendResult, TagBatch
+from agent.component import DeadRecord, Outcome, Output, SendResult
 from agent.config.types import Duration, Endpoint, Interval, MatchPattern, OutputConfigBase, Secret, Size, Strict
 from agent.hive.records import REFUND_VALUES
+from agent.journal.batch import TagBatch
 from agent.mirrors.payloads import Purchase, Refused, game_of, platform_ids, purchase_from
 from agent.mirrors.state import open_state
 from agent.outputs.posting import post

@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from agent.component import Outcome, Output, TagBatch
+from agent.component import Outcome, Output
 from agent.config.types import KeyStyle, OutputConfigBase
 from agent.hive.records import in_key_style
+from agent.journal.batch import TagBatch
 from agent.render import LineRenderer
 
 

@@ -9,8 +9,8 @@ import logging
 import msgpack
 
 from agent.inputs.forward import ForwardConnection, ForwardInput, ForwardInputConfig
+from agent.journal.batch import decode_entries
 from agent.journal.reader import JournalReader
-from agent.render import decode_entries
 from tests.component.conftest import FakeTransport
 from tests.wire import event_time, pack
 

@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 
 from agent import secrets
-from agent.component import SendResult, TagBatch
+from agent.component import SendResult
 from agent.deadletter import DeadLetterStore
+from agent.journal.batch import TagBatch
 from agent.outputs.appsflyer import AppsFlyerOutput, AppsFlyerOutputConfig
 from agent.outputs.http import HttpOutput, HttpOutputConfig
 from agent.outputs.posting import MAX_ANSWER_BYTES

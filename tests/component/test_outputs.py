@@ -6,7 +6,8 @@ import io
 
 import orjson
 
-from agent.component import SendResult, TagBatch
+from agent.component import SendResult
+from agent.journal.batch import TagBatch
 from agent.journal.record import batch_payload
 from agent.outputs.file import FileOutput
 from agent.outputs.http import HttpOutput, HttpOutputConfig

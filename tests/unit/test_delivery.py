@@ -290,7 +290,7 @@ async def test_a_full_disk_for_the_cursor_and_the_dead_letters_is_waited_out_not
 def test_a_dead_letter_never_fails_because_of_the_record_and_replays_as_it_was(tmp_path):
     import base64
 
-    from agent.component import TagBatch
+    from agent.journal.batch import TagBatch
     from agent.journal.record import batch_payload
     from agent.replay import _entries_of
 
@@ -311,7 +311,7 @@ async def test_a_caught_up_loop_keeps_nothing_of_the_last_burst(tmp_path):
     """An idle delivery loop holds no batch, decoded or not: a burst's memory can go back."""
     import gc
 
-    from agent.component import TagBatch
+    from agent.journal.batch import TagBatch
 
     tag = "burst.kept.nowhere"
     await fill(tmp_path / "journal", [(tag, list(range(k * 100, k * 100 + 100))) for k in range(5)])

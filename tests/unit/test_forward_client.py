@@ -68,7 +68,7 @@ def test_packed_forward_messages_decode_with_our_own_server_codec():
 
 
 def test_entries_are_cut_and_merged_into_chunks_within_the_limits():
-    from agent.component import TagBatch
+    from agent.journal.batch import TagBatch
     from agent.journal.record import batch_payload
     from agent.outputs.forward import ForwardOutput, ForwardOutputConfig, split_entries
 

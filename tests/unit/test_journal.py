@@ -5,12 +5,12 @@ import os
 
 import pytest
 
+from agent.journal.batch import decode_entries
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
 from agent.journal.reader import JournalReader
 from agent.journal.record import HEADER_SIZE, Torn, batch_payload, encode_record, iter_records, peek_tag
 from agent.journal.segment import list_segments, segment_path
-from agent.render import decode_entries
 from tests.wire import event_time, pack
 
 T = 1_700_000_000

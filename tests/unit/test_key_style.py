@@ -5,9 +5,9 @@ import io
 
 import pytest
 
-from agent.component import TagBatch
 from agent.config.document import AgentConfig
 from agent.hive.records import EXTRA_KEY, field_of, render
+from agent.journal.batch import TagBatch
 from agent.outputs.http import hive_records
 from agent.outputs.stdout import StdoutOutput
 

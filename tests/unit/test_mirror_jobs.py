@@ -3,7 +3,7 @@
 import collections
 from datetime import UTC, datetime
 
-from agent.component import TagBatch
+from agent.journal.batch import TagBatch
 from agent.outputs.naver import NaverOutput, NaverOutputConfig
 from tests.unit.test_mirror_payloads import HIVE_SAMPLE, TAG, normalized
 

@@ -3,9 +3,9 @@
 import msgpack
 import orjson
 
-from agent.component import TagBatch
+from agent.journal.batch import TagBatch, decode_entries
 from agent.journal.record import batch_payload
-from agent.render import LineRenderer, decode_entries, rfc3339_ns
+from agent.render import LineRenderer, rfc3339_ns
 from tests.wire import event_time
 
 

@@ -6,9 +6,9 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.component import TagBatch
 from agent.errors import ProtocolError
 from agent.hive.records import in_key_style, render
+from agent.journal.batch import TagBatch
 from agent.journal.record import batch_payload
 from agent.outputs.http import hive_records
 from agent.protocol import forward as fwd

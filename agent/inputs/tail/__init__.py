@@ -98,7 +98,8 @@ class TailInput(Input):
         self.cfg = cfg
         self.name = cfg.name
         self.ingest = ingest
-        self.journal = journal = ingest.journal
+        # The journal itself only for this input's position markers (where its lines stand in it).
+        self.journal = ingest.journal
         self.tag_regex = re.compile(cfg.tag_regex) if cfg.tag_regex else None
         self.pos_file = PositionFile(
             cfg.pos_file or Path(data_dir) / "tail" / f"{file_name(cfg.name)}.pos.json", cfg.name
@@ -123,7 +124,7 @@ class TailInput(Input):
         self._tasks: set[asyncio.Task] = set()
         self._roots: set[str] = set()
         self.stats = TailStats()
-        journal.on_room(self._wake.set)
+        ingest.on_room(self._wake.set)
 
     def received(self) -> tuple[int, int]:
         return self.stats.records, self.stats.bytes
@@ -231,7 +232,7 @@ class TailInput(Input):
                 pass
 
     def _can_read(self) -> bool:
-        return not self._failed and self._inflight < MAX_INFLIGHT and not self.journal.is_full()
+        return not self._failed and self._inflight < MAX_INFLIGHT and not self.ingest.is_full()
 
     def _read_once(self, w: FollowedFile) -> bool:
         """Read one chunk of ``w`` and journal its lines; True if there may be more right away."""
