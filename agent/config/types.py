@@ -14,7 +14,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.hive.records import KeyStyle as KeyStyleName
 from agent.routing import compile_pattern
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -143,7 +144,7 @@ def _key_style(value: Any) -> Any:
 
 # How an output writes records (agent/hive/records.py): "raw" as journaled; "snake" the
 # Hive spec's fields only, by the spec's names; "camel" the same as the final store's columns.
-KeyStyle = Annotated[Literal["raw", "snake", "camel"], BeforeValidator(_key_style)]
+KeyStyle = Annotated[KeyStyleName, BeforeValidator(_key_style)]
 
 
 def _http_url(value: str) -> str:

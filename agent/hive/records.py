@@ -21,7 +21,7 @@ from agent.journal.batch import TagBatch
 
 EXTRA_KEY = "_extra"
 EXTRA_MARKER = b"\xa6_extra"  # EXTRA_KEY as a msgpack fixstr: a payload without it holds no extras
-KeyStyle = Literal["raw", "snake", "camel"]
+KeyStyle = Literal["raw", "snake", "camel"]  # the one definition; config/types.py validates it
 KEY_STYLES: tuple[str, ...] = ("raw", "snake", "camel")
 REFUND_VALUES: tuple[Any, ...] = (True, 1, "1", "Y", "y", "true")
 
