@@ -98,6 +98,9 @@ class App:
             else None
         )
         self._stop = asyncio.Event()
+        self.ready = asyncio.Event()  # set once every part has started
+        self._run_task: asyncio.Task[int] | None = None
+        self.exit_code: int | None = None
         self._signals = 0
         self._lock_fd: int | None = None
         self._failed = False  # a part failed to start: the exit code says so
@@ -136,12 +139,43 @@ class App:
                 delivery.kill()
             os._exit(1)
 
-    async def run(self) -> int:
+    def request_stop(self) -> None:
+        """Stop as on SIGTERM: inputs first, the journal, then the delivery processes drain."""
+        self._stop.set()
+
+    async def __aenter__(self) -> App:
+        """The whole agent in this process's event loop (its delivery processes are processes),
+        as a test runs it: ready on entry, stopped and drained on exit."""
+        run = self._run_task = asyncio.get_running_loop().create_task(self.run(owns_process=False))
+        ready = asyncio.ensure_future(self.ready.wait())
+        await asyncio.wait([ready, run], return_when=asyncio.FIRST_COMPLETED)
+        if not self.ready.is_set():
+            ready.cancel()
+            raise RuntimeError(f"the agent did not start (exit code {run.result()})")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.request_stop()
+        if self._run_task is not None:
+            self.exit_code = await self._run_task
+
+    async def run(self, owns_process: bool = True) -> int:
+        """``owns_process``: signals, the loop's exception handler and the collector's tuning are
+        this agent's (``hive-agent run``); not so for an agent run inside another program."""
         self._lock()
+        try:
+            return await self._run(owns_process)
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    async def _run(self, owns_process: bool) -> int:
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(_exception_handler(Summary(60.0)))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig.name)
+        if owns_process:
+            loop.set_exception_handler(_exception_handler(Summary(60.0)))
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig.name)
         self.journal.recover()
         s = self.journal.stats
         if s.recovered_records or s.cut_bytes:
@@ -180,14 +214,16 @@ class App:
         trimmer = tasks.spawn(
             Trimmer(lambda: self.journal.stats.appends, self._shrink).run(), "memory-trimmer", owner="agent"
         )
-        # Filters decode batches into many short-lived objects; a young generation
-        # this small would run the cyclic collector every few records for nothing.
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 50)
+        if owns_process:
+            # Filters decode batches into many short-lived objects; a young generation
+            # this small would run the cyclic collector every few records for nothing.
+            gc.freeze()
+            gc.set_threshold(50_000, 50, 50)
         listening = ", ".join(f"{i.name} on {' and '.join(i.listening)}" for i in self.inputs)
         if self.monitor is not None:
             listening += f", monitor on http {self.monitor.bind}:{self.monitor.port}"
         log.info("hive-agent ready: %s; data in %s", listening, self.paths.root)
+        self.ready.set()
         await self._stop.wait()
         trimmer.cancel()
         return await self._shutdown(collector)

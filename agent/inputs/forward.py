@@ -69,6 +69,7 @@ UDP_HEARTBEAT_MAX = 128
 AUTH_PENALTY = 0.5  # seconds a host waits after its first failed authentication
 MAX_AUTH_PENALTY = 30.0
 MAX_THROTTLED_HOSTS = 10_000
+RESOLVE_TIMEOUT = 2.0  # seconds a peer's reverse DNS may take (source_hostname_key) before its IP is used
 ACCEPT_RETRY_DELAY = 0.1  # seconds between accepts while the process is out of descriptors
 FD_RESERVE = 128  # descriptors kept for the journal, the monitor, the delivery process and the tail
 SWEEP_INTERVAL = 1.0  # seconds between checks of frame and idle deadlines
@@ -539,10 +540,13 @@ class ForwardConnection(asyncio.Protocol):
                 self.data_received(rest)
 
     async def _resolve(self, peer) -> None:
+        # Bounded: where reverse DNS does not answer, the connection's frames would wait for ever.
         try:
-            host, _ = await asyncio.get_running_loop().getnameinfo(peer[:2], socket.NI_NAMEREQD)
+            host, _ = await asyncio.wait_for(
+                asyncio.get_running_loop().getnameinfo(peer[:2], socket.NI_NAMEREQD), RESOLVE_TIMEOUT
+            )
             self.source_hostname = host
-        except OSError:
+        except (OSError, TimeoutError):
             self.source_hostname = peer[0]
         held, self._held = self._held, None
         for data in held or ():

@@ -14,7 +14,9 @@ from aiohttp import web
 
 class ThreadedServer:
     def __init__(self):
-        self.loop = asyncio.new_event_loop()
+        # The loop is made in the thread, when the server starts: one made here would leak its
+        # self-pipe sockets (a ResourceWarning, an error in this suite) for a fake never entered.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.port = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -28,7 +30,8 @@ class ThreadedServer:
         return self
 
     def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
     @property
@@ -36,6 +39,7 @@ class ThreadedServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _run(self):
+        self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         app = web.Application()
         self.routes(app)
