@@ -27,6 +27,7 @@ from agent import datadir, tasks
 from agent.component import Input
 from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
+from agent.delivery.supervisor import DeliveryProcess, Preforked
 from agent.errors import ConfigError
 from agent.fsutil import atomic_write
 from agent.ingest import Ingest
@@ -34,11 +35,10 @@ from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
 from agent.log import Summary
 from agent.memory import Trimmer
-from agent.metrics import Monitor
+from agent.monitor.server import Monitor
 from agent.paths import DataPaths
 from agent.registry import FILTERS, INPUTS
 from agent.replay import ReplayIngest
-from agent.supervisor import DeliveryProcess, Preforked
 
 log = logging.getLogger("agent")
 

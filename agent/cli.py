@@ -103,7 +103,7 @@ def cmd_check(path: str) -> int:
 def cmd_status(path: str, as_json: bool, interval: float) -> int:
     import orjson
 
-    from agent import status
+    from agent.monitor import client as status
 
     cfg = _load(path)
     secrets.install(cfg)
@@ -117,7 +117,7 @@ def cmd_status(path: str, as_json: bool, interval: float) -> int:
 
 
 def cmd_tap(path: str, match: str) -> int:
-    from agent import status
+    from agent.monitor import client as status
 
     cfg = _load(path)
     try:
@@ -183,8 +183,8 @@ def _trusted_data_dir(cfg) -> None:
 
 def cmd_run(path: str) -> int:
     from agent.app import App, delivery_groups
+    from agent.delivery.supervisor import prefork
     from agent.log import setup_logging
-    from agent.supervisor import prefork
 
     os.umask(PRIVATE_UMASK)
     cfg = _load(path)
@@ -197,9 +197,9 @@ def cmd_run(path: str) -> int:
 
 
 def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
+    from agent.delivery.process import run_delivery
     from agent.log import setup_logging
     from agent.memory import cap_arenas
-    from agent.worker import run_delivery
 
     os.umask(PRIVATE_UMASK)
     cap_arenas()

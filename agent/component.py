@@ -78,7 +78,7 @@ class Outcome:
 
 
 class Output:
-    """An output only encodes and sends; delivery.py owns cursors and retries."""
+    """An output only encodes and sends; agent/delivery/runner.py owns cursors and retries."""
 
     name: str
 
@@ -119,7 +119,7 @@ class Filtered(Generic[Entries]):
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One figure a component reports for /metrics: the metric family (agent/metrics.py names
+    """One figure a component reports for /metrics: the metric family (agent/monitor/server.py names
     them), the values of that family's own labels after the component's, and the value."""
 
     family: str

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from agent.delivery.snapshot import OutputSnapshot
 
 SNAPSHOT_STALE = 5.0  # seconds: an older delivery snapshot means the process is stuck or gone
 JOURNAL_FULL_SHARE = 0.9
@@ -38,7 +39,7 @@ def reasons(
     *,
     now_ns: int,
     unhealthy_after: float,
-    outputs: Mapping[str, Mapping[str, Any]],
+    outputs: Mapping[str, OutputSnapshot],
     snapshot_at_ns: int | None,
     deliveries_down: Iterable[int],
     dead_tasks: Mapping[str, str],
@@ -49,15 +50,15 @@ def reasons(
     if snapshot_at_ns is not None and now_ns - snapshot_at_ns > SNAPSHOT_STALE * 1e9:
         found.append(f"the delivery process has not reported for more than {SNAPSHOT_STALE:.0f}s")
     for name, out in outputs.items():
-        why = out.get("last_error") or "nothing said"
-        if out.get("paused"):
+        why = out.last_error or "nothing said"
+        if out.paused:
             found.append(f"output {name} is paused (the destination refuses our credentials): {why}")
             continue
-        oldest = out.get("oldest_pending_ns")
+        oldest = out.oldest_pending_ns
         if oldest is None:
             continue  # no backlog: nothing waits on it
         waited = (now_ns - oldest) / 1e9
-        success = out.get("last_success_ns")
+        success = out.last_success_ns
         since_success = (now_ns - success) / 1e9 if success is not None else None
         if waited > unhealthy_after and (since_success is None or since_success > unhealthy_after):
             delivered = "never delivered" if since_success is None else f"delivered nothing for {since_success:.0f}s"

@@ -39,9 +39,9 @@ from agent.deadletter import DeadLetterStore
 from agent.errors import JournalClosed
 from agent.journal.batch import other_ext
 from agent.journal.journal import Journal
+from agent.monitor.tap import Tap
 from agent.protocol.forward import array_items
 from agent.routing import compile_pattern
-from agent.tap import Tap
 
 log = logging.getLogger("agent")
 
@@ -56,7 +56,7 @@ class Ingest:
         self.deadletters = deadletters
         self._filters = [(compile_pattern(match), f) for match, f in filters]
         self._for_tag: dict[str, list[Filter]] = {}
-        self.taps: list[Tap] = []  # hive-agent tap readers (agent/tap.py)
+        self.taps: list[Tap] = []  # hive-agent tap readers (agent/monitor/tap.py)
         # One thread: dead letters are written in the order they were refused.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deadletters")
 

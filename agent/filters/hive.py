@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from agent.component import Filter, Filtered, Reading
 from agent.config.types import Duration, FilterConfigBase, MatchPattern
-from agent.filters.dedup import DedupStore, Key
+from agent.hive.dedup_store import DedupStore, Key
 from agent.hive.fast_path import encode_batch, try_fast_batch
 from agent.hive.purchase_log import normalize
 from agent.hive.records import REFUND_VALUES, is_refund, with_extra

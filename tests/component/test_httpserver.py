@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from agent import httpserver
-from agent.httpserver import HttpServer, Request, Response, Stream
+from agent.monitor import http as httpserver
+from agent.monitor.http import HttpServer, Request, Response, Stream
 
 
 async def _hello(request: Request) -> Response:

@@ -13,7 +13,7 @@ import aiohttp
 from agent.config.document import AgentConfig
 from agent.filters.hive import HiveFilter, HiveFilterConfig
 from agent.inputs.forward import ForwardInput, ForwardInputConfig
-from agent.metrics import COUNT_CACHE_SECONDS, Monitor
+from agent.monitor.server import COUNT_CACHE_SECONDS, Monitor
 from tests.integration.test_monitor import metric
 
 
@@ -60,7 +60,7 @@ async def test_metrics_name_each_component_with_its_kind_type_and_readings(inges
 def test_a_tap_shows_at_most_its_events_a_second_and_counts_the_rest():
     """Eight taps of everything rendered every event: ingest fell from 323,800 to 36,333 events/s.
     A tap renders at most TAP_EVENTS_PER_SECOND; what it leaves out is counted and said."""
-    from agent.tap import TAP_EVENTS_PER_SECOND, Tap
+    from agent.monitor.tap import TAP_EVENTS_PER_SECOND, Tap
 
     now = [0.0]
     tap = Tap("**", clock=lambda: now[0])
@@ -75,8 +75,8 @@ def test_a_tap_shows_at_most_its_events_a_second_and_counts_the_rest():
 
 
 def test_a_tap_never_blocks_and_counts_what_a_slow_reader_lost():
-    from agent.metrics import _is_loopback
-    from agent.tap import MAX_HELD_BYTES, MAX_WAITING, Tap
+    from agent.monitor.server import _is_loopback
+    from agent.monitor.tap import MAX_HELD_BYTES, MAX_WAITING, Tap
 
     ticks = iter(range(10**6))
     tap = Tap("a.**", clock=lambda: float(next(ticks)))  # a second between batches: never over the rate
@@ -93,7 +93,7 @@ def test_a_tap_never_blocks_and_counts_what_a_slow_reader_lost():
 
 
 async def test_taps_are_bounded_in_number_and_a_bad_pattern_is_refused(tmp_path):
-    from agent.tap import MAX_TAPS, Tap
+    from agent.monitor.tap import MAX_TAPS, Tap
 
     app = SimpleNamespace(ingest=SimpleNamespace(taps=[]))
     monitor = Monitor(app, "127.0.0.1", 0, tmp_path / "state" / "control.sock")
@@ -110,7 +110,7 @@ async def test_taps_are_bounded_in_number_and_a_bad_pattern_is_refused(tmp_path)
 
 
 async def test_the_tap_is_never_served_on_tcp_and_its_socket_is_the_agents_users_alone(tmp_path):
-    from agent.tap import MAX_TAPS
+    from agent.monitor.tap import MAX_TAPS
 
     app = SimpleNamespace(ingest=SimpleNamespace(taps=[]))
     monitor = Monitor(app, "127.0.0.1", 0, tmp_path / "state" / "control.sock")
@@ -153,8 +153,8 @@ async def test_a_stale_control_socket_is_replaced_and_a_path_too_long_leaves_the
 
 
 async def test_status_and_config_are_answered_on_tcp_to_this_hosts_clients_only(tmp_path):
-    from agent.httpserver import Request
-    from agent.metrics import LOOPBACK_ONLY, _loopback_only
+    from agent.monitor.http import Request
+    from agent.monitor.server import LOOPBACK_ONLY, _loopback_only
 
     async def answer(request):
         return "answered"

@@ -14,7 +14,7 @@ from agent.inputs.forward import ForwardInput, ForwardInputConfig
 from agent.inputs.tail import TailInput
 from agent.inputs.tail.config import TailInputConfig
 from agent.journal.journal import Journal
-from agent.metrics import Monitor
+from agent.monitor.server import Monitor
 from agent.outputs.forward import ForwardOutput, ForwardOutputConfig
 
 

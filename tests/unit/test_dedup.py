@@ -1,6 +1,6 @@
 """The transaction_id window: duplicates dropped only after the first copy is journaled."""
 
-from agent.filters.dedup import DedupStore
+from agent.hive.dedup_store import DedupStore
 
 
 class Clock:
@@ -55,7 +55,7 @@ def test_a_purchase_and_its_refund_are_two_keys(tmp_path):
 
 
 def test_old_keys_expire_while_the_agent_runs_not_only_at_start(tmp_path):
-    from agent.filters.dedup import EXPIRE_INTERVAL
+    from agent.hive.dedup_store import EXPIRE_INTERVAL
 
     clock = Clock()
     store = DedupStore(tmp_path / "d.sqlite", 60, clock)
@@ -104,7 +104,7 @@ def test_a_commit_in_the_writer_thread_keeps_the_keys_pending_until_they_are_sto
 
 
 def test_lookups_cover_many_apps_and_both_tables_past_one_query_chunk(tmp_path):
-    from agent.filters.dedup import PROBE_CHUNK
+    from agent.hive.dedup_store import PROBE_CHUNK
 
     store = DedupStore(tmp_path / "d.sqlite", 3600)
     keys = [(f"app{i % 3}", f"t{i}", i % 2 == 1) for i in range(3 * PROBE_CHUNK + 7)]
@@ -146,7 +146,7 @@ DAY = 86400.0
 
 
 def test_a_wall_clock_step_either_way_changes_no_keys_age(tmp_path):
-    from agent.filters.dedup import EXPIRE_INTERVAL, StoreClock
+    from agent.hive.dedup_store import EXPIRE_INTERVAL, StoreClock
 
     for step in (8 * DAY, -30 * DAY):
         t = Wall()
@@ -166,7 +166,7 @@ def test_a_wall_clock_step_either_way_changes_no_keys_age(tmp_path):
 
 
 def test_a_store_reopened_under_a_clock_set_back_stamps_no_key_before_its_high_water(tmp_path):
-    from agent.filters.dedup import StoreClock
+    from agent.hive.dedup_store import StoreClock
 
     t = Wall()
     store = DedupStore(tmp_path / "d.sqlite", DAY, StoreClock(wall=t.time, monotonic=t.monotonic))

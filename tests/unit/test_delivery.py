@@ -9,12 +9,12 @@ import pytest
 
 from agent.component import Outcome, Output
 from agent.deadletter import DeadLetterStore
-from agent.delivery import OutputRunner
+from agent.delivery.retry import RetrySchedule
+from agent.delivery.runner import OutputRunner
 from agent.journal.cursor import CursorStore
 from agent.journal.journal import Journal
 from agent.outputs.file import FileOutput, FileOutputConfig
 from agent.outputs.stdout import StdoutOutput, StdoutOutputConfig
-from agent.retry import RetrySchedule
 from tests.wire import event_time, pack
 
 

@@ -6,7 +6,7 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent import exposition
+from agent.monitor import exposition
 
 
 def test_families_read_back_by_the_reference_parser_with_escaped_labels_and_odd_values():

@@ -8,7 +8,7 @@ import sys
 LOADED = """
 import sys
 from agent.app import App
-from agent.worker import run_delivery
+from agent.delivery.process import run_delivery
 from agent.config.document import load_config
 cfg = load_config({config!r})
 print(" ".join(sorted(sys.modules)))

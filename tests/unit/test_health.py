@@ -2,8 +2,11 @@
 
 from types import SimpleNamespace
 
+import msgspec
+
 from agent import health
-from agent.metrics import Monitor
+from agent.delivery.snapshot import OutputSnapshot
+from agent.monitor.server import Monitor
 
 S = 1_000_000_000  # ns
 NOW = 1_800_000_000 * S
@@ -42,21 +45,21 @@ def test_health_is_503_with_the_reason_while_journal_writes_fail_and_200_once_on
 
 
 def test_an_output_is_judged_by_its_oldest_unsent_event_and_its_last_success_not_one_try():
-    stuck = {"oldest_pending_ns": NOW - 61 * S, "last_success_ns": None, "last_error": "server down"}
+    stuck = OutputSnapshot(oldest_pending_ns=NOW - 61 * S, last_success_ns=None, last_error="server down")
     [reason] = judge({"hive": stuck})
     assert reason.startswith("output hive has never delivered") and "server down" in reason
     # Retrying, but the backlog is young: not yet.
-    assert judge({"hive": dict(stuck, oldest_pending_ns=NOW - 30 * S)}) == []
+    assert judge({"hive": msgspec.structs.replace(stuck, oldest_pending_ns=NOW - 30 * S)}) == []
     # An old backlog that still moves (a success 5 s ago) is slow, not broken.
-    assert judge({"hive": dict(stuck, last_success_ns=NOW - 5 * S)}) == []
-    [reason] = judge({"hive": dict(stuck, last_success_ns=NOW - 90 * S)})
+    assert judge({"hive": msgspec.structs.replace(stuck, last_success_ns=NOW - 5 * S)}) == []
+    [reason] = judge({"hive": msgspec.structs.replace(stuck, last_success_ns=NOW - 90 * S)})
     assert "delivered nothing for 90s" in reason
-    assert judge({"hive": {"oldest_pending_ns": None, "last_success_ns": None}}) == []  # nothing waits
+    assert judge({"hive": OutputSnapshot()}) == []  # nothing waits
 
 
 def test_paused_outputs_dead_tasks_processes_and_a_nearly_full_journal_each_name_their_part():
     found = judge(
-        {"af": {"paused": True, "last_error": "HTTP 401"}},
+        {"af": OutputSnapshot(paused=True, last_error="HTTP 401")},
         deliveries_down=[1],
         dead_tasks={"journal-collector": "OSError: EIO"},
         journal=health.JournalState(size_bytes=950, max_bytes=1000, write_error=None),

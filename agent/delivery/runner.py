@@ -28,11 +28,12 @@ from pathlib import Path
 
 from agent.component import Outcome, Output, SendResult, caused_by_records
 from agent.deadletter import DeadLetterStore
+from agent.delivery.retry import RetrySchedule
+from agent.delivery.snapshot import OutputSnapshot
 from agent.journal.batch import TagBatch
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.reader import JournalReader, JournalRecord
 from agent.journal.record import batch_target, peek_tag, split_payload
-from agent.retry import RetrySchedule
 from agent.routing import compile_pattern
 from agent.secrets import scrub
 
@@ -88,23 +89,23 @@ class OutputRunner:
         self.last_success_ns: int | None = None  # wall clock of the last send the destination took
         self.delivered_to: Position | None = None
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> OutputSnapshot:
         """What the monitor shows of this output (the main process serves it)."""
         position = self.reader.position if self.caught_up else self.delivered_to
-        return {
-            "type": self.cfg.type,
-            "match": self.cfg.match,
+        return OutputSnapshot(
+            type=self.cfg.type,
+            match=self.cfg.match,
             **dataclasses.asdict(self.stats),
-            "output_stats": dict(self.output.counters()),
-            "retrying": self.schedule.steps > 0,
-            "retry_steps": self.schedule.steps,
-            "paused": self.paused,
-            "last_error": scrub(self.last_error)[:300] if self.paused or self.schedule.steps else "",
-            "caught_up": self.caught_up,
-            "oldest_pending_ns": self.oldest_pending_ns,
-            "last_success_ns": self.last_success_ns,
-            "position": [position.segment, position.offset] if position else None,
-        }
+            output_stats=dict(self.output.counters()),
+            retrying=self.schedule.steps > 0,
+            retry_steps=self.schedule.steps,
+            paused=self.paused,
+            last_error=scrub(self.last_error)[:300] if self.paused or self.schedule.steps else "",
+            caught_up=self.caught_up,
+            oldest_pending_ns=self.oldest_pending_ns,
+            last_success_ns=self.last_success_ns,
+            position=(position.segment, position.offset) if position else None,
+        )
 
     async def run(self, draining: asyncio.Event, stopping: asyncio.Event) -> None:
         self._draining = draining

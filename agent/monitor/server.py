@@ -44,16 +44,19 @@ from pathlib import Path
 
 import orjson
 
-from agent import exposition, health, tasks
+from agent import health, tasks
 from agent.component import Reading
-from agent.exposition import Family
-from agent.httpserver import Handler, HttpServer, Request, Response, Stream, json_body, text
+from agent.delivery import snapshot
+from agent.delivery.snapshot import DeliverySnapshot, OutputSnapshot
 from agent.journal.batch import TagBatch
 from agent.journal.cursor import Position
 from agent.journal.record import batch_payload
+from agent.monitor import exposition
+from agent.monitor.exposition import Family
+from agent.monitor.http import Handler, HttpServer, Request, Response, Stream, json_body, text
+from agent.monitor.tap import MAX_TAPS, Tap
 from agent.render import LineRenderer
 from agent.secrets import scrub
-from agent.tap import MAX_TAPS, Tap
 
 log = logging.getLogger("agent.monitor")
 
@@ -116,26 +119,25 @@ class Monitor:
 
     # -- data ------------------------------------------------------------------
 
-    def delivery(self) -> dict:
+    def delivery(self) -> DeliverySnapshot | None:
         """The delivery processes' snapshots, merged: every output, and the oldest report time."""
-        merged: dict = {"outputs": {}}
+        snaps = []
         for group in range(len(self.app.deliveries)):
             try:
-                snap = orjson.loads(self.app.paths.delivery_snapshot(group).read_bytes())
+                snaps.append(snapshot.decode(self.app.paths.delivery_snapshot(group).read_bytes()))
             except (FileNotFoundError, ValueError):
                 continue
-            merged["outputs"].update(snap.get("outputs", {}))
-            deaths = merged.setdefault("task_deaths", {})
-            for owner, n in snap.get("task_deaths", {}).items():
-                deaths[owner] = deaths.get(owner, 0) + n
-            merged.setdefault("dead_critical", {}).update(snap.get("dead_critical", {}))
-            merged["at_ns"] = min(merged.get("at_ns", snap.get("at_ns", 0)), snap.get("at_ns", 0))
-        return merged if "at_ns" in merged else {}
+        return snapshot.merge(snaps)
+
+    def output_state(self, name: str, snap: DeliverySnapshot | None) -> OutputSnapshot:
+        """An output as its delivery process last reported it (all zero before the first report)."""
+        found = snap.outputs.get(name) if snap is not None else None
+        return found if found is not None else OutputSnapshot()
 
     def pending_bytes(self, output_name: str, position) -> int:
         return self.app.journal.bytes_after(self._position(output_name, position))
 
-    def _position(self, output_name: str, reported: list[int] | None) -> Position:
+    def _position(self, output_name: str, reported: tuple[int, int] | None) -> Position:
         """Where an output stands: what its delivery process reported, else its saved cursor."""
         if reported is not None:
             return Position(*reported)
@@ -149,10 +151,10 @@ class Monitor:
         found = health.reasons(
             now_ns=time.time_ns(),
             unhealthy_after=self.unhealthy_after,
-            outputs=snap.get("outputs", {}),
-            snapshot_at_ns=snap.get("at_ns"),
+            outputs=snap.outputs if snap is not None else {},
+            snapshot_at_ns=snap.at_ns if snap is not None else None,
             deliveries_down=[d.group for d in self.app.deliveries if not d.running],
-            dead_tasks={**tasks.dead_critical(), **snap.get("dead_critical", {})},
+            dead_tasks={**tasks.dead_critical(), **(snap.dead_critical if snap is not None else {})},
             journal=health.JournalState(journal.size_bytes, journal.max_bytes, journal.write_error),
         )
         return not found, found
@@ -164,24 +166,24 @@ class Monitor:
         ok, problems = self.health()
         now = time.time_ns()
         outputs = []
-        snap = self.delivery().get("outputs", {})
+        snap = self.delivery()
         for o_cfg in self.app.cfg.outputs:
-            out = snap.get(o_cfg.name, {})
-            oldest = out.get("oldest_pending_ns")
-            position = self._position(o_cfg.name, out.get("position"))
+            out = self.output_state(o_cfg.name, snap)
+            oldest = out.oldest_pending_ns
+            position = self._position(o_cfg.name, out.position)
             later, rest_of_segment = self.app.journal.events_after(position)
             rest = await self._counted(o_cfg.name, rest_of_segment)
             outputs.append(
                 {
                     "name": o_cfg.name,
                     "type": o_cfg.type,
-                    "sent": out.get("sent_records", 0),
-                    "dead_lettered": out.get("dead_lettered", 0),
+                    "sent": out.sent_records,
+                    "dead_lettered": out.dead_lettered,
                     "backlog_events": later + rest,
                     "backlog_bytes": self.app.journal.bytes_after(position),
                     "oldest_unsent_seconds": round(max(0.0, (now - oldest) / 1e9), 1) if oldest else 0.0,
-                    "state": "paused" if out.get("paused") else "retrying" if out.get("retrying") else "ok",
-                    "why": scrub(out.get("last_error", "")),
+                    "state": "paused" if out.paused else "retrying" if out.retrying else "ok",
+                    "why": scrub(out.last_error),
                 }
             )
         inputs = []
@@ -288,21 +290,21 @@ class Monitor:
                     "config": _config(f_cfg),
                 }
             )
-        snap = self.delivery().get("outputs", {})
+        snap = self.delivery()
         for o_cfg in cfg.outputs:
-            out = snap.get(o_cfg.name, {})
-            pending = self.pending_bytes(o_cfg.name, out.get("position"))
+            out = self.output_state(o_cfg.name, snap)
+            pending = self.pending_bytes(o_cfg.name, out.position)
             plugins.append(
                 {
                     "plugin_id": o_cfg.name,
                     "plugin_category": "output",
                     "type": o_cfg.type,
                     "output_plugin": True,
-                    "retry_count": out.get("retries", 0),
-                    "buffer_queue_length": 0 if out.get("caught_up", True) and not pending else 1,
+                    "retry_count": out.retries,
+                    "buffer_queue_length": 0 if out.caught_up and not pending else 1,
                     "buffer_total_queued_size": pending,
-                    "emit_records": out.get("sent_records", 0),
-                    "retry": {"steps": out.get("retry_steps", 0)} if out.get("retrying") else {},
+                    "emit_records": out.sent_records,
+                    "retry": {"steps": out.retry_steps} if out.retrying else {},
                     "config": _config(o_cfg),
                 }
             )
@@ -439,7 +441,6 @@ class _Families:
             _add_readings(families, [f_cfg.name, "filter", f_cfg.type], f.readings())
         received, sent, retries, dead = (families[k] for k in ("received", "sent", "retries", "dead_lettered"))
         snap = self.monitor.delivery()
-        outputs = snap.get("outputs", {})
         pending = exposition.gauge(
             "hive_agent_output_pending_bytes", "Journal bytes not yet delivered", labels=["component"]
         )
@@ -459,22 +460,22 @@ class _Families:
         )
         now = time.time_ns()
         for o_cfg in app.cfg.outputs:
-            out = outputs.get(o_cfg.name, {})
+            out = self.monitor.output_state(o_cfg.name, snap)
             lv = [o_cfg.name, "output", o_cfg.type]
-            sent.add_metric(lv, out.get("sent_records", 0))
-            retries.add_metric(lv, out.get("retries", 0))
-            dead.add_metric(lv, out.get("dead_lettered", 0))
-            pending.add_metric([o_cfg.name], self.monitor.pending_bytes(o_cfg.name, out.get("position")))
-            oldest = out.get("oldest_pending_ns")
+            sent.add_metric(lv, out.sent_records)
+            retries.add_metric(lv, out.retries)
+            dead.add_metric(lv, out.dead_lettered)
+            pending.add_metric([o_cfg.name], self.monitor.pending_bytes(o_cfg.name, out.position))
+            oldest = out.oldest_pending_ns
             age.add_metric([o_cfg.name], max(0.0, (now - oldest) / 1e9) if oldest else 0.0)
-            retrying.add_metric([o_cfg.name], 1 if out.get("retrying") else 0)
-            paused.add_metric([o_cfg.name], 1 if out.get("paused") else 0)
-            for what, n in out.get("output_stats", {}).items():  # the vendor mirrors' counters
+            retrying.add_metric([o_cfg.name], 1 if out.retrying else 0)
+            paused.add_metric([o_cfg.name], 1 if out.paused else 0)
+            for what, n in out.output_stats.items():  # the vendor mirrors' counters
                 mirror.add_metric([o_cfg.name, what], n)
         # Background tasks that died (agent/tasks.py), this process's and the delivery processes'.
         kinds = {c.name: (kind, c.type) for kind, items in _components_by_kind(app.cfg) for c in items}
         died: dict[str, int] = dict(tasks.deaths())
-        for owner, n in snap.get("task_deaths", {}).items():
+        for owner, n in (snap.task_deaths if snap is not None else {}).items():
             died[owner] = died.get(owner, 0) + n
         for owner, n in died.items():
             kind, type_ = kinds.get(owner, ("agent", owner))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
 from pathlib import Path
@@ -66,16 +66,21 @@ class StoreClock:
     stamped keys that were forgotten once the clock came back, and a re-sent purchase went
     through twice both ways."""
 
-    def __init__(self, floor: float = 0.0, wall=time.time, monotonic=time.monotonic):
+    def __init__(
+        self,
+        floor: float = 0.0,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self._monotonic = monotonic
         self._offset = max(wall(), floor) - monotonic()
 
     def __call__(self) -> float:
-        return self._monotonic() + self._offset
+        return float(self._monotonic() + self._offset)
 
 
 class DedupStore:
-    def __init__(self, path: Path, window_seconds: float, clock=None):
+    def __init__(self, path: Path, window_seconds: float, clock: Callable[[], float] | None = None):
         """``clock``: the store's time (a :class:`StoreClock` over the store's high water unless given)."""
         self.path = Path(path)
         self.window = window_seconds

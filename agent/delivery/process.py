@@ -23,12 +23,11 @@ import os
 import signal
 import time
 
-import orjson
-
 from agent import tasks
 from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
-from agent.delivery import OutputRunner
+from agent.delivery import snapshot
+from agent.delivery.runner import OutputRunner
 from agent.fsutil import atomic_write
 from agent.journal.cursor import CursorStore
 from agent.log import Summary
@@ -37,7 +36,7 @@ from agent.paths import DataPaths
 from agent.registry import OUTPUTS
 from agent.render import allow_deep_records
 
-log = logging.getLogger("agent.worker")
+log = logging.getLogger("agent.delivery.process")
 
 
 SNAPSHOT_INTERVAL = 1.0
@@ -46,16 +45,16 @@ _SNAPSHOT_FAILURES = Summary(60.0)
 
 def _write_snapshot(paths: DataPaths, runners, group: int) -> None:
     """The outputs' counters and states, for the main process's /metrics and /health."""
-    data = {
-        "pid": os.getpid(),
-        "at_ns": time.time_ns(),
-        "outputs": {r.name: r.snapshot() for r in runners},
-        "task_deaths": tasks.deaths(),  # this process's (agent/tasks.py), for /metrics and /health
-        "dead_critical": tasks.dead_critical(),
-    }
+    data = snapshot.DeliverySnapshot(
+        pid=os.getpid(),
+        at_ns=time.time_ns(),
+        outputs={r.name: r.snapshot() for r in runners},
+        task_deaths=tasks.deaths(),  # this process's (agent/tasks.py), for /metrics and /health
+        dead_critical=tasks.dead_critical(),
+    )
     try:
         paths.state.mkdir(parents=True, exist_ok=True)
-        atomic_write(paths.delivery_snapshot(group), orjson.dumps(data), durable=False)
+        atomic_write(paths.delivery_snapshot(group), snapshot.encode(data), durable=False)
     except OSError as exc:  # a full disk: once a minute, not every second
         held = _SNAPSHOT_FAILURES.should_log(exc.errno)
         if held is not None:
@@ -73,7 +72,7 @@ async def _report(paths: DataPaths, runners, group: int) -> None:
 
 
 def run_forked(cfg: AgentConfig, go_fd: int, ready_fd: int, group: int) -> int:
-    """The delivery process's main when the main process forked it (agent/supervisor.py prefork).
+    """The delivery process's main when the main process forked it (agent/delivery/supervisor.py prefork).
 
     Everything but its two pipes is closed first: the fds of its siblings' pipes (a sibling
     must see end of file when the main process goes) and anything else the main process held.

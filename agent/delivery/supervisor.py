@@ -92,8 +92,8 @@ class Preforked:
 
 def prefork(cfg: AgentConfig, groups: int) -> dict[int, Preforked]:
     """Fork every delivery process now. Call it before any event loop or thread exists."""
+    from agent.delivery.process import run_forked
     from agent.memory import cap_arenas
-    from agent.worker import run_forked
 
     cap_arenas()  # before any thread: the threads of both processes share two arenas
     gc.collect()
