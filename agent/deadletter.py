@@ -73,7 +73,7 @@ class DeadLetterStore:
                 items = [(b.tag, t, r, reason) for t, r in b.entries]
                 lines.extend(self._lines(output_name, items, at))
                 count += len(items)
-            except Exception as exc:  # noqa: BLE001 - the content's fault: keep the bytes instead
+            except Exception as exc:  # the content's fault: keep the bytes instead
                 if b.payload is None:
                     raise
                 n = batch_count(b.payload)
@@ -97,7 +97,7 @@ class DeadLetterStore:
         for item in items:
             try:
                 lines.extend(self._lines(source, [item], at))
-            except Exception as exc:  # noqa: BLE001 - the content's fault: keep what can be kept
+            except Exception as exc:  # the content's fault: keep what can be kept
                 tag, time_ns, record, reason = item
                 note = f"not JSON: {type(exc).__name__}: {exc}"[:300]
                 lines.append(

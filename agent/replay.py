@@ -51,7 +51,7 @@ class ReplayIngest:
                     item = orjson.loads(line)
                     kept = _entries_of(item)
                     by_tag.setdefault(_tag_of(item), []).append(kept)
-                except Exception as exc:  # noqa: BLE001 - one line's fault: never the spool's, never the start's
+                except Exception as exc:  # one line's fault: never the spool's, never the start's
                     again.append(_unreplayable(path, number, line, exc))
             if again:
                 await asyncio.to_thread(self.store.write_records, source, again)

@@ -43,7 +43,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from forward_ingest import (  # noqa: E402
+from forward_ingest import (
     CHUNK,
     _children,
     build_payloads,
@@ -53,8 +53,8 @@ from forward_ingest import (  # noqa: E402
     run_clients,
     stop_agent,
 )
-from hive_pipeline import hive_purchase  # noqa: E402
-from mirror_fanout import _ForwardAck, vendor_process  # noqa: E402
+from hive_pipeline import hive_purchase
+from mirror_fanout import _ForwardAck, vendor_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDECAR_APP = "com.com2us.samplegame.normal.freefull.google.global.android.common"

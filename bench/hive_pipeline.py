@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from forward_ingest import (  # noqa: E402
+from forward_ingest import (
     CHUNK,
     _children,
     build_payloads,
@@ -44,7 +44,7 @@ from forward_ingest import (  # noqa: E402
     stop_agent,
 )
 
-from agent.protocol.forward import EventBatch, ForwardDecoder, ack_bytes  # noqa: E402
+from agent.protocol.forward import EventBatch, ForwardDecoder, ack_bytes
 
 TAG = "ha2union.game.samplegame.purchase_log"
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from forward_ingest import _children, cpu_split, free_port, stop_agent  # noqa: E402
+from forward_ingest import _children, cpu_split, free_port, stop_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "com.com2us.benchgame.normal.freefull.google.global.android.common"

@@ -30,7 +30,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from forward_ingest import _children, cpu_split, free_port, peak_rss_mb, purchase, stop_agent  # noqa: E402
+from forward_ingest import _children, cpu_split, free_port, peak_rss_mb, purchase, stop_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 

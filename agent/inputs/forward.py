@@ -289,7 +289,7 @@ class ForwardInput(Input):
         except asyncio.CancelledError:
             sock.close()
             raise
-        except Exception as exc:  # noqa: BLE001 - a stall, a reset, bad TLS: this peer's, one line
+        except Exception as exc:  # a stall, a reset, bad TLS: this peer's, one line
             self.stats.tls_failures += 1
             # asyncio says a handshake past its deadline with ConnectionAbortedError, uvloop too
             stalled = isinstance(exc, TimeoutError) or (
@@ -626,7 +626,7 @@ class ForwardConnection(asyncio.Protocol):
                 return
             try:
                 parsed = fwd.parse_frame(frame, time.time_ns(), self.cfg.max_decompressed_size)
-            except Exception as exc:  # noqa: BLE001 - ProtocolError, or whatever the bytes did: one line
+            except Exception as exc:  # ProtocolError, or whatever the bytes did: one line
                 self._undecodable(exc)
                 return
             self._handle(parsed)

@@ -44,7 +44,7 @@ def monitor_url(cfg: AgentConfig, path: str) -> str:
 
 def fetch(url: str, timeout: float = 5.0) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own monitor
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # our own monitor
             data: dict[str, Any] = json.load(resp)
             return data
     except (OSError, urllib.error.URLError, ValueError) as exc:

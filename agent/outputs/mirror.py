@@ -267,7 +267,7 @@ class MirrorOutput(Output):
                     continue
                 except (sqlite3.Error, OSError):
                     raise  # the mirror state, not the purchase: the delivery loop retries the batch
-                except Exception as exc:  # noqa: BLE001 - one purchase's fault, never the batch's
+                except Exception as exc:  # one purchase's fault, never the batch's
                     dead.append((batch.tag, time_ns, record, f"invalid: {type(exc).__name__}: {exc}"[:500]))
                     continue
                 if job is not None:
