@@ -21,7 +21,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agent import datadir, tasks
 from agent.component import Input
@@ -45,7 +47,7 @@ log = logging.getLogger("agent")
 COLLECT_INTERVAL = 0.5
 
 
-def _exception_handler(summary: Summary):
+def _exception_handler(summary: Summary) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
     """The loop's own errors, with one that can repeat many times a second summarized: out of
     descriptors, the loop stops accepting for a moment (asyncio does) and says so once a minute."""
 
@@ -242,7 +244,7 @@ class App:
         log.info("hive-agent stopped (delivery process exit code %s)", code)
         return 1 if self._failed else 0
 
-    async def _stop_deliveries(self, timeout: float):
+    async def _stop_deliveries(self, timeout: float) -> int | None:
         """Every delivery process drains at once; the worst exit code counts."""
         codes = await asyncio.gather(*(d.stop(timeout) for d in self.deliveries))
         return next((c for c in codes if c), codes[0] if codes else None)

@@ -7,6 +7,12 @@ user's state directory.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.config.document import AgentConfig
+
 import argparse
 import asyncio
 import os
@@ -64,7 +70,7 @@ def _config_path(given: str | None) -> str:
     return str(default_config())
 
 
-def _load(path: str):
+def _load(path: str) -> AgentConfig:
     from agent.config.document import load_config
 
     try:
@@ -74,7 +80,7 @@ def _load(path: str):
         raise SystemExit(2) from None
 
 
-def event_loop_runner():
+def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
     try:
         import uvloop
 
@@ -170,7 +176,7 @@ def cmd_init(path: str, data_dir: str | None, force: bool) -> int:
 PRIVATE_UMASK = 0o077
 
 
-def _trusted_data_dir(cfg) -> None:
+def _trusted_data_dir(cfg: AgentConfig) -> None:
     """Refuse, in one line, a data_dir another user owns or may write, or with a symlink in it."""
     from agent import datadir
 
@@ -209,7 +215,7 @@ def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
     return event_loop_runner()(run_delivery(cfg, ready_fd, group))
 
 
-def cmd_deadletter(args) -> int:
+def cmd_deadletter(args: argparse.Namespace) -> int:
     import orjson
 
     from agent.deadletter import DeadLetterStore

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 # A tree this large is not a data_dir the agent made (a few dozen segments, one file per
@@ -60,7 +61,7 @@ def problems(root: str | os.PathLike) -> list[str]:
     return []
 
 
-def _walk(root: Path):
+def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
     """Every entry under ``root`` with its lstat, never following a symlink."""
     seen = 0
     pending = [root]

@@ -22,6 +22,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class DeadLetterStore:
         return self.directory / f"{file_name(source)}.jsonl"
 
     @contextmanager
-    def _locked(self, source: str):
+    def _locked(self, source: str) -> Iterator[None]:
         """One lock per source's file: the delivery processes and the main process, each writing
         its own sources' dead letters, never wait for each other; only a replay of that source does."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -228,7 +229,7 @@ def scrub_line(line: bytes) -> bytes:
     return line if cleaned is text else cleaned.encode("utf-8", "surrogateescape")
 
 
-def _bounded_repr(value, limit: int = 65536) -> str:
+def _bounded_repr(value: object, limit: int = 65536) -> str:
     try:
         return repr(value)[:limit]
     except RecursionError:

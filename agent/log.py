@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable, Hashable
 
 import orjson
 
@@ -23,7 +24,7 @@ def one_line(text: str) -> str:
     return text.translate(_CONTROL)
 
 
-def peer_text(value, limit: int = 120) -> str:
+def peer_text(value: object, limit: int = 120) -> str:
     """A string a peer sent, fit for one log line: decoded, escaped, and cut to ``limit`` characters."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         value = bytes(value[: limit * 4]).decode("utf-8", "replace") + ("" if len(value) <= limit * 4 else "…")
@@ -35,13 +36,13 @@ class Summary:
     """At most one line per key (a peer and what failed) each ``interval`` seconds; the lines held
     back are counted into the next one."""
 
-    def __init__(self, interval: float = 60.0, clock=None):
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] | None = None):
         self.interval = interval
         self.clock = clock or time.monotonic
         self._last: dict = {}
         self._held: dict = {}
 
-    def should_log(self, key) -> int | None:
+    def should_log(self, key: Hashable) -> int | None:
         """None to hold this one back; else how many were held back since the last line."""
         now = self.clock()
         last = self._last.get(key)

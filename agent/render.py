@@ -47,7 +47,7 @@ class _Line(msgspec.Struct):
     record: dict
 
 
-def _enc_hook(value):
+def _enc_hook(value: object) -> object:
     if isinstance(value, (msgpack.ExtType, msgpack.Timestamp)):
         return json_default(value)
     raise NotImplementedError
@@ -93,7 +93,7 @@ class LineRenderer:
             )
 
 
-def _any_default(value):
+def _any_default(value: object) -> object:
     """The last resort's hook: a value of a type JSON has no form for is written as its repr."""
     try:
         return json_default(value)
@@ -104,7 +104,7 @@ def _any_default(value):
 _json_encoder = msgspec.json.Encoder(enc_hook=_any_default)
 
 
-def to_json(value) -> bytes:
+def to_json(value: object) -> bytes:
     """JSON for anything a record may hold: orjson, or, for what it refuses (nesting past 255
     levels, odd keys, huge integers, lone surrogates), the sanitized value through msgspec."""
     try:
@@ -113,7 +113,7 @@ def to_json(value) -> bytes:
         return _json_encoder.encode(_sanitize(value))
 
 
-def _sanitize(value):
+def _sanitize(value: object) -> object:
     """Last resort for records the encoder refuses (lone surrogates, odd keys, huge ints)."""
     if isinstance(value, dict):
         return {k if isinstance(k, str) else key_text(k): _sanitize(v) for k, v in value.items()}

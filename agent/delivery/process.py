@@ -22,8 +22,10 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from agent import tasks
+from agent.component import Output
 from agent.config.document import AgentConfig
 from agent.deadletter import DeadLetterStore
 from agent.delivery import snapshot
@@ -43,7 +45,7 @@ SNAPSHOT_INTERVAL = 1.0
 _SNAPSHOT_FAILURES = Summary(60.0)
 
 
-def _write_snapshot(paths: DataPaths, runners, group: int) -> None:
+def _write_snapshot(paths: DataPaths, runners: list[OutputRunner], group: int) -> None:
     """The outputs' counters and states, for the main process's /metrics and /health."""
     data = snapshot.DeliverySnapshot(
         pid=os.getpid(),
@@ -65,7 +67,7 @@ def _write_snapshot(paths: DataPaths, runners, group: int) -> None:
             )
 
 
-async def _report(paths: DataPaths, runners, group: int) -> None:
+async def _report(paths: DataPaths, runners: list[OutputRunner], group: int) -> None:
     while True:
         _write_snapshot(paths, runners, group)
         await asyncio.sleep(SNAPSHOT_INTERVAL)
@@ -102,7 +104,7 @@ def run_forked(cfg: AgentConfig, go_fd: int, ready_fd: int, group: int) -> int:
     return event_loop_runner()(run_delivery(cfg, ready_fd, group))
 
 
-def _shrinker(outputs):
+def _shrinker(outputs: list[Output]) -> Callable[[], None]:
     def shrink() -> None:
         for out in outputs:
             out.shrink()

@@ -23,10 +23,13 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from agent.component import Outcome, Output, SendResult, caused_by_records
+from agent.config.types import OutputConfigBase
 from agent.deadletter import DeadLetterStore
 from agent.delivery.retry import RetrySchedule
 from agent.delivery.snapshot import OutputSnapshot
@@ -38,6 +41,8 @@ from agent.routing import compile_pattern
 from agent.secrets import scrub
 
 log = logging.getLogger("agent.delivery")
+
+T = TypeVar("T")
 
 # What one read of the journal takes at most (a single larger record is still read whole). The
 # batch an output gets is decoded into Python objects at several times its size, and what a
@@ -62,7 +67,7 @@ class RunnerStats:
 class OutputRunner:
     def __init__(
         self,
-        cfg,
+        cfg: OutputConfigBase,
         output: Output,
         journal_dir: Path,
         cursors: CursorStore,
@@ -165,7 +170,7 @@ class OutputRunner:
 
         await self._local_io("save its cursor", commit, stopping)  # given up when stopping: repeats, never loses
 
-    async def _local_io(self, what: str, action, stopping: asyncio.Event):
+    async def _local_io(self, what: str, action: Callable[[], Awaitable[T]], stopping: asyncio.Event) -> T | None:
         """Run the loop's own disk write until it succeeds (backoff up to LOCAL_IO_RETRY_MAX);
         None if ``stopping`` is or gets set first."""
         wait = 0.1
@@ -287,7 +292,7 @@ class OutputRunner:
         log.error("output %s: %d records dead-lettered: %s", self.name, n, reason)
         return True
 
-    async def _to_dead_letters(self, stopping: asyncio.Event, write, *args) -> int | None:
+    async def _to_dead_letters(self, stopping: asyncio.Event, write: Callable[..., int], *args: object) -> int | None:
         """How many records ``write`` put in the store; None when stopping came first. In a
         thread: the store's lock and fsync never hold up the loop."""
 

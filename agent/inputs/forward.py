@@ -31,10 +31,10 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import msgpack
 from pydantic import Field, model_validator
@@ -280,7 +280,7 @@ class ForwardInput(Input):
             self._tls_tasks.add(task)
             task.add_done_callback(self._tls_tasks.discard)
 
-    async def _tls_handshake(self, sock: socket.socket, address) -> None:
+    async def _tls_handshake(self, sock: socket.socket, address: Any) -> None:
         timeout = self.cfg.tls_handshake_timeout
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
@@ -305,7 +305,7 @@ class ForwardInput(Input):
         finally:
             self.handshaking -= 1
 
-    def _refused(self, address, reason: str) -> None:
+    def _refused(self, address: Any, reason: str) -> None:
         if isinstance(address, tuple) and address:
             self.say_closing(address[0], _hostport(address[0], address[1]), reason)
         else:
@@ -398,7 +398,7 @@ class AuthThrottle:
     delay, one host tried 4,600-5,300 passwords a second. Parallel connections gain nothing, the
     penalty is the host's. A success clears it. At most MAX_THROTTLED_HOSTS are remembered."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self._hosts: dict[str, tuple[int, float]] = {}  # host -> (failures in a row, refused until)
 
@@ -473,7 +473,7 @@ class ForwardConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._speak(peer)
 
-    def _speak(self, peer) -> None:
+    def _speak(self, peer: Any) -> None:
         """The connection is ready for the forward protocol (after TLS, when TLS is on)."""
         if self.cfg.source_hostname_key and isinstance(peer, tuple):
             # Reverse DNS only when asked, and without blocking the loop: hold
@@ -539,7 +539,7 @@ class ForwardConnection(asyncio.Protocol):
             if rest:
                 self.data_received(rest)
 
-    async def _resolve(self, peer) -> None:
+    async def _resolve(self, peer: Any) -> None:
         # Bounded: where reverse DNS does not answer, the connection's frames would wait for ever.
         try:
             host, _ = await asyncio.wait_for(
@@ -582,7 +582,7 @@ class ForwardConnection(asyncio.Protocol):
         self.server.buffered_total -= self.buffered
         self.buffered = 0
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.server.connections.discard(self)
         self.release_buffered()
@@ -652,7 +652,7 @@ class ForwardConnection(asyncio.Protocol):
         self.server.stats.protocol_errors += 1
         self.abort(exc.reason if isinstance(exc, ProtocolError) else f"undecodable bytes: {type(exc).__name__}: {exc}")
 
-    def eof_received(self):
+    def eof_received(self) -> bool | None:
         if self.decoder.buffered:
             log.warning(
                 "input %s: peer %s: connection closed inside a frame (%d bytes dropped, not acked)",
@@ -670,7 +670,7 @@ class ForwardConnection(asyncio.Protocol):
 
     # -- frames ----------------------------------------------------------
 
-    def _handle(self, frame) -> None:
+    def _handle(self, frame: fwd.Frame) -> None:
         stats = self.server.stats
         if isinstance(frame, fwd.Heartbeat):
             stats.heartbeats += 1

@@ -106,13 +106,13 @@ def game_of(tag: str) -> str:
     return parts[2] if len(parts) > 3 else tag
 
 
-def _text(value, name: str, limit: int) -> str:
+def _text(value: object, name: str, limit: int) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise Refused("invalid", f"{name} {value!r:.80} is not a text of 1 to {limit} characters")
     return value
 
 
-def _price(value) -> Decimal:
+def _price(value: object) -> Decimal:
     """A number, or a plain decimal string (a record that no hive filter normalized)."""
     if isinstance(value, str) and _REVENUE.fullmatch(value.strip()):
         return Decimal(value.strip())
@@ -121,7 +121,7 @@ def _price(value) -> Decimal:
     return Decimal(str(value))
 
 
-def att_code(value) -> int | None:
+def att_code(value: object) -> int | None:
     """AppsFlyer's att (0-3) from a code or Apple's name for it; None for anything else."""
     if isinstance(value, str):
         value = ATT_CODES.get(value.strip(), value.strip())
@@ -198,14 +198,14 @@ def _cached_utc_of(purchase_time: str, tz: str | None) -> datetime:
     return utc_of(purchase_time, tz)
 
 
-def _utc_of(purchase_time, tz) -> datetime:
+def _utc_of(purchase_time: object, tz: object) -> datetime:
     """utc_of, remembered for the times and timezones just seen (purchases come in bursts)."""
     if isinstance(purchase_time, str) and (tz is None or isinstance(tz, str)):
         return _cached_utc_of(purchase_time, tz)
     return utc_of(purchase_time, tz)
 
 
-def _str_or_none(value) -> str | None:
+def _str_or_none(value: object) -> str | None:
     return str(value) if value not in (None, "") else None
 
 

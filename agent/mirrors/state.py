@@ -35,8 +35,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from agent.mirrors.payloads import ID_FIELDS, PLATFORM_IDS, att_code
 from agent.paths import file_name
@@ -87,7 +89,7 @@ class MirrorState:
         self.db.execute("PRAGMA shrink_memory")
 
     @contextmanager
-    def _transaction(self):
+    def _transaction(self) -> Iterator[None]:
         """One transaction (the connection autocommits each statement otherwise)."""
         self.db.execute("BEGIN")
         try:
@@ -141,7 +143,7 @@ class MirrorState:
                 )
         return True
 
-    def lookup(self, game: str, app_id: str, platform: str, did, uid) -> dict:
+    def lookup(self, game: str, app_id: str, platform: str, did: object, uid: object) -> dict[str, Any]:
         """The identifiers known for this purchase's app and platform: of its uid, then of its
         did (which wins); of the platform, then of the app (which wins). Only those of its
         platform are returned."""
@@ -210,7 +212,7 @@ class MirrorState:
         self._logs[vendor] = fd
         return fd
 
-    def _insert_delivered(self, rows) -> None:
+    def _insert_delivered(self, rows: Iterable[tuple[Any, ...]]) -> None:
         if rows:
             now = time.time_ns()
             with self._transaction():
@@ -225,7 +227,7 @@ class MirrorState:
 
     # -- buyers --------------------------------------------------------------------------
 
-    def has_bought(self, vendor: str, app: str, uid) -> bool:
+    def has_bought(self, vendor: str, app: str, uid: object) -> bool:
         return (
             self.db.execute(
                 "SELECT 1 FROM buyers WHERE vendor = ? AND app = ? AND uid = ?", (vendor, app, str(uid))
@@ -233,7 +235,7 @@ class MirrorState:
             is not None
         )
 
-    def mark_buyer(self, vendor: str, app: str, uid) -> None:
+    def mark_buyer(self, vendor: str, app: str, uid: object) -> None:
         self.db.execute("INSERT OR IGNORE INTO buyers (vendor, app, uid) VALUES (?, ?, ?)", (vendor, app, str(uid)))
 
 

@@ -39,13 +39,16 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from agent import health, tasks
 from agent.component import Reading
+from agent.config.document import AgentConfig
 from agent.delivery import snapshot
 from agent.delivery.snapshot import DeliverySnapshot, OutputSnapshot
 from agent.journal.batch import TagBatch
@@ -64,7 +67,9 @@ COUNT_CACHE_SECONDS = 1.0  # an output's events in its current segment are count
 
 
 class Monitor:
-    def __init__(self, app, bind: str, port: int, control_socket: Path | None = None, unhealthy_after: float = 60.0):
+    def __init__(
+        self, app: Any, bind: str, port: int, control_socket: Path | None = None, unhealthy_after: float = 60.0
+    ):
         self.app = app
         self.unhealthy_after = unhealthy_after
         self.bind = bind
@@ -134,7 +139,7 @@ class Monitor:
         found = snap.outputs.get(name) if snap is not None else None
         return found if found is not None else OutputSnapshot()
 
-    def pending_bytes(self, output_name: str, position) -> int:
+    def pending_bytes(self, output_name: str, position: tuple[int, int] | None) -> int:
         return self.app.journal.bytes_after(self._position(output_name, position))
 
     def _position(self, output_name: str, reported: tuple[int, int] | None) -> Position:
@@ -228,7 +233,7 @@ class Monitor:
         self.app.ingest.taps.append(tap)  # from now on, so that nothing after the answer is missed
         return Stream(self._tap_lines(tap), "application/x-ndjson")
 
-    async def _tap_lines(self, tap: Tap):
+    async def _tap_lines(self, tap: Tap) -> AsyncIterator[bytes]:
         renderer = LineRenderer()
         try:
             while not self._stopping:
@@ -329,7 +334,7 @@ def _tap_lines(renderer: LineRenderer, tag: str, entries: bytes, count: int) -> 
     return scrub(lines.decode("utf-8", "replace")).encode()
 
 
-def _components_by_kind(cfg) -> list[tuple[str, list]]:
+def _components_by_kind(cfg: AgentConfig) -> list[tuple[str, list[Any]]]:
     return [("input", cfg.inputs), ("filter", cfg.filters), ("output", cfg.outputs)]
 
 
@@ -357,7 +362,7 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def _config(model) -> dict:
+def _config(model: BaseModel) -> Any:
     # Secret fields dump as "***"; a URL's credentials and any echo of a secret are masked too.
     return orjson.loads(scrub(orjson.dumps(model.model_dump(mode="json")).decode()))
 
@@ -428,7 +433,7 @@ class _Families:
     def __init__(self, monitor: Monitor):
         self.monitor = monitor
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Family]:
         app = self.monitor.app
         families = _component_families()
         for inp in app.inputs:

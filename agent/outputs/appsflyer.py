@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -58,7 +58,7 @@ class AppsFlyerOutput(MirrorOutput):
         self.counts["late"] = 0
         self._server_errors: dict[tuple[str, str], int] = {}
 
-    def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
+    def build(self, p: Purchase, ids: dict, app: Any, now: datetime, job_state: dict) -> Request:
         if now - p.time_utc > timedelta(seconds=self.cfg.max_event_age):
             raise Refused("too_old", f"purchase time {p.time_utc:%Y-%m-%d %H:%M:%S} UTC is older than max_event_age")
         if p.platform == "I" and not app.app_id.startswith("id"):

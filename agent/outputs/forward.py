@@ -34,9 +34,10 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgpack
 from pydantic import Field, model_validator
@@ -190,7 +191,7 @@ class ForwardOutput(Output):
                 answered = loop.create_future()
 
                 class _Probe(asyncio.DatagramProtocol):
-                    def datagram_received(self, data, addr):
+                    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
                         if not answered.done():
                             answered.set_result(data)
 
@@ -404,7 +405,7 @@ class ForwardOutput(Output):
                     pass
 
 
-def split_entries(entries: bytes, count: int, max_records: int, max_bytes: int):
+def split_entries(entries: bytes, count: int, max_records: int, max_bytes: int) -> Iterator[tuple[bytes, int]]:
     """Cut concatenated entries into runs within the limits: yields (bytes, count)."""
     if count <= max_records and len(entries) <= max_bytes:
         if count:

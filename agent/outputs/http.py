@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -105,7 +106,7 @@ class HttpOutput(Output):
 
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout))
 
-    def _requests(self, batches: list[TagBatch]):
+    def _requests(self, batches: list[TagBatch]) -> Iterator[tuple[str, list[Any]]]:
         """Group the events by app and cut them by count and bytes: [(app_id, [(tag, time, rec, body, json)])]."""
         groups: dict[str, list] = {}
         for batch in batches:

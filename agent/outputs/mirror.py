@@ -201,10 +201,10 @@ class MirrorOutput(Output):
 
     # -- what a vendor output provides ---------------------------------------------
 
-    def app_settings(self, p: Purchase):
+    def app_settings(self, p: Purchase) -> Any:
         return self.cfg.apps.get(p.app_id)
 
-    def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
+    def build(self, p: Purchase, ids: dict, app: Any, now: datetime, job_state: dict) -> Request:
         raise NotImplementedError
 
     def classify(self, status: int, text: str, job: Job) -> SendResult:
@@ -316,7 +316,7 @@ class MirrorOutput(Output):
         results: list = [None] * len(jobs)
         todo = iter(enumerate(jobs))
 
-        async def worker():
+        async def worker() -> None:
             for i, job in todo:
                 results[i] = await self._request(job)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from agent.mirrors.payloads import Purchase, Refused, naver_event, naver_items
 from agent.outputs.mirror import MirrorApp, MirrorOutput, MirrorOutputBase, Request, json_request
@@ -37,13 +37,13 @@ class NaverOutput(MirrorOutput):
         self.cfg: NaverOutputConfig = cfg
         self.counts["unsupported_currency"] = 0
 
-    def app_settings(self, p: Purchase):
+    def app_settings(self, p: Purchase) -> Any:
         app = self.cfg.apps.get(p.app_id)
         if app is None and self.cfg.all_apps and not self.cfg.apps:
             return _ANY_APP
         return app
 
-    def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
+    def build(self, p: Purchase, ids: dict, app: Any, now: datetime, job_state: dict) -> Request:
         if p.refund:
             raise Refused("unsupported_refund", "Naver has no refund event")
         event, unsupported = naver_event(naver_items(p), p.currency, self.cfg.fx_to_krw)

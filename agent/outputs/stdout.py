@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from agent.component import Outcome, Output
 from agent.config.types import KeyStyle, OutputConfigBase
@@ -19,7 +19,7 @@ class StdoutOutputConfig(OutputConfigBase):
 
 
 class StdoutOutput(Output):
-    def __init__(self, name: str, stream=None, key_style: str = "raw"):
+    def __init__(self, name: str, stream: IO[bytes] | None = None, key_style: str = "raw"):
         self.name = name
         self.key_style = key_style
         self.stream = stream or sys.stdout.buffer

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import model_validator
 
@@ -37,7 +37,7 @@ class WisetrackerOutput(MirrorOutput):
         super().__init__(cfg, data_dir)
         self.cfg: WisetrackerOutputConfig = cfg
 
-    def build(self, p: Purchase, ids: dict, app, now: datetime, job_state: dict) -> Request:
+    def build(self, p: Purchase, ids: dict, app: Any, now: datetime, job_state: dict) -> Request:
         first = False
         if self.cfg.first_purchase and p.uid is not None:
             buyers = job_state.setdefault("buyers", set())

@@ -44,10 +44,11 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from agent import tasks
 from agent.component import Input, Reading
@@ -187,7 +188,7 @@ class TailInput(Input):
         for w in list(self.files.values()):
             self._close(w)
 
-    def _spawn(self, coro, name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         # Without its reader or a watch this input reads no more: critical (/health says so).
         task = tasks.spawn(coro, f"{name}:{self.name}", owner=self.name, critical=True)
         self._tasks.add(task)
