@@ -77,6 +77,10 @@ class App:
         self.cfg = cfg
         self.config_path = Path(config_path)
         self.paths = DataPaths(cfg.agent.data_dir)
+        try:  # before any component opens a file under it (the dedup store does, right below)
+            datadir.prepare(self.paths.root)
+        except datadir.Untrusted as exc:
+            raise SystemExit(f"hive-agent: refusing data_dir: {exc}") from None
         j = cfg.agent.journal
         self.journal = Journal(
             self.paths.journal,
@@ -114,10 +118,6 @@ class App:
         )
 
     def _lock(self) -> None:
-        try:
-            datadir.prepare(self.paths.root)
-        except datadir.Untrusted as exc:
-            raise SystemExit(f"hive-agent: refusing data_dir: {exc}") from None
         fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

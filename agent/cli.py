@@ -196,7 +196,6 @@ def cmd_run(path: str) -> int:
     cfg = _load(path)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "main")
     secrets.install(cfg)
-    _trusted_data_dir(cfg)  # before anything is opened under it, by this process or a forked one
     # Before the event loop and any thread: the delivery processes share this process's pages.
     preforked = prefork(cfg, delivery_groups(cfg))
     return event_loop_runner()(App(cfg, Path(path), preforked).run())

@@ -13,6 +13,7 @@ nothing of a path it does not own.
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from collections.abc import Iterator
@@ -34,31 +35,29 @@ def prepare(root: str | os.PathLike) -> Path:
     root = Path(root)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     real = root.resolve()
-    _check_parent(real.parent)
-    _check(real, os.lstat(real), top=True)
-    for path, st in _walk(real):
-        _check(path, st, top=False)
+    _inspect(real, close_own=True)
     return real
 
 
 def problems(root: str | os.PathLike) -> list[str]:
     """What :func:`prepare` would refuse, without creating or changing anything (``hive-agent check``)."""
     root = Path(root)
-    if not root.exists():
-        try:
-            _check_parent(_existing_ancestor(root.absolute()))
-        except Untrusted as exc:
-            return [str(exc)]
-        return []
     try:
-        real = root.resolve()
-        _check_parent(real.parent)
-        _verify(real, os.lstat(real))
-        for path, st in _walk(real):
-            _verify(path, st)
+        if root.exists():
+            _inspect(root.resolve(), close_own=False)
+        else:
+            _check_parent(_existing_ancestor(root.absolute()))
     except Untrusted as exc:
         return [str(exc)]
     return []
+
+
+def _inspect(real: Path, *, close_own: bool) -> None:
+    _check_parent(real.parent)
+    for path, st in itertools.chain([(real, os.lstat(real))], _walk(real)):
+        if close_own:
+            st = _close_own(path, st)
+        _verify(path, st)
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
@@ -79,13 +78,12 @@ def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
                     pending.append(path)
 
 
-def _check(path: Path, st: os.stat_result, *, top: bool) -> None:
-    """Close a directory the agent owns (0700), then verify it."""
+def _close_own(path: Path, st: os.stat_result) -> os.stat_result:
+    """A directory the agent owns, made by an earlier version or by hand: private (0700) now."""
     if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
-        # The agent's own directory, made by an earlier version or by hand: private now.
         os.chmod(path, 0o700, follow_symlinks=False)
-        st = os.lstat(path)
-    _verify(path, st)
+        return os.lstat(path)
+    return st
 
 
 def _verify(path: Path, st: os.stat_result) -> None:

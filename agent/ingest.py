@@ -117,7 +117,7 @@ class Ingest:
         if not refused:
             return journaled
         written = asyncio.get_running_loop().run_in_executor(self._writer, self._dead_letter, refused)
-        return written if journaled is None else when_both(journaled, written)
+        return written if journaled is None else when_all([journaled, written])
 
     def _dead_letter(self, refused: Refused) -> None:
         for source, records in refused.items():
@@ -162,12 +162,6 @@ def _all_of(callbacks: list) -> Callable[[bool], None] | None:
             c(durable)
 
     return every
-
-
-def when_both(first: asyncio.Future, second: asyncio.Future) -> asyncio.Future:
-    """A future that resolves, to ``first``'s result, once both have; it fails as the first of
-    them (in that order) that failed."""
-    return when_all([first, second])
 
 
 def when_all(futures: list[asyncio.Future]) -> asyncio.Future:

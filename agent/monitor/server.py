@@ -151,7 +151,10 @@ class Monitor:
 
     def health(self) -> tuple[bool, list[str]]:
         """The one rule (agent/health.py) over what this process knows now."""
-        snap = self.delivery()
+        return self.health_of(self.delivery())
+
+    def health_of(self, snap: DeliverySnapshot | None) -> tuple[bool, list[str]]:
+        """The rule over a snapshot already read (a scrape reads the delivery snapshots once)."""
         journal = self.app.journal
         found = health.reasons(
             now_ns=time.time_ns(),
@@ -168,10 +171,10 @@ class Monitor:
 
     async def status(self) -> dict:
         """One screen's worth for ``hive-agent status``: health, inputs, outputs, journal fill."""
-        ok, problems = self.health()
+        snap = self.delivery()
+        ok, problems = self.health_of(snap)
         now = time.time_ns()
         outputs = []
-        snap = self.delivery()
         for o_cfg in self.app.cfg.outputs:
             out = self.output_state(o_cfg.name, snap)
             oldest = out.oldest_pending_ns
@@ -504,7 +507,7 @@ class _Families:
             "Damaged places in journal segments, each skipped to the next whole record",
             value=journal.stats.damaged_regions,
         )
-        ok, _ = self.monitor.health()
+        ok, _ = self.monitor.health_of(snap)
         yield exposition.gauge(
             "hive_agent_healthy",
             "1 while /health answers 200 (the reasons are in /health and /api/status.json)",

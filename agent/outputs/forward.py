@@ -34,7 +34,6 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +59,7 @@ from agent.journal.batch import TagBatch
 from agent.journal.record import batch_count, batch_entries
 from agent.protocol import forward as fwd
 from agent.protocol.event_time import pack_event_time
+from agent.protocol.forward.entries import split_entries
 
 log = logging.getLogger("agent.output.forward")
 
@@ -403,27 +403,6 @@ class ForwardOutput(Output):
                     await writer.wait_closed()
                 except (OSError, ssl.SSLError):
                     pass
-
-
-def split_entries(entries: bytes, count: int, max_records: int, max_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """Cut concatenated entries into runs within the limits: yields (bytes, count)."""
-    if count <= max_records and len(entries) <= max_bytes:
-        if count:
-            yield entries, count
-        return
-    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(entries), 1024))
-    unpacker.feed(entries)
-    start = pos = n = 0
-    while pos < len(entries):
-        unpacker.skip()
-        end = unpacker.tell()
-        if n and (n >= max_records or end - start > max_bytes):
-            yield entries[start:pos], n
-            start, n = pos, 0
-        n += 1
-        pos = end
-    if n:
-        yield entries[start:pos], n
 
 
 def _describe(exc: BaseException) -> str:

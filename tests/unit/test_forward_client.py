@@ -70,7 +70,8 @@ def test_packed_forward_messages_decode_with_our_own_server_codec():
 def test_entries_are_cut_and_merged_into_chunks_within_the_limits():
     from agent.journal.batch import TagBatch
     from agent.journal.record import batch_payload
-    from agent.outputs.forward import ForwardOutput, ForwardOutputConfig, split_entries
+    from agent.outputs.forward import ForwardOutput, ForwardOutputConfig
+    from agent.protocol.forward.entries import split_entries
 
     entry = lambda i: msgpack.packb([msgpack.ExtType(0, bytes(8)), {"i": i, "pad": "x" * 50}])  # noqa: E731
     entries = b"".join(entry(i) for i in range(10))

@@ -524,3 +524,4 @@ def test_entries_are_cut_by_bytes_too_and_an_entry_larger_than_the_bound_is_a_re
     assert b"".join(p for p, _ in parts) == data and sum(c for _, c in parts) == len(entries)
     assert all(len(p) <= 4096 or c == 1 for p, c in parts)
     assert [c for _, c in parts] == [1, 1, 2, 1, 1]
+    assert split_entries(b"", 0) == []  # no entries, no run (the forward output sends no empty chunk)

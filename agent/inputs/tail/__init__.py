@@ -53,7 +53,7 @@ from typing import Any
 from agent import tasks
 from agent.component import Input, Reading
 from agent.errors import JournalClosed
-from agent.ingest import Ingest, Refused, when_both
+from agent.ingest import Ingest, Refused, when_all
 from agent.inputs.tail.config import TailInputConfig as TailInputConfig  # the registry's
 from agent.inputs.tail.discovery import FileFinder, expand_tag, watch, watch_root
 from agent.inputs.tail.followed import FollowedFile, after_last_newline, line_start, same_file
@@ -318,7 +318,7 @@ class TailInput(Input):
         journaled or dead-lettered) is too."""
         fut = self.journal.submit(self.name, marker_entry(w.key, pos, now), 1, target=self.name)
         if after is not None:
-            fut = when_both(fut, after)
+            fut = when_all([fut, after])
         self._inflight += 1
         fut.add_done_callback(partial(self._on_durable, w, pos, w.generation))
         return fut

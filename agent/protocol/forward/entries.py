@@ -232,7 +232,11 @@ def split_entries(
     entries: bytes, count: int, max_entries: int = MAX_RECORD_ENTRIES, max_bytes: int = MAX_RECORD_BYTES
 ) -> list[tuple[bytes, int]]:
     """Canonical entries cut into runs of at most ``max_entries`` entries and (unless one entry is
-    larger) ``max_bytes`` bytes, in order: (entries, count) each."""
+    larger) ``max_bytes`` bytes, in order: (entries, count) each; none for no entries. The journal
+    records of a huge frame (agent/protocol/forward/decoder.py) and the forward output's chunks
+    (``chunk_limit_records``, ``chunk_limit_size``) are cut by it."""
+    if not count:
+        return []
     if count <= max_entries and len(entries) <= max_bytes:
         return [(entries, count)]
     u = msgpack.Unpacker(raw=True, max_buffer_size=max(len(entries), 1024), strict_map_key=False)
