@@ -27,7 +27,7 @@ from typing import Any
 
 from agent import datadir, tasks
 from agent.component import Input
-from agent.config.document import AgentConfig
+from agent.config.document import AgentConfig, read_config_text
 from agent.deadletter import DeadLetterStore
 from agent.delivery.supervisor import DeliveryProcess, Preforked
 from agent.errors import ConfigError
@@ -40,6 +40,7 @@ from agent.memory import Trimmer
 from agent.monitor.server import Monitor
 from agent.paths import DataPaths
 from agent.registry import FILTERS, INPUTS
+from agent.reload import Reloader, ReloadResult
 from agent.replay import ReplayIngest
 
 log = logging.getLogger("agent")
@@ -73,9 +74,17 @@ def delivery_groups(cfg: AgentConfig) -> int:
 
 
 class App:
-    def __init__(self, cfg: AgentConfig, config_path: Path, preforked: dict[int, Preforked] | None = None):
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        config_path: Path,
+        preforked: dict[int, Preforked] | None = None,
+        config_text: str | None = None,
+    ):
+        """``config_text``: what ``cfg`` was loaded from (read from ``config_path`` when not given)."""
         self.cfg = cfg
         self.config_path = Path(config_path)
+        self.config_text = read_config_text(config_path) if config_text is None else config_text
         self.paths = DataPaths(cfg.agent.data_dir)
         try:  # before any component opens a file under it (the dedup store does, right below)
             datadir.prepare(self.paths.root)
@@ -96,7 +105,8 @@ class App:
         self.inputs: list[Input] = [INPUTS[i.type].build(i, self.ingest, self.paths.root) for i in cfg.inputs]
         preforked = preforked or {}
         self.deliveries = [
-            DeliveryProcess(self.config_path, group, preforked.get(group)) for group in range(delivery_groups(cfg))
+            DeliveryProcess(self.config_path, group, preforked.get(group), self.config_text)
+            for group in range(delivery_groups(cfg))
         ]
         self.monitor = (
             Monitor(self, cfg.monitor.bind, cfg.monitor.port, self.paths.control_socket, cfg.monitor.unhealthy_after)
@@ -110,12 +120,13 @@ class App:
         self._signals = 0
         self._lock_fd: int | None = None
         self._failed = False  # a part failed to start: the exit code says so
-        self._replays = ReplayIngest(
+        self.replays = ReplayIngest(
             self.deadletters,
             self.ingest,
             outputs={o.name for o in cfg.outputs},
             filters_names={f.name for f in cfg.filters},
         )
+        self.reloader = Reloader(self)
 
     def _lock(self) -> None:
         fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -140,6 +151,17 @@ class App:
             for delivery in self.deliveries:
                 delivery.kill()
             os._exit(1)
+
+    def _on_hangup(self) -> None:
+        if self.ready.is_set() and not self._stop.is_set():
+            tasks.spawn(self.reload(), "reload", owner="agent")
+        else:
+            log.warning("SIGHUP received while %s: no reload", "stopping" if self._stop.is_set() else "starting")
+
+    async def reload(self) -> ReloadResult:
+        """Read the config file again and apply it (agent/reload.py): SIGHUP, ``hive-agent reload``."""
+        log.info("reload: reading %s", self.config_path)
+        return await self.reloader.reload()
 
     def request_stop(self) -> None:
         """Stop as on SIGTERM: inputs first, the journal, then the delivery processes drain."""
@@ -178,6 +200,7 @@ class App:
             loop.set_exception_handler(_exception_handler(Summary(60.0)))
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig.name)
+            loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         self.journal.recover()
         s = self.journal.stats
         if s.recovered_records or s.cut_bytes:
@@ -194,7 +217,7 @@ class App:
             await self.journal.close()
             return 1
         try:
-            await self._replays.ingest()  # what was spooled while the agent was down
+            await self.replays.ingest()  # what was spooled while the agent was down
         except Exception:  # nothing in a spool stops the start: it is tried again every COLLECT_INTERVAL
             log.exception("replay: ingesting a spool file failed; left in place")
         if self.monitor is not None:
@@ -231,6 +254,10 @@ class App:
         return await self._shutdown(collector)
 
     async def _shutdown(self, collector: asyncio.Task) -> int:
+        async with self.reloader.lock:  # a reload under way finishes first: it changes what stops
+            return await self._stop_all(collector)
+
+    async def _stop_all(self, collector: asyncio.Task) -> int:
         deadline = time.monotonic() + self.cfg.agent.shutdown_timeout
         for inp in self.inputs:
             await inp.stop(max(0.1, deadline - time.monotonic()))
@@ -273,6 +300,6 @@ class App:
             await asyncio.sleep(COLLECT_INTERVAL)
             self._collect()
             try:
-                await self._replays.ingest()
+                await self.replays.ingest()
             except Exception:  # a bad spool file must not stop collection
                 log.exception("replay: ingesting a spool file failed")

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", default=None)
     status.add_argument("--json", action="store_true", help="for machines")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between the two reads for rates")
+    reload = sub.add_parser("reload", help="make the running agent read its config file again; exit 0 when applied")
+    reload.add_argument("-c", "--config", default=None, help="the config the agent runs (it finds the agent)")
     tap = sub.add_parser("tap", help="the events flowing through the agent now, after the filters, as JSON lines")
     tap.add_argument("-c", "--config", default=None)
     tap.add_argument("--match", default="**", help="a tag pattern, as in match (default: every tag)")
@@ -58,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     deliver = sub.add_parser("deliver", help=argparse.SUPPRESS)  # the delivery process (started by run)
     deliver.add_argument("-c", "--config", required=True)
     deliver.add_argument("--ready-fd", type=int, default=None)
+    deliver.add_argument("--control-fd", type=int, default=None)
+    deliver.add_argument("--config-on-stdin", action="store_true")
     deliver.add_argument("--group", type=int, default=0)
     return p
 
@@ -70,11 +74,22 @@ def _config_path(given: str | None) -> str:
     return str(default_config())
 
 
-def _load(path: str) -> AgentConfig:
-    from agent.config.document import load_config
+def _load(path: str, text: str | None = None) -> AgentConfig:
+    """The config at ``path`` (or ``text``, read from it), or exit 2 with every error."""
+    from agent.config.document import load_config, load_config_text
 
     try:
-        return load_config(path)
+        return load_config(path) if text is None else load_config_text(text, path)
+    except ConfigError as exc:
+        print(f"hive-agent: config error:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _read(path: str) -> str:
+    from agent.config.document import read_config_text
+
+    try:
+        return read_config_text(path)
     except ConfigError as exc:
         print(f"hive-agent: config error:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -120,6 +135,49 @@ def cmd_status(path: str, as_json: bool, interval: float) -> int:
         return 2
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else status.render(report))
     return 0 if report["healthy"] else 1
+
+
+def cmd_reload(path: str) -> int:
+    """Exit 0 applied (or signalled, without a monitor), 1 refused or partly applied, 2 cannot ask."""
+    import tomllib
+
+    from agent.config.document import load_config, read_config_text
+    from agent.monitor import client
+
+    # The agent judges the file; this only needs to find the agent, even when the file is now wrong.
+    try:
+        cfg = load_config(path)
+        data_dir, has_monitor = cfg.agent.data_dir, cfg.monitor is not None
+    except ConfigError:
+        try:
+            raw = tomllib.loads(read_config_text(path))
+        except (ConfigError, tomllib.TOMLDecodeError) as exc:
+            print(f"hive-agent: cannot find the agent from {path}: {exc}", file=sys.stderr)
+            return 1
+        agent = raw.get("agent")
+        if not isinstance(agent, dict):
+            agent = {}
+        data_dir, has_monitor = Path(str(agent.get("data_dir", "var"))), "monitor" in raw
+    try:
+        code, answer = client.reload(data_dir, has_monitor)
+    except client.Unreachable as exc:
+        print(f"hive-agent: {exc}", file=sys.stderr)
+        return 2
+    result = answer.get("result", "error")
+    if result == "signalled":
+        print(f"hive-agent: SIGHUP sent to {answer['pid']} (no [monitor]: the result is in its log)")
+        return 0
+    if result == "ok":
+        said = ", ".join(f"{len(answer[k])} {k}" for k in ("added", "removed", "changed", "kept"))
+        print(f"hive-agent: reloaded: {said}")
+        for k in ("added", "removed", "changed"):
+            for name in answer[k]:
+                print(f"  {k:<8} {name}")
+        return 0
+    print(f"hive-agent: reload {result} (HTTP {code}):", file=sys.stderr)
+    for error in answer.get("errors", []):
+        print(f"  {error}", file=sys.stderr)
+    return 1
 
 
 def cmd_tap(path: str, match: str) -> int:
@@ -193,25 +251,27 @@ def cmd_run(path: str) -> int:
     from agent.log import setup_logging
 
     os.umask(PRIVATE_UMASK)
-    cfg = _load(path)
+    text = _read(path)
+    cfg = _load(path, text)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "main")
     secrets.install(cfg)
     # Before the event loop and any thread: the delivery processes share this process's pages.
     preforked = prefork(cfg, delivery_groups(cfg))
-    return event_loop_runner()(App(cfg, Path(path), preforked).run())
+    return event_loop_runner()(App(cfg, Path(path), preforked, text).run())
 
 
-def cmd_deliver(path: str, ready_fd: int | None, group: int = 0) -> int:
+def cmd_deliver(path: str, ready_fd: int | None, group: int, control_fd: int | None, on_stdin: bool) -> int:
     from agent.delivery.process import run_delivery
     from agent.log import setup_logging
     from agent.memory import cap_arenas
 
     os.umask(PRIVATE_UMASK)
     cap_arenas()
-    cfg = _load(path)
+    # Started by the main process: the config it runs comes on stdin (the file may have changed since).
+    cfg = _load(path, sys.stdin.read() if on_stdin else None)
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery" if group == 0 else f"delivery-{group}")
     secrets.install(cfg)
-    return event_loop_runner()(run_delivery(cfg, ready_fd, group))
+    return event_loop_runner()(run_delivery(cfg, ready_fd, group, control_fd))
 
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
@@ -267,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return cmd_status(_config_path(args.config), args.json, args.interval)
+    if args.command == "reload":
+        return cmd_reload(_config_path(args.config))
     if args.command == "tap":
         return cmd_tap(_config_path(args.config), args.match)
     if args.command == "convert":
@@ -281,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         args.config = _config_path(args.config)
         return cmd_deadletter(args)
     if args.command == "deliver":
-        return cmd_deliver(args.config, args.ready_fd, args.group)
+        return cmd_deliver(args.config, args.ready_fd, args.group, args.control_fd, args.config_on_stdin)
     return 2
 
 

@@ -170,6 +170,13 @@ class Filter:
     def shrink(self) -> None:
         """Give back what a burst filled (caches, page caches); called once the process is quiet."""
 
+    def carry_over(self, previous: Filter) -> None:
+        """A reload replaced ``previous`` (same name) with this one: take over what must outlive the
+        change (the hive filter's dedup store, with keys still to be stored; its counters)."""
+
+    def close(self) -> None:
+        """A reload removed it: release what it holds."""
+
     def apply(self, tag: str, entries: list[Any]) -> Filtered[list[Any]]:
         raise NotImplementedError
 

@@ -54,8 +54,7 @@ class Ingest:
         """``filters``: (match pattern, filter), in config order."""
         self.journal = journal
         self.deadletters = deadletters
-        self._filters = [(compile_pattern(match), f) for match, f in filters]
-        self._for_tag: dict[str, list[Filter]] = {}
+        self.set_filters(filters)
         self.taps: list[Tap] = []  # hive-agent tap readers (agent/monitor/tap.py)
         # One thread: dead letters are written in the order they were refused.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deadletters")
@@ -67,6 +66,11 @@ class Ingest:
     def on_room(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever room is made again."""
         self.journal.on_room(callback)
+
+    def set_filters(self, filters: list[tuple[str, Filter]]) -> None:
+        """The filters batches pass from now on (a reload): a batch under way keeps the ones it had."""
+        self._filters = [(compile_pattern(match), f) for match, f in filters]
+        self._for_tag: dict[str, list[Filter]] = {}
 
     @property
     def filters(self) -> list[Filter]:

@@ -116,6 +116,7 @@ class ScrubFilter(logging.Filter):
 
 
 _current = Scrubber()  # this process's, once install() has run
+_known: set[str] = set()  # every secret of every config installed
 
 
 def scrub(text: str) -> str:
@@ -125,9 +126,17 @@ def scrub(text: str) -> str:
 
 def install(config: Any) -> Scrubber:
     """Know this config's secrets: every handler of the root logger scrubs from now on, and so
-    does :func:`scrub` (dead letters, what the monitor serves)."""
+    does :func:`scrub` (dead letters, what the monitor serves). Installed again (a reload), it
+    adds the new config's secrets to those it knew: a reply to a request made with the old
+    token may still arrive."""
     global _current
-    _current = Scrubber(secret_values(config))
+    _current = Scrubber(secret_values(config) | _known)
+    _known.update(secret_values(config))
     for handler in logging.getLogger().handlers:
-        handler.addFilter(ScrubFilter(_current))
+        mine = [f for f in handler.filters if isinstance(f, ScrubFilter)]
+        if mine:
+            for f in mine:
+                f.scrubber = _current
+        else:
+            handler.addFilter(ScrubFilter(_current))
     return _current

@@ -171,15 +171,39 @@ def _format_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | os.PathLike) -> AgentConfig:
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB; more is a mistake (or /dev/zero)
+
+
+def read_config_text(path: str | os.PathLike) -> str:
+    """The config file's text, bounded: what both processes load, once read."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def load_config_text(text: str, origin: str | os.PathLike) -> AgentConfig:
+    """``text`` validated whole; ``origin`` (the file it came from) names it in errors."""
+    origin = Path(origin)
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
     try:
         return AgentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(path, exc)) from None
+        raise ConfigError(_format_error(origin, exc)) from None
+
+
+def load_config(path: str | os.PathLike) -> AgentConfig:
+    return load_config_text(read_config_text(path), path)

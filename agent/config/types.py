@@ -14,7 +14,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -209,6 +209,10 @@ class OutputConfigBase(ComponentConfig):
     retry_timeout: Duration = 72 * 3600.0
     retry_forever: bool = False
     batch_bytes: Size = 4 * 1024 * 1024
+    # An output a reload adds, with no cursor of its own: "end" reads from the journal's end as of
+    # the reload (what came before went to the outputs configured then), "oldest" from the oldest
+    # event the journal still holds. At the agent's start an output without a cursor takes all.
+    reload_start_at: Literal["end", "oldest"] = "end"
 
     @property
     def routing_match(self) -> str:

@@ -24,18 +24,18 @@ import signal
 import time
 from collections.abc import Callable
 
-from agent import tasks
-from agent.component import Output
-from agent.config.document import AgentConfig
-from agent.deadletter import DeadLetterStore
+import orjson
+
+from agent import secrets, tasks
+from agent.config.document import AgentConfig, load_config_text
 from agent.delivery import snapshot
-from agent.delivery.runner import OutputRunner
+from agent.delivery.channel import APPLIED, APPLY, PREPARE, STOPPED, Channel, ChannelClosed
+from agent.delivery.group import DeliveryGroup
 from agent.fsutil import atomic_write
-from agent.journal.cursor import CursorStore
+from agent.journal.cursor import Position
 from agent.log import Summary
 from agent.memory import Trimmer
 from agent.paths import DataPaths
-from agent.registry import OUTPUTS
 from agent.render import allow_deep_records
 
 log = logging.getLogger("agent.delivery.process")
@@ -45,12 +45,12 @@ SNAPSHOT_INTERVAL = 1.0
 _SNAPSHOT_FAILURES = Summary(60.0)
 
 
-def _write_snapshot(paths: DataPaths, runners: list[OutputRunner], group: int) -> None:
+def _write_snapshot(paths: DataPaths, outputs: DeliveryGroup, group: int) -> None:
     """The outputs' counters and states, for the main process's /metrics and /health."""
     data = snapshot.DeliverySnapshot(
         pid=os.getpid(),
         at_ns=time.time_ns(),
-        outputs={r.name: r.snapshot() for r in runners},
+        outputs={r.name: r.snapshot() for r in outputs.runners},
         task_deaths=tasks.deaths(),  # this process's (agent/tasks.py), for /metrics and /health
         dead_critical=tasks.dead_critical(),
     )
@@ -67,9 +67,9 @@ def _write_snapshot(paths: DataPaths, runners: list[OutputRunner], group: int) -
             )
 
 
-async def _report(paths: DataPaths, runners: list[OutputRunner], group: int) -> None:
+async def _report(paths: DataPaths, outputs: DeliveryGroup, group: int) -> None:
     while True:
-        _write_snapshot(paths, runners, group)
+        _write_snapshot(paths, outputs, group)
         await asyncio.sleep(SNAPSHOT_INTERVAL)
 
 
@@ -96,43 +96,60 @@ def run_forked(cfg: AgentConfig, go_fd: int, ready_fd: int, group: int) -> int:
         go = os.read(go_fd, 1)  # the main process holds the data_dir lock and has recovered the journal
     except KeyboardInterrupt:
         go = b""
-    os.close(go_fd)
     if go != b"G":  # the main process stopped before it started us
+        os.close(go_fd)
         os.close(ready_fd)
         return 0
     setup_logging(cfg.agent.log_level, cfg.agent.log_format, "delivery" if group == 0 else f"delivery-{group}")
-    return event_loop_runner()(run_delivery(cfg, ready_fd, group))
+    # The pipe it waited on stays open: the main process sends reloads on it (agent/delivery/channel.py).
+    return event_loop_runner()(run_delivery(cfg, ready_fd, group, control_fd=go_fd))
 
 
-def _shrinker(outputs: list[Output]) -> Callable[[], None]:
+def _shrinker(group: DeliveryGroup) -> Callable[[], None]:
     def shrink() -> None:
-        for out in outputs:
+        for out in group.outputs:
             out.shrink()
 
     return shrink
 
 
-async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int = 0) -> int:
+async def _serve_reloads(channel: Channel, group: DeliveryGroup) -> None:
+    """The main process's reload steps (agent/reload.py), answered one by one until it goes."""
+    while True:
+        try:
+            kind, body = await channel.receive()
+        except ChannelClosed:
+            return  # the main process is gone: the parent watch drains
+        if group.draining.is_set():
+            channel.send(STOPPED if kind == PREPARE else APPLIED, orjson.dumps({"errors": ["draining"]}))
+        elif kind == PREPARE:
+            asked = orjson.loads(body)
+            cfg = load_config_text(asked["config"], asked["origin"])  # the main process validated this text
+            secrets.install(cfg)
+            await group.prepare(cfg, Position(*asked["end"]))
+            channel.send(STOPPED)
+        elif kind == APPLY:
+            channel.send(APPLIED, orjson.dumps({"errors": await group.apply()}))
+
+
+async def run_delivery(
+    cfg: AgentConfig, ready_fd: int | None = None, group_index: int = 0, control_fd: int | None = None
+) -> int:
     allow_deep_records()  # every record ingest took renders in every output format
     paths = DataPaths(cfg.agent.data_dir)
-    cursors = CursorStore(paths.cursors)
-    deadletters = DeadLetterStore(paths.deadletter)
-    configs = cfg.delivery_group(group)
-    outputs = [OUTPUTS[o.type].build(o, paths.root) for o in configs]
-    for out in outputs:
-        await out.start()
-    runners = [OutputRunner(o_cfg, out, paths.journal, cursors, deadletters) for o_cfg, out in zip(configs, outputs)]
-    draining, stopping = asyncio.Event(), asyncio.Event()
+    group = DeliveryGroup(cfg, group_index, paths)
+    await group.start()
+    draining = group.draining
     loop = asyncio.get_running_loop()
     parent = os.getppid()
 
     def on_term() -> None:
         if draining.is_set():
-            stopping.set()
+            group.stop_all()
             return
-        log.info("draining: delivering what the journal holds (up to %.0fs)", cfg.agent.shutdown_timeout)
+        log.info("draining: delivering what the journal holds (up to %.0fs)", group.cfg.agent.shutdown_timeout)
         draining.set()
-        loop.call_later(cfg.agent.shutdown_timeout, stopping.set)
+        loop.call_later(group.cfg.agent.shutdown_timeout, group.stop_all)
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -144,32 +161,32 @@ async def run_delivery(cfg: AgentConfig, ready_fd: int | None = None, group: int
                 log.error("the main process is gone; draining")
                 on_term()
 
-    owner = f"delivery-{group}"
+    owner = f"delivery-{group_index}"
     watcher = tasks.spawn(watch_parent(), "parent-watch", owner=owner, critical=True)
-    reporter = tasks.spawn(_report(paths, runners, group), "delivery-report", owner=owner, critical=True)
+    reporter = tasks.spawn(_report(paths, group, group_index), "delivery-report", owner=owner, critical=True)
     trimmer = tasks.spawn(
-        Trimmer(lambda: sum(r.stats.batches for r in runners), _shrinker(outputs)).run(), "memory-trimmer", owner=owner
+        Trimmer(lambda: sum(r.stats.batches for r in group.runners), _shrinker(group)).run(),
+        "memory-trimmer",
+        owner=owner,
     )
+    channel = None
     if ready_fd is not None:
         os.write(ready_fd, b"R")
-        os.close(ready_fd)
+        if control_fd is None:
+            os.close(ready_fd)
+        else:
+            channel = await Channel.open(control_fd, ready_fd)
+    reloads = tasks.spawn(_serve_reloads(channel, group), "reloads", owner=owner) if channel is not None else None
     # Batches make many short-lived objects; a young generation this small
     # would run the cyclic collector every few records for nothing.
     gc.freeze()
     gc.set_threshold(50_000, 50, 50)
-    results = await asyncio.gather(*(r.run(draining, stopping) for r in runners), return_exceptions=True)
-    watcher.cancel()
-    reporter.cancel()
-    trimmer.cancel()
-    _write_snapshot(paths, runners, group)
-    code = 0
-    for runner, result in zip(runners, results):
-        if isinstance(result, BaseException):
-            log.error("output %s: delivery loop died: %r", runner.name, result)
-            code = 1
-    for out in outputs:
-        try:
-            await out.close()
-        except Exception as exc:
-            log.error("output %s: close failed: %r", out.name, exc)
+    await draining.wait()
+    code = await group.wait_done()
+    for task in (watcher, reporter, trimmer, reloads):
+        if task is not None:
+            task.cancel()
+    _write_snapshot(paths, group, group_index)
+    if channel is not None:
+        channel.close()
     return code

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import tasks
+from agent.delivery.channel import Channel, ChannelClosed
 
 if TYPE_CHECKING:
     from agent.config.document import AgentConfig
@@ -121,13 +122,17 @@ def prefork(cfg: AgentConfig, groups: int) -> dict[int, Preforked]:
 
 
 class DeliveryProcess:
-    """Starts the delivery process (preforked, else ``python -m agent deliver``) and restarts it if it dies."""
+    """Starts the delivery process (preforked, else ``python -m agent deliver``), restarts it if it
+    dies, and hands it a reloaded config (agent/reload.py) over its channel (agent/delivery/channel.py)."""
 
-    def __init__(self, config_path: Path, group: int = 0, preforked: Preforked | None = None):
+    def __init__(self, config_path: Path, group: int = 0, preforked: Preforked | None = None, config_text: str = ""):
         self.config_path = config_path
+        self.config_text = config_text  # what a restarted process runs: the config the agent runs now
         self.group = group
         self.preforked = preforked
         self.proc: asyncio.subprocess.Process | ForkedProcess | None = None
+        self.channel: Channel | None = None
+        self.lock = asyncio.Lock()  # a reload and a restart, one at a time
         self._supervisor: asyncio.Task | None = None
         self._stopping = False
         self.restarts = 0
@@ -141,8 +146,7 @@ class DeliveryProcess:
             child, self.preforked = self.preforked, None
             self.proc = child.process
             os.write(child.go, b"G")
-            os.close(child.go)
-            await self._await_ready(child.ready)
+            await self._await_ready(child.ready, child.go)
         else:
             await self._spawn()
         # Without it a crashed delivery process is not started again.
@@ -153,47 +157,52 @@ class DeliveryProcess:
     async def _spawn(self) -> None:
         # The child says "ready" on a pipe once its signal handlers are in place,
         # so that a SIGTERM from us always means "drain", never "die mid-import".
+        # It reads the config from its stdin: the text the agent runs, not the file as it is now.
         ready_r, ready_w = os.pipe()
+        control_r, control_w = os.pipe()
         try:
-            self.proc = await asyncio.create_subprocess_exec(
+            self.proc = proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "agent",
                 "deliver",
                 "-c",
                 str(self.config_path),
+                "--config-on-stdin",
                 "--ready-fd",
                 str(ready_w),
+                "--control-fd",
+                str(control_r),
                 "--group",
                 str(self.group),
-                stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=(ready_w,),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(ready_w, control_r),
             )
+        except BaseException:
+            for fd in (ready_r, control_w):
+                os.close(fd)
+            raise
         finally:
             os.close(ready_w)
-        await self._await_ready(ready_r)
-
-    async def _await_ready(self, ready_r: int) -> None:
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-
-        def readable() -> None:
-            try:
-                data = os.read(ready_r, 1)  # b"" when the child died before saying anything
-            except BlockingIOError:
-                return
-            if not answer.done():
-                answer.set_result(data)
-
-        os.set_blocking(ready_r, False)
-        loop.add_reader(ready_r, readable)
+            os.close(control_r)
+        assert proc.stdin is not None
         try:
-            said = await asyncio.wait_for(answer, READY_TIMEOUT)
+            proc.stdin.write(self.config_text.encode())
+            await proc.stdin.drain()
+        except ConnectionError:
+            pass  # it died at once: said below, as a process that did not report ready
+        finally:
+            proc.stdin.close()
+        await self._await_ready(ready_r, control_w)
+
+    async def _await_ready(self, ready_r: int, control_w: int) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        self.channel = channel = await Channel.open(ready_r, control_w)
+        try:
+            said = await asyncio.wait_for(channel.read_byte(), READY_TIMEOUT)
         except TimeoutError:
             said = b""
-        finally:
-            loop.remove_reader(ready_r)
-            os.close(ready_r)
         if said != b"R":
             log.error(
                 "delivery process did not report ready (exit code %s)", self.proc.returncode if self.proc else None
@@ -208,9 +217,21 @@ class DeliveryProcess:
             log.error("delivery process exited with code %s; restarting in %.1fs", code, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
-            if not self._stopping:
-                self.restarts += 1
-                await self._spawn()
+            async with self.lock:
+                if not self._stopping:
+                    self.restarts += 1
+                    await self._spawn()
+
+    async def ask(self, kind: bytes, body: bytes, timeout: float) -> tuple[bytes, bytes] | None:
+        """One step of a reload (agent/delivery/channel.py); None if the process cannot answer in time.
+        Hold ``lock`` around the steps."""
+        if not self.running or self.channel is None:
+            return None
+        try:
+            self.channel.send(kind, body)
+            return await asyncio.wait_for(self.channel.receive(), timeout)
+        except (ChannelClosed, TimeoutError):
+            return None
 
     async def stop(self, timeout: float) -> int | None:
         self._stopping = True
@@ -226,6 +247,14 @@ class DeliveryProcess:
             )
             self.proc.kill()
             return await self.proc.wait()
+        finally:
+            if self.channel is not None:
+                self.channel.close()
+
+    def restart(self) -> None:
+        """Kill it and let the supervisor start it again, on ``config_text`` (a reload it did not answer)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
 
     def kill(self) -> None:
         self._stopping = True

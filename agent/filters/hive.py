@@ -67,6 +67,23 @@ class HiveFilter(Filter):
         self.dedup = dedup
         self.stats = HiveStats()
 
+    def carry_over(self, previous: Filter) -> None:
+        """The same name is the same store file: keep the open store (its pending keys belong to
+        batches not yet durable) under the new window, and the counters."""
+        if not isinstance(previous, HiveFilter):
+            return
+        self.stats = previous.stats
+        if previous.dedup is not None and self.dedup is not None and previous.dedup.path == self.dedup.path:
+            self.dedup.close()
+            previous.dedup.window = self.dedup.window
+            self.dedup = previous.dedup
+        elif previous.dedup is not None:
+            previous.dedup.close()
+
+    def close(self) -> None:
+        if self.dedup is not None:
+            self.dedup.close()
+
     def emitted(self) -> int:
         return self.stats.valid
 

@@ -104,6 +104,7 @@ class DedupStore:
             for refund, table in _TABLES.items()
         }
         self.pending: set[Key] = set()
+        self.closed = False
         self.commit_errors = 0
         self._expired_at = 0.0
         try:  # SQLite's JSON functions are built in since 3.38; an older library inserts row by row
@@ -138,6 +139,9 @@ class DedupStore:
 
     def commit_soon(self, keys: list[Key]) -> None:
         """Store the keys in the writer thread; they stay pending until they are stored."""
+        if self.closed:  # its filter was removed by a reload while a batch of it was in flight
+            self.release(keys)
+            return
         self._writer.submit(self._commit, keys, self.clock())
 
     def _commit(self, keys: list[Key], now: float) -> None:
@@ -195,6 +199,9 @@ class DedupStore:
         self._writer.submit(lambda: None).result()
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self._writer.shutdown(wait=True)
         self._writer_db.close()
         self.db.close()

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import IO, Any
 
 from agent.config.document import AgentConfig
@@ -96,6 +99,13 @@ def render(status: dict[str, Any]) -> str:
     j = status["journal"]
     fill = j["bytes"] / j["max_bytes"] if j["max_bytes"] else 0.0
     lines.append(f"journal {j['bytes']:,} of {j['max_bytes']:,} bytes ({fill:.0%})")
+    r = status.get("reloads")
+    if r and r["last_at"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_at"]))
+        last = r["last_result"] + (f": {r['last_error']}" if r["last_error"] else "")
+        lines.append(
+            f"reloads {r['succeeded']:,} ok, {r['refused']:,} refused, {r['failed']:,} failed; last at {when}: {last}"
+        )
     return "\n".join(lines)
 
 
@@ -115,6 +125,35 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+def reload(data_dir: Path, has_monitor: bool) -> tuple[int, dict[str, Any]]:
+    """Ask the running agent to reload (``POST /api/reload`` on its control socket): the HTTP status
+    and what it answered. Without a [monitor] section, SIGHUP to the process holding the data_dir
+    lock: the answer is then in the agent's log."""
+    paths = DataPaths(data_dir)
+    if not has_monitor:
+        try:
+            pid = int(paths.lock.read_text().strip())
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError) as exc:
+            raise Unreachable(f"no running agent holds {paths.lock}: {getattr(exc, 'strerror', None) or exc}") from None
+        return 202, {"result": "signalled", "pid": pid}
+    path = str(paths.control_socket)
+    conn = _UnixHTTPConnection(path, timeout=120.0)  # a reload waits for the outputs that change to stop
+    try:
+        conn.request("POST", "/api/reload")
+        resp = conn.getresponse()
+        body = resp.read(1 << 20)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = {"result": "error", "errors": [body.decode(errors="replace").strip()]}
+        return resp.status, answer
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unreachable(f"no control socket at {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        conn.close()
 
 
 def tap(cfg: AgentConfig, match: str, out: IO[bytes]) -> None:

@@ -79,8 +79,10 @@ Handler = Callable[[Request], Awaitable[Response | Stream]]
 
 
 class HttpServer:
-    def __init__(self, routes: dict[str, Handler]):
+    def __init__(self, routes: dict[str, Handler], posts: dict[str, Handler] | None = None):
+        """``routes`` answer GET (and HEAD); ``posts`` answer POST."""
         self.routes = routes
+        self.posts = posts or {}
         self.server: asyncio.Server | None = None
         self.port = 0
         self._connections: set[asyncio.Task] = set()
@@ -170,11 +172,18 @@ class HttpServer:
             conn.start_next_cycle()
 
     async def _answer(self, request: Request) -> Response | Stream:
-        handler = self.routes.get(request.path)
-        if handler is None:
-            return text(404, "not found\n")
-        if request.method != "GET":
-            return Response(405, b"only GET\n", headers=[("Allow", "GET")])
+        posted = self.posts.get(request.path)
+        if posted is not None:
+            if request.method != "POST":
+                return Response(405, b"only POST\n", headers=[("Allow", "POST")])
+            handler = posted
+        else:
+            got = self.routes.get(request.path)
+            if got is None:
+                return text(404, "not found\n")
+            if request.method != "GET":
+                return Response(405, b"only GET\n", headers=[("Allow", "GET")])
+            handler = got
         try:
             return await handler(request)
         except Exception:

@@ -58,6 +58,7 @@ from agent.monitor import exposition
 from agent.monitor.exposition import Family
 from agent.monitor.http import Handler, HttpServer, Request, Response, Stream, json_body, text
 from agent.monitor.tap import MAX_TAPS, Tap
+from agent.reload import ReloadStats
 from agent.render import LineRenderer
 from agent.secrets import scrub
 
@@ -100,11 +101,12 @@ class Monitor:
         }
         public = dict(routes, **{path: _loopback_only(routes[path]) for path in LOOPBACK_ONLY})
         public["/api/tap"] = _tap_elsewhere
-        self.server = HttpServer(public)
+        # A reload changes what the agent runs: the agent's user asks for it, on the control socket.
+        self.server = HttpServer(public, dict.fromkeys(RELOAD_PATHS, _reload_elsewhere))
         await self.server.start(self.bind, self.port)
         self.port = self.server.port  # the port the system chose for port = 0
         if self.control_socket is not None:
-            self.control = HttpServer(routes)
+            self.control = HttpServer(routes, dict.fromkeys(RELOAD_PATHS, self._reload))
             try:
                 self.control_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 await self.control.start_unix(self.control_socket)
@@ -208,6 +210,7 @@ class Monitor:
             "inputs": inputs,
             "outputs": outputs,
             "journal": {"bytes": journal.size_bytes, "max_bytes": journal.max_bytes},
+            "reloads": _reloads(self.app.reloader.stats),
         }
 
     async def _counted(self, output: str, count: Callable[[], int]) -> int:
@@ -254,6 +257,12 @@ class Monitor:
                 yield lines
         finally:
             self.app.ingest.taps.remove(tap)
+
+    async def _reload(self, request: Request) -> Response:
+        """Reload now; 200 with what changed, 409 refused (the running config stays), 500 partly applied."""
+        done = await self.app.reload()
+        status = {"ok": 200, "refused": 409}.get(done.result, 500)
+        return json_body(orjson.dumps(done.to_json()), status)
 
     async def _metrics(self, request: Request) -> Response:
         # The figures are read here, on the loop, at one moment; the text is written in a thread.
@@ -337,12 +346,24 @@ def _tap_lines(renderer: LineRenderer, tag: str, entries: bytes, count: int) -> 
     return scrub(lines.decode("utf-8", "replace")).encode()
 
 
+def _reloads(stats: ReloadStats) -> dict[str, Any]:
+    return {
+        "succeeded": stats.succeeded,
+        "refused": stats.refused,
+        "failed": stats.failed,
+        "last_at": stats.last_at,
+        "last_result": stats.last_result,
+        "last_error": scrub(stats.last_error),
+    }
+
+
 def _components_by_kind(cfg: AgentConfig) -> list[tuple[str, list[Any]]]:
     return [("input", cfg.inputs), ("filter", cfg.filters), ("output", cfg.outputs)]
 
 
 # Routes that TCP serves to clients on this host only, whatever [monitor] bind says.
 LOOPBACK_ONLY = ("/api/status.json", "/api/plugins.json", "/api/plugins")
+RELOAD_PATHS = ("/api/reload", "/api/v2/reload")  # the second as Fluent Bit's hot reload
 
 
 def _loopback_only(handler: Handler) -> Handler:
@@ -352,6 +373,10 @@ def _loopback_only(handler: Handler) -> Handler:
         return await handler(request)
 
     return guarded
+
+
+async def _reload_elsewhere(request: Request) -> Response:
+    return text(403, "reload is served on the agent's control socket only (state/control.sock): hive-agent reload\n")
 
 
 async def _tap_elsewhere(request: Request) -> Response:
@@ -512,6 +537,18 @@ class _Families:
             "hive_agent_healthy",
             "1 while /health answers 200 (the reasons are in /health and /api/status.json)",
             value=1 if ok else 0,
+        )
+        reloads = exposition.counter(
+            "hive_agent_reloads", "Config reloads by result (ok, refused, failed)", labels=["result"]
+        )
+        rs = app.reloader.stats
+        for result, n in (("ok", rs.succeeded), ("refused", rs.refused), ("failed", rs.failed)):
+            reloads.add_metric([result], n)
+        yield reloads
+        yield exposition.gauge(
+            "hive_agent_last_reload_timestamp_seconds",
+            "When the last reload was asked (0: never)",
+            value=rs.last_at or 0,
         )
         up = exposition.gauge("hive_agent_delivery_process_up", "1 while the delivery process runs", labels=["group"])
         for delivery in app.deliveries:

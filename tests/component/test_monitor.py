@@ -14,6 +14,7 @@ from agent.config.document import AgentConfig
 from agent.filters.hive import HiveFilter, HiveFilterConfig
 from agent.inputs.forward import ForwardInput, ForwardInputConfig
 from agent.monitor.server import COUNT_CACHE_SECONDS, Monitor
+from agent.reload import ReloadStats
 from tests.integration.test_monitor import metric
 
 
@@ -39,6 +40,7 @@ async def test_metrics_name_each_component_with_its_kind_type_and_readings(inges
         journal=journal,
         paths=SimpleNamespace(delivery_snapshot=lambda g: tmp_path / "none.json", root=tmp_path),
         cursors=SimpleNamespace(load=lambda name: None),
+        reloader=SimpleNamespace(stats=ReloadStats()),
     )
     monitor = Monitor(app, "127.0.0.1", 0)
     await monitor.start()
@@ -191,6 +193,7 @@ async def test_clients_polling_status_read_the_journal_once_a_second_not_once_a_
         journal=journal,
         paths=SimpleNamespace(delivery_snapshot=lambda g: tmp_path / "none.json", root=tmp_path),
         cursors=SimpleNamespace(load=lambda name: None),
+        reloader=SimpleNamespace(stats=ReloadStats()),
     )
     monitor = Monitor(app, "127.0.0.1", 0)
     answers = await asyncio.gather(*(monitor.status() for _ in range(8)))
