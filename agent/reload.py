@@ -13,9 +13,10 @@ Then, by component name, comparing the validated configs:
   built and started again (a tail input resumes from its position file); new ones start.
 - outputs live in the delivery processes, which apply the same rule in two steps
   (agent/delivery/group.py): every process first stops the outputs that change or move,
-  then every process starts the new ones. A delivery process that does not answer within
-  ``shutdown_timeout`` is restarted on the new config: the batch it held is read again
-  from its output's cursor — a duplicate at worst, never a loss.
+  then every process starts the new ones. A removed output first delivers what the journal
+  holds for it, for up to ``shutdown_timeout``, as at shutdown. A delivery process that does
+  not answer in time is restarted on the new config: the batch it held is read again from its
+  output's cursor — a duplicate at worst, never a loss.
 - an output keeps its cursor by name; a removed output no longer holds journal segments
   (its cursor file stays). A new output with no cursor starts at the journal's end as of the
   reload, unless it says ``reload_start_at = "oldest"``.
@@ -136,7 +137,8 @@ class Reloader:
         try:
             end = app.journal.end_position
             asked = orjson.dumps({"config": text, "origin": str(path), "end": [end.segment, end.offset]})
-            timeout = new.agent.shutdown_timeout
+            # A removed output drains for up to shutdown_timeout; a send in flight then finishes.
+            timeout = new.agent.shutdown_timeout + 30.0
             stopped = await asyncio.gather(*(d.ask(PREPARE, asked, timeout) for d in deliveries))
             self._swap_filters(new)
             app.cfg = new

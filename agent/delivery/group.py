@@ -34,7 +34,8 @@ class Running:
     cfg: OutputConfigBase
     output: Output
     runner: OutputRunner
-    stop: asyncio.Event
+    drain: asyncio.Event  # deliver up to the journal's end, then end
+    stop: asyncio.Event  # end now (the send in flight finishes)
     task: asyncio.Task[None]
 
 
@@ -70,20 +71,27 @@ class DeliveryGroup:
         output = OUTPUTS[o_cfg.type].build(o_cfg, self.paths.root)
         await output.start()
         runner = OutputRunner(o_cfg, output, self.paths.journal, self.cursors, self.deadletters)
-        stop = asyncio.Event()
+        drain, stop = asyncio.Event(), asyncio.Event()
+        if self.draining.is_set():
+            drain.set()
         if self.stopping.is_set():
             stop.set()
-        task = asyncio.get_running_loop().create_task(runner.run(self.draining, stop), name=f"output-{o_cfg.name}")
+        task = asyncio.get_running_loop().create_task(runner.run(drain, stop), name=f"output-{o_cfg.name}")
         task.add_done_callback(functools.partial(self._ended, o_cfg.name))
-        self.running[o_cfg.name] = Running(o_cfg, output, runner, stop, task)
+        self.running[o_cfg.name] = Running(o_cfg, output, runner, drain, stop, task)
 
     def _ended(self, name: str, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("output %s: delivery loop died: %r", name, task.exception())
             self.failed.append(name)
 
-    async def _remove(self, name: str) -> None:
+    async def _remove(self, name: str, drain: bool) -> None:
+        """Stop one output; ``drain``: first deliver what the journal holds for it, for up to
+        ``shutdown_timeout`` (a removed output, as at shutdown; a changed one resumes from its cursor)."""
         running = self.running.pop(name)
+        if drain:
+            running.drain.set()
+            await asyncio.wait([running.task], timeout=self.cfg.agent.shutdown_timeout)
         running.stop.set()
         await asyncio.wait([running.task])
         await self._close(running)
@@ -97,10 +105,13 @@ class DeliveryGroup:
     async def prepare(self, cfg: AgentConfig, end: Position) -> None:
         """Stop what the new config changes or takes away from this process; remember what it adds."""
         wanted = {o.name: o for o in cfg.delivery_group(self.group)}
+        kept_anywhere = {o.name for o in cfg.outputs}
         gone = [name for name, r in self.running.items() if wanted.get(name) != r.cfg]
         for name in gone:
-            log.info("output %s: stopped for the reload", name)
-        await asyncio.gather(*(self._remove(name) for name in gone))
+            log.info(
+                "output %s: %s for the reload", name, "stopped" if name in kept_anywhere else "drained and removed"
+            )
+        await asyncio.gather(*(self._remove(name, drain=name not in kept_anywhere) for name in gone))
         self._added = [o for name, o in wanted.items() if name not in self.running]
         # New to the agent, not merely changed or moved here: those keep reading from their
         # cursor, or from the oldest event when they have not saved one yet.
@@ -126,6 +137,11 @@ class DeliveryGroup:
                 log.info("output %s: started by the reload", o_cfg.name)
         self._added = []
         return errors
+
+    def drain_all(self) -> None:
+        self.draining.set()
+        for running in self.running.values():
+            running.drain.set()
 
     def stop_all(self) -> None:
         self.stopping.set()

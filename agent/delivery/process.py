@@ -148,7 +148,7 @@ async def run_delivery(
             group.stop_all()
             return
         log.info("draining: delivering what the journal holds (up to %.0fs)", group.cfg.agent.shutdown_timeout)
-        draining.set()
+        group.drain_all()
         loop.call_later(group.cfg.agent.shutdown_timeout, group.stop_all)
 
     loop.add_signal_handler(signal.SIGTERM, on_term)

@@ -82,7 +82,7 @@ async def test_a_changed_output_resumes_from_its_cursor_a_new_one_starts_at_the_
     await until(lambda: len(lines(tmp_path / "b.jsonl")) >= 3, "a new output reads what came after the reload")
     assert sorted(lines(tmp_path / "a.jsonl")) == list(range(8))
     assert lines(tmp_path / "b.jsonl") == [5, 6, 7]
-    group.draining.set()
+    group.drain_all()
     assert await group.wait_done() == 0
     await journal.close()
 

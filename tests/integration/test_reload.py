@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from tests.agentproc import Agent, file_output, forward_input, get_json, tail_input, wait_until
 from tests.wire import ForwardClient, event_time
 
@@ -115,12 +117,14 @@ def test_a_reload_adds_an_output_keeps_the_connection_and_refuses_a_bad_file(tmp
         agent.kill()
 
 
-def test_twenty_reloads_under_two_streaming_clients_lose_nothing_and_drop_no_connection(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_twenty_reloads_under_two_streaming_clients_lose_nothing_and_drop_no_connection(tmp_path, processes):
     base = MONITOR + forward_input()
     local_on = file_output(fsync=True)
     local_off = file_output(fsync=False)  # a changed output: stopped, then started again
     extra = file_output("out/extra.jsonl", name="extra")
-    agent = Agent(tmp_path, base + local_on)
+    # With two delivery processes, "local" moves between them (output i runs in process i mod 2).
+    agent = Agent(tmp_path, base + local_on, agent_section=f"delivery_processes = {processes}")
     agent.start()
     chunk, acked, errors = 100, [[], []], []
     stop = threading.Event()
@@ -143,7 +147,7 @@ def test_twenty_reloads_under_two_streaming_clients_lose_nothing_and_drop_no_con
     try:
         for t in threads:
             t.start()
-        configs = [base + local_off + extra, base + local_on, base + local_off, None]  # None: an invalid file
+        configs = [base + extra + local_off, base + local_on, base + local_off, None]  # None: an invalid file
         expected = {"ok": 0, "refused": 0}
         for n in range(20):
             sections = configs[n % 4]
