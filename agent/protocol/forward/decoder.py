@@ -19,7 +19,7 @@ from agent.protocol.forward.entries import (
     scan_entries,
     split_entries,
 )
-from agent.protocol.forward.frames import COSTLY_FRAME, HEARTBEAT, SIGNAL_LOGS, EventBatch, Frame, Ping
+from agent.protocol.forward.frames import COSTLY_FRAME, HEARTBEAT, SIGNAL_LOGS, EventBatch, Frame, Ping, is_ping
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
@@ -137,8 +137,7 @@ def parse_frame(frame: bytes, now_ns: int, max_decompressed_size: int = DEFAULT_
 def _parse_message(u: msgpack.Unpacker, frame: bytes, now_ns: int, max_decompressed: int) -> Frame:
     n = u.read_array_header()
     tag_byte = frame[u.tell()]
-    at = u.tell()
-    if n == 6 and (frame[at : at + 5] == b"\xa4PING" or frame[at : at + 6] == b"\xd9\x04PING"):  # fixstr or str8
+    if n == 6 and is_ping(frame):
         u.skip()
         fields = [u.unpack() for _ in range(5)]
         if not all(isinstance(f, bytes) for f in fields):

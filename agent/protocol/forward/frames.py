@@ -84,3 +84,19 @@ class Ping:
 
 Frame = EventBatch | Heartbeat | Ping
 HEARTBEAT = Heartbeat()
+
+# A PING is a 6-element array whose first element is "PING", as a fixstr or a str8; clients pack
+# the array as a fixarray, and msgpack allows array 16 and 32 headers for it too.
+_SIX = (b"\x96", b"\xdc\x00\x06", b"\xdd\x00\x00\x00\x06")
+_PING_TAGS = (b"\xa4PING", b"\xd9\x04PING")
+PING_PREFIXES = tuple(head + tag for head in _SIX for tag in _PING_TAGS)
+
+
+def is_ping(frame: bytes) -> bool:
+    """Does this whole top-level object (or the start of one) begin as a PING does?"""
+    return frame.startswith(PING_PREFIXES)
+
+
+def may_be_ping(start: bytes) -> bool:
+    """Could a stream that begins with ``start`` be a PING? (True for a prefix of one.)"""
+    return any(prefix.startswith(start[: len(prefix)]) for prefix in PING_PREFIXES)
