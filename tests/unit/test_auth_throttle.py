@@ -1,7 +1,7 @@
 """Password guessing against `users`/`shared_key` costs a host time: each failure doubles its wait."""
 
-from agent.inputs.forward import throttle as forward
 from agent.inputs.forward import AUTH_PENALTY, MAX_AUTH_PENALTY, AuthThrottle
+from agent.inputs.forward import throttle as forward
 
 
 class Clock:

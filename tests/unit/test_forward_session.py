@@ -4,7 +4,6 @@ bytes after them; the handshake with the captured nonce; acks in frame order."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import msgpack
 import pytest
