@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
+    from agent.config.types import InputConfigBase
     from agent.journal.batch import TagBatch
     from agent.journal.cursor import Position
 
@@ -117,12 +118,60 @@ class Filtered(Generic[Entries]):
     refused: list[DeadRecord] = field(default_factory=list)
 
 
+class Metric(enum.Enum):
+    """The metric families components report into, each named once: (metric name, help, kind,
+    the family's own labels, labelled by the component's name alone rather than by its name,
+    kind and type). Adding one is one line here (agent/monitor/metrics.py shows them)."""
+
+    RECEIVED = ("hive_agent_component_received_events", "Events received", "counter", ())
+    RECEIVED_BYTES = ("hive_agent_component_received_bytes", "Bytes received", "counter", ())
+    SENT = ("hive_agent_component_sent_events", "Events delivered", "counter", ())
+    RETRIES = ("hive_agent_component_retries", "Send attempts retried", "counter", ())
+    DEAD_LETTERED = ("hive_agent_component_dead_lettered_events", "Events dead-lettered", "counter", ())
+    DISCARDED = ("hive_agent_component_discarded_events", "Events not passed on", "counter", ("reason",))
+    ERRORS = ("hive_agent_component_errors", "Errors", "counter", ("reason",))
+    INVALID = ("hive_agent_invalid_events", "Invalid records by field and rule", "counter", ("field", "rule"), True)
+    DEDUP_HITS = ("hive_agent_dedup_hits", "Duplicate purchases dropped", "counter", (), True)
+    NORMALIZATION_WARNINGS = (
+        "hive_agent_normalization_warnings",
+        "Records passed on with a warning",
+        "counter",
+        (),
+        True,
+    )
+    TAIL_FILES = ("hive_agent_tail_files", "Files a tail input has open", "gauge", (), True)
+    TAIL_ROTATIONS = ("hive_agent_tail_rotations", "Files rotated away (renamed or deleted)", "counter", (), True)
+    TAIL_TRUNCATIONS = ("hive_agent_tail_truncations", "Files truncated and read again", "counter", (), True)
+    TAIL_INVALID_UTF8 = (
+        "hive_agent_tail_invalid_utf8_lines",
+        "Lines whose invalid UTF-8 was replaced",
+        "counter",
+        (),
+        True,
+    )
+    TAIL_SCANS = ("hive_agent_tail_scans", "Times the globs were matched again", "counter", (), True)
+    FORWARD_AUTH_FAILURES = (
+        "hive_agent_forward_auth_failures",
+        "PINGs refused: a wrong key or password, or sent too soon after one",
+        "counter",
+        (),
+        True,
+    )
+
+    def __init__(self, metric: str, help: str, kind: str, labels: tuple[str, ...], by_name: bool = False):
+        self.metric = metric
+        self.help = help
+        self.kind = kind
+        self.labels = labels
+        self.by_name = by_name
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One figure a component reports for /metrics: the metric family (agent/monitor/server.py names
-    them), the values of that family's own labels after the component's, and the value."""
+    """One figure a component reports for /metrics: its family, the values of that family's own
+    labels (after the component's), and the value."""
 
-    family: str
+    family: Metric
     value: float
     labels: tuple[str, ...] = ()
 
@@ -131,6 +180,7 @@ class Input:
     """Reads events from outside and hands them to the ingest step (agent/ingest.py)."""
 
     name: str
+    cfg: InputConfigBase
     listening: list[str]  # what it listens on or reads, for the ready line
 
     async def start(self) -> None:

@@ -10,33 +10,42 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
+from agent.component import Filter, Input, Output
 from agent.config.types import ComponentConfig
 from agent.filters import hive, record_transformer
+from agent.ingest import Ingest
 from agent.inputs import forward as forward_input
 from agent.inputs import tail
 from agent.outputs import appsflyer, file, http, naver, stdout, wisetracker
 from agent.outputs import forward as forward_output
 
+# How each kind is built; ``Any`` is the type's own config model (``config`` beside it).
+BuildInput = Callable[[Any, Ingest, Path], Input]  # (cfg, ingest, data_dir)
+BuildFilter = Callable[[Any, Path], Filter]  # (cfg, data_dir)
+BuildOutput = Callable[[Any, Path], Output]  # (cfg, data_dir)
+B = TypeVar("B", BuildInput, BuildFilter, BuildOutput)
+
 
 @dataclass(frozen=True, slots=True)
-class Registered:
+class Registered(Generic[B]):
     config: type[ComponentConfig]
-    build: Callable[..., Any]  # inputs: (cfg, ingest, data_dir); filters and outputs: (cfg, data_dir)
+    build: B
 
 
-INPUTS: dict[str, Registered] = {
+INPUTS: dict[str, Registered[BuildInput]] = {
     "forward": Registered(forward_input.ForwardInputConfig, forward_input.build),
     "tail": Registered(tail.TailInputConfig, tail.build),
 }
 
-FILTERS: dict[str, Registered] = {
+FILTERS: dict[str, Registered[BuildFilter]] = {
     "record_transformer": Registered(record_transformer.RecordTransformerConfig, record_transformer.build),
     "hive": Registered(hive.HiveFilterConfig, hive.build),
 }
 
-OUTPUTS: dict[str, Registered] = {
+OUTPUTS: dict[str, Registered[BuildOutput]] = {
     "file": Registered(file.FileOutputConfig, file.build),
     "stdout": Registered(stdout.StdoutOutputConfig, stdout.build),
     "forward": Registered(forward_output.ForwardOutputConfig, forward_output.build),

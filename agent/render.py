@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import msgpack
 import msgspec
@@ -44,7 +45,7 @@ _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS
 class _Line(msgspec.Struct):
     tag: str
     time: str
-    record: dict
+    record: dict[str, Any]
 
 
 def _enc_hook(value: object) -> object:

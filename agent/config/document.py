@@ -75,7 +75,7 @@ class AgentSettings(Strict):
 # -- the components: a union of the registered models, told apart by "type" --------
 
 
-def _union(registered: dict[str, Registered]) -> Any:
+def _union(registered: dict[str, Registered[Any]]) -> Any:
     return Annotated[Union[tuple(r.config for r in registered.values())], Field(discriminator="type")]  # noqa: UP007
 
 

@@ -8,7 +8,9 @@ import tomli_w
 
 from agent.convert import fluentbit, fluentd, source
 from agent.convert.model import ConvertError
-from agent.convert.translate import Translation, from_fluentbit, from_fluentd
+from agent.convert.translate import Translation
+from agent.convert.translate_fluentbit import from_fluentbit
+from agent.convert.translate_fluentd import from_fluentd
 
 
 def kind_of(path: Path) -> str:

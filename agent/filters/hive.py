@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.component import Filter, Filtered, Reading
+from agent.component import Filter, Filtered, Metric, Reading
 from agent.config.types import Duration, FilterConfigBase, MatchPattern
 from agent.hive.dedup_store import DedupStore, Key
 from agent.hive.fast_path import encode_batch, try_fast_batch
@@ -89,13 +89,13 @@ class HiveFilter(Filter):
 
     def readings(self) -> Iterable[Reading]:
         st = self.stats
-        yield Reading("received", st.valid + st.invalid)
-        yield Reading("dead_lettered", st.invalid)
-        yield Reading("discarded", st.duplicates, ("duplicate",))
-        yield Reading("dedup_hits", st.duplicates)
-        yield Reading("normalization_warnings", st.warnings)
+        yield Reading(Metric.RECEIVED, st.valid + st.invalid)
+        yield Reading(Metric.DEAD_LETTERED, st.invalid)
+        yield Reading(Metric.DISCARDED, st.duplicates, ("duplicate",))
+        yield Reading(Metric.DEDUP_HITS, st.duplicates)
+        yield Reading(Metric.NORMALIZATION_WARNINGS, st.warnings)
         for (fld, rule), n in st.invalid_by_rule.items():
-            yield Reading("invalid", n, (fld, rule))
+            yield Reading(Metric.INVALID, n, (fld, rule))
 
     def shrink(self) -> None:
         if self.dedup is not None:

@@ -84,7 +84,7 @@ class Purchase:
     device_name: str | None = None
     test: bool = False
     refund: bool = False
-    ids: dict = field(default_factory=dict)  # identifiers the record itself carries
+    ids: dict[str, str] = field(default_factory=dict)  # identifiers the record itself carries
 
     @property
     def revenue(self) -> Decimal:
@@ -131,14 +131,14 @@ def att_code(value: object) -> int | None:
     return None
 
 
-def platform_ids(platform: str, ids: dict) -> dict:
+def platform_ids(platform: str, ids: dict[str, str]) -> dict[str, str]:
     """Only the identifiers that belong to an install on this platform."""
     allowed = PLATFORM_IDS.get(platform, frozenset())
     return {k: v for k, v in ids.items() if k in allowed and v not in (None, "")}
 
 
 def purchase_from(
-    tag: str, record: dict, *, refund_field: str = "refund", refund_values: tuple = REFUND_VALUES
+    tag: str, record: dict[str, Any], *, refund_field: str = "refund", refund_values: tuple[Any, ...] = REFUND_VALUES
 ) -> Purchase:
     """What every mirror needs, from a record the hive filter normalized (or kept as sent,
     with warnings: the fields a vendor cannot do without are checked here)."""
@@ -248,7 +248,7 @@ def appsflyer_time(moment: datetime) -> str:
     return utc.strftime("%Y-%m-%d %H:%M:%S.") + f"{utc.microsecond // 1000:03d}"
 
 
-def appsflyer_event(p: Purchase, ids: dict, *, bundle_id: str | None = None) -> dict:
+def appsflyer_event(p: Purchase, ids: dict[str, str], *, bundle_id: str | None = None) -> dict[str, Any]:
     """The body of ``POST /inappevent/{app_id}`` for one purchase (a refund: negative revenue).
 
     ``ids`` are the identifiers of this purchase's own platform (:func:`platform_ids`)."""
@@ -302,7 +302,9 @@ def appsflyer_event(p: Purchase, ids: dict, *, bundle_id: str | None = None) -> 
 WISETRACKER_PLATFORMS = {"A": "AOS", "I": "IOS"}  # "Reserved text": nothing else
 
 
-def wisetracker_body(p: Purchase, ids: dict, *, service_number: int, send_ms: int, first: bool) -> dict:
+def wisetracker_body(
+    p: Purchase, ids: dict[str, str], *, service_number: int, send_ms: int, first: bool
+) -> dict[str, Any]:
     """SESSION + REVENUE for one purchase. Refunds have no Wisetracker form.
 
     ``ids`` are the identifiers of this purchase's own platform (:func:`platform_ids`)."""
@@ -358,7 +360,7 @@ class Item:
     name: str = ""
 
 
-def naver_event(items: list[Item], currency: str, fx_to_krw: dict[str, float]) -> tuple[dict, bool]:
+def naver_event(items: list[Item], currency: str, fx_to_krw: dict[str, float]) -> tuple[dict[str, Any], bool]:
     """The in-app purchase conversion event, and whether its currency is one Naver does not count.
 
     KRW: value = the sum of payAmount. USD: items only (Naver computes the value).
@@ -391,7 +393,7 @@ def naver_event(items: list[Item], currency: str, fx_to_krw: dict[str, float]) -
     return event, currency not in NAVER_CURRENCIES and rate is None
 
 
-def validate_naver(event: dict) -> None:
+def validate_naver(event: dict[str, Any]) -> None:
     """The documented rules: integer quantity ≥ 1, numeric payAmount, a value in KRW equal to the sum."""
     for item in event["items"]:
         if not isinstance(item["quantity"], int) or item["quantity"] < 1:

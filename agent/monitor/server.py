@@ -3,29 +3,7 @@
 Served by the main process. Inputs, filters and the journal live there; the
 outputs live in the delivery processes, each of which writes a snapshot of its
 counters every second (``state/delivery.json``, ``state/delivery-<n>.json``).
-Metric names are fixed here, once:
-
-  hive_agent_component_received_events_total{component,kind,type}
-  hive_agent_component_received_bytes_total{component,kind,type}
-  hive_agent_component_sent_events_total{component,kind,type}
-  hive_agent_component_retries_total{component,kind,type}
-  hive_agent_component_dead_lettered_events_total{component,kind,type}
-  hive_agent_component_discarded_events_total{component,kind,type,reason}
-  hive_agent_component_errors_total{component,kind,type,reason}
-  hive_agent_invalid_events_total{component,field,rule}
-  hive_agent_dedup_hits_total{component}
-  hive_agent_normalization_warnings_total{component}
-  hive_agent_journal_bytes, hive_agent_journal_segments, hive_agent_journal_max_bytes
-  hive_agent_journal_cut_bytes_total, hive_agent_journal_quarantined_bytes_total,
-  hive_agent_journal_damaged_regions_total
-  hive_agent_output_pending_bytes{component}
-  hive_agent_output_oldest_unsent_age_seconds{component}
-  hive_agent_output_retrying{component}, hive_agent_output_paused{component}
-  hive_agent_delivery_process_up{group}, hive_agent_healthy
-  hive_agent_tail_files{component}, hive_agent_tail_rotations_total{component},
-  hive_agent_tail_truncations_total{component}, hive_agent_tail_invalid_utf8_lines_total{component},
-  hive_agent_tail_scans_total{component}, hive_agent_forward_auth_failures_total{component}
-  hive_agent_mirror_events_total{component, what}
+The metric families are agent/monitor/metrics.py's.
 
 Secrets never appear: configs are shown through pydantic, whose secret
 fields serialize as "***", and then through agent/secrets.py, which masks URL
@@ -39,7 +17,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +25,16 @@ import orjson
 from pydantic import BaseModel
 
 from agent import health, tasks
-from agent.component import Reading
-from agent.config.document import AgentConfig
 from agent.delivery import snapshot
 from agent.delivery.snapshot import DeliverySnapshot, OutputSnapshot
 from agent.journal.batch import TagBatch
 from agent.journal.cursor import Position
 from agent.journal.record import batch_payload
 from agent.monitor import exposition
-from agent.monitor.exposition import Family
 from agent.monitor.http import Handler, HttpServer, Request, Response, Stream, json_body, text
+from agent.monitor.metrics import AgentMetrics
 from agent.monitor.tap import MAX_TAPS, Tap
+from agent.monitor.view import AgentView
 from agent.reload import ReloadStats
 from agent.render import LineRenderer
 from agent.secrets import scrub
@@ -69,7 +46,12 @@ COUNT_CACHE_SECONDS = 1.0  # an output's events in its current segment are count
 
 class Monitor:
     def __init__(
-        self, app: Any, bind: str, port: int, control_socket: Path | None = None, unhealthy_after: float = 60.0
+        self,
+        app: AgentView,
+        bind: str,
+        port: int,
+        control_socket: Path | None = None,
+        unhealthy_after: float = 60.0,
     ):
         self.app = app
         self.unhealthy_after = unhealthy_after
@@ -83,8 +65,8 @@ class Monitor:
         self._count_lock = asyncio.Lock()
         self._counts: dict[str, tuple[float, int]] = {}  # output -> (monotonic, events counted)
 
-    def families(self) -> _Families:
-        return _Families(self)
+    def families(self) -> AgentMetrics:
+        return AgentMetrics(self)
 
     async def start(self) -> None:
         # On TCP, anyone who reaches the port scrapes /metrics and asks /health; the status and the
@@ -357,10 +339,6 @@ def _reloads(stats: ReloadStats) -> dict[str, Any]:
     }
 
 
-def _components_by_kind(cfg: AgentConfig) -> list[tuple[str, list[Any]]]:
-    return [("input", cfg.inputs), ("filter", cfg.filters), ("output", cfg.outputs)]
-
-
 # Routes that TCP serves to clients on this host only, whatever [monitor] bind says.
 LOOPBACK_ONLY = ("/api/status.json", "/api/plugins.json", "/api/plugins")
 RELOAD_PATHS = ("/api/reload", "/api/v2/reload")  # the second as Fluent Bit's hot reload
@@ -393,164 +371,3 @@ def _is_loopback(remote: str | None) -> bool:
 def _config(model: BaseModel) -> Any:
     # Secret fields dump as "***"; a URL's credentials and any echo of a secret are masked too.
     return orjson.loads(scrub(orjson.dumps(model.model_dump(mode="json")).decode()))
-
-
-_PER_COMPONENT = ["component", "kind", "type"]
-
-
-def _component_families() -> dict[str, Family]:
-    """The families components report into (agent.component.Reading names them), labelled by the
-    component's name, kind and type, or (_BY_NAME) by its name alone, then the reading's own labels."""
-    c, g = exposition.counter, exposition.gauge
-    every = _PER_COMPONENT
-    return {
-        "received": c("hive_agent_component_received_events", "Events received", labels=every),
-        "received_bytes": c("hive_agent_component_received_bytes", "Bytes received", labels=every),
-        "sent": c("hive_agent_component_sent_events", "Events delivered", labels=every),
-        "retries": c("hive_agent_component_retries", "Send attempts retried", labels=every),
-        "dead_lettered": c("hive_agent_component_dead_lettered_events", "Events dead-lettered", labels=every),
-        "discarded": c("hive_agent_component_discarded_events", "Events not passed on", labels=every + ["reason"]),
-        "errors": c("hive_agent_component_errors", "Errors", labels=every + ["reason"]),
-        "invalid": c(
-            "hive_agent_invalid_events", "Invalid records by field and rule", labels=["component", "field", "rule"]
-        ),
-        "dedup_hits": c("hive_agent_dedup_hits", "Duplicate purchases dropped", labels=["component"]),
-        "normalization_warnings": c(
-            "hive_agent_normalization_warnings", "Records passed on with a warning", labels=["component"]
-        ),
-        "tail_files": g("hive_agent_tail_files", "Files a tail input has open", labels=["component"]),
-        "tail_rotations": c(
-            "hive_agent_tail_rotations", "Files rotated away (renamed or deleted)", labels=["component"]
-        ),
-        "tail_truncations": c("hive_agent_tail_truncations", "Files truncated and read again", labels=["component"]),
-        "tail_invalid_utf8": c(
-            "hive_agent_tail_invalid_utf8_lines", "Lines whose invalid UTF-8 was replaced", labels=["component"]
-        ),
-        "tail_scans": c("hive_agent_tail_scans", "Times the globs were matched again", labels=["component"]),
-        "forward_auth_failures": c(
-            "hive_agent_forward_auth_failures",
-            "PINGs refused: a wrong key or password, or sent too soon after one",
-            labels=["component"],
-        ),
-    }
-
-
-# Families labelled by the component's name alone.
-_BY_NAME = {
-    "invalid",
-    "dedup_hits",
-    "normalization_warnings",
-    "tail_files",
-    "tail_rotations",
-    "tail_truncations",
-    "tail_invalid_utf8",
-    "tail_scans",
-    "forward_auth_failures",
-}
-
-
-def _add_readings(families: dict, component: list[str], readings: Iterable[Reading]) -> None:
-    for r in readings:
-        own = component[:1] if r.family in _BY_NAME else component
-        families[r.family].add_metric([*own, *r.labels], r.value)
-
-
-class _Families:
-    """Every family /metrics shows, built afresh from the components' readings."""
-
-    def __init__(self, monitor: Monitor):
-        self.monitor = monitor
-
-    def __iter__(self) -> Iterator[Family]:
-        app = self.monitor.app
-        families = _component_families()
-        for inp in app.inputs:
-            component = [inp.name, "input", inp.cfg.type]
-            events, size = inp.received()
-            families["received"].add_metric(component, events)
-            families["received_bytes"].add_metric(component, size)
-            _add_readings(families, component, inp.readings())
-        for f_cfg, f in zip(app.cfg.filters, app.ingest.filters):
-            _add_readings(families, [f_cfg.name, "filter", f_cfg.type], f.readings())
-        received, sent, retries, dead = (families[k] for k in ("received", "sent", "retries", "dead_lettered"))
-        snap = self.monitor.delivery()
-        pending = exposition.gauge(
-            "hive_agent_output_pending_bytes", "Journal bytes not yet delivered", labels=["component"]
-        )
-        age = exposition.gauge(
-            "hive_agent_output_oldest_unsent_age_seconds",
-            "Age of the oldest record not yet delivered",
-            labels=["component"],
-        )
-        retrying = exposition.gauge("hive_agent_output_retrying", "1 while the output retries", labels=["component"])
-        paused = exposition.gauge("hive_agent_output_paused", "1 while the output is paused", labels=["component"])
-        mirror = exposition.counter(
-            "hive_agent_mirror_events",
-            "Vendor mirrors: requests, accepted, duplicates skipped, test purchases "
-            "skipped, apps not configured, identities learned, refused, late (AppsFlyer), unsupported_currency "
-            "(Naver)",
-            labels=["component", "what"],
-        )
-        now = time.time_ns()
-        for o_cfg in app.cfg.outputs:
-            out = self.monitor.output_state(o_cfg.name, snap)
-            lv = [o_cfg.name, "output", o_cfg.type]
-            sent.add_metric(lv, out.sent_records)
-            retries.add_metric(lv, out.retries)
-            dead.add_metric(lv, out.dead_lettered)
-            pending.add_metric([o_cfg.name], self.monitor.pending_bytes(o_cfg.name, out.position))
-            oldest = out.oldest_pending_ns
-            age.add_metric([o_cfg.name], max(0.0, (now - oldest) / 1e9) if oldest else 0.0)
-            retrying.add_metric([o_cfg.name], 1 if out.retrying else 0)
-            paused.add_metric([o_cfg.name], 1 if out.paused else 0)
-            for what, n in out.output_stats.items():  # the vendor mirrors' counters
-                mirror.add_metric([o_cfg.name, what], n)
-        # Background tasks that died (agent/tasks.py), this process's and the delivery processes'.
-        kinds = {c.name: (kind, c.type) for kind, items in _components_by_kind(app.cfg) for c in items}
-        died: dict[str, int] = dict(tasks.deaths())
-        for owner, n in (snap.task_deaths if snap is not None else {}).items():
-            died[owner] = died.get(owner, 0) + n
-        for owner, n in died.items():
-            kind, type_ = kinds.get(owner, ("agent", owner))
-            families["errors"].add_metric([owner, kind, type_, "task"], n)
-        journal = app.journal
-        yield from families.values()
-        yield from (pending, age, retrying, paused, mirror)
-        yield exposition.gauge("hive_agent_journal_bytes", "Bytes in journal segments", value=journal.size_bytes)
-        yield exposition.gauge("hive_agent_journal_segments", "Journal segments", value=len(journal.segments()))
-        yield exposition.gauge("hive_agent_journal_max_bytes", "The journal's size limit", value=journal.max_bytes)
-        yield exposition.counter(
-            "hive_agent_journal_cut_bytes", "Torn bytes cut off at recovery", value=journal.stats.cut_bytes
-        )
-        yield exposition.counter(
-            "hive_agent_journal_quarantined_bytes",
-            "Damaged journal bytes set aside in data_dir/quarantine at recovery",
-            value=journal.stats.quarantined_bytes,
-        )
-        yield exposition.counter(
-            "hive_agent_journal_damaged_regions",
-            "Damaged places in journal segments, each skipped to the next whole record",
-            value=journal.stats.damaged_regions,
-        )
-        ok, _ = self.monitor.health_of(snap)
-        yield exposition.gauge(
-            "hive_agent_healthy",
-            "1 while /health answers 200 (the reasons are in /health and /api/status.json)",
-            value=1 if ok else 0,
-        )
-        reloads = exposition.counter(
-            "hive_agent_reloads", "Config reloads by result (ok, refused, failed)", labels=["result"]
-        )
-        rs = app.reloader.stats
-        for result, n in (("ok", rs.succeeded), ("refused", rs.refused), ("failed", rs.failed)):
-            reloads.add_metric([result], n)
-        yield reloads
-        yield exposition.gauge(
-            "hive_agent_last_reload_timestamp_seconds",
-            "When the last reload was asked (0: never)",
-            value=rs.last_at or 0,
-        )
-        up = exposition.gauge("hive_agent_delivery_process_up", "1 while the delivery process runs", labels=["group"])
-        for delivery in app.deliveries:
-            up.add_metric([str(delivery.group)], 1 if delivery.running else 0)
-        yield up

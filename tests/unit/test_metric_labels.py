@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.component import Metric
 from agent.filters.hive import HiveFilter, HiveFilterConfig
 from agent.hive import spec
 from tests.unit.test_mirror_payloads import HIVE_SAMPLE, TAG
@@ -27,7 +28,7 @@ def test_a_sender_spelling_a_field_many_ways_makes_one_label_value_not_thousands
         record["transaction_id"] = f"T-{i}"
         entries.append([i, record])
     hive.apply(TAG, entries)
-    invalid = [r for r in hive.readings() if r.family == "invalid"]
+    invalid = [r for r in hive.readings() if r.family is Metric.INVALID]
     fields = {r.labels[0] for r in invalid}
     assert fields <= set(spec.SPEC_SET) | {"other"}, fields
     assert len(invalid) < 20  # a closed set: a handful of (field, rule) pairs, whatever was sent

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from agent import tasks
-from agent.component import Input, Reading
+from agent.component import Input, Metric, Reading
 from agent.ingest import Ingest
 from agent.inputs.forward.config import ForwardInputConfig
 from agent.inputs.forward.connection import ForwardConnection, hostport
@@ -56,6 +56,8 @@ class ForwardStats:
 
 
 class ForwardInput(Input):
+    cfg: ForwardInputConfig
+
     def __init__(self, cfg: ForwardInputConfig, ingest: Ingest):
         self.cfg = cfg
         self.name = cfg.name
@@ -88,12 +90,12 @@ class ForwardInput(Input):
     def readings(self) -> Iterable[Reading]:
         st = self.stats
         return (
-            Reading("discarded", st.skipped_records, ("invalid_entry",)),
-            Reading("discarded", st.discarded_records, ("not_logs",)),
-            Reading("errors", st.protocol_errors, ("protocol",)),
-            Reading("errors", st.auth_failures, ("auth",)),
-            Reading("errors", st.tls_failures, ("tls",)),
-            Reading("forward_auth_failures", st.auth_failures),
+            Reading(Metric.DISCARDED, st.skipped_records, ("invalid_entry",)),
+            Reading(Metric.DISCARDED, st.discarded_records, ("not_logs",)),
+            Reading(Metric.ERRORS, st.protocol_errors, ("protocol",)),
+            Reading(Metric.ERRORS, st.auth_failures, ("auth",)),
+            Reading(Metric.ERRORS, st.tls_failures, ("tls",)),
+            Reading(Metric.FORWARD_AUTH_FAILURES, st.auth_failures),
         )
 
     # -- lifecycle -------------------------------------------------------

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import tasks
-from agent.component import Input, Reading
+from agent.component import Input, Metric, Reading
 from agent.errors import JournalClosed
 from agent.ingest import Ingest, Refused
 from agent.inputs.tail.checkpointer import Checkpointer
@@ -88,6 +88,8 @@ class TailStats:
 class TailInput(Input):
     """The loop: what to scan, stat and read next; the lines read, parsed and journaled."""
 
+    cfg: TailInputConfig
+
     def __init__(self, cfg: TailInputConfig, ingest: Ingest, data_dir: Path):
         self.cfg = cfg
         self.name = cfg.name
@@ -119,13 +121,13 @@ class TailInput(Input):
     def readings(self) -> Iterable[Reading]:
         st = self.stats
         return (
-            Reading("dead_lettered", st.lines_dead_lettered),
-            Reading("errors", st.read_errors, ("read",)),
-            Reading("tail_files", len(self.fileset)),
-            Reading("tail_rotations", st.rotations),
-            Reading("tail_truncations", st.truncations),
-            Reading("tail_invalid_utf8", st.invalid_utf8_lines),
-            Reading("tail_scans", st.scans),
+            Reading(Metric.DEAD_LETTERED, st.lines_dead_lettered),
+            Reading(Metric.ERRORS, st.read_errors, ("read",)),
+            Reading(Metric.TAIL_FILES, len(self.fileset)),
+            Reading(Metric.TAIL_ROTATIONS, st.rotations),
+            Reading(Metric.TAIL_TRUNCATIONS, st.truncations),
+            Reading(Metric.TAIL_INVALID_UTF8, st.invalid_utf8_lines),
+            Reading(Metric.TAIL_SCANS, st.scans),
         )
 
     # -- lifecycle -------------------------------------------------------
