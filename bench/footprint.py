@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import re
 import shutil
 import subprocess
@@ -57,6 +56,9 @@ from hive_pipeline import hive_purchase
 from mirror_fanout import _ForwardAck, vendor_process
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.agentproc import launch  # noqa: E402  (the one launcher)
+
 SIDECAR_APP = "com.com2us.samplegame.normal.freefull.google.global.android.common"
 
 
@@ -150,21 +152,7 @@ class Agent:
     def __init__(self, work: Path, env: dict[str, str]):
         self.work = work
         self.log_path = work / "agent.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "-c", "agent.toml"],
-                cwd=work,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONPATH=str(ROOT), **env),
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while b"hive-agent ready" not in self.log_path.read_bytes():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                stop_agent(self.proc)
-                raise SystemExit(f"agent did not start:\n{self.log_path.read_text()}")
-            time.sleep(0.05)
+        self.proc = launch(work, env=env, timeout=60, ready=lambda _: b"hive-agent ready" in self.log_path.read_bytes())
 
     def pids(self) -> list[int]:
         return [self.proc.pid] + _children(self.proc.pid)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -33,6 +31,9 @@ from pathlib import Path
 import msgpack
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.agentproc import launch, listening_port, stop  # noqa: E402  (the one launcher)
+
 TAG = "ha2union.game.samplegame.purchase_log"
 CHUNK = 1000
 DISTINCT_PAYLOADS = 24
@@ -201,27 +202,12 @@ def count_lines(path: Path, state: dict) -> int:
 
 def start_agent(work: Path) -> tuple[subprocess.Popen, int]:
     """Run the agent on work/agent.toml; return it and the forward port it listens on."""
-    log_path = work / "agent.log"
-    with open(log_path, "wb") as log:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "-c", "agent.toml"],
-            cwd=work,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-            start_new_session=True,
-        )
-    # log_level warning hides the ready line; wait for the port instead.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
-        m = re.search(rf"127\.0\.0\.1:(\d+)\s.*pid={agent.pid},", out)
-        if m:
-            time.sleep(0.3)  # let the listener settle
-            return agent, int(m.group(1))
-        time.sleep(0.05)
-    stop_agent(agent)
-    raise SystemExit(f"agent did not listen:\n{log_path.read_text()}")
+    # log_level warning hides the ready line: the listening port says it.
+    agent = launch(work, ready=listening_port)
+    time.sleep(0.3)  # let the listener settle
+    port = listening_port(agent)
+    assert port is not None
+    return agent, port
 
 
 def free_port() -> int:
@@ -231,12 +217,7 @@ def free_port() -> int:
 
 
 def stop_agent(agent: subprocess.Popen) -> None:
-    os.killpg(agent.pid, signal.SIGTERM)
-    try:
-        agent.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(agent.pid, signal.SIGKILL)
-        agent.wait()
+    stop(agent)
 
 
 def main() -> int:

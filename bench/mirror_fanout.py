@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from forward_ingest import _children, cpu_split, free_port, stop_agent
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.agentproc import launch  # noqa: E402  (the one launcher)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 APP = "com.com2us.benchgame.normal.freefull.google.global.android.common"
 TAG = "ha2union.game.benchgame.purchase_log"
 VENDORS = ("appsflyer", "wisetracker", "naver")
@@ -297,25 +307,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mirror-bench-"))
     forward_port = free_port()
     (work / "agent.toml").write_text(config(forward_port, hive_port, ports, args.in_flight, args.only, args.processes))
-    log = open(work / "agent.log", "wb")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "-c", "agent.toml"],
-        cwd=work,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        start_new_session=True,
-    )
+    agent = launch(work, ready=lambda _: _accepts(forward_port))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", forward_port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or agent.poll() is not None:
-                    raise SystemExit((work / "agent.log").read_text()) from None
-                time.sleep(0.05)
         time.sleep(0.5)
         children = _children(agent.pid)
         cpu0 = [sum(cpu_split(agent.pid))] + [sum(cpu_split(c)) for c in children]

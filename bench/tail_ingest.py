@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from forward_ingest import _children, cpu_split, free_port, peak_rss_mb, purchase, stop_agent
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.agentproc import launch  # noqa: E402  (the one launcher)
 
 
 def write_file(path: Path, lines: int) -> int:
@@ -75,23 +77,8 @@ servers = [{{ host = "127.0.0.1", port = {free_port()} }}]
 
 
 def start_agent(work: Path) -> subprocess.Popen:
-    log = open(work / "agent.log", "wb")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "-c", "agent.toml"],
-        cwd=work,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        start_new_session=True,
-    )
-    log.close()
     pos = work / "var" / "tail" / "tail.0.pos.json"
-    deadline = time.monotonic() + 30
-    while not pos.exists():  # written once the input has started
-        if agent.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"agent did not start:\n{(work / 'agent.log').read_text()}")
-        time.sleep(0.02)
-    return agent
+    return launch(work, ready=lambda _: pos.exists())  # written once the input has started
 
 
 def positions(work: Path) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""The agent as a real subprocess, for integration tests and benchmarks."""
+"""The agent as a real subprocess: the one launcher of the integration tests and the benchmarks
+(bench/*.py import it), and the tests' ``Agent`` built on it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
 
 READY = re.compile(r"hive-agent ready: .*")
 LISTEN = re.compile(r"hive-agent ready: .*?(?:tcp|tls) (\S+):(\d+)")
@@ -28,6 +32,61 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
             return value
         time.sleep(0.05)
     raise TimeoutError(f"{what} not reached in {timeout}s")
+
+
+def launch(
+    work: Path,
+    *,
+    ready: Callable[[subprocess.Popen], object] | None = None,
+    config: str | Path = "agent.toml",
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    append_log: bool = False,
+    timeout: float = 30.0,
+) -> subprocess.Popen:
+    """``python -m agent run -c config`` in ``work`` (this checkout's agent first on the path),
+    in a session of its own so that a kill takes its delivery process too, its output in
+    ``log_path`` (work/agent.log); returned once ``ready(process)`` holds."""
+    log_path = log_path or Path(work) / "agent.log"
+    with open(log_path, "ab" if append_log else "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "-c", str(config)],
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(
+                os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or str(ROOT), PYTHONUNBUFFERED="1", **(env or {})
+            ),
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while ready is not None and not ready(proc):
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-5000:]}")
+        if time.monotonic() > deadline:
+            stop(proc, 5)
+            raise TimeoutError(f"agent not ready in {timeout}s:\n{log_path.read_text(errors='replace')[-5000:]}")
+        time.sleep(0.02)
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+    """SIGTERM to the agent's session (it drains), SIGKILL after ``timeout``; its exit code."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        return proc.wait(timeout)
+    except ProcessLookupError:
+        return proc.wait()
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def listening_port(proc: subprocess.Popen) -> int | None:
+    """The first TCP port ``proc`` listens on at 127.0.0.1, from ``ss`` (when the log is quiet)."""
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+    m = re.search(rf"127\.0\.0\.1:(\d+)\s.*pid={proc.pid},", out)
+    return int(m.group(1)) if m else None
 
 
 def get_json(port: int, path: str):
@@ -107,30 +166,20 @@ class Agent:
 
     def start(self, timeout: float = 20.0) -> Agent:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "-c", str(self.config)],
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
+        self.proc = launch(
+            self.workdir,
+            config=self.config,
+            log_path=self.log_path,
+            append_log=True,
+            ready=lambda _: READY.search(self.log()),
+            timeout=timeout,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log()
-            if READY.search(text):
-                m = LISTEN.search(text)
-                self.port = int(m.group(2)) if m else None
-                monitor = re.search(r"monitor on http \S+:(\d+)", text)
-                self.monitor_port = int(monitor.group(1)) if monitor else None
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{text}")
-            time.sleep(0.02)
-        raise TimeoutError(f"agent not ready in {timeout}s:\n{self.log()}")
+        text = self.log()
+        m = LISTEN.search(text)
+        self.port = int(m.group(2)) if m else None
+        monitor = re.search(r"monitor on http \S+:(\d+)", text)
+        self.monitor_port = int(monitor.group(1)) if monitor else None
+        return self
 
     def log(self) -> str:
         try:
