@@ -4,6 +4,7 @@ replaced under its name, and the rewind after a journal write that failed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -47,6 +48,21 @@ def write(path: Path, numbers: range) -> None:
         f.write("".join(json.dumps({"n": n}) + "\n" for n in numbers))
 
 
+@contextlib.asynccontextmanager
+async def following(tmp_path: Path, ingest, journal: Journal, first: int):
+    """logs/app.log with lines 0..first-1, followed by a started tail input once they are journaled."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write(logs / "app.log", range(0, first))
+    source = tail(tmp_path, ingest)
+    await source.start()
+    try:
+        await until(lambda: len(journaled(journal)) == first, "the first lines")
+        yield source, logs
+    finally:
+        await source.stop(5)
+
+
 async def until(predicate, what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -55,13 +71,7 @@ async def until(predicate, what: str, timeout: float = 10.0) -> None:
 
 
 async def test_a_rename_and_create_rotation_reads_every_line_once(tmp_path, ingest, journal):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    write(logs / "app.log", range(0, 100))
-    source = tail(tmp_path, ingest)
-    await source.start()
-    try:
-        await until(lambda: len(journaled(journal)) == 100, "the first lines")
+    async with following(tmp_path, ingest, journal, 100) as (source, logs):
         write(logs / "app.log", range(100, 150))  # written just before the rotation: still read
         os.rename(logs / "app.log", logs / "app.log.1")  # out of the glob
         write(logs / "app.log", range(150, 200))
@@ -69,54 +79,30 @@ async def test_a_rename_and_create_rotation_reads_every_line_once(tmp_path, inge
         await until(lambda: len(source.files) == 1, "the rotated file released after rotate_wait")
         assert sorted(journaled(journal)) == list(range(200))
         assert source.stats.rotations == 1
-    finally:
-        await source.stop(5)
 
 
 async def test_a_copytruncate_reads_the_file_again_from_the_start(tmp_path, ingest, journal):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    write(logs / "app.log", range(0, 50))
-    source = tail(tmp_path, ingest)
-    await source.start()
-    try:
-        await until(lambda: len(journaled(journal)) == 50, "the first lines")
+    async with following(tmp_path, ingest, journal, 50) as (source, logs):
         os.truncate(logs / "app.log", 0)
         write(logs / "app.log", range(50, 60))
         await until(lambda: len(journaled(journal)) == 60, "the lines after the truncation")
         assert journaled(journal) == list(range(60))
         assert source.stats.truncations == 1
-    finally:
-        await source.stop(5)
 
 
 async def test_a_file_replaced_under_its_name_is_read_to_its_end_and_the_new_one_from_zero(tmp_path, ingest, journal):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    write(logs / "app.log", range(0, 30))
-    source = tail(tmp_path, ingest)
-    await source.start()
-    try:
-        await until(lambda: len(journaled(journal)) == 30, "the first lines")
+    async with following(tmp_path, ingest, journal, 30) as (source, logs):
         write(tmp_path / "new", range(100, 120))
         write(logs / "app.log", range(30, 40))  # the old file's last lines, then it is replaced
         os.replace(tmp_path / "new", logs / "app.log")
         await until(lambda: len(journaled(journal)) >= 60, "both files")
         assert sorted(journaled(journal)) == [*range(40), *range(100, 120)]
-    finally:
-        await source.stop(5)
 
 
 async def test_after_a_failed_journal_write_every_file_is_read_again_from_its_durable_position(
     tmp_path, ingest, journal
 ):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    write(logs / "app.log", range(0, 20))
-    source = tail(tmp_path, ingest)
-    await source.start()
-    try:
-        await until(lambda: len(journaled(journal)) == 20, "the first lines")
+    async with following(tmp_path, ingest, journal, 20) as (source, logs):
         submit = journal.submit
         failed = []
 
@@ -138,5 +124,3 @@ async def test_after_a_failed_journal_write_every_file_is_read_again_from_its_du
         assert seen.count(25) == 2  # the batch whose write failed was read again from its durable position
         [followed] = source.files.values()
         await until(lambda: followed.pos.offset == (logs / "app.log").stat().st_size, "the position caught up")
-    finally:
-        await source.stop(5)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agentproc import wait_until
 from tests.unit.test_hive_purchase_log import COMPLETE
 from tests.wire import ForwardClient, event_time
 
@@ -131,16 +132,6 @@ def send_purchase(transaction_id: str) -> None:
     client.close()
 
 
-def wait_for(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(what)
-
-
 def test_the_image_holds_one_copy_of_the_code_a_fixed_user_and_a_small_context(image):
     out = docker("run", "--rm", "--network=host", "--entrypoint", "sh", IMAGE, "-c",
                  'id -u; id -g; python -c "import agent; print(agent.__file__)"; '
@@ -163,14 +154,14 @@ def test_it_answers_health_normalizes_a_purchase_and_keeps_its_journal_across_do
         with Container(*run) as first:
             ready = first.wait_healthy()
             send_purchase("T-IMAGE-1")
-            [event] = wait_for(first.events, "the purchase reached the file output")
+            [event] = wait_until(first.events, what="the purchase reached the file output")
             record = event["record"]
             assert record["transactionId"] == "T-IMAGE-1" and record["appId"] == COMPLETE["app_id"]
             time.sleep(10)  # idle: nothing flowing
             pss = first.pss_bytes()
-            health = wait_for(
+            health = wait_until(
                 lambda: docker("inspect", "-f", "{{.State.Health.Status}}", first.name).stdout.strip() == "healthy",
-                "the HEALTHCHECK (hive-agent status) said healthy",
+                what="the HEALTHCHECK (hive-agent status) said healthy",
             )
             assert health
             print(f"/health 200 {ready:.1f} s after docker run; idle PSS {pss / 1e6:.1f} MB (all processes)")
@@ -179,7 +170,7 @@ def test_it_answers_health_normalizes_a_purchase_and_keeps_its_journal_across_do
             second.wait_healthy()
             send_purchase("T-IMAGE-1")  # a re-send: the dedup store on the volume knows it
             send_purchase("T-IMAGE-2")
-            events = wait_for(lambda: len(second.events()) >= 2, "the second purchase")
+            events = wait_until(lambda: len(second.events()) >= 2, what="the second purchase")
             time.sleep(1)
             ids = [e["record"]["transactionId"] for e in second.events()]
             assert ids == ["T-IMAGE-1", "T-IMAGE-2"], events
@@ -203,7 +194,7 @@ def test_docker_stop_with_an_output_down_drains_within_the_grace_and_exits_0(ima
     with Container("-v", f"{path}:/etc/hive-agent/agent.toml:ro", IMAGE) as agent:
         agent.wait_healthy()
         send_purchase("T-DOWN-1")  # acked: journaled; the forward output cannot deliver it
-        wait_for(agent.events, "the local file output took it")
+        wait_until(agent.events, what="the local file output took it")
         started = time.monotonic()
         docker("stop", agent.name, timeout=60)  # the engine's grace: 10 s, then SIGKILL
         seconds = time.monotonic() - started
