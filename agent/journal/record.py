@@ -49,11 +49,13 @@ def check_segment_header(data: Buffer) -> str | None:
     """None if ``data`` starts with a valid header, else the reason."""
     if len(data) < HEADER_SIZE:
         return "segment header is truncated"
-    magic, version, _flags, _ = SEGMENT_HEADER.unpack_from(data)
+    magic, version, flags, reserved = SEGMENT_HEADER.unpack_from(data)
     if magic != MAGIC:
         return "not a hive-agent journal segment"
     if version != VERSION:
         return f"journal version {version} is not supported (this agent reads {VERSION})"
+    if flags or reserved:  # this version writes both as 0
+        return f"segment header has flags {flags:#x} and reserved {reserved:#x} (written as 0)"
     return None
 
 
@@ -110,6 +112,11 @@ def next_record_start(data: bytes | bytearray, start: int) -> int | None:
             return pos
         pos += 1
     return None
+
+
+def whole_record_at(data: bytes | bytearray, pos: int) -> bool:
+    """Does a whole record (plausible header, a batch payload, its checksum) start at ``pos``?"""
+    return len(data) - pos > RECORD_OVERHEAD and _whole_record_at(memoryview(data), pos, len(data))
 
 
 def _whole_record_at(view: memoryview, pos: int, end: int) -> bool:

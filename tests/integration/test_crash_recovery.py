@@ -92,3 +92,33 @@ def test_sigkill_during_delivery_resumes_from_the_cursor(tmp_path):
         agent.kill()
     assert {line["record"]["seq"] for line in lines} == set(range(200 * CHUNK))
     assert (tmp_path / "out/events.jsonl").read_bytes().endswith(b"\n")
+
+
+def test_a_flipped_bit_in_a_segment_header_after_sigkill_costs_no_acked_record(tmp_path):
+    """10,000 acked records wait in the journal (their output is down), kill -9, one bit of the
+    segment's header flipped: after the restart every one of them arrives."""
+    down = '[[outputs]]\ntype = "forward"\nname = "hive"\nservers = [{ host = "127.0.0.1", port = 9 }]\n'
+    agent = Agent(tmp_path, forward_input() + down)
+    try:
+        agent.start()
+        client = ForwardClient(agent.port)
+        for k in range(40):
+            client.send_chunk("ha2union.game.samplegame.purchase_log", chunk_entries(k), f"chunk-{k}\n")
+        client.close()
+        agent.kill()
+    finally:
+        agent.kill()
+    journal = tmp_path / "var" / "journal"
+    [first, *_] = sorted(journal.glob("*.seg"))
+    data = bytearray(first.read_bytes())
+    data[9] ^= 0x04  # the version field
+    first.write_bytes(bytes(data))
+    # The same journal, now read by a file output: a new output reads from the oldest record.
+    again = Agent(tmp_path, forward_input() + file_output())
+    try:
+        again.start()
+        again.wait_for_records("seq", set(range(40 * CHUNK)))
+        assert again.stop() == 0
+    finally:
+        again.kill()
+    assert not list(journal.glob("*.corrupt"))

@@ -258,3 +258,56 @@ async def test_events_after_a_position_are_counted_as_written_and_after_recovery
     j2.recover()  # the counts per segment come back from the segments themselves
     later, rest = j2.events_after(positions[3])
     assert later + rest() == 26 * 20
+
+
+async def _ten_thousand(jdir) -> tuple[int, bytes]:
+    j = await started(jdir)
+    for k in range(10):
+        await j.submit("t", entries(1000, k * 1000), 1000)
+    await j.close()
+    seq = list_segments(jdir)[0]
+    return seq, segment_path(jdir, seq).read_bytes()
+
+
+@pytest.mark.parametrize("bit", [0, 37, 64, 71, 72, 87, 100, 127])  # magic, version, flags, reserved
+async def test_one_flipped_bit_in_a_segment_header_costs_no_record(tmp_path, bit):
+    jdir = tmp_path / "journal"
+    seq, data = await _ten_thousand(jdir)
+    damaged = bytearray(data)
+    damaged[bit // 8] ^= 1 << (bit % 8)
+    segment_path(jdir, seq).write_bytes(bytes(damaged))
+    j = Journal(jdir)
+    j.recover()
+    events, _ = read_all(jdir)
+    assert [e[2] for e in events] == list(range(10_000))
+    assert not list(jdir.glob("*.corrupt"))
+    assert segment_path(jdir, seq).read_bytes() == data  # the header this agent writes, back in place
+    assert (j.stats.quarantined_bytes, j.stats.damaged_regions) == (HEADER_SIZE, 1)
+    assert (tmp_path / "quarantine" / f"{seq:016d}.header.bin").read_bytes() == bytes(damaged[:HEADER_SIZE])
+
+
+async def test_a_header_zeroed_whole_costs_no_record_and_the_first_record_damaged_too_costs_one(tmp_path):
+    jdir = tmp_path / "journal"
+    seq, data = await _ten_thousand(jdir)
+    damaged = bytearray(data)
+    damaged[:HEADER_SIZE] = bytes(HEADER_SIZE)
+    segment_path(jdir, seq).write_bytes(bytes(damaged))
+    Journal(jdir).recover()
+    assert [e[2] for e in read_all(jdir)[0]] == list(range(10_000))
+    damaged[: HEADER_SIZE + 40] = bytes(HEADER_SIZE + 40)  # and the first record's start
+    segment_path(jdir, seq).write_bytes(bytes(damaged))
+    Journal(jdir).recover()
+    assert [e[2] for e in read_all(jdir)[0]] == list(range(1000, 10_000))
+
+
+async def test_a_segment_of_another_version_is_refused_by_name(tmp_path):
+    jdir = tmp_path / "journal"
+    jdir.mkdir(parents=True)
+    from agent.journal.record import MAGIC, SEGMENT_HEADER
+
+    other = SEGMENT_HEADER.pack(MAGIC, 2, 0, 0) + os.urandom(4096)  # whatever version 2 holds
+    segment_path(jdir, 7).write_bytes(other)
+    j = Journal(jdir)
+    j.recover()
+    assert 7 not in list_segments(jdir)
+    assert segment_path(jdir, 7).with_suffix(".corrupt").read_bytes() == other
