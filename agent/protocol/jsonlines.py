@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import orjson
 
 from agent.protocol.event_time import EVENT_TIME_EXT, event_time_payload
 
@@ -161,7 +160,9 @@ _decode_array = msgspec.json.Decoder(list).decode
 
 
 def parse_each(lines: bytes | list[bytes | TooLong], offset: int) -> Parsed:
-    """Line by line, with orjson: the slow path, which says what is wrong with each bad line."""
+    """Line by line: the slow path, which says what is wrong with each bad line. Integers are
+    read exactly (orjson reads one past 64 bits as a float: a uid of 2^64 would have reached the
+    outputs as 1.8446744073709552e+19), and a line holding one msgpack cannot hold is refused."""
     items: list[bytes] | list[bytes | TooLong] = lines[:-1].split(b"\n") if isinstance(lines, bytes) else lines
     parsed = Parsed([], [])
     for line in items:
@@ -175,15 +176,15 @@ def parse_each(lines: bytes | list[bytes | TooLong], offset: int) -> Parsed:
         if not line.strip():
             continue
         try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            record = _decode_line(line)
+        except msgspec.DecodeError as exc:
             try:
                 text = line.decode()
             except UnicodeDecodeError:
                 text = line.decode("utf-8", "replace")
                 try:
-                    record = orjson.loads(text)
-                except orjson.JSONDecodeError as again:
+                    record = _decode_line(text.encode())
+                except msgspec.DecodeError as again:
                     parsed.bad.append(BadLine(here, f"invalid_json: {again}", text))
                     continue
                 parsed.invalid_utf8 += 1
@@ -195,8 +196,31 @@ def parse_each(lines: bytes | list[bytes | TooLong], offset: int) -> Parsed:
                 BadLine(here, f"not_an_object: a JSON {type(record).__name__}", line.decode("utf-8", "replace"))
             )
             continue
+        if _beyond_64_bits(record):
+            parsed.bad.append(
+                BadLine(
+                    here,
+                    "integer_out_of_range: an integer beyond 64 bits, which the journal (msgpack) cannot hold",
+                    line.decode("utf-8", "replace"),
+                )
+            )
+            continue
         parsed.records.append(record)
     return parsed
+
+
+_decode_line = msgspec.json.Decoder().decode
+_INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # what msgpack holds: int64 and uint64
+
+
+def _beyond_64_bits(value: Any) -> bool:
+    if type(value) is int:
+        return not _INT_RANGE[0] <= value <= _INT_RANGE[1]
+    if type(value) is dict:
+        return any(_beyond_64_bits(v) for v in value.values())
+    if type(value) is list:
+        return any(_beyond_64_bits(v) for v in value)
+    return False
 
 
 _encode = msgspec.msgpack.Encoder().encode

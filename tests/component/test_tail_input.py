@@ -344,3 +344,18 @@ async def test_a_saved_position_is_used_only_for_the_file_it_was_taken_from(tmp_
         await source.stop(5)
     # The same file resumes after line 1; another file with the old inode is read from its start.
     assert journaled(journal, "seq") == ([2, 3] if same_file else [1, 2, 3])
+
+
+async def test_a_uid_past_64_bits_is_refused_with_its_reason_not_sent_as_a_float(tmp_path, ingest, journal):
+    log = tmp_path / "big.log"
+    log.write_bytes(line(1) + b'{"seq": 2, "uid": 18446744073709551616}\n' + line(3))
+    source = tail(tmp_path, ingest, str(log))
+    await source.start()
+    try:
+        await until(lambda: journaled(journal, "seq") == [1, 3], "the lines around it")
+        await until(lambda: len(dead_letters(tmp_path)) == 1, "the line dead-lettered")
+    finally:
+        await source.stop(5)
+    [dead] = dead_letters(tmp_path)
+    assert dead["reason"].startswith("integer_out_of_range") and dead["record"]["offset"] == len(line(1))
+    assert all(type(r.get("uid", 0)) is int for _, r in journaled_records(journal))

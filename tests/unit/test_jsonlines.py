@@ -153,12 +153,17 @@ def test_the_region_of_lines_parses_like_the_lines_one_by_one():
     assert parse_lines(b'{"a":1}\n{"b":2}\n', 0).records == [{"a": 1}, {"b": 2}]
 
 
-def test_an_integer_beyond_64_bits_is_kept_as_orjson_reads_it_a_float():
-    region = b'{"a":1}\n{"big":123456789012345678901234567890}\n'
-    with pytest.raises(OverflowError):  # msgpack has no such integer
+@pytest.mark.parametrize(
+    "big", [b"18446744073709551616", b"-9223372036854775809", b"[1, 123456789012345678901234567890]"]
+)
+def test_a_line_with_an_integer_beyond_64_bits_is_refused_with_its_reason_never_made_a_float(big):
+    region = b'{"a":1}\n{"uid":' + big + b'}\n{"b":18446744073709551615}\n'
+    with pytest.raises(OverflowError):  # msgpack has no such integer: the tail input goes line by line
         to_entries(parse_lines(region, 0).records, 0)
     parsed = parse_each(region, 0)
-    assert parsed.records == [{"a": 1}, {"big": 1.2345678901234568e29}] and not parsed.bad
+    assert parsed.records == [{"a": 1}, {"b": 18446744073709551615}]  # the largest uint64 is kept exactly
+    [bad] = parsed.bad
+    assert (bad.offset, bad.reason.split(":")[0]) == (8, "integer_out_of_range")
     assert to_entries(parsed.records, 0)
 
 
