@@ -56,10 +56,11 @@ class Outcome:
     result: SendResult
     reason: str = ""
     dead: list[DeadRecord] = field(default_factory=list)  # with OK: delivered all but these
+    unsent: int = 0  # the first ``unsent`` of ``dead`` were refused before any request was made
 
     @classmethod
-    def ok(cls, dead: list[DeadRecord] | None = None) -> Outcome:
-        return cls(SendResult.OK, "", dead or [])
+    def ok(cls, dead: list[DeadRecord] | None = None, unsent: int = 0) -> Outcome:
+        return cls(SendResult.OK, "", dead or [], unsent)
 
     @classmethod
     def pause(cls, reason: str) -> Outcome:

@@ -116,7 +116,11 @@ def sidecar_config(forward_port: int, monitor_port: int, hive_port: int, vendors
         "https://trk.analytics.wisetracker.co.kr/s2s/v1/s2sDataRcv.do",
         f"http://127.0.0.1:{vendors['wisetracker']}/s2s/v1/s2sDataRcv.do",
     )
-    text = text.replace("https://relay.example/naver", f"http://127.0.0.1:{vendors['naver']}/naver")
+    # Unpaced (Naver's default is 10/s): the load's purchases reach the fake within the run.
+    text = text.replace(
+        'endpoint = "https://relay.example/naver"',
+        f'endpoint = "http://127.0.0.1:{vendors["naver"]}/naver"\nrate_limit = 100000',
+    )
     return text
 
 

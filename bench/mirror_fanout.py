@@ -164,7 +164,7 @@ require_ack_response = true
         elif vendor == "wisetracker":
             out += f'endpoint = "{url}/s2s/v1/s2sDataRcv.do"\n[outputs.apps."{APP}"]\nservice_number = 1\ntoken = "t"\n'
         else:
-            out += f'endpoint = "{url}/naver"\n'
+            out += f'endpoint = "{url}/naver"\nrate_limit = 100000\n'  # the agent's capacity, not the pacing
     return out
 
 

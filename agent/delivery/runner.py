@@ -210,12 +210,12 @@ class OutputRunner:
                 if outcome.dead:
                     if not await self._write_dead(outcome.dead, stopping):
                         return False
-                    log.error(
-                        "output %s: %d records refused by the destination, dead-lettered: %s",
-                        self.name,
-                        len(outcome.dead),
-                        outcome.dead[0][3],
-                    )
+                    unsent, refused = outcome.dead[: outcome.unsent], outcome.dead[outcome.unsent :]
+                    for dead, how in ((unsent, "refused before sending"), (refused, "refused by the destination")):
+                        if dead:
+                            log.error(
+                                "output %s: %d records %s, dead-lettered: %s", self.name, len(dead), how, dead[0][3]
+                            )
                 self.stats.sent_records += count - len(outcome.dead)
                 self.stats.batches += 1
                 return True

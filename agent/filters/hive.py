@@ -26,7 +26,7 @@ from agent.config.types import Duration, FilterConfigBase, MatchPattern
 from agent.hive.dedup_store import DedupStore, Key
 from agent.hive.fast_path import encode_batch, try_fast_batch
 from agent.hive.purchase_log import normalize
-from agent.hive.records import REFUND_VALUES, is_refund, with_extra
+from agent.hive.records import REFUND_VALUES, field_of, refund_state, with_extra
 from agent.hive.spec import spec_name
 from agent.paths import file_name
 from agent.protocol.event_time import ns_of
@@ -104,7 +104,8 @@ class HiveFilter(Filter):
     def apply(self, tag: str, entries: list[Any]) -> Filtered[list[Any]]:
         normalized = []
         rejected = []
-        warned = 0
+        warned = unknown_refunds = 0
+        first_unknown: Any = None
         by_rule = self.stats.invalid_by_rule
         for time_ext, record in entries:
             if not isinstance(record, dict):
@@ -117,9 +118,27 @@ class HiveFilter(Filter):
                 by_rule.update((_field_label(p.field), p.rule) for p in result.errors)
                 rejected.append((tag, ns_of(time_ext), record, "; ".join(str(p) for p in result.errors)))
                 continue
-            normalized.append([time_ext, with_extra(result.record, result.extra)])
+            out = with_extra(result.record, result.extra)
+            if refund_state(out, self.refund_field, self.refund_values) is None:
+                unknown_refunds += 1
+                if unknown_refunds == 1:
+                    first_unknown = field_of(out, self.refund_field)
+                if not result.warnings:
+                    warned += 1
+            normalized.append([time_ext, out])
         self.stats.valid += len(normalized)
         self.stats.warnings += warned
+        if unknown_refunds:
+            by_rule[(self.refund_field, "refund_value_unknown")] += unknown_refunds  # the config names it
+            log.warning(
+                "filter %s: tag %s: %d records with %s %r, neither a refund value nor a non-refund one: "
+                "passed on, never taken for a duplicate of the purchase; the mirrors refuse them",
+                self.name,
+                tag,
+                unknown_refunds,
+                self.refund_field,
+                first_unknown,
+            )
         if rejected:
             self.stats.invalid += len(rejected)
             log.warning(
@@ -159,7 +178,10 @@ class HiveFilter(Filter):
         app, txn = record.get("app_id"), record.get("transaction_id")
         if not (isinstance(app, str) and isinstance(txn, str) and txn):
             return None  # lenient mode keeps such a record: it is not anybody's duplicate
-        return app, txn, is_refund(record, self.refund_field, self.refund_values)
+        refund = refund_state(record, self.refund_field, self.refund_values)
+        if refund is None:
+            return None  # neither a refund nor a purchase: nobody's duplicate
+        return app, txn, refund
 
     def _dedup(self, dedup: DedupStore, tag: str, entries: list[Any], keys: list[Key | None]) -> Filtered[list[Any]]:
         """The entries that are nobody's duplicate; their keys stay reserved until the

@@ -24,6 +24,8 @@ EXTRA_MARKER = b"\xa6_extra"  # EXTRA_KEY as a msgpack fixstr: a payload without
 KeyStyle = Literal["raw", "snake", "camel"]  # the one definition; config/types.py validates it
 KEY_STYLES: tuple[str, ...] = ("raw", "snake", "camel")
 REFUND_VALUES: tuple[Any, ...] = (True, 1, "1", "Y", "y", "true")
+# What a sender writes for "not a refund" (0 == False and 1 == True in Python: refunds are checked first).
+NON_REFUND_VALUES: tuple[Any, ...] = (False, 0, "0", "N", "n", "false", "")
 
 
 def with_extra(record: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -47,8 +49,22 @@ def is_refund(
     record: dict[str, Any], refund_field: str = "refund", refund_values: tuple[Any, ...] = REFUND_VALUES
 ) -> bool:
     """Does the sender mark this record as the refund of a purchase (same transaction_id)?"""
+    return refund_state(record, refund_field, refund_values) is True
+
+
+def refund_state(
+    record: dict[str, Any], refund_field: str = "refund", refund_values: tuple[Any, ...] = REFUND_VALUES
+) -> bool | None:
+    """True: a refund; False: a purchase (no refund field, or a value that says "not a refund");
+    None: a value that is neither ("yes"): never taken for the purchase again, nor for its refund."""
     value = field_of(record, refund_field)
-    return value is not None and value in refund_values
+    if value is None:
+        return False
+    if value in refund_values:
+        return True
+    if value in NON_REFUND_VALUES:
+        return False
+    return None
 
 
 def render(record: Any, style: str) -> Any:

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from agent.hive import codes, spec
-from agent.hive.records import EXTRA_KEY, REFUND_VALUES
+from agent.hive.records import EXTRA_KEY, REFUND_VALUES, refund_state
 from agent.hive.times import utc_of
 
 ID_FIELDS = ("appsflyer_id", "advertising_id", "idfa", "idfv", "att")
@@ -162,19 +162,24 @@ def purchase_from(
     price = _price(get("product_price"))
     quantity = get("quantity")
     quantity = 1 if quantity is None else quantity  # the spec fixes it to 1
-    refund = (value := get(refund_field)) is not None and value in refund_values
+    refund_or_not = refund_state({refund_field: get(refund_field)}, refund_field, refund_values)
+    if refund_or_not is None:
+        raise Refused(
+            "invalid", f"{refund_field} {get(refund_field)!r:.40} is neither a refund value nor a non-refund value"
+        )
+    refund = refund_or_not
     problem = spec.mirror_amount_problem(price, quantity, refund)
     if problem is not None:
         raise Refused("invalid", problem)
     test = get("hiveiap_purchase_test")
-    ids = {k: v for k in ID_FIELDS if (v := get(k)) not in (None, "")}
+    ids = {k: v if k == "att" else _scalar_text(v, k) for k in ID_FIELDS if (v := get(k)) not in (None, "")}
     return Purchase(
         game=game_of(tag),
         app_id=_text(get("app_id"), "app_id", 200),
         platform=platform,
         transaction_id=_text(get("transaction_id"), "transaction_id", 512),
-        product_id=_str_or_none(get("product_id")),
-        product_name=_str_or_none(get("product_name")),
+        product_id=_str_or_none(get("product_id"), "product_id"),
+        product_name=_str_or_none(get("product_name"), "product_name"),
         price=price,
         quantity=quantity,
         currency=currency,
@@ -182,11 +187,11 @@ def purchase_from(
         uid=get("uid"),
         extra_uid=get("extra_uid"),
         did=get("did"),
-        client_ip=_str_or_none(get("client_ip") or get("ip")),
-        os_version=_str_or_none(get("os_version")),
-        version=_str_or_none(get("version")),
-        language=_str_or_none(get("device_language") or get("language")),
-        device_name=_str_or_none(get("device_name")),
+        client_ip=_str_or_none(get("client_ip") or get("ip"), "client_ip"),
+        os_version=_str_or_none(get("os_version"), "os_version"),
+        version=_str_or_none(get("version"), "version"),
+        language=_str_or_none(get("device_language") or get("language"), "language"),
+        device_name=_str_or_none(get("device_name"), "device_name"),
         test=bool(test) and str(test).upper() not in ("N", "0", "FALSE"),
         refund=refund,
         ids=ids,
@@ -205,8 +210,18 @@ def _utc_of(purchase_time: object, tz: object) -> datetime:
     return utc_of(purchase_time, tz)
 
 
-def _str_or_none(value: object) -> str | None:
-    return str(value) if value not in (None, "") else None
+def _str_or_none(value: object, name: str) -> str | None:
+    return _scalar_text(value, name) if value not in (None, "") else None
+
+
+def _scalar_text(value: object, name: str) -> str:
+    """A text, or a number written as one. A map or a list (kept as sent in lenient mode) is no
+    text: sent, it would reach the vendor as Python's repr of it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise Refused("invalid", f"{name} is a {type(value).__name__} ({value!r:.60}), not a text")
 
 
 def revenue_string(value: Decimal) -> str:

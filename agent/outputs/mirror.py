@@ -232,6 +232,7 @@ class MirrorOutput(Output):
         now = datetime.now(UTC)
         counts: collections.Counter = collections.Counter()
         jobs, dead = self._jobs(batches, now, counts)
+        unsent = len(dead)  # refused by the mapping: no request was made for these
         results = await self._run_all(self.order(jobs)) if jobs else []
         pause = next((reason for result, reason, _ in results if result is SendResult.PAUSE), None)
         if pause is not None:
@@ -246,7 +247,7 @@ class MirrorOutput(Output):
         self.counts.update(counts)
         self._accepted_by_this_batch.clear()
         self._purge()
-        return Outcome.ok(dead)
+        return Outcome.ok(dead, unsent)
 
     def _jobs(
         self, batches: list[TagBatch], now: datetime, counts: collections.Counter

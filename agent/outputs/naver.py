@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
 from agent.mirrors.payloads import Purchase, Refused, naver_event, naver_items
 from agent.outputs.mirror import MirrorApp, MirrorOutput, MirrorOutputBase, Request, json_request
 
@@ -22,6 +24,10 @@ from agent.outputs.mirror import MirrorApp, MirrorOutput, MirrorOutputBase, Requ
 class NaverOutputConfig(MirrorOutputBase):
     type: Literal["naver"]
     fx_to_krw: dict[str, float] = {}
+    # Seed 002: "too many conversions reported in a short time are detected as abuse and their
+    # reporting may be limited" (no threshold is published). Paced by default: a backlog after an
+    # outage goes out at 10 a second (36,000 an hour), not at once; raise it knowingly.
+    rate_limit: float | None = Field(10.0, gt=0)
     all_apps: bool = True  # without [apps], mirror every app
     token_required: ClassVar[bool] = False  # the relay's own auth, if any: a token is optional
 

@@ -182,7 +182,7 @@ async def test_the_output_contract(kind, scenario, tmp_path, monkeypatch):
         assert json.dumps(runner.snapshot().position)  # the snapshot the monitor reads says where it stands
 
 
-async def test_a_mirror_refuses_before_sending_what_it_cannot_map_and_sends_the_rest(tmp_path):
+async def test_a_mirror_refuses_before_sending_what_it_cannot_map_and_sends_the_rest(tmp_path, caplog):
     """Mapping → send → dead letter, with the AppsFlyer fake: a purchase with no AppsFlyer id
     cannot be mapped; it is dead-lettered without a request, the others reach the vendor."""
     records = [purchase(i) for i in range(N)]
@@ -195,4 +195,7 @@ async def test_a_mirror_refuses_before_sending_what_it_cannot_map_and_sends_the_
         assert sorted(fake.transaction_ids()) == ["T-2", "T-3", "T-4"]
         assert fake.refusals == []  # the two were never sent
     assert (runner.stats.sent_records, runner.stats.dead_lettered) == (3, 2)
+    # What the log says of them is what happened: no request was made (not "refused by the destination").
+    [said] = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert "2 records refused before sending" in said
     assert deadletters.summary(samples=0)["appsflyer"]["count"] == 2

@@ -16,7 +16,8 @@ would: not stricter, not looser. A malformed request gets 400, never 500.
   revenue}, or ``GOAL`` with vtTz and event. A request with no event block gets
   no answer at all.
 * Naver relay (seed 002): an inAppPurchase with items of integer quantity ≥ 1
-  and numeric payAmount; a value, when sent, is KRW and equals their sum.
+  and numeric payAmount; a value, when sent with items, is KRW and equals their sum; a
+  value alone (``trackPurchaseEvent(value: 1_400)``) is taken.
   Items in a currency other than KRW and USD are taken (Naver counts them 0).
 
 ``script`` holds behaviours consumed one per request: an HTTP status,
@@ -181,9 +182,15 @@ class FakeNaverRelay(FakeVendor):
     async def check(self, request, raw, body):
         if self.tokens and request.headers.get("Authorization") not in {f"Bearer {t}" for t in self.tokens.values()}:
             return self._refuse(401, "Unauthorized")
-        items = body.get("items") if isinstance(body, dict) else None
-        if not isinstance(items, list) or not items or body.get("event") != "inAppPurchase":
-            return self._refuse(400, "an inAppPurchase event with items")
+        if not isinstance(body, dict) or body.get("event") != "inAppPurchase":
+            return self._refuse(400, "an inAppPurchase event")
+        items = body.get("items")
+        if items is None and "value" in body:  # seed 002: trackPurchaseEvent(value: 1_400), no items
+            if isinstance(body["value"], bool) or not isinstance(body["value"], (int, float)):
+                return self._refuse(400, "value is not a number")
+            return self._accept(body.get("app_id", ""), body.get("transaction_id", ""), body, web.json_response({}))
+        if not isinstance(items, list) or not items:
+            return self._refuse(400, "an inAppPurchase event with items, or a value")
         total = 0.0
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("quantity"), int) or item["quantity"] < 1:

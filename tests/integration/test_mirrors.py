@@ -71,7 +71,8 @@ def mirrors(
         f'[[outputs]]\ntype = "wisetracker"\nname = "wisetracker"\nendpoint = "{wt.url}/s2s/v1/s2sDataRcv.do"\n'
         f'{FAST}{wt_extra}[outputs.apps."{APP}"]\nservice_number = 1234\ntoken_env = "WT_TOKEN_TEST"\n\n'
         f'[[outputs]]\ntype = "naver"\nname = "naver"\nendpoint = "{nv.url}/naver"\n{FAST}{extra}'
-        f"fx_to_krw = {{ JPY = 9.1 }}\n"
+        # Unpaced here (its default is 10/s): these tests send up to a thousand purchases at once.
+        f"fx_to_krw = {{ JPY = 9.1 }}\nrate_limit = 100000\n"
     )
 
 
@@ -186,7 +187,7 @@ def test_missing_identifier_is_dead_lettered_then_replayed_once_the_identity_is_
         send(agent.port, TAG, [purchase(1), purchase(2, ids=False)])
         wait_for((af, wt), txns(1, 1))
         wait_for((nv,), txns(2, 1))  # Naver needs no identifier
-        agent.wait_for_log("output appsflyer: 1 records refused by the destination, dead-lettered: missing_identifier")
+        agent.wait_for_log("output appsflyer: 1 records refused before sending, dead-lettered: missing_identifier")
         agent.wait_for_log("output wisetracker: 1 records refused .*missing_identifier")
         # The game server reports the device's identifiers; then the operator replays.
         send(

@@ -203,12 +203,21 @@ def test_a_time_the_mirrors_cannot_place_is_invalid_time(changes):
         ({"platform": "X"}, "platform"),
         ({"transaction_id": None}, "missing transaction_id"),
         ({"app_id": ""}, "missing app_id"),
+        # Kept as sent in lenient mode; as text it would be Python's repr of it.
+        ({"product_id": {"sku": "cash01"}}, "product_id is a dict"),
+        ({"product_name": ["a", "b"]}, "product_name is a list"),
+        ({"appsflyer_id": {"id": "1700000000000-1"}}, "appsflyer_id is a dict"),
+        ({"os_version": ["6.0.1"]}, "os_version is a list"),
     ],
 )
 def test_what_would_make_vendor_data_wrong_is_invalid(changes, why):
     with pytest.raises(Refused) as refused:
         sample_purchase(**changes)
     assert refused.value.code == "invalid" and why in str(refused.value)
+
+
+def test_a_number_where_a_text_goes_is_sent_as_its_digits():
+    assert sample_purchase(product_id=12345).product_id == "12345"
 
 
 def test_a_refund_may_carry_a_zero_or_negative_price_and_is_negative_revenue():

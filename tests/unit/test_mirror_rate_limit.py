@@ -24,3 +24,13 @@ async def test_no_rate_means_no_wait():
     for _ in range(1000):
         await limit.wait()
     assert time.monotonic() - begin < 0.1
+
+
+def test_naver_is_paced_by_default_as_seed_002_asks():
+    """Seed 002: bursts of conversions are taken for abuse; no threshold is published."""
+    from agent.outputs.naver import NaverOutputConfig
+
+    cfg = NaverOutputConfig.model_validate({"type": "naver", "name": "naver", "endpoint": "http://relay.example/n"})
+    assert cfg.rate_limit == 10.0
+    lifted = NaverOutputConfig.model_validate({**cfg.model_dump(), "rate_limit": 500})
+    assert lifted.rate_limit == 500

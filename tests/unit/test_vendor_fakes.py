@@ -121,6 +121,9 @@ ITEMS = [
         ({"event": "inAppPurchase", "items": [{"quantity": 1, "payAmount": 5.0, "ext1": "EUR"}], "value": 5.0}, 400),
         ({"event": "inAppPurchase", "items": [{"quantity": 0, "payAmount": 5.0}]}, 400),
         ({"event": "inAppPurchase", "items": []}, 400),
+        ({"event": "inAppPurchase", "value": 1400}, 200),  # seed 002: trackPurchaseEvent(value: 1_400)
+        ({"event": "inAppPurchase", "value": "1400"}, 400),
+        ({"event": "inAppPurchase"}, 400),
         ([], 400),
     ],
 )
