@@ -172,6 +172,8 @@ def _spec_names(record: dict[str, Any], advisories: list[Problem]) -> tuple[dict
     for name, key in via.items():
         if key in ALIASES:
             advisories.append(Problem(key, out[name], "alias", f"alias of {name}; Hive drops {key}"))
+        elif key != spec.camel(name):  # serverid, SERVER_ID: repaired to the spec's name, and said
+            advisories.append(Problem(key, out[name], "misspelled", f"taken as {name}"))
     return out, extra
 
 
@@ -257,7 +259,7 @@ def normalize_slow(
     if "quantity" not in bad:
         finding = spec.quantity_problem(clean.get("quantity"))
         if finding is not None:
-            advisories.append(finding)
+            (violations if finding.rule == "quantity_not_positive" else advisories).append(finding)
     for f in spec.ADVISED_FIELDS:
         if f.name in clean and f.name not in bad:
             advice = f.advice(clean[f.name])

@@ -43,8 +43,9 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4 = rf"^{_OCTET}(?:\.{_OCTET}){{3}}$"
 CATEGORY = r"^[A-Za-z0-9_]+_purchase_log$"
 LANGUAGE_TAG = r"^[a-z]{2,3}(-[a-z0-9]+)*$"
-# "uc9c0" in the seed's own example: "\uc9c0" (지) that lost its backslash on the way.
-ESCAPE_LOST = re.compile(r"^u[0-9a-f]{4}")
+# "uc9c0" in the seed's own example: "\uc9c0" (지) that lost its backslash on the way; anywhere
+# in the text ("Gem uc9c0", "uc9c0uc6d0"), though not inside a word ("menu" + hex digits).
+ESCAPE_LOST = re.compile(r"(?<![A-Za-z])u[0-9a-f]{4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class Field:
     known: Callable[[str], bool] | None = None  # an open code list: outside it is an advisory
     advised_length: int | None = None  # a limit the seed's description gives below the type's
     escapes_lost: bool = False  # free text where a "\uXXXX" that lost its backslash is worth a word
+    empty_warned: bool = False  # valid when empty, but what uses it then has nothing (os_version)
 
     @property
     def camel(self) -> str:
@@ -87,11 +89,13 @@ class Field:
         """(rule, detail) when a value valid for this field still deserves a warning."""
         if not isinstance(value, str):
             return None
+        if self.empty_warned and not value:
+            return "empty", f"{self.name} is empty: the vendor mirrors send none"
         if self.known is not None and value and not self.known(value):
             return "unknown_code", f"not a known {self.name} code"
         if self.advised_length is not None and len(value) > self.advised_length:
             return "longer_than_advised", f"the spec advises at most {self.advised_length} characters"
-        if self.escapes_lost and ESCAPE_LOST.match(value):
+        if self.escapes_lost and ESCAPE_LOST.search(value):
             return "escape_lost", "looks like a \\uXXXX escape that lost its backslash"
         return None
 
@@ -112,7 +116,7 @@ FIELDS: tuple[Field, ...] = (
     F("extra_uid", "string", 30, required=False),
     F("did", "bigint"),
     F("platform", "string", 1, values=codes.PLATFORMS, mirror=True),
-    F("os_version", "string", 30),
+    F("os_version", "string", 30, empty_warned=True),
     F("market", "string", 2, values=codes.MARKETS),
     F("game_index", "smallint"),
     F("app_id", "string", 200, mirror=True),
@@ -155,7 +159,9 @@ SPEC_FIELDS: tuple[str, ...] = tuple(BY_NAME)
 SPEC_SET = frozenset(SPEC_FIELDS)
 MIRROR_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.mirror)
 INTEGER_FIELDS = frozenset(f.name for f in FIELDS if f.integer)
-ADVISED_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.known or f.advised_length or f.escapes_lost)
+ADVISED_FIELDS: tuple[Field, ...] = tuple(
+    f for f in FIELDS if f.known or f.advised_length or f.escapes_lost or f.empty_warned
+)
 CAMEL_NAMES: dict[str, str] = {f.name: f.camel for f in FIELDS}
 
 REQUIRED: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
@@ -259,8 +265,11 @@ FIXED_QUANTITY = 1  # seed 003: "유저가 구매한 상품 개수 (1로 고정)
 
 
 def quantity_problem(quantity: Any) -> Problem | None:
-    """Seed 003: quantity is fixed to 1."""
+    """Seed 003: quantity is fixed to 1. Above it: a warning (the price paid is the revenue);
+    0 or below: no purchase at all, a violation (strict mode refuses it)."""
     if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity != FIXED_QUANTITY:
+        if quantity < FIXED_QUANTITY:
+            return Problem("quantity", quantity, "quantity_not_positive", "the spec fixes quantity to 1")
         return Problem("quantity", quantity, "quantity_not_one", "the spec fixes quantity to 1")
     return None
 

@@ -144,6 +144,8 @@ VIOLATIONS = [
     ("path", "GS", "not_allowed", "not one of"),
     ("level", 2**31, "out_of_range", "out of range"),
     ("is_emulator", 3, "out_of_range", "out of range"),
+    ("quantity", 0, "quantity_not_positive", "fixes quantity to 1"),  # seed 003: fixed to 1
+    ("quantity", -1, "quantity_not_positive", "fixes quantity to 1"),
 ]
 
 
@@ -174,12 +176,28 @@ def test_by_default_a_violation_is_kept_as_sent_and_warned(field_, value, rule, 
         ("product_name", "Gem Pack of twenty-one", "longer_than_advised"),  # seed 003: "20자 이내"
         ("quantity", 2, "quantity_not_one"),  # seed 003: fixed to 1
         ("category", "other_purchase_log", "category_mismatch"),
+        ("os_version", "", "empty"),  # valid, and the mirrors then send no os
+        ("product_name", "Gem uc9c0", "escape_lost"),  # a lost "\uc9c0" anywhere, not only first
+        ("product_name", "\uac00uc9c0", "escape_lost"),
     ],
 )
 def test_advisories_are_warnings_even_when_strict(field_, value, rule):
     n = normalize(dict(COMPLETE, **{field_: value}), TAG, strict=True)
     assert n.ok, n.errors
     assert rules(n.warnings) == {(field_, rule)}
+
+
+def test_a_name_spelled_without_its_underscores_is_taken_and_said_the_camel_form_is_not():
+    squashed = {("serverid" if k == "server_id" else k): v for k, v in COMPLETE.items()}
+    n = normalize(squashed, TAG, strict=True)
+    assert n.ok and n.record["server_id"] == COMPLETE["server_id"]
+    assert rules(n.warnings) == {("serverid", "misspelled")}
+    camel_spelled = {("serverId" if k == "server_id" else k): v for k, v in COMPLETE.items()}
+    assert normalize(camel_spelled, TAG, strict=True).warnings == []
+
+
+def test_hex_after_a_u_inside_a_word_is_no_lost_escape():
+    assert normalize(dict(COMPLETE, product_name="menu1234"), TAG).warnings == []
 
 
 def test_real_codes_pass_without_a_word():
