@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.hive.records import REFUND_VALUES
 from agent.hive.records import KeyStyle as KeyStyleName
 from agent.routing import compile_pattern
 
@@ -213,6 +214,21 @@ class OutputConfigBase(ComponentConfig):
     # the reload (what came before went to the outputs configured then), "oldest" from the oldest
     # event the journal still holds. At the agent's start an output without a cursor takes all.
     reload_start_at: Literal["end", "oldest"] = "end"
+    # A refund carries its purchase's transaction_id, and the Hive spec has no field that says
+    # "refund": rendered to the spec, it would be the purchase a second time. An output that
+    # renders the spec (renders_hive_spec) skips refunds, counted, unless it asks for them.
+    refunds: Literal["skip", "send"] = "skip"
+    refund_field: str = "refund"  # as the hive filter's
+    refund_values: list[Any] = list(REFUND_VALUES)
+
+    @property
+    def renders_hive_spec(self) -> bool:
+        """Does it send the Hive spec's fields alone (no field outside it, the refund flag among them)?"""
+        return False
+
+    @property
+    def skips_refunds(self) -> bool:
+        return self.refunds == "skip" and self.renders_hive_spec
 
     @property
     def routing_match(self) -> str:

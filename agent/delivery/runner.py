@@ -33,6 +33,7 @@ from agent.config.types import OutputConfigBase
 from agent.deadletter import DeadLetterStore
 from agent.delivery.retry import RetrySchedule
 from agent.delivery.snapshot import OutputSnapshot
+from agent.hive.records import is_refund, may_hold_extras
 from agent.journal.batch import TagBatch
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.reader import JournalReader, JournalRecord
@@ -62,6 +63,7 @@ class RunnerStats:
     batches: int = 0
     pauses: int = 0
     local_io_errors: int = 0  # its own cursor or dead-letter writes that failed (a full disk)
+    refunds_skipped: int = 0  # refunds an output that renders the Hive spec has no form for
 
 
 class OutputRunner:
@@ -84,6 +86,8 @@ class OutputRunner:
         self.commit_interval = commit_interval
         self.batch_bytes = cfg.batch_bytes
         self.schedule = RetrySchedule(cfg.retry_wait, cfg.retry_max_interval, cfg.retry_timeout, cfg.retry_forever)
+        self.skips_refunds = cfg.skips_refunds
+        self.refund_values = tuple(cfg.refund_values)
         self.reader = JournalReader(journal_dir, cursors.load(self.name))
         self.stats = RunnerStats()
         self.caught_up = False
@@ -159,8 +163,23 @@ class OutputRunner:
             tag = peek_tag(r.payload)
             target = batch_target(r.payload)
             if (target == self.name) if target is not None else self.matches(tag):
-                batches.append(TagBatch(tag, payload=r.payload))
+                batch = TagBatch(tag, payload=r.payload)
+                if self.skips_refunds and may_hold_extras(r.payload):  # the refund flag is outside the spec
+                    batch = self._without_refunds(batch)
+                    if not len(batch):
+                        continue
+                batches.append(batch)
         return not batches or await self._deliver(batches, stopping)
+
+    def _without_refunds(self, batch: TagBatch) -> TagBatch:
+        """The batch without its refunds: rendered to the Hive spec, a refund would be its purchase
+        again (the same transaction_id, a positive price), and the spec has no field to say otherwise."""
+        kept = [e for e in batch.entries if not is_refund(e[1], self.cfg.refund_field, self.refund_values)]
+        skipped = len(batch) - len(kept)
+        if not skipped:
+            return batch
+        self.stats.refunds_skipped += skipped
+        return TagBatch(batch.tag, kept)
 
     async def _commit(self, position: Position, stopping: asyncio.Event) -> None:
         async def commit() -> bool:

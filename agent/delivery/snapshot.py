@@ -20,6 +20,7 @@ class OutputSnapshot(msgspec.Struct, kw_only=True):
     batches: int = 0
     pauses: int = 0
     local_io_errors: int = 0
+    refunds_skipped: int = 0
     output_stats: dict[str, int] = {}  # the output's own counters (the vendor mirrors')
     retrying: bool = False
     retry_steps: int = 0

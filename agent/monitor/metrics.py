@@ -110,6 +110,8 @@ class AgentMetrics:
             sent.add_metric(lv, out.sent_records)
             retries.add_metric(lv, out.retries)
             dead.add_metric(lv, out.dead_lettered)
+            if out.refunds_skipped:
+                families[Metric.DISCARDED].add_metric([*lv, "refund"], out.refunds_skipped)
             pending.add_metric([o_cfg.name], self.monitor.pending_bytes(o_cfg.name, out.position))
             oldest = out.oldest_pending_ns
             age.add_metric([o_cfg.name], max(0.0, (now - oldest) / 1e9) if oldest else 0.0)

@@ -64,6 +64,10 @@ class FileOutputConfig(OutputConfigBase):
     fsync: bool = True
     key_style: KeyStyle = "raw"
 
+    @property
+    def renders_hive_spec(self) -> bool:
+        return self.key_style != "raw"  # snake or camel: the spec's fields alone
+
     @field_validator("path")
     @classmethod
     def _path_template(cls, value: str) -> str:

@@ -99,6 +99,10 @@ class ForwardOutputConfig(OutputConfigBase):
     # "snake": the fields outside the Hive spec (kept by the hive filter for the mirrors) never reach the servers.
     key_style: KeyStyle = "snake"
 
+    @property
+    def renders_hive_spec(self) -> bool:
+        return self.key_style != "raw"  # snake or camel: the spec's fields alone
+
     @model_validator(mode="after")
     def _checks(self) -> ForwardOutputConfig:
         check_tls_pair(self.tls_cert, self.tls_key)

@@ -73,6 +73,11 @@ class HttpOutputConfig(OutputConfigBase):
     timeout: Interval = 30.0
     batch_records: int = Field(500, ge=1)
     batch_bytes: Size = 1024 * 1024
+
+    @property
+    def renders_hive_spec(self) -> bool:
+        return True  # Hive's HTTP ingestion
+
     default_app_id: str | None = None  # for records without app_id
     key_style: KeyStyle = "snake"
     headers: dict[str, Secret] = {}

@@ -44,7 +44,6 @@ from pydantic import Field, model_validator
 
 from agent.component import DeadRecord, Outcome, Output, SendResult
 from agent.config.types import Duration, Endpoint, Interval, MatchPattern, OutputConfigBase, Secret, Size, Strict
-from agent.hive.records import REFUND_VALUES
 from agent.journal.batch import TagBatch
 from agent.mirrors.payloads import Purchase, Refused, game_of, platform_ids, purchase_from
 from agent.mirrors.state import open_state
@@ -94,8 +93,6 @@ class MirrorOutputBase(OutputConfigBase):
     rate_limit: float | None = Field(None, gt=0)  # requests per second
     timeout: Interval = 10.0
     mirror_test_purchases: bool = False
-    refund_field: str = "refund"
-    refund_values: list[Any] = list(REFUND_VALUES)
     identity_match: MatchPattern = "ha2union.game.*.device_ids"
     delivered_retention: Duration = 30 * 86400.0
     # A batch's requests go out together and the next batch waits for the last answer:

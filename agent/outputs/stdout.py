@@ -17,6 +17,10 @@ class StdoutOutputConfig(OutputConfigBase):
     type: Literal["stdout"]
     key_style: KeyStyle = "raw"
 
+    @property
+    def renders_hive_spec(self) -> bool:
+        return self.key_style != "raw"  # snake or camel: the spec's fields alone
+
 
 class StdoutOutput(Output):
     def __init__(self, name: str, stream: IO[bytes] | None = None, key_style: str = "raw"):

@@ -199,3 +199,29 @@ async def test_a_mirror_refuses_before_sending_what_it_cannot_map_and_sends_the_
     [said] = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
     assert "2 records refused before sending" in said
     assert deadletters.summary(samples=0)["appsflyer"]["count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "sent"),
+    [
+        ("http", {}, ["T-0", "T-2"]),
+        ("http", {"refunds": "send"}, ["T-0", "T-1", "T-2"]),
+        ("file", {"key_style": "camel"}, ["T-0", "T-2"]),
+        ("file", {}, ["T-0", "T-1", "T-2"]),  # raw: the refund flag goes along, nothing is lost
+    ],
+    ids=["http", "http-refunds-send", "file-camel", "file-raw"],
+)
+async def test_an_output_that_renders_the_hive_spec_skips_refunds_unless_asked(
+    kind, options, sent, tmp_path, monkeypatch
+):
+    """The spec has no refund field: rendered to it, a refund would be its purchase a second time."""
+    records = [purchase(0), purchase(1), purchase(2)]
+    records[1]["_extra"]["refund"] = "Y"  # as the hive filter keeps the sender's refund flag
+    async with destination(kind, "ok", tmp_path, monkeypatch) as (cfg, taken):
+        runner, _ = await deliver(kind, {**cfg, **options}, tmp_path, records)
+        assert taken() == len(sent)
+    if kind == "file":
+        lines = [json.loads(x)["record"] for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+        assert [r.get("transactionId") or r.get("transaction_id") for r in lines] == sent
+    assert runner.stats.refunds_skipped == 3 - len(sent)
+    assert runner.stats.sent_records == len(sent)
