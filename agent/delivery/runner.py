@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import msgpack
+
 from agent.component import Outcome, Output, SendResult, caused_by_records
 from agent.config.types import OutputConfigBase
 from agent.deadletter import DeadLetterStore
 from agent.delivery.retry import RetrySchedule
 from agent.delivery.snapshot import OutputSnapshot
-from agent.hive.records import is_refund, may_hold_extras
+from agent.hive.records import is_refund
 from agent.journal.batch import TagBatch
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.reader import JournalReader, JournalRecord
@@ -88,6 +90,9 @@ class OutputRunner:
         self.schedule = RetrySchedule(cfg.retry_wait, cfg.retry_max_interval, cfg.retry_timeout, cfg.retry_forever)
         self.skips_refunds = cfg.skips_refunds
         self.refund_values = tuple(cfg.refund_values)
+        # The refund field's name as msgpack writes it: a batch without these bytes holds no refund
+        # (a byte search, where a decode of every purchase batch cost the delivery process 15-30%).
+        self._refund_key = msgpack.packb(cfg.refund_field)
         self.reader = JournalReader(journal_dir, cursors.load(self.name))
         self.stats = RunnerStats()
         self.caught_up = False
@@ -164,7 +169,7 @@ class OutputRunner:
             target = batch_target(r.payload)
             if (target == self.name) if target is not None else self.matches(tag):
                 batch = TagBatch(tag, payload=r.payload)
-                if self.skips_refunds and may_hold_extras(r.payload):  # the refund flag is outside the spec
+                if self.skips_refunds and self._refund_key in r.payload:
                     batch = self._without_refunds(batch)
                     if not len(batch):
                         continue
