@@ -209,8 +209,7 @@ class App:
         for delivery in self.deliveries:
             await delivery.start()
         try:
-            for inp in self.inputs:
-                await inp.start()
+            await self._start_inputs()
         except (OSError, ConfigError) as exc:
             log.error("cannot listen: %s" if isinstance(exc, OSError) else "cannot start: %s", exc)
             await self._stop_deliveries(self.cfg.agent.shutdown_timeout)
@@ -256,6 +255,12 @@ class App:
     async def _shutdown(self, collector: asyncio.Task) -> int:
         async with self.reloader.lock:  # a reload under way finishes first: it changes what stops
             return await self._stop_all(collector)
+
+    async def _start_inputs(self) -> None:
+        # In order, and in a frame of its own: _run's would hold the last input started for as long
+        # as the agent runs, and a reload that replaces it could not free it.
+        for inp in self.inputs:
+            await inp.start()
 
     async def _stop_all(self, collector: asyncio.Task) -> int:
         deadline = time.monotonic() + self.cfg.agent.shutdown_timeout

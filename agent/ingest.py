@@ -67,6 +67,9 @@ class Ingest:
         """Call ``callback`` whenever room is made again."""
         self.journal.on_room(callback)
 
+    def off_room(self, callback: Callable[[], None]) -> None:
+        self.journal.off_room(callback)
+
     def set_filters(self, filters: list[tuple[str, Filter]]) -> None:
         """The filters batches pass from now on (a reload): a batch under way keeps the ones it had."""
         self._filters = [(compile_pattern(match), f) for match, f in filters]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -39,6 +39,7 @@ from agent.config.document import AgentConfig, load_config_text, read_config_tex
 from agent.delivery.channel import APPLIED, APPLY, PREPARE, STOPPED
 from agent.errors import ConfigError
 from agent.registry import FILTERS, INPUTS
+from agent.secrets import scrub
 
 if TYPE_CHECKING:
     from agent.app import App
@@ -63,7 +64,17 @@ class ReloadResult:
     changed: dict[str, list[str]]  # "added", "removed", "changed", "kept": component names
 
     def to_json(self) -> dict[str, Any]:
-        return {"result": self.result, "errors": self.errors, **self.changed}
+        # An error may quote what a component said of its config: shown without its secrets.
+        return {"result": self.result, "errors": [scrub(e) for e in self.errors], **self.changed}
+
+
+@dataclass(slots=True)
+class _Filters:
+    """A reload's filters: the list to run, the new ones with the running ones they replace, the removed."""
+
+    filters: list[tuple[str, Filter]] = field(default_factory=list)
+    built: list[tuple[Filter, Filter | None]] = field(default_factory=list)
+    gone: list[Filter] = field(default_factory=list)
 
 
 def restart_only(old: AgentConfig, new: AgentConfig) -> str | None:
@@ -124,6 +135,11 @@ class Reloader:
             log.error("reload refused, the running config stays: %s: %s cannot change without a restart", path, key)
             return ReloadResult("refused", [f"{key} cannot change without a restart"], {})
         secrets.install(new)  # before anything of the new config can log
+        try:
+            filters = self._build_filters(new)
+        except Exception as exc:
+            log.error("reload failed, the running config stays: a filter cannot be built: %s", exc)
+            return ReloadResult("failed", [scrub(f"filters: cannot build: {exc}")], {})
         old = app.cfg
         changed = {
             "added": [c.name for kind in ("inputs", "filters", "outputs") for c in _added(old, new, kind)],
@@ -140,9 +156,13 @@ class Reloader:
             # A removed output drains for up to shutdown_timeout; a send in flight then finishes.
             timeout = new.agent.shutdown_timeout + 30.0
             stopped = await asyncio.gather(*(d.ask(PREPARE, asked, timeout) for d in deliveries))
-            self._swap_filters(new)
+            self._install_filters(filters)
             app.cfg = new
-            errors += await self._swap_inputs(old, new)
+            try:  # whatever happens here, the delivery processes are told to APPLY below
+                errors += await self._swap_inputs(old, new)
+            except Exception as exc:
+                log.exception("reload: changing the inputs failed")
+                errors.append(f"inputs: {exc}")
             app.replays.outputs = {o.name for o in new.outputs}
             app.replays.filters_names = {f.name for f in new.filters}
             for delivery, answer in zip(deliveries, stopped):
@@ -172,22 +192,34 @@ class Reloader:
         )
         return ReloadResult("ok", [], changed)
 
-    def _swap_filters(self, new: AgentConfig) -> None:
-        """The new filter list, in config order: unchanged filters are the running ones."""
+    def _build_filters(self, new: AgentConfig) -> _Filters:
+        """The new filter list, in config order, built before anything is stopped: a filter that
+        cannot be built (its dedup store cannot open) fails the reload with nothing changed."""
         app = self.app
         running = {cfg.name: (cfg, f) for cfg, f in zip(app.cfg.filters, app.ingest.filters)}
-        filters: list[tuple[str, Filter]] = []
-        for f_cfg in new.filters:
-            was = running.pop(f_cfg.name, None)
-            if was is not None and was[0] == f_cfg:
-                filters.append((f_cfg.match, was[1]))
-                continue
-            built = FILTERS[f_cfg.type].build(f_cfg, app.paths.root)
+        plan = _Filters()
+        try:
+            for f_cfg in new.filters:
+                was = running.pop(f_cfg.name, None)
+                if was is not None and was[0] == f_cfg:
+                    plan.filters.append((f_cfg.match, was[1]))
+                    continue
+                built = FILTERS[f_cfg.type].build(f_cfg, app.paths.root)
+                plan.built.append((built, was[1] if was is not None else None))
+                plan.filters.append((f_cfg.match, built))
+        except Exception:
+            for built, _ in plan.built:
+                built.close()
+            raise
+        plan.gone = [f for _, f in running.values()]
+        return plan
+
+    def _install_filters(self, plan: _Filters) -> None:
+        for built, was in plan.built:
             if was is not None:
-                built.carry_over(was[1])
-            filters.append((f_cfg.match, built))
-        app.ingest.set_filters(filters)
-        for _, gone in running.values():
+                built.carry_over(was)  # the same name: its dedup store and counters go on
+        self.app.ingest.set_filters(plan.filters)
+        for gone in plan.gone:
             gone.close()
 
     async def _swap_inputs(self, old: AgentConfig, new: AgentConfig) -> list[str]:

@@ -82,6 +82,17 @@ def stop(proc: subprocess.Popen, timeout: float = 60.0) -> int:
         return proc.wait()
 
 
+def cli(agent: Agent, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``hive-agent <args> -c <agent's config>`` as its operator runs it, beside the running agent."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args, "-c", str(agent.config)],
+        cwd=agent.workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def listening_port(proc: subprocess.Popen) -> int | None:
     """The first TCP port ``proc`` listens on at 127.0.0.1, from ``ss`` (when the log is quiet)."""
     out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout

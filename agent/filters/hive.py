@@ -28,6 +28,7 @@ from agent.hive.fast_path import encode_batch, try_fast_batch
 from agent.hive.purchase_log import normalize
 from agent.hive.records import REFUND_VALUES, field_of, refund_state, with_extra
 from agent.hive.spec import spec_name
+from agent.log import peer_text
 from agent.paths import file_name
 from agent.protocol.event_time import ns_of
 
@@ -137,7 +138,7 @@ class HiveFilter(Filter):
                 tag,
                 unknown_refunds,
                 self.refund_field,
-                first_unknown,
+                peer_text(first_unknown, 60),  # the sender's value: bounded in the log
             )
         if rejected:
             self.stats.invalid += len(rejected)

@@ -272,6 +272,11 @@ class Journal:
         """Call ``callback`` whenever collection frees space below the limit."""
         self._room_listeners.append(callback)
 
+    def off_room(self, callback: Callable[[], None]) -> None:
+        """No more calls to ``callback`` (an input a reload stopped: it is not kept alive by it)."""
+        if callback in self._room_listeners:
+            self._room_listeners.remove(callback)
+
     def collect(self, positions: list[Position]) -> int:
         """Delete segments every position has passed; return bytes freed."""
         if positions:

@@ -120,3 +120,40 @@ async def test_a_changed_hive_filter_keeps_its_dedup_store_and_an_unchanged_inpu
         writer.close()
         await writer.wait_closed()
     assert app.exit_code == 0
+
+
+async def test_a_filter_that_cannot_be_built_fails_the_reload_before_anything_stops(tmp_path):
+    path = tmp_path / "agent.toml"
+    outputs = file_output(tmp_path, "out")
+    path.write_text(config(tmp_path, outputs))
+    app = App(load_config(str(path)), path)
+    async with app:
+        forward = app.inputs[0]
+        # A new hive filter whose dedup store cannot open: its path is a directory.
+        (tmp_path / "var" / "state" / "dedup-blocked.sqlite").mkdir(parents=True)
+        path.write_text(config(tmp_path, '[[filters]]\ntype = "hive"\nname = "blocked"\n' + outputs))
+        done = await app.reload()
+        assert done.result == "failed" and done.errors[0].startswith("filters: cannot build")
+        assert app.inputs == [forward] and app.ingest.filters == [] and app.cfg.filters == []
+        assert app.reloader.stats.failed == 1
+        assert all(d.running for d in app.deliveries) and app.deliveries[0].restarts == 0
+
+
+async def test_an_input_a_reload_replaced_is_not_kept_alive(tmp_path):
+    import gc
+    import weakref
+
+    path = tmp_path / "agent.toml"
+    outputs = file_output(tmp_path, "out")
+    path.write_text(config(tmp_path, outputs))
+    app = App(load_config(str(path)), path)
+    async with app:
+        replaced = []
+        for n in range(3):  # a changed forward input each time: stopped, built and started again
+            replaced.append(weakref.ref(app.inputs[0]))
+            path.write_text(
+                config(tmp_path, outputs).replace("udp_heartbeat = false", f"max_inflight_frames = {n + 2}")
+            )
+            assert (await app.reload()).result == "ok"
+        gc.collect()
+        assert [ref() for ref in replaced] == [None, None, None]

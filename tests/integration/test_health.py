@@ -5,10 +5,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
-from tests.agentproc import Agent, file_output, forward_input, forward_output, free_port, get_json, wait_until
+from tests.agentproc import Agent, cli, file_output, forward_input, forward_output, free_port, get_json, wait_until
 from tests.integration.test_monitor import metric
 from tests.wire import ForwardClient, event_time
 
@@ -18,13 +17,7 @@ def monitor(unhealthy_after: str = "2s") -> str:
 
 
 def status(agent: Agent) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "status", "-c", str(agent.config)],
-        cwd=agent.workdir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return cli(agent, "status", timeout=60)
 
 
 def healthy_gauge(agent: Agent) -> float:

@@ -7,13 +7,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.agentproc import Agent, file_output, forward_input, get_json, tail_input, wait_until
+from tests.agentproc import Agent, cli, file_output, forward_input, get_json, tail_input, wait_until
 from tests.wire import ForwardClient, event_time
 
 TAG = "ha2union.game.samplegame.purchase_log"
@@ -27,13 +26,7 @@ def write_config(agent: Agent, sections: str, journal: str = "") -> None:
 
 
 def reload_cli(agent: Agent) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "reload", "-c", str(agent.config)],
-        cwd=agent.workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return cli(agent, "reload")
 
 
 def post_reload(agent: Agent) -> tuple[int, dict]:

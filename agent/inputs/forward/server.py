@@ -262,6 +262,7 @@ class ForwardInput(Input):
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let connections finish their in-flight frames, then close them."""
+        self.ingest.off_room(self._resume_all)
         if self._sweeper is not None:
             self._sweeper.cancel()
         for server in self.servers:

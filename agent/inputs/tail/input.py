@@ -159,6 +159,7 @@ class TailInput(Input):
 
     async def stop(self, timeout: float) -> None:
         """Stop reading, wait for the batches in flight, write the position file, close the files."""
+        self.ingest.off_room(self._wake.set)
         self._stopping = True
         self._wake.set()
         deadline = time.monotonic() + timeout
