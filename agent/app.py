@@ -35,6 +35,7 @@ from agent.fsutil import atomic_write
 from agent.ingest import Ingest
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.journal import Journal
+from agent.ledger.book import LedgerBook
 from agent.log import Summary
 from agent.memory import Trimmer
 from agent.monitor.server import Monitor
@@ -127,6 +128,7 @@ class App:
             filters_names={f.name for f in cfg.filters},
         )
         self.reloader = Reloader(self)
+        self.ledger = LedgerBook(cfg, self.paths) if cfg.agent.ledger else None
 
     def _lock(self) -> None:
         fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -206,6 +208,8 @@ class App:
         if s.recovered_records or s.cut_bytes:
             log.info("journal: recovered %d batches; cut %d torn bytes", s.recovered_records, s.cut_bytes)
         await self.journal.start()
+        if self.ledger is not None:
+            self.ledger.begin(self.journal.end_position)  # before any delivery process counts
         for delivery in self.deliveries:
             await delivery.start()
         try:
@@ -238,6 +242,8 @@ class App:
         trimmer = tasks.spawn(
             Trimmer(lambda: self.journal.stats.appends, self._shrink).run(), "memory-trimmer", owner="agent"
         )
+        ledger = self.ledger
+        book = tasks.spawn(ledger.run(lambda: self.ingest.filters), "ledger", owner="agent") if ledger else None
         if owns_process:
             # Filters decode batches into many short-lived objects; a young generation
             # this small would run the cyclic collector every few records for nothing.
@@ -250,6 +256,8 @@ class App:
         self.ready.set()
         await self._stop.wait()
         trimmer.cancel()
+        if book is not None:
+            book.cancel()
         return await self._shutdown(collector)
 
     async def _shutdown(self, collector: asyncio.Task) -> int:
@@ -273,6 +281,9 @@ class App:
             await self.monitor.stop()
         collector.cancel()
         self._collect()
+        if self.ledger is not None:
+            await self.ledger.flush(self.ingest.filters)  # the duplicates of the last second
+            self.ledger.close()
         log.info("hive-agent stopped (delivery process exit code %s)", code)
         return 1 if self._failed else 0
 
@@ -291,7 +302,9 @@ class App:
 
     def _pinned_positions(self) -> list[Position]:
         """What inputs still need to read back (the tail input's markers after its last checkpoint)."""
-        pins = (i.pinned_position() for i in self.inputs)
+        pins = [i.pinned_position() for i in self.inputs]
+        if self.ledger is not None:
+            pins.append(self.ledger.pin())  # what the ledger's in count has not read yet
         return [p for p in pins if p is not None]
 
     def _collect(self) -> None:

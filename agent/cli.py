@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     dl_replay.add_argument("-c", "--config", default=None)
     dl_replay.add_argument("--output", required=True, help="the output (or filter) whose dead letters to replay")
     dl_replay.add_argument("--reason", default=None, help="only those whose reason contains this text")
+    ledger = sub.add_parser("ledger", help="purchases by day, game and output: in, delivered, refused, pending")
+    ledger.add_argument("-c", "--config", default=None)
+    ledger.add_argument("--day", default=None, help="YYYY-MM-DD, in the ledger's timezone")
+    ledger.add_argument("--game", default=None)
+    ledger.add_argument("--output", default=None)
+    ledger.add_argument("--json", action="store_true", help="a list of rows, for machines")
     deliver = sub.add_parser("deliver", help=argparse.SUPPRESS)  # the delivery process (started by run)
     deliver.add_argument("-c", "--config", required=True)
     deliver.add_argument("--ready-fd", type=int, default=None)
@@ -318,6 +324,44 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """Exit 0 with the rows (none is fine), 2 when there is no ledger to read."""
+    import orjson
+
+    from agent.ledger import report
+    from agent.paths import DataPaths
+
+    cfg = _load(args.config)
+    paths = DataPaths(cfg.agent.data_dir)
+    if not paths.ledger.exists():
+        print(f"hive-agent: no ledger in {paths.root} (the agent has not run with ledger = true)", file=sys.stderr)
+        return 2
+    rows = report.query(paths.ledger, args.day, args.game, args.output)
+    print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() if args.json else report.render(rows))
+    note = report.as_of(report.settled_at(paths.ledger))
+    if _agent_running(paths.lock):
+        note += "; the agent is running: what it sent since then is settled within a second"
+    print(note, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _agent_running(lock: Path) -> bool:
+    """Does an agent hold this data_dir's lock?"""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Every command, not only run: a replay or an init under umask 000 makes private files too.
@@ -342,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "deadletter":
         args.config = _config_path(args.config)
         return cmd_deadletter(args)
+    if args.command == "ledger":
+        args.config = _config_path(args.config)
+        return cmd_ledger(args)
     if args.command == "deliver":
         return cmd_deliver(args.config, args.ready_fd, args.group, args.control_fd, args.config_on_stdin)
     return 2

@@ -57,10 +57,15 @@ class Outcome:
     reason: str = ""
     dead: list[DeadRecord] = field(default_factory=list)  # with OK: delivered all but these
     unsent: int = 0  # the first ``unsent`` of ``dead`` were refused before any request was made
+    # With OK: records not sent and not refused either, each with why (a test purchase, a duplicate):
+    # the ledger counts them as skipped.
+    skipped: list[DeadRecord] = field(default_factory=list)
 
     @classmethod
-    def ok(cls, dead: list[DeadRecord] | None = None, unsent: int = 0) -> Outcome:
-        return cls(SendResult.OK, "", dead or [], unsent)
+    def ok(
+        cls, dead: list[DeadRecord] | None = None, unsent: int = 0, skipped: list[DeadRecord] | None = None
+    ) -> Outcome:
+        return cls(SendResult.OK, "", dead or [], unsent, skipped or [])
 
     @classmethod
     def pause(cls, reason: str) -> Outcome:
@@ -102,6 +107,9 @@ class Output:
 
     def shrink(self) -> None:
         """Give back what a burst filled (caches, page caches); called once the process is quiet."""
+
+    def ledger_settled(self, finished_ns: int) -> None:
+        """The ledger has counted every send that finished by ``finished_ns`` (wall clock)."""
 
 
 @dataclass(slots=True)

@@ -50,6 +50,11 @@ class DataPaths:
         return self.root / "state"
 
     @property
+    def ledger(self) -> Path:
+        """Every purchase by day, game and output (agent/ledger/store.py)."""
+        return self.state / "ledger.sqlite"
+
+    @property
     def monitor_address(self) -> Path:
         """``host:port`` the running agent's monitor listens on (the port the system chose for 0)."""
         return self.state / "monitor"

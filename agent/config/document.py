@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agent.config.types import (
     ComponentConfig,
+    Duration,
     FilterConfigBase,
     InputConfigBase,
     Interval,
@@ -27,6 +28,7 @@ from agent.config.types import (
     Strict,
 )
 from agent.errors import ConfigError
+from agent.ledger.tally import parse_offset
 from agent.registry import FILTERS, INPUTS, OUTPUTS, Registered
 
 # -- [agent] -----------------------------------------------------------------
@@ -55,6 +57,17 @@ class AgentSettings(Strict):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     # Outputs run in this many delivery processes (output i in process i mod n): one core each.
     delivery_processes: int = Field(1, ge=1, le=16)
+    # The ledger of purchases by day, game and output (agent/ledger/): its days are those of this
+    # UTC offset (Hive reports in KST), and days older than the retention are swept.
+    ledger: bool = True
+    ledger_timezone: str = "+09:00"
+    ledger_retention: Duration = 400 * 86400.0
+
+    @field_validator("ledger_timezone")
+    @classmethod
+    def _offset(cls, value: str) -> str:
+        parse_offset(value)
+        return value
 
     @field_validator("data_dir")
     @classmethod

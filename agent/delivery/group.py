@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 from dataclasses import dataclass
 
 from agent.component import Output
@@ -23,6 +24,9 @@ from agent.config.types import OutputConfigBase
 from agent.deadletter import DeadLetterStore
 from agent.delivery.runner import OutputRunner
 from agent.journal.cursor import CursorStore, Position
+from agent.ledger.output import OutputLedger
+from agent.ledger.plan import LedgerPlan
+from agent.ledger.store import Ledger, LedgerWriter
 from agent.paths import DataPaths
 from agent.registry import OUTPUTS
 
@@ -53,6 +57,9 @@ class DeliveryGroup:
         self._added: list[OutputConfigBase] = []  # prepared, not yet applied
         self._new: set[str] = set()  # of those, the ones the agent did not run before
         self._end: Position | None = None
+        self.ledger: LedgerWriter | None = None
+        if cfg.agent.ledger:
+            self.ledger = LedgerWriter(Ledger(paths.ledger, LedgerPlan(cfg), paths.journal))
 
     @property
     def runners(self) -> list[OutputRunner]:
@@ -70,7 +77,10 @@ class DeliveryGroup:
     async def _add(self, o_cfg: OutputConfigBase) -> None:
         output = OUTPUTS[o_cfg.type].build(o_cfg, self.paths.root)
         await output.start()
-        runner = OutputRunner(o_cfg, output, self.paths.journal, self.cursors, self.deadletters)
+        ledger = None
+        if self.ledger is not None:
+            ledger = OutputLedger(o_cfg.name, self.ledger, self.ledger.ledger.plan, output)
+        runner = OutputRunner(o_cfg, output, self.paths.journal, self.cursors, self.deadletters, ledger=ledger)
         drain, stop = asyncio.Event(), asyncio.Event()
         if self.draining.is_set():
             drain.set()
@@ -119,6 +129,8 @@ class DeliveryGroup:
         self._new = {o.name for o in self._added if o.name not in before}
         self._end = end
         self.cfg = cfg
+        if self.ledger is not None:
+            self.ledger.ledger.plan = LedgerPlan(cfg)  # for the outputs started from now on, and the in count
 
     async def apply(self) -> list[str]:
         """Start what :meth:`prepare` found new; the errors of those that could not start."""
@@ -157,3 +169,23 @@ class DeliveryGroup:
         for running in self.running.values():
             await self._close(running)
         return 1 if self.failed else 0
+
+    def close(self) -> None:
+        """After the loops and the ledger's in count have ended."""
+        if self.ledger is not None:
+            self.ledger.close()
+
+    async def count_in(self, interval: float = 1.0) -> None:
+        """Keep the ledger's ``in`` counts up with the journal (run by the first delivery process only)."""
+        ledger = self.ledger
+        if ledger is None:
+            return
+        while not self.stopping.is_set():
+            try:
+                await ledger.call(ledger.ledger.advance_in)
+            except (OSError, sqlite3.Error) as exc:  # a full disk: the next try counts what this one did not
+                log.warning("ledger: cannot count what came in: %s", exc)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), interval)
+            except TimeoutError:
+                pass

@@ -177,15 +177,17 @@ async def run_delivery(
         else:
             channel = await Channel.open(control_fd, ready_fd)
     reloads = tasks.spawn(_serve_reloads(channel, group), "reloads", owner=owner) if channel is not None else None
+    counting = tasks.spawn(group.count_in(), "ledger-in", owner=owner) if group_index == 0 else None
     # Batches make many short-lived objects; a young generation this small
     # would run the cyclic collector every few records for nothing.
     gc.freeze()
     gc.set_threshold(50_000, 50, 50)
     await draining.wait()
     code = await group.wait_done()
-    for task in (watcher, reporter, trimmer, reloads):
+    for task in (watcher, reporter, trimmer, reloads, counting):
         if task is not None:
             task.cancel()
+    group.close()
     _write_snapshot(paths, group, group_index)
     if channel is not None:
         channel.close()

@@ -15,6 +15,12 @@ the error and every other record is delivered. Local I/O of the loop itself
 (the cursor, the dead-letter store) that fails, a full disk say, is retried
 with backoff: the loop never dies of it, and the cursor never passes records
 that were neither delivered nor dead-lettered.
+
+The ledger (agent/ledger/) learns what became of each purchase: delivered,
+refused with the dead letter's reason, or skipped (a refund this output has no
+form for, a mirror's test purchase or duplicate). The loop settles that with
+the ledger just before it saves the cursor, and counts nothing at or before
+the output's ledger mark: a batch sent again after a kill is counted once.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +47,8 @@ from agent.journal.batch import TagBatch
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.reader import JournalReader, JournalRecord
 from agent.journal.record import batch_target, peek_tag, split_payload
+from agent.ledger.output import OutputLedger
+from agent.ledger.tally import Tally, reason_code
 from agent.routing import compile_pattern
 from agent.secrets import scrub
 
@@ -78,6 +87,7 @@ class OutputRunner:
         deadletters: DeadLetterStore,
         *,
         commit_interval: float = 0.2,
+        ledger: OutputLedger | None = None,
     ):
         self.cfg = cfg
         self.name = cfg.name
@@ -102,6 +112,8 @@ class OutputRunner:
         self.oldest_pending_ns: int | None = None
         self.last_success_ns: int | None = None  # wall clock of the last send the destination took
         self.delivered_to: Position | None = None
+        self.ledger = ledger
+        self._tally: Tally | None = None  # the batches being sent, when the ledger counts them
 
     def snapshot(self) -> OutputSnapshot:
         """What the monitor shows of this output (the main process serves it)."""
@@ -162,24 +174,50 @@ class OutputRunner:
             self.reader.close()
 
     async def _deliver_selected(self, records: list[JournalRecord], stopping: asyncio.Event) -> bool:
-        """Deliver the records this output takes; False if stopped while retrying."""
-        batches = []
+        """Deliver the records this output takes; False if stopped while retrying. Records the
+        ledger counted already (sent again after a kill) go first, in a send of their own."""
+        ledger = self.ledger
+        counted = Tally() if ledger is not None else None
+        again: list[TagBatch] = []
+        batches: list[TagBatch] = []
         for r in records:
             tag = peek_tag(r.payload)
             target = batch_target(r.payload)
             if (target == self.name) if target is not None else self.matches(tag):
                 batch = TagBatch(tag, payload=r.payload)
+                tally = counted if ledger is not None and ledger.counts(r) else None
+                if ledger is not None and tally is not None:
+                    ledger.sent(r, batch, target is not None, tally)
                 if self.skips_refunds and self._refund_key in r.payload:
-                    batch = self._without_refunds(batch)
+                    batch = self._without_refunds(batch, tally)
                     if not len(batch):
                         continue
-                batches.append(batch)
-        return not batches or await self._deliver(batches, stopping)
+                (again if tally is None else batches).append(batch)
+        for tally, selected in ((None, again), (counted, batches)):
+            if selected:
+                self._tally = tally
+                try:
+                    if not await self._deliver(selected, stopping):
+                        return False
+                finally:
+                    self._tally = None
+        if ledger is not None and counted is not None:
+            ledger.done(counted)
+        return True
 
-    def _without_refunds(self, batch: TagBatch) -> TagBatch:
+    def _counted_as(self, state: str, tag: str, time_ns: object, record: object, reason: str) -> None:
+        if self.ledger is not None:
+            self.ledger.counted_as(self._tally, state, tag, time_ns, record, reason)
+
+    def _without_refunds(self, batch: TagBatch, tally: Tally | None) -> TagBatch:
         """The batch without its refunds: rendered to the Hive spec, a refund would be its purchase
         again (the same transaction_id, a positive price), and the spec has no field to say otherwise."""
-        kept = [e for e in batch.entries if not is_refund(e[1], self.cfg.refund_field, self.refund_values)]
+        kept = []
+        for e in batch.entries:
+            if not is_refund(e[1], self.cfg.refund_field, self.refund_values):
+                kept.append(e)
+            elif self.ledger is not None:
+                self.ledger.counted_as(tally, "skipped", batch.tag, e[0], e[1], "refund")
         skipped = len(batch) - len(kept)
         if not skipped:
             return batch
@@ -189,6 +227,10 @@ class OutputRunner:
     async def _commit(self, position: Position, stopping: asyncio.Event) -> None:
         async def commit() -> bool:
             await self.output.flush()
+            if self.ledger is not None:
+                # Before the cursor: a kill between the two sends these records again, and the
+                # ledger's mark keeps them from being counted again.
+                await self.ledger.settle(position)
             self.cursors.save(self.name, position)
             return True
 
@@ -201,9 +243,10 @@ class OutputRunner:
         while True:
             try:
                 return await action()
-            except OSError as exc:
+            except (OSError, sqlite3.Error) as exc:  # the ledger's SQLite says "database or disk is full"
                 self.stats.local_io_errors += 1
-                log.error("output %s: cannot %s: %s; trying again in %.1fs", self.name, what, exc.strerror or exc, wait)
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                log.error("output %s: cannot %s: %s; trying again in %.1fs", self.name, what, why, wait)
             if stopping.is_set() or await _wait(stopping, wait):
                 return None
             wait = min(wait * 2, LOCAL_IO_RETRY_MAX)
@@ -231,6 +274,8 @@ class OutputRunner:
                     log.info("output %s: delivering again after %d retries", self.name, self.schedule.steps)
                 self.schedule.reset()
                 self.paused = False
+                for tag, time_ns, record, why in outcome.skipped:
+                    self._counted_as("skipped", tag, time_ns, record, why)
                 if outcome.dead:
                     if not await self._write_dead(outcome.dead, stopping):
                         return False
@@ -307,13 +352,22 @@ class OutputRunner:
 
     async def _write_dead(self, items: list, stopping: asyncio.Event) -> bool:
         """Dead-letter the records the destination refused: (tag, time_ns, record, reason)."""
-        return await self._to_dead_letters(stopping, self.deadletters.write_records, self.name, items) is not None
+        if await self._to_dead_letters(stopping, self.deadletters.write_records, self.name, items) is None:
+            return False
+        for tag, time_ns, record, reason in items:
+            self._counted_as("refused", tag, time_ns, record, reason_code(reason))
+        return True
 
     async def _dead_letter(self, batches: list[TagBatch], reason: str, stopping: asyncio.Event) -> bool:
         n = await self._to_dead_letters(stopping, self.deadletters.write, self.name, reason, batches)
         if n is None:
             return False
         log.error("output %s: %d records dead-lettered: %s", self.name, n, reason)
+        if self._tally is not None:
+            code = reason_code(reason)
+            for b in batches:
+                for time_ns, record in b.entries:
+                    self._counted_as("refused", b.tag, time_ns, record, code)
         return True
 
     async def _to_dead_letters(self, stopping: asyncio.Event, write: Callable[..., int], *args: object) -> int | None:

@@ -57,6 +57,8 @@ class HiveStats:
     warnings: int = 0  # passed on with a finding
     duplicates: int = 0
     invalid_by_rule: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # Duplicates dropped, by (tag, purchase_time, timezone), until the ledger takes them.
+    duplicates_by_time: collections.Counter[tuple[str, Any, Any]] = field(default_factory=collections.Counter)
 
 
 class HiveFilter(Filter):
@@ -101,6 +103,11 @@ class HiveFilter(Filter):
     def shrink(self) -> None:
         if self.dedup is not None:
             self.dedup.shrink()
+
+    def take_duplicates(self) -> collections.Counter[tuple[str, Any, Any]]:
+        """The duplicates dropped since the last call, by (tag, purchase_time, timezone): the ledger's."""
+        taken, self.stats.duplicates_by_time = self.stats.duplicates_by_time, collections.Counter()
+        return taken
 
     def apply(self, tag: str, entries: list[Any]) -> Filtered[list[Any]]:
         normalized = []
@@ -199,6 +206,7 @@ class HiveFilter(Filter):
                 if key is not None:
                     if key in taken:
                         self.stats.duplicates += 1
+                        self._count_duplicate(tag, entry[1])
                         continue
                     taken.add(key)  # a second copy in the same batch is a duplicate too
                     reserved.append(key)
@@ -221,6 +229,13 @@ class HiveFilter(Filter):
                 dedup.release(reserved)
 
         return Filtered(kept, on_durable=on_durable)
+
+    def _count_duplicate(self, tag: str, record: Any) -> None:
+        by_time = self.stats.duplicates_by_time
+        if len(by_time) < 100_000:  # bounded until the ledger takes them (every second)
+            get = record.get if isinstance(record, dict) else lambda name: getattr(record, name, None)
+            when, tz = get("purchase_time"), get("timezone")
+            by_time[(tag, when if isinstance(when, str) else None, tz if isinstance(tz, str) else None)] += 1
 
 
 def _field_label(name: str) -> str:

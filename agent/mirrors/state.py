@@ -81,7 +81,8 @@ class MirrorState:
         self._migrate()
         self.path = path
         self._logs: dict[str, int] = {}  # output name → its acceptance log, folded and open
-        self._recent: set[tuple[str, str, str]] = set()  # in a log, not yet in the database
+        # In a log, not yet in the database: (vendor, app, key) → when the vendor accepted it.
+        self._recent: dict[tuple[str, str, str], int] = {}
         self._folded_at = time.monotonic()
 
     def shrink(self) -> None:
@@ -167,29 +168,33 @@ class MirrorState:
     # -- delivered -------------------------------------------------------------------
 
     def was_delivered(self, vendor: str, app: str, key: str) -> bool:
+        return self.delivered_at(vendor, app, key) is not None
+
+    def delivered_at(self, vendor: str, app: str, key: str) -> int | None:
+        """When (wall clock, ns) the vendor accepted this event; None if it never did."""
         if vendor not in self._logs:
             self._open_log(vendor)
-        if (vendor, app, key) in self._recent:
-            return True
-        return (
-            self.db.execute(
-                "SELECT 1 FROM delivered WHERE vendor = ? AND app = ? AND key = ?", (vendor, app, key)
-            ).fetchone()
-            is not None
-        )
+        at = self._recent.get((vendor, app, key))
+        if at is not None:
+            return at
+        row = self.db.execute(
+            "SELECT at_ns FROM delivered WHERE vendor = ? AND app = ? AND key = ?", (vendor, app, key)
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def mark_delivered(self, vendor: str, app: str, key: str) -> None:
         fd = self._logs.get(vendor) or self._open_log(vendor)
+        at = time.time_ns()
         # Tabs and newlines cannot occur in the fields (names, app ids, transaction ids); escape anyway.
-        line = "\t".join(f.replace("\t", " ").replace("\n", " ") for f in (vendor, app, key)) + "\n"
+        line = "\t".join(f.replace("\t", " ").replace("\n", " ") for f in (vendor, app, key)) + f"\t{at}\n"
         os.write(fd, line.encode())
-        self._recent.add((vendor, app, key))
+        self._recent[(vendor, app, key)] = at
         if time.monotonic() - self._folded_at > FOLD_INTERVAL:
             self.fold()
 
     def fold(self) -> None:
         """Move what the logs hold into the database (one transaction), then empty them."""
-        self._insert_delivered(self._recent)
+        self._insert_delivered([(*k, at) for k, at in self._recent.items()])
         for fd in self._logs.values():
             os.ftruncate(fd, 0)
         self._recent.clear()
@@ -198,12 +203,16 @@ class MirrorState:
     def _open_log(self, vendor: str) -> int:
         """Fold what a previous run of this output logged, then open its log for appends."""
         path = self.path.with_name(f"{self.path.name}.{file_name(vendor)}.delivered.log")
-        rows = set()
+        rows = []
         try:
             for line in path.read_text(errors="replace").splitlines():
                 fields = line.split("\t")
-                if len(fields) == 3:  # a torn last line was never acknowledged to anyone: skip it
-                    rows.add(tuple(fields))
+                # A torn last line was never acknowledged to anyone: skip it. Three fields: a line
+                # written before the acceptance time was logged (its time is the fold's).
+                if len(fields) == 4 and fields[3].isdigit():
+                    rows.append((*fields[:3], int(fields[3])))
+                elif len(fields) == 3:
+                    rows.append((*fields, time.time_ns()))
         except FileNotFoundError:
             pass
         self._insert_delivered(rows)
@@ -213,12 +222,12 @@ class MirrorState:
         return fd
 
     def _insert_delivered(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """(vendor, app, key, accepted at ns) rows."""
+        rows = list(rows)
         if rows:
-            now = time.time_ns()
             with self._transaction():
                 self.db.executemany(
-                    "INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)",
-                    [(*row, now) for row in rows],
+                    "INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)", rows
                 )
 
     def purge_delivered(self, older_than_s: float) -> int:

@@ -172,6 +172,10 @@ class MirrorOutput(Output):
         self.counts: collections.Counter[str] = collections.Counter(dict.fromkeys(counted, 0))
         self._purged_at = 0.0
         self._accepted_by_this_batch: set[tuple[str, str]] = set()  # until the batches are done
+        # For the ledger: what this process's vendor accepted that the ledger has not counted yet,
+        # and when the sends it last counted had finished (agent/ledger/store.py).
+        self._accepted_unsettled: set[tuple[str, str]] = set()
+        self._settled_ns = 0
 
     def counters(self) -> collections.Counter[str]:
         return self.counts
@@ -190,6 +194,10 @@ class MirrorOutput(Output):
 
     def shrink(self) -> None:
         self.state.shrink()
+
+    def ledger_settled(self, finished_ns: int) -> None:
+        self._settled_ns = finished_ns
+        self._accepted_unsettled.clear()
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -228,7 +236,8 @@ class MirrorOutput(Output):
         # earlier attempt is not a duplicate.
         now = datetime.now(UTC)
         counts: collections.Counter = collections.Counter()
-        jobs, dead = self._jobs(batches, now, counts)
+        skipped: list[DeadRecord] = []
+        jobs, dead = self._jobs(batches, now, counts, skipped)
         unsent = len(dead)  # refused by the mapping: no request was made for these
         results = await self._run_all(self.order(jobs)) if jobs else []
         pause = next((reason for result, reason, _ in results if result is SendResult.PAUSE), None)
@@ -242,12 +251,13 @@ class MirrorOutput(Output):
                 dead.append((job.tag, job.time_ns, job.record, reason))
         counts["refused"] += len(dead)
         self.counts.update(counts)
+        self._accepted_unsettled.update(self._accepted_by_this_batch)
         self._accepted_by_this_batch.clear()
         self._purge()
-        return Outcome.ok(dead, unsent)
+        return Outcome.ok(dead, unsent, skipped)
 
     def _jobs(
-        self, batches: list[TagBatch], now: datetime, counts: collections.Counter
+        self, batches: list[TagBatch], now: datetime, counts: collections.Counter, skipped: list[DeadRecord]
     ) -> tuple[list[Job], list[DeadRecord]]:
         jobs: list[Job] = []
         dead: list[DeadRecord] = []
@@ -260,6 +270,9 @@ class MirrorOutput(Output):
             for time_ns, record in batch.entries:
                 try:
                     job = self._job(batch.tag, time_ns, record, now, job_state, seen, counts)
+                    if isinstance(job, str):
+                        skipped.append((batch.tag, time_ns, record, job))
+                        continue
                 except Refused as refused:
                     dead.append((batch.tag, time_ns, record, str(refused)))
                     continue
@@ -289,21 +302,32 @@ class MirrorOutput(Output):
         job_state: dict,
         seen: set,
         counts: collections.Counter,
-    ) -> Job | None:
-        """The request for one purchase, None when it is skipped; raises Refused (or anything)."""
+    ) -> Job | str | None:
+        """The request for one purchase; why it is skipped (the ledger's reason); or None when the
+        vendor has it already from a send of these records the ledger has not counted. Raises
+        Refused (or anything)."""
         p = purchase_from(tag, record, refund_field=self.cfg.refund_field, refund_values=self.refund_values)
         if p.test and not self.cfg.mirror_test_purchases:
             counts["test_skipped"] += 1
-            return None
+            return "hiveiap_purchase_test"
         app = self.app_settings(p)
         if app is None:
             counts["not_configured"] += 1
-            return None
+            return "not_configured"
         key = p.transaction_id + (":refund" if p.refund else "")
-        if (p.app_id, key) in seen or self.state.was_delivered(self.name, p.app_id, key):
-            if (p.app_id, key) not in self._accepted_by_this_batch:
-                counts["duplicates"] += 1
-            return None
+        if (p.app_id, key) in seen:
+            counts["duplicates"] += 1
+            return "duplicate"
+        accepted_ns = self.state.delivered_at(self.name, p.app_id, key)
+        if accepted_ns is not None:
+            if (p.app_id, key) in self._accepted_by_this_batch:
+                return None  # an earlier attempt at these batches: delivered by them
+            counts["duplicates"] += 1
+            if (p.app_id, key) not in self._accepted_unsettled and accepted_ns > self._settled_ns:
+                # Accepted after the ledger's last count, by a process that died before the next:
+                # delivered by these very records, sent again because the cursor had not moved.
+                return None
+            return "duplicate"
         seen.add((p.app_id, key))
         ids = {**self.state.lookup(p.game, p.app_id, p.platform, p.did, p.uid), **platform_ids(p.platform, p.ids)}
         request = self.build(p, ids, app, now, job_state)

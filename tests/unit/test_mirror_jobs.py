@@ -22,7 +22,7 @@ def test_an_exception_while_mapping_one_purchase_dead_letters_it_and_the_rest_go
     records = [normalized(dict(HIVE_SAMPLE, transaction_id=f"T-{i}", hiveiap_purchase_test="")) for i in range(10)]
     records[7] = "not even a map"
     batch = TagBatch(TAG, [[i, r] for i, r in enumerate(records)])
-    jobs, dead = out._jobs([batch], datetime.now(UTC), collections.Counter())
+    jobs, dead = out._jobs([batch], datetime.now(UTC), collections.Counter(), [])
     assert sorted(job.purchase.transaction_id for job in jobs) == sorted(f"T-{i}" for i in range(10) if i not in (5, 7))
     reasons = {d[2]["transaction_id"] if isinstance(d[2], dict) else d[2]: d[3] for d in dead}
     assert set(reasons) == {"T-5", "not even a map"}
