@@ -12,13 +12,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from agent.component import Filter
 from agent.config.document import AgentConfig
 from agent.journal.cursor import Position
 from agent.ledger.plan import LedgerPlan
-from agent.ledger.store import IN, Ledger, LedgerWriter, with_ledger
+from agent.ledger.store import IN, Ledger, LedgerWriter
 from agent.paths import DataPaths
 
 log = logging.getLogger("agent.ledger")
@@ -95,12 +94,3 @@ class LedgerBook:
 
     def close(self) -> None:
         self.writer.close()
-
-    def totals(self) -> list[tuple[Any, ...]]:
-        """(game, output, state, currency, n, amount) of every day ever counted: the metrics'."""
-        return with_ledger(
-            self.paths.ledger,
-            lambda db: db.execute(
-                "SELECT game, output, state, currency, n, amount FROM totals ORDER BY output, game, state, currency"
-            ).fetchall(),
-        )

@@ -26,17 +26,23 @@ The families and their labels (agent.component.Metric holds the components' own)
   hive_agent_tail_truncations_total{component}, hive_agent_tail_invalid_utf8_lines_total{component},
   hive_agent_tail_scans_total{component}, hive_agent_forward_auth_failures_total{component}
   hive_agent_mirror_events_total{component, what}
+  hive_agent_ledger_purchases_total{output,game,state}, hive_agent_ledger_revenue_total{output,game,state,currency}
 """
 
 from __future__ import annotations
 
+import collections
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import tasks
 from agent.component import Metric, Reading
 from agent.config.document import AgentConfig
+from agent.ledger.store import with_ledger
 from agent.monitor import exposition
 from agent.monitor.exposition import Family
 
@@ -168,3 +174,30 @@ class AgentMetrics:
         for delivery in app.deliveries:
             up.add_metric([str(delivery.group)], 1 if delivery.running else 0)
         yield up
+        if app.cfg.agent.ledger:
+            yield from _ledger_families(app.paths.ledger)
+
+
+def _ledger_families(path: Path) -> Iterator[Family]:
+    """The ledger's totals over every day it counted (agent/ledger/store.py): they survive restarts."""
+    labels = ["output", "game", "state"]
+    purchases = exposition.counter(
+        "hive_agent_ledger_purchases", "Purchases by output, game and state (in, delivered, refused, skipped)", labels
+    )
+    revenue = exposition.counter(
+        "hive_agent_ledger_revenue", "Revenue of those purchases, by currency (refunds negative)", [*labels, "currency"]
+    )
+    try:
+        rows = with_ledger(
+            path, lambda db: db.execute("SELECT game, output, state, currency, n, amount FROM totals").fetchall()
+        )
+    except sqlite3.Error:
+        rows = []  # not created yet, or busy past its timeout: the next scrape has them
+    counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    for game, output, state, currency, n, amount in rows:
+        counts[(output, game, state)] += n
+        revenue.add_metric([output, game, state, currency], float(Decimal(amount)))
+    for key, n in counts.items():
+        purchases.add_metric(list(key), n)
+    yield purchases
+    yield revenue

@@ -40,6 +40,9 @@ class DeliveryView(Protocol):
 class PathsView(Protocol):
     def delivery_snapshot(self, group: int) -> Path: ...
 
+    @property
+    def ledger(self) -> Path: ...
+
 
 class ReloaderView(Protocol):
     @property

@@ -10,9 +10,9 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from tests.agentproc import Agent, cli, file_output, forward_input, forward_output
+from tests.agentproc import MONITOR, Agent, cli, file_output, forward_input, forward_output, get_json
 from tests.integration.test_forward_output import HIVE_FILTER
-from tests.integration.test_mirrors import APP, TAG, mirrors, purchase, vendors  # noqa: F401 (a fixture)
+from tests.integration.test_mirrors import IDS_TAG, TAG, mirrors, purchase, send, vendors  # noqa: F401 (a fixture)
 from tests.wire import ForwardClient, event_time
 
 GAME = TAG.split(".")[2]
@@ -189,7 +189,7 @@ def test_the_ledger_matches_what_each_destination_took_through_sigkills(tmp_path
 
 
 def test_the_ledger_cli_reads_the_file_with_the_agent_stopped_and_filters_rows(tmp_path):
-    agent = Agent(tmp_path, forward_input() + HIVE_FILTER + file_output(key_style="snake"))
+    agent = Agent(tmp_path, forward_input() + HIVE_FILTER + file_output(key_style="snake") + MONITOR)
     with agent:
         client = ForwardClient(agent.port)
         rows = records(40)
@@ -200,7 +200,13 @@ def test_the_ledger_cli_reads_the_file_with_the_agent_stopped_and_filters_rows(t
         while not (ledger_rows(agent) and ledger_rows(agent)[0]["pending"] == 0):
             assert time.monotonic() < deadline
             time.sleep(0.2)
+        metrics = get_json(agent.monitor_port, "/metrics")[1]
     [row] = ledger_rows(agent)  # stopped: read from the file
+    delivered = (
+        f'hive_agent_ledger_purchases_total{{output="local",game="{GAME}",state="delivered"}} {row["delivered"]}'
+    )
+    assert delivered in metrics
+    assert f'hive_agent_ledger_revenue_total{{output="local",game="{GAME}",state="in",currency="USD"}}' in metrics
     assert (row["game"], row["output"], row["in"]) == (GAME, "local", 40)
     assert row["skipped"] == {"refund": sum(1 for r in rows if r.get("refund"))}
     usd = sum((revenue(r) for r in rows if r["currency"] == "USD"), Decimal(0))
@@ -210,3 +216,36 @@ def test_the_ledger_cli_reads_the_file_with_the_agent_stopped_and_filters_rows(t
     assert table.returncode == 0 and GAME in table.stdout and "local" in table.stdout
     assert orjson.loads(cli(agent, "ledger", "--json", "--game", "other").stdout) == []
     assert orjson.loads(cli(agent, "ledger", "--json", "--day", row["day"], "--output", "local").stdout) == [row]
+
+
+def settled_rows(agent: Agent, outputs: set, timeout: float = 15.0) -> dict[str, dict]:
+    """The ledger by output once every one of ``outputs`` has nothing pending."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = by_output(ledger_rows(agent))
+        if set(rows) >= outputs and all(rows[o]["pending"] == 0 for o in outputs):
+            return rows
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+
+
+def test_a_replayed_dead_letter_moves_from_refused_to_delivered(tmp_path, vendors):  # noqa: F811
+    af, wt, nv = vendors
+    agent = Agent(tmp_path, forward_input() + HIVE_FILTER + mirrors(af, wt, nv))
+    with agent:
+        send(agent.port, TAG, [purchase(1), purchase(2, ids=False, product_price="4.99", currency="USD")])
+        before = settled_rows(agent, {"appsflyer", "wisetracker", "naver"})
+        assert before["appsflyer"]["refused"] == {"missing_identifier": 1}
+        assert before["appsflyer"]["delivered"] == 1
+        identity = {"did": 5002, "uid": 1002, "appsflyer_id": "1700000000000-7777777", "advertising_id": "ad-known"}
+        send(agent.port, IDS_TAG, [identity])
+        replay = cli(agent, "deadletter", "replay", "--output", "appsflyer")
+        assert replay.returncode == 0, replay.stderr
+        deadline = time.monotonic() + 15
+        while "T-2" not in af.transaction_ids():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        after = settled_rows(agent, {"appsflyer"})
+    row = after["appsflyer"]
+    assert (row["in"], row["delivered"], dict(row["refused"]), row["pending"]) == (2, 2, {}, 0)
+    assert row["revenue"]["USD"] == Decimal("4.99") + revenue(purchase(1))

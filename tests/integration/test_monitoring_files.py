@@ -50,7 +50,12 @@ def test_every_metric_and_label_the_rules_and_dashboard_use_exists(tmp_path):
         client.send_chunk("ha2union.game.g.purchase_log", [[event_time(1_700_000_000), bad]], "c1")
         client.close()
         text = wait_until(
-            lambda: (t := get_json(agent.monitor_port, "/metrics")[1]) and "hive_agent_mirror_events_total" in t and t
+            lambda: (
+                (t := get_json(agent.monitor_port, "/metrics")[1])
+                and "hive_agent_mirror_events_total" in t
+                and "hive_agent_ledger_purchases_total{" in t  # once the purchase is counted in
+                and t
+            )
         )
         assert agent.stop() == 0
     checked = 0
