@@ -98,6 +98,10 @@ class Output:
     async def flush(self) -> None:
         """Make what ``send`` accepted durable (called before the cursor moves)."""
 
+    # Does ``flush`` do anything? If not, what ``send`` took is durable when it returns, and the
+    # delivery loop saves the cursor after every batch (agent/delivery/runner.py).
+    flush_needed = False
+
     async def close(self) -> None:
         pass
 

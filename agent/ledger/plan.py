@@ -12,7 +12,7 @@ from agent.filters.hive import HiveFilterConfig
 from agent.journal.batch import TagBatch
 from agent.journal.cursor import Position
 from agent.journal.reader import JournalRecord
-from agent.journal.record import batch_target, peek_tag
+from agent.journal.record import batch_count, batch_entries, batch_target, peek_tag
 from agent.ledger.tally import Key, Reader, Tally, parse_offset, sums_of
 from agent.routing import compile_pattern
 
@@ -51,9 +51,13 @@ class LedgerPlan:
     def sums(self, record: JournalRecord, reader: Reader, batch: TagBatch) -> dict[Key, list[Any]]:
         """The record's purchases by (day, game, currency): [n, revenue] (cached by position)."""
         with self._lock:
-            found = self._sums.get(record.next)
+            found: dict[Key, list[Any]] | None = self._sums.get(record.next)
         if found is None:
-            found = sums_of(reader, batch.tag, batch.entries)
+            payload = batch.payload
+            if payload is not None:
+                found = reader.sums(batch.tag, batch_entries(payload), batch_count(payload))
+            if found is None:
+                found = sums_of(reader, batch.tag, batch.entries)
             with self._lock:
                 self._sums[record.next] = found
                 if len(self._sums) > SUMS_CACHED:

@@ -20,7 +20,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from agent.hive.records import REFUND_VALUES, refund_state
+import msgspec
+
+from agent.hive.records import EXTRA_KEY, REFUND_VALUES, refund_state
 from agent.hive.times import parse_timezone, utc_of
 from agent.mirrors.payloads import game_of
 
@@ -50,19 +52,87 @@ class Reader:
         self.refund_field = refund_field
         self.refund_values = refund_values
         self._day = functools.lru_cache(maxsize=16384)(self._day_of)
+        self._price = functools.lru_cache(maxsize=4096, typed=True)(price_of)
+        # The fields the facts need, and nothing else, decoded from a journal batch in one call.
+        extra = msgspec.defstruct("Extra", [(refund_field, Any, None)])
+        fields: list[tuple[str, Any, Any]] = [
+            (n, Any, None) for n in ("purchase_time", "timezone", "currency", "product_price")
+        ]
+        if refund_field not in {n for n, _, _ in fields}:
+            fields.append((refund_field, Any, None))
+        fields.append(("extra", extra | None, None))
+        self._struct = msgspec.defstruct("FactFields", fields, rename={"extra": EXTRA_KEY})
+        self._batch = msgspec.msgpack.Decoder(list[tuple[msgspec.Raw, self._struct]])  # type: ignore[name-defined]
 
     def facts(self, tag: str, time_ns: Any, record: Any) -> Facts:
         if not isinstance(record, dict):
             return Facts(self._event_day(time_ns), game_of(tag), NO_CURRENCY, ZERO)
-        when, tz = record.get("purchase_time"), record.get("timezone")
-        day = self._day(when, tz) if isinstance(when, str) and (tz is None or isinstance(tz, str)) else None
-        currency = record.get("currency")
+        extra = record.get(EXTRA_KEY)
+        refund = record.get(self.refund_field)
+        if refund is None and isinstance(extra, dict):
+            refund = extra.get(self.refund_field)
+        return self._facts(
+            tag,
+            time_ns,
+            record.get("purchase_time"),
+            record.get("timezone"),
+            record.get("currency"),
+            record.get("product_price"),
+            refund,
+        )
+
+    def _facts(self, tag: str, time_ns: Any, when: Any, tz: Any, currency: Any, price: Any, refund: Any) -> Facts:
+        day = None
+        if isinstance(when, str) and (tz is None or isinstance(tz, str)):
+            # Seconds never move a day: "yyyy-mm-dd hh:mm" is the key (an ISO text with its offset, whole).
+            day = self._day(when[:16] + ":00" if len(when) == 19 and when[10] == " " else when, tz)
         if not (isinstance(currency, str) and 0 < len(currency) <= 8):
             currency = NO_CURRENCY
-        amount = price_of(record.get("product_price"))
-        if amount and refund_state(record, self.refund_field, self.refund_values) is True:
+        try:
+            amount = self._price(price)
+        except TypeError:  # not hashable: no price
+            amount = ZERO
+        if (
+            amount
+            and refund is not None
+            and refund_state({self.refund_field: refund}, self.refund_field, self.refund_values)
+        ):
             amount = -amount
         return Facts(day or self._event_day(time_ns), game_of(tag), currency, amount)
+
+    def sums(self, tag: str, payload_entries: bytes, count: int) -> dict[Key, list[Any]] | None:
+        """The batch's purchases by (day, game, currency) from its msgpack entries, decoding only the
+        fields that count; None when a record is no map of such fields (the caller decodes it all)."""
+        try:
+            pairs = self._batch.decode(b"\xdd" + count.to_bytes(4, "big") + payload_entries)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        field = self.refund_field
+        try:
+            distinct = collections.Counter(
+                (
+                    r.purchase_time,
+                    r.timezone,
+                    r.currency,
+                    r.product_price,
+                    getattr(r, field) if getattr(r, field) is not None or r.extra is None else getattr(r.extra, field),
+                )
+                for _, r in pairs
+            )
+        except TypeError:  # a value that cannot be a key (a list where a text was)
+            return None
+        sums: dict[Key, list[Any]] = {}
+        for (when, tz, currency, price, refund), n in distinct.items():
+            f = self._facts(tag, None, when, tz, currency, price, refund)
+            if not f.day:
+                return None  # its day is its event time's: the caller decodes the batch whole
+            cell = sums.get((f.day, f.game, f.currency))
+            if cell is None:
+                sums[(f.day, f.game, f.currency)] = [n, f.amount * n]
+            else:
+                cell[0] += n
+                cell[1] += f.amount * n
+        return sums
 
     def _day_of(self, when: str, tz: str | None) -> str | None:
         try:
@@ -71,6 +141,9 @@ class Reader:
             return None
 
     def _event_day(self, time_ns: Any) -> str:
+        """The day of the event time; "" for None (the caller has the time elsewhere)."""
+        if time_ns is None:
+            return ""
         seconds = time_ns / 1e9 if isinstance(time_ns, int) else 0
         try:
             return datetime.fromtimestamp(seconds, UTC).astimezone(self.tz).date().isoformat()

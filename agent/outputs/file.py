@@ -83,6 +83,7 @@ class FileOutput(Output):
         self.name = name
         self.template = PathTemplate(path)
         self.fsync = fsync
+        self.flush_needed = fsync  # its lines are durable only once flush() has synced them
         self.key_style = key_style
         self.renderer = LineRenderer()
         self._fds: dict[Path, int] = {}

@@ -149,3 +149,24 @@ def _batch(record):
     from agent.journal.batch import TagBatch
 
     return TagBatch(TAG, payload=record.payload)
+
+
+def test_the_batch_sums_decoding_only_what_counts_equal_the_record_by_record_ones():
+    from agent.ledger.tally import sums_of
+
+    records = [
+        purchase(1),
+        purchase(2, "1400", "KRW"),
+        dict(purchase(3, "4.99"), _extra={"refund": True}),
+        dict(purchase(4), purchase_time="2026-12-01 23:59:59", timezone="GMT+00:00"),  # the next day in KST
+        dict(purchase(5), purchase_time="2026-12-01T15:30:00Z"),
+        dict(purchase(6), product_price=0.99),
+    ]
+    entries = b"".join(b"\x92" + pack_event_time(0) + msgpack.packb(r) for r in records)
+    fast = KST.sums(TAG, entries, len(records))
+    assert fast == sums_of(KST, TAG, [[0, r] for r in records])
+    assert fast[("2026-12-02", "misample", "USD")] == [2, Decimal("3.98")]
+    assert fast[("2026-12-01", "misample", "USD")] == [3, Decimal("1.99") - Decimal("4.99") + Decimal("0.99")]
+    # An unreadable time needs the event time: the batch is summed record by record instead.
+    odd = b"\x92" + pack_event_time(0) + msgpack.packb(dict(purchase(7), purchase_time="soon"))
+    assert KST.sums(TAG, odd, 1) is None
