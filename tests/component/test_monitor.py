@@ -38,7 +38,9 @@ async def test_metrics_name_each_component_with_its_kind_type_and_readings(inges
         ingest=SimpleNamespace(filters=[hive]),
         deliveries=[],
         journal=journal,
-        paths=SimpleNamespace(delivery_snapshot=lambda g: tmp_path / "none.json", root=tmp_path),
+        paths=SimpleNamespace(
+            delivery_snapshot=lambda g: tmp_path / "none.json", root=tmp_path, ledger=tmp_path / "no-ledger.sqlite"
+        ),
         cursors=SimpleNamespace(load=lambda name: None),
         reloader=SimpleNamespace(stats=ReloadStats()),
     )
