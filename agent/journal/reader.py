@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent.journal.cursor import Position
-from agent.journal.record import HEADER_SIZE, Torn, is_filler, iter_records
+from agent.journal.record import HEADER_SIZE, MAX_RECORD, RECORD_HEADER, RECORD_OVERHEAD, Torn, is_filler, iter_records
 from agent.journal.segment import list_segments, segment_path
 
 log = logging.getLogger("agent.journal")
@@ -121,7 +121,13 @@ class JournalReader:
         """Nothing whole at ``offset``: a record bigger than max_bytes, a write in progress, or damage."""
         size = os.fstat(f.fileno()).st_size
         f.seek(offset)
-        data = f.read(max(size - offset, 0))
+        # Only the one record its header names: the rest of the segment (up to segment_bytes) read
+        # for it cost a reader with a small max_bytes the whole segment's memory and CPU per read.
+        data = f.read(RECORD_OVERHEAD)
+        if len(data) == RECORD_OVERHEAD:
+            length = RECORD_HEADER.unpack_from(data)[0]
+            if length <= MAX_RECORD:  # else iter_records names it implausible
+                data += f.read(min(length, max(size - offset - RECORD_OVERHEAD, 0)))
         try:
             for end, payload, appended_ns in iter_records(data, 0, base=offset):
                 if is_filler(payload):

@@ -235,6 +235,20 @@ async def test_reader_waits_at_a_partial_record_and_resumes_from_a_cursor(tmp_pa
     await j.close()
 
 
+async def test_a_record_larger_than_a_read_is_read_alone_not_with_the_rest_of_its_segment(tmp_path):
+    j = await started(tmp_path)
+    await j.submit("t", entries(3000), 3000)  # about 40 KiB
+    for k in range(200):  # then 4 MiB more in the same segment
+        await j.submit("t", entries(1000, 10_000 + k * 1000), 1000)
+    await j.close()
+    reader = JournalReader(tmp_path)
+    [big] = reader.read(4096)
+    assert len(decode_entries(big.payload)[1]) == 3000
+    assert reader._file is not None and reader._file.tell() == big.next.offset  # nothing past it
+    assert len(reader.read(4096)) == 1  # and on to the next, one at a time
+    reader.close()
+
+
 def test_cursor_store_round_trip(tmp_path):
     store = CursorStore(tmp_path)
     assert store.load("out") is None
