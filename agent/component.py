@@ -6,7 +6,7 @@ import asyncio
 import enum
 import errno
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -84,6 +84,10 @@ class Outcome:
         return cls(SendResult.REJECTED, reason)
 
 
+# Awaited by an output's send_with_progress with how many of its batches are delivered whole.
+Progress = Callable[[int], Awaitable[None]]
+
+
 class Output:
     """An output only encodes and sends; agent/delivery/runner.py owns cursors and retries."""
 
@@ -94,6 +98,13 @@ class Output:
 
     async def send(self, batches: list[TagBatch]) -> Outcome:
         raise NotImplementedError
+
+    async def send_with_progress(self, batches: list[TagBatch], progress: Progress | None) -> Outcome:
+        """``send``, awaiting ``progress(n)`` whenever the destination has taken the first n
+        batches whole, for an output that learns that piece by piece (the forward output's acks):
+        the delivery loop saves its cursor there, so a kill repeats less than the whole send.
+        Only for outputs whose outcome is all or nothing: no dead or skipped records with OK."""
+        return await self.send(batches)
 
     async def flush(self) -> None:
         """Make what ``send`` accepted durable (called before the cursor moves)."""

@@ -5,7 +5,10 @@ selects → ``send`` → OK / RETRY / FATAL. RETRY waits on the backoff schedule
 and sends the same events again; FATAL, or retries running out, writes the
 events to the dead-letter store. The cursor moves only past what was
 delivered or dead-lettered, and only after the output's ``flush`` made it
-durable, so a crash repeats at most the last batch and never loses one.
+durable, so a crash repeats at most the last batch and never loses one. An
+output that learns piece by piece what the destination took (the forward
+output's acks, ``send_with_progress``) has the cursor saved as it does, and
+a send cut short is retried with what was not taken.
 
 A failure caused by the records themselves (an exception that is no I/O or
 network error, or an OS error that names the request: a file name too long,
@@ -119,6 +122,10 @@ class OutputRunner:
         self.ledger = ledger
         self._tally: Tally | None = None  # the batches being sent, when the ledger counts them
         self._saved_at = 0.0  # monotonic time of the last save between the durable commits
+        # How far a send that was cut short delivered (send_with_progress): the cursor's next save
+        # is no earlier, since the ledger counted what lies before it.
+        self._progress: Position | None = None
+        self._progress_lock = asyncio.Lock()
 
     def snapshot(self) -> OutputSnapshot:
         """What the monitor shows of this output (the main process serves it)."""
@@ -165,8 +172,13 @@ class OutputRunner:
                 end = records[-1].next
                 # No local keeps the batches (or their decoded entries) once sent: an idle loop
                 # holds nothing of the last burst.
+                self._progress = None
                 if not await self._deliver_selected(records, stopping):
-                    return  # stopped while retrying: the cursor stays before these records
+                    # Stopped while retrying: the cursor stays before these records, past those a
+                    # send delivered on the way.
+                    if self._progress is not None:
+                        delivered = self._progress
+                    return
                 records = []
                 delivered = end
                 if time.monotonic() - committed_at >= self.commit_interval:
@@ -184,33 +196,51 @@ class OutputRunner:
         """Deliver the records this output takes; False if stopped while retrying. Records the
         ledger counted already (sent again after a kill) go first, in a send of their own."""
         ledger = self.ledger
-        counted = Tally() if ledger is not None else None
-        again: list[TagBatch] = []
-        batches: list[TagBatch] = []
+        counting = Tally() if ledger is not None else None  # of the records up to the next step
+        again: list[_Step] = []
+        steps: list[_Step] = []
         for r in records:
             tag = peek_tag(r.payload)
             target = batch_target(r.payload)
             if (target == self.name) if target is not None else self.matches(tag):
                 batch = TagBatch(tag, payload=r.payload)
-                tally = counted if ledger is not None and ledger.counts(r) else None
+                tally = counting if ledger is not None and ledger.counts(r) else None
                 if ledger is not None and tally is not None:
                     ledger.sent(r, batch, target is not None, tally)
                 if self.skips_refunds and self._refund_key in r.payload:
                     batch = self._without_refunds(batch, tally)
                     if not len(batch):
-                        continue
-                (again if tally is None else batches).append(batch)
-        for tally, selected in ((None, again), (counted, batches)):
+                        continue  # its refunds are settled with the next step
+                if tally is None:
+                    again.append(_Step(batch, r.next, None))
+                else:
+                    steps.append(_Step(batch, r.next, tally))
+                    counting = Tally()
+        for selected, moves in ((again, None), (steps, Tally() if ledger is not None else None)):
             if selected:
-                self._tally = tally
+                self._tally = moves  # what the send's outcome refuses or skips
                 try:
-                    if not await self._deliver(selected, stopping):
+                    if not await self._deliver([s.batch for s in selected], stopping, selected):
                         return False
                 finally:
                     self._tally = None
-        if ledger is not None and counted is not None:
-            ledger.done(counted)
+                if ledger is not None:
+                    self._step_through(selected)
+                    if moves is not None:
+                        ledger.done(moves)
+        if ledger is not None and counting:
+            ledger.done(counting)
         return True
+
+    def _step_through(self, steps: list[_Step]) -> None:
+        """These steps are delivered: their counts join what the next settle adds, and the loop
+        saves the cursor no earlier than past them (``_progress``)."""
+        for step in steps:
+            if step.tally is not None:
+                if self.ledger is not None:
+                    self.ledger.done(step.tally)
+                step.tally = None
+            self._progress = step.position
 
     def _counted_as(self, state: str, tag: str, time_ns: object, record: object, reason: str) -> None:
         if self.ledger is not None:
@@ -275,18 +305,46 @@ class OutputRunner:
                 return None
             wait = min(wait * 2, LOCAL_IO_RETRY_MAX)
 
-    async def _deliver(self, batches: list[TagBatch], stopping: asyncio.Event) -> bool:
+    async def _send(self, batches: list[TagBatch], steps: list[_Step] | None) -> tuple[Outcome, int]:
+        """The output's send, and how many of the batches it delivered whole on the way (with
+        ``steps``, for an output whose send is durable when it returns: the cursor is saved there,
+        so that a kill in a long send repeats what was on the way, not the whole send)."""
+        through = 0
+
+        async def progress(n: int) -> None:
+            nonlocal through
+            async with self._progress_lock:  # one settle at a time: the ledger's tallies are shared
+                if steps is None or n <= through:
+                    return
+                self._step_through(steps[through:n])
+                through = n
+                await self._save_soon(steps[n - 1].position)
+
+        try:
+            if steps is None or self.output.flush_needed:
+                return await self.output.send(batches), 0
+            return await self.output.send_with_progress(batches, progress), through
+        except Exception as exc:  # an output bug must not kill delivery for good
+            if caused_by_records(exc):
+                return Outcome.rejected(scrub(f"{type(exc).__name__}: {exc}")[:500]), through
+            log.warning("output %s: send raised %r", self.name, exc)
+            return Outcome.retry(f"send raised {exc!r}"), through
+
+    async def _deliver(
+        self, batches: list[TagBatch], stopping: asyncio.Event, steps: list[_Step] | None = None
+    ) -> bool:
         count = sum(len(b) for b in batches)
         content_failures = 0  # in a row: the second one splits the batch
         while True:
-            try:
-                outcome = await self.output.send(batches)
-            except Exception as exc:  # an output bug must not kill delivery for good
-                if caused_by_records(exc):
-                    outcome = Outcome.rejected(scrub(f"{type(exc).__name__}: {exc}")[:500])
-                else:
-                    log.warning("output %s: send raised %r", self.name, exc)
-                    outcome = Outcome.retry(f"send raised {exc!r}")
+            outcome, through = await self._send(batches, steps)
+            if through and outcome.result is not SendResult.OK and steps is not None:
+                # Delivered before the failure: what follows (retries, dead letters) is for the rest.
+                done = sum(len(b) for b in batches[:through])
+                self.stats.sent_records += done
+                count -= done
+                batches, steps = batches[through:], steps[through:]
+                if not batches:
+                    return True
             if outcome.result is SendResult.REJECTED:
                 content_failures += 1
                 if content_failures >= 2:  # the same records fail the same way: find which
@@ -405,6 +463,16 @@ class OutputRunner:
         if n is not None:
             self.stats.dead_lettered += n
         return n
+
+
+@dataclass(slots=True)
+class _Step:
+    """A batch to send, where its journal record ends, and what the ledger counts of it (None when
+    counted before a kill, or once settled)."""
+
+    batch: TagBatch
+    position: Position
+    tally: Tally | None
 
 
 def _halves(batches: list[TagBatch]) -> tuple[list[TagBatch], list[TagBatch]]:

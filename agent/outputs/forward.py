@@ -6,12 +6,14 @@ What matters for Hive, as Fluentd's out_forward does it:
   the healthy ones (``standby`` servers only when no primary is healthy); a
   server that fails is skipped for ``recover_wait`` and the same events fail
   over to the next one within the same send;
-* each journal batch goes as one PackedForward message (gzip with
-  ``compress = "gzip"``) with a fresh ``chunk`` id; with
+* consecutive journal batches of one tag go as one PackedForward message
+  (gzip with ``compress = "gzip"``) with a fresh ``chunk`` id; with
   ``require_ack_response`` the send succeeds only when every chunk's ack has
-  come back within ``ack_response_timeout``, else the delivery loop sends it
-  again (at-least-once: a chunk acked just before a failure can repeat; Hive
-  drops repeated transaction_ids);
+  come back within ``ack_response_timeout``, and the delivery loop saves its
+  cursor as the acks come (chunks of about ACK_PIECE_BYTES, written all at
+  once): after a failure or a kill it sends again what was not acked
+  (at-least-once: a chunk whose ack was on the way repeats; Hive drops
+  repeated transaction_ids);
 * the shared-key handshake (HELO/PING/PONG, users), TLS, and keepalive
   connections;
 * heartbeats (``heartbeat_type`` transport: a TCP connect, or udp: Fluentd's
@@ -34,6 +36,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +45,7 @@ import msgpack
 from pydantic import Field, model_validator
 
 from agent import tasks
-from agent.component import Outcome, Output
+from agent.component import Outcome, Output, Progress
 from agent.config.types import (
     Duration,
     Interval,
@@ -116,6 +119,20 @@ class ForwardOutputConfig(OutputConfigBase):
 
 class SendError(Exception):
     pass
+
+
+# With acks and a delivery loop that saves its cursor as they come (send_with_progress), the joined
+# batches of a chunk stop past this size: a kill repeats the chunks whose acks were on the way, a
+# few of these, where a chunk of a whole journal read (up to 1 MiB) was repeated whole.
+ACK_PIECE_BYTES = 64 << 10
+
+
+@dataclass(slots=True)
+class _Message:
+    data: bytes  # a PackedForward message
+    chunk: str  # its chunk id, which the ack names
+    index: int  # its place among the send's messages
+    done: int  # the batches delivered whole once it and every message before it are acked
 
 
 @dataclass
@@ -238,37 +255,65 @@ class ForwardOutput(Output):
 
     # -- sending ---------------------------------------------------------------
 
-    def _messages(self, batches: list[TagBatch]) -> tuple[list[bytes], list[str]]:
+    def _messages(self, batches: list[TagBatch], pieces: bool = False) -> list[_Message]:
         """PackedForward messages of at most chunk_limit_records / chunk_limit_size each:
-        consecutive batches of one tag are joined, then cut within the limits."""
-        runs: list[tuple[str, list[bytes], int]] = []
-        for batch in batches:
+        consecutive batches of one tag are joined, then cut within the limits. With ``pieces``
+        a join stops at a batch boundary past ACK_PIECE_BYTES, so that each ack tells how many
+        whole batches are delivered."""
+        runs: list[tuple[str, list[bytes], int, int, int]] = []  # tag, entries, count, bytes, batches so far
+        for i, batch in enumerate(batches):
             entries, n = self._entries_for_hive(batch)
             if not n:
+                if runs:  # nothing to send of it: done with the run before
+                    runs[-1] = (*runs[-1][:4], i + 1)
                 continue
-            if runs and runs[-1][0] == batch.tag:
-                runs[-1][1].append(entries)
-                runs[-1] = (batch.tag, runs[-1][1], runs[-1][2] + n)
+            last = runs[-1] if runs else None
+            if last is not None and last[0] == batch.tag and not (pieces and last[3] >= ACK_PIECE_BYTES):
+                last[1].append(entries)
+                runs[-1] = (batch.tag, last[1], last[2] + n, last[3] + len(entries), i + 1)
             else:
-                runs.append((batch.tag, [entries], n))
-        messages: list[bytes] = []
-        chunks: list[str] = []
-        for tag, pieces, n in runs:
-            joined = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            for entries, count in split_entries(joined, n, self.cfg.chunk_limit_records, self.cfg.chunk_limit_size):
+                runs.append((batch.tag, [entries], n, len(entries), i + 1))
+        messages: list[_Message] = []
+        done = 0
+        for tag, parts, n, _, through in runs:
+            joined = parts[0] if len(parts) == 1 else b"".join(parts)
+            cut = split_entries(joined, n, self.cfg.chunk_limit_records, self.cfg.chunk_limit_size)
+            for k, (entries, count) in enumerate(cut):
                 chunk = base64.b64encode(os.urandom(16)).decode()
-                messages.append(fwd.packed_forward(tag, entries, count, chunk, compress=self.cfg.compress == "gzip"))
-                chunks.append(chunk)
-        return messages, chunks
+                data = fwd.packed_forward(tag, entries, count, chunk, compress=self.cfg.compress == "gzip")
+                # A run's batches are whole once its last message is acked.
+                messages.append(_Message(data, chunk, len(messages), through if k == len(cut) - 1 else done))
+            done = through
+        return messages
 
     async def send(self, batches: list[TagBatch]) -> Outcome:
+        return await self.send_with_progress(batches, None)
+
+    async def send_with_progress(self, batches: list[TagBatch], progress: Progress | None) -> Outcome:
         """Each chunk goes to the server the weighted round robin picks for it (as Fluentd
-        balances per chunk); the chunks of a server that fails go to the others."""
-        pending = list(zip(*self._messages(batches)))
+        balances per chunk); the chunks of a server that fails go to the others. With acks,
+        ``progress(n)`` is awaited whenever the first n batches are acked whole: chunks of at most
+        ACK_PIECE_BYTES are written all at once and acked one by one, so a kill of the agent
+        repeats the few chunks whose acks were on the way, not the whole send."""
+        pieces = progress is not None and self.cfg.require_ack_response
+        messages = self._messages(batches, pieces)
+        pending = list(messages)
+        acked = [False] * len(messages)
+        through = 0  # messages acked in a row from the first
+
+        async def on_ack(message: _Message) -> None:
+            nonlocal through
+            acked[message.index] = True
+            before = through
+            while through < len(acked) and acked[through]:
+                through += 1
+            if progress is not None and through > before and messages[through - 1].done:
+                await progress(messages[through - 1].done)
+
         failed: set[int] = set()
         errors: list[str] = []
         while pending:
-            groups: dict[int, list[tuple[bytes, str]]] = {}
+            groups: dict[int, list[_Message]] = {}
             for item in pending:
                 index = self._pick(failed)
                 if index is None:
@@ -276,20 +321,22 @@ class ForwardOutput(Output):
                         errors = [f"{s.name}: down ({s.last_error or 'recovering'})" for s in self.servers]
                     return Outcome.retry("no server took the chunks: " + "; ".join(errors))
                 groups.setdefault(index, []).append(item)
-            results = await asyncio.gather(*(self._send_group(i, g) for i, g in groups.items()))
+            results = await asyncio.gather(*(self._send_group(i, g, on_ack) for i, g in groups.items()))
             pending = []
             for (index, group), error in zip(groups.items(), results):
                 if error is not None:
                     failed.add(index)
                     errors.append(f"{self.servers[index].name}: {error}")
-                    pending.extend(group)
+                    pending.extend(m for m in group if not acked[m.index])  # what it acked is delivered
         return Outcome.ok()
 
-    async def _send_group(self, index: int, group: list[tuple[bytes, str]]) -> str | None:
+    async def _send_group(
+        self, index: int, group: list[_Message], on_ack: Callable[[_Message], Awaitable[None]]
+    ) -> str | None:
         """Send chunks to one server and wait for their acks; None, or why it failed."""
         server = self.servers[index]
         try:
-            await self._send_to(server, [m for m, _ in group], [c for _, c in group])
+            await self._send_to(server, group, on_ack)
             return None
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ProtocolError, SendError, ssl.SSLError) as exc:
             reason = _describe(exc)
@@ -317,18 +364,21 @@ class ForwardOutput(Output):
             out.append(b"\x92" + pack_event_time(time_ns) + packer.pack(record))
         return b"".join(out), len(out)
 
-    async def _send_to(self, server: _Server, messages: list[bytes], chunks: list[str]) -> None:
+    async def _send_to(
+        self, server: _Server, messages: list[_Message], on_ack: Callable[[_Message], Awaitable[None]]
+    ) -> None:
         if server.writer is None or server.writer.is_closing():
             await self._connect(server)
         _, writer, _ = server.streams()
-        writer.write(b"".join(messages))
+        writer.write(b"".join(m.data for m in messages))
         await writer.drain()
         if self.cfg.require_ack_response:
             deadline = time.monotonic() + self.cfg.ack_response_timeout
-            for chunk in chunks:
+            for message in messages:
                 reply = await self._read(server, max(0.01, deadline - time.monotonic()))
-                if not (isinstance(reply, dict) and reply.get("ack") == chunk):
-                    raise SendError(f"ack mismatch: expected {chunk!r}, got {reply!r:.80}")
+                if not (isinstance(reply, dict) and reply.get("ack") == message.chunk):
+                    raise SendError(f"ack mismatch: expected {message.chunk!r}, got {reply!r:.80}")
+                await on_ack(message)
         if not self.cfg.keepalive:
             self._close(server)
 

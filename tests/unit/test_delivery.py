@@ -36,12 +36,14 @@ class ScriptedOutput(Output):
         return outcome
 
 
-async def fill(directory, batches):
+async def fill(directory, batches, extra=None):
+    """One journal record per (tag, ids), of records ``{"i": id}`` (and the fields of ``extra``)."""
     j = Journal(directory)
     j.recover()
     await j.start()
     for tag, ids in batches:
-        await j.submit(tag, b"".join(pack([event_time(1_700_000_000, i), {"i": i}]) for i in ids), len(ids))
+        records = (pack([event_time(1_700_000_000, i), {"i": i, **(extra or {})}]) for i in ids)
+        await j.submit(tag, b"".join(records), len(ids))
     await j.close()
 
 
@@ -334,3 +336,46 @@ async def test_a_caught_up_loop_keeps_nothing_of_the_last_burst(tmp_path):
     assert [o for o in gc.get_objects() if isinstance(o, TagBatch) and o.tag == tag] == []
     stopping.set()
     await task
+
+
+class AckingInPieces(ScriptedOutput):
+    """Takes the first ``take[k]`` batches of its k-th send (awaiting progress for each, as the
+    forward output does when their acks come; none once ``take`` runs out), then fails with
+    RETRY, until ``fails`` sends have failed."""
+
+    def __init__(self, take: list[int], fails: int):
+        super().__init__()
+        self.take, self.fails = take, fails
+
+    async def send_with_progress(self, batches, progress):
+        self.attempts += 1
+        taken = self.take.pop(0) if self.take else 0
+        for n, b in enumerate(batches[:taken] if self.fails else batches, 1):
+            self.sent += [(b.tag, r["i"]) for _, r in b.entries]
+            await progress(n)
+        if self.fails:
+            self.fails -= 1
+            return Outcome.retry("connection closed by the server")
+        return Outcome.ok()
+
+
+async def test_a_send_cut_short_is_retried_with_only_what_the_destination_did_not_take(tmp_path):
+    await fill(tmp_path / "journal", [("t", [i]) for i in range(6)])
+    out = AckingInPieces(take=[2, 2], fails=2)
+    r = runner(tmp_path, out)
+    await drain(r)
+    assert out.sent == [("t", i) for i in range(6)]  # each once: 2, then 2 more, then the last 2
+    assert out.attempts == 3 and r.stats.retries == 2 and r.stats.sent_records == 6
+
+
+async def test_stopped_after_a_send_delivered_part_of_it_the_cursor_is_past_that_part(tmp_path):
+    await fill(tmp_path / "journal", [("t", [i]) for i in range(5)])
+    r = runner(tmp_path, AckingInPieces(take=[3], fails=10**6), retry_forever=True)
+    draining, stopping = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(r.run(draining, stopping))
+    await asyncio.sleep(0.3)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+    later = ScriptedOutput()
+    await drain(runner(tmp_path, later))
+    assert later.sent == [("t", 3), ("t", 4)]

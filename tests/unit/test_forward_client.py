@@ -87,7 +87,10 @@ def test_entries_are_cut_and_merged_into_chunks_within_the_limits():
         TagBatch("a", payload=batch_payload("a", entries[len(entry(0)) * 3 :], 7)),
         TagBatch("b", payload=batch_payload("b", entry(99), 1)),
     ]
-    messages, chunks = out._messages(batches)
-    decoded = [fwd.ForwardDecoder().feed(m, 0)[0] for m in messages]
+    messages = out._messages(batches)
+    decoded = [fwd.ForwardDecoder().feed(m.data, 0)[0] for m in messages]
     assert [(d.tag, d.count) for d in decoded] == [("a", 5), ("a", 5), ("b", 1)]
-    assert len(set(chunks)) == 3
+    assert len({m.chunk for m in messages}) == 3
+    # Each message says how many batches are whole once it and those before it are acked: the
+    # two "a" batches only with the second "a" message.
+    assert [m.done for m in messages] == [0, 2, 3]
