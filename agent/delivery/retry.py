@@ -1,4 +1,5 @@
-"""The retry schedule: exponential backoff with jitter and a cap. It never sleeps.
+"""The retry schedule: exponential backoff with jitter and a cap. It never sleeps; the delivery
+loop sleeps with ``sleep_unless``, which a stop cuts short.
 
 Fluentd's ``exponential_backoff``: wait = retry_wait * 2**n, capped at
 retry_max_interval, with +/- randomness; give up (dead letter, never drop)
@@ -8,6 +9,7 @@ once ``retry_timeout`` has passed since the first failure, unless
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 
@@ -40,3 +42,23 @@ class RetrySchedule:
     def reset(self) -> None:
         self.steps = 0
         self.first_failure = None
+
+
+async def sleep_unless_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> bool:
+    """Sleep up to ``timeout``; True if either event was set meanwhile."""
+    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return bool(done)
+
+
+async def sleep_unless(event: asyncio.Event, timeout: float) -> bool:
+    """Sleep up to ``timeout``; True if ``event`` was set meanwhile."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False

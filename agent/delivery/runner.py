@@ -5,10 +5,9 @@ selects → ``send`` → OK / RETRY / FATAL. RETRY waits on the backoff schedule
 and sends the same events again; FATAL, or retries running out, writes the
 events to the dead-letter store. The cursor moves only past what was
 delivered or dead-lettered, and only after the output's ``flush`` made it
-durable, so a crash repeats at most the last batch and never loses one. An
-output that learns piece by piece what the destination took (the forward
-output's acks, ``send_with_progress``) has the cursor saved as it does, and
-a send cut short is retried with what was not taken.
+durable, so a crash repeats at most the last send, never loses one; an output
+that learns piece by piece what the destination took (the forward output's
+acks, ``send_with_progress``) has it saved as it does.
 
 A failure caused by the records themselves (an exception that is no I/O or
 network error, or an OS error that names the request: a file name too long,
@@ -34,7 +33,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -43,13 +41,14 @@ import msgpack
 from agent.component import Outcome, Output, SendResult, caused_by_records
 from agent.config.types import OutputConfigBase
 from agent.deadletter import DeadLetterStore
-from agent.delivery.retry import RetrySchedule
-from agent.delivery.snapshot import OutputSnapshot
+from agent.delivery.retry import RetrySchedule, sleep_unless, sleep_unless_either
+from agent.delivery.snapshot import OutputSnapshot, RunnerStats
+from agent.delivery.steps import Step, halves
 from agent.hive.records import is_refund
 from agent.journal.batch import TagBatch
 from agent.journal.cursor import CursorStore, Position
 from agent.journal.reader import JournalReader, JournalRecord
-from agent.journal.record import batch_target, peek_tag, split_payload
+from agent.journal.record import batch_target, peek_tag
 from agent.ledger.output import OutputLedger
 from agent.ledger.tally import Tally, reason_code
 from agent.routing import compile_pattern
@@ -71,17 +70,6 @@ POLL_MAX = 0.1
 # 3% of the records twice at 25ms, with 60,000 records a second through the relay).
 SAVE_SOON_INTERVAL = 0.005
 LOCAL_IO_RETRY_MAX = 30.0  # seconds between tries of the loop's own disk writes
-
-
-@dataclass(slots=True)
-class RunnerStats:
-    sent_records: int = 0
-    retries: int = 0
-    dead_lettered: int = 0
-    batches: int = 0
-    pauses: int = 0
-    local_io_errors: int = 0  # its own cursor or dead-letter writes that failed (a full disk)
-    refunds_skipped: int = 0  # refunds an output that renders the Hive spec has no form for
 
 
 class OutputRunner:
@@ -122,8 +110,7 @@ class OutputRunner:
         self.ledger = ledger
         self._tally: Tally | None = None  # the batches being sent, when the ledger counts them
         self._saved_at = 0.0  # monotonic time of the last save between the durable commits
-        # How far a send that was cut short delivered (send_with_progress): the cursor's next save
-        # is no earlier, since the ledger counted what lies before it.
+        # How far a send cut short delivered: the ledger counted it, the cursor saves no earlier.
         self._progress: Position | None = None
         self._progress_lock = asyncio.Lock()
 
@@ -163,7 +150,7 @@ class OutputRunner:
                         delivered = None
                     if draining.is_set():
                         return
-                    await _wait(stopping, idle)
+                    await sleep_unless(stopping, idle)
                     idle = min(idle * 2, POLL_MAX)
                     continue
                 self.caught_up = False
@@ -197,8 +184,8 @@ class OutputRunner:
         ledger counted already (sent again after a kill) go first, in a send of their own."""
         ledger = self.ledger
         counting = Tally() if ledger is not None else None  # of the records up to the next step
-        again: list[_Step] = []
-        steps: list[_Step] = []
+        again: list[Step] = []
+        steps: list[Step] = []
         for r in records:
             tag = peek_tag(r.payload)
             target = batch_target(r.payload)
@@ -212,9 +199,9 @@ class OutputRunner:
                     if not len(batch):
                         continue  # its refunds are settled with the next step
                 if tally is None:
-                    again.append(_Step(batch, r.next, None))
+                    again.append(Step(batch, r.next, None))
                 else:
-                    steps.append(_Step(batch, r.next, tally))
+                    steps.append(Step(batch, r.next, tally))
                     counting = Tally()
         for selected, moves in ((again, None), (steps, Tally() if ledger is not None else None)):
             if selected:
@@ -232,7 +219,7 @@ class OutputRunner:
             ledger.done(counting)
         return True
 
-    def _step_through(self, steps: list[_Step]) -> None:
+    def _step_through(self, steps: list[Step]) -> None:
         """These steps are delivered: their counts join what the next settle adds, and the loop
         saves the cursor no earlier than past them (``_progress``)."""
         for step in steps:
@@ -301,11 +288,11 @@ class OutputRunner:
                 self.stats.local_io_errors += 1
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 log.error("output %s: cannot %s: %s; trying again in %.1fs", self.name, what, why, wait)
-            if stopping.is_set() or await _wait(stopping, wait):
+            if stopping.is_set() or await sleep_unless(stopping, wait):
                 return None
             wait = min(wait * 2, LOCAL_IO_RETRY_MAX)
 
-    async def _send(self, batches: list[TagBatch], steps: list[_Step] | None) -> tuple[Outcome, int]:
+    async def _send(self, batches: list[TagBatch], steps: list[Step] | None) -> tuple[Outcome, int]:
         """The output's send, and how many of the batches it delivered whole on the way (with
         ``steps``, for an output whose send is durable when it returns: the cursor is saved there,
         so that a kill in a long send repeats what was on the way, not the whole send)."""
@@ -330,9 +317,7 @@ class OutputRunner:
             log.warning("output %s: send raised %r", self.name, exc)
             return Outcome.retry(f"send raised {exc!r}"), through
 
-    async def _deliver(
-        self, batches: list[TagBatch], stopping: asyncio.Event, steps: list[_Step] | None = None
-    ) -> bool:
+    async def _deliver(self, batches: list[TagBatch], stopping: asyncio.Event, steps: list[Step] | None = None) -> bool:
         count = sum(len(b) for b in batches)
         content_failures = 0  # in a row: the second one splits the batch
         while True:
@@ -388,11 +373,11 @@ class OutputRunner:
                 # within shutdown_timeout either; it stays in the journal for the next start.
                 draining = self._draining
                 if draining is not None and (
-                    draining.is_set() or await _wait_either(stopping, draining, self.cfg.retry_max_interval)
+                    draining.is_set() or await sleep_unless_either(stopping, draining, self.cfg.retry_max_interval)
                 ):
                     log.info("output %s: paused at shutdown; its %d records stay in the journal", self.name, count)
                     return False
-                if draining is None and await _wait(stopping, self.cfg.retry_max_interval):
+                if draining is None and await sleep_unless(stopping, self.cfg.retry_max_interval):
                     return False
                 continue
             if outcome.result is SendResult.FATAL:
@@ -412,7 +397,7 @@ class OutputRunner:
                 self.schedule.steps,
                 wait,
             )
-            if await _wait(stopping, wait):
+            if await sleep_unless(stopping, wait):
                 return False
 
     async def _isolate(self, batches: list[TagBatch], reason: str, stopping: asyncio.Event) -> bool:
@@ -427,7 +412,7 @@ class OutputRunner:
             count,
             reason,
         )
-        for half in _halves(batches):
+        for half in halves(batches):
             if not await self._deliver(half, stopping):
                 return False
         return True
@@ -463,48 +448,3 @@ class OutputRunner:
         if n is not None:
             self.stats.dead_lettered += n
         return n
-
-
-@dataclass(slots=True)
-class _Step:
-    """A batch to send, where its journal record ends, and what the ledger counts of it (None when
-    counted before a kill, or once settled)."""
-
-    batch: TagBatch
-    position: Position
-    tally: Tally | None
-
-
-def _halves(batches: list[TagBatch]) -> tuple[list[TagBatch], list[TagBatch]]:
-    """Two lists of batches holding the first and the second half of the events, tags kept.
-    A journal batch is cut between its entries' bytes (a record that cannot be decoded is
-    carried whole, to its dead letter)."""
-    if len(batches) > 1:
-        middle = len(batches) // 2
-        return batches[:middle], batches[middle:]
-    [batch] = batches
-    if batch.payload is not None:
-        first, second = split_payload(batch.payload)
-        return [TagBatch(batch.tag, payload=first)], [TagBatch(batch.tag, payload=second)]
-    middle = len(batch.entries) // 2
-    return [TagBatch(batch.tag, batch.entries[:middle])], [TagBatch(batch.tag, batch.entries[middle:])]
-
-
-async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> bool:
-    """Sleep up to ``timeout``; True if either event was set meanwhile."""
-    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-    try:
-        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-    return bool(done)
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> bool:
-    """Sleep up to ``timeout``; True if ``event`` was set meanwhile."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-        return True
-    except TimeoutError:
-        return False

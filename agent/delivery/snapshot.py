@@ -5,8 +5,22 @@ monitor, so that each field is named once and checked, not looked up by string."
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import msgspec
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    """A delivery loop's counters, carried by its snapshot."""
+
+    sent_records: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    pauses: int = 0
+    local_io_errors: int = 0  # its own cursor or dead-letter writes that failed (a full disk)
+    refunds_skipped: int = 0  # refunds an output that renders the Hive spec has no form for
 
 
 class OutputSnapshot(msgspec.Struct, kw_only=True):

@@ -17,7 +17,7 @@ from agent.component import Filter
 from agent.config.document import AgentConfig
 from agent.journal.cursor import Position
 from agent.ledger.plan import LedgerPlan
-from agent.ledger.store import IN, Ledger, LedgerWriter
+from agent.ledger.store import IN, Ledger, LedgerWriter, connect, read_mark
 from agent.paths import DataPaths
 
 log = logging.getLogger("agent.ledger")
@@ -32,6 +32,9 @@ class LedgerBook:
         self.plan = LedgerPlan(cfg)
         self.writer = LedgerWriter(Ledger(paths.ledger, self.plan, paths.journal))
         self.paths = paths
+        # pin() runs on the event loop (or the journal's collection) while the writer's thread may
+        # be in a transaction on its own connection: it reads on one of its own.
+        self._reads: sqlite3.Connection | None = None
         self._unwritten: collections.Counter[tuple[str, str]] = collections.Counter()  # duplicates
 
     def begin(self, journal_end: Position) -> None:
@@ -42,7 +45,9 @@ class LedgerBook:
     def pin(self) -> Position | None:
         """The journal position the ``in`` count has read through: segments after it stay."""
         try:
-            found = self.writer.ledger.mark(IN)
+            if self._reads is None:
+                self._reads = connect(self.paths.ledger, readonly=True)
+            found = read_mark(self._reads, IN)
         except sqlite3.Error as exc:
             log.warning("ledger: cannot read its in mark: %s", exc)
             return Position(0, 0)  # keep every segment until it can be read again
@@ -93,4 +98,7 @@ class LedgerBook:
                 by_day.clear()
 
     def close(self) -> None:
+        if self._reads is not None:
+            self._reads.close()
+            self._reads = None
         self.writer.close()

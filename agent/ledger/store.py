@@ -32,9 +32,8 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +42,7 @@ from agent.journal.cursor import Position
 from agent.journal.reader import JournalReader
 from agent.ledger.plan import LedgerPlan
 from agent.ledger.tally import Facts, Tally
+from agent.transaction import transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counts (
@@ -103,21 +103,10 @@ class Ledger:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
     # -- marks -------------------------------------------------------------------------
 
     def mark(self, name: str) -> tuple[Position, int] | None:
-        row = self.db.execute("SELECT segment, offset, at_ns FROM marks WHERE name = ?", (name,)).fetchone()
-        return None if row is None else (Position(row[0], row[1]), row[2])
+        return read_mark(self.db, name)
 
     def _set_mark(self, name: str, position: Position, at_ns: int) -> None:
         self.db.execute(
@@ -130,7 +119,7 @@ class Ledger:
         """At the main process's start, after journal recovery: where counting starts. A new ledger
         starts at the journal's end (what came before was never counted in); one whose marks are
         past the journal's end (a journal removed by hand) starts again there."""
-        with self._transaction():
+        with transaction(self.db, immediate=True):
             start = self.mark(START)
             if start is None or start[0] > journal_end:
                 self.db.execute("DELETE FROM marks")
@@ -151,7 +140,7 @@ class Ledger:
 
     def advance_in(self, up_to: Position | None = None) -> int:
         """Count in what the journal holds past the ``in`` mark (up to ``up_to``); how many purchases."""
-        with self._transaction():
+        with transaction(self.db, immediate=True):
             return self._advance_in(up_to)
 
     def _advance_in(self, up_to: Position | None) -> int:
@@ -183,7 +172,7 @@ class Ledger:
 
     def settle(self, output: str, tally: Tally, position: Position, finished_ns: int) -> bool:
         """Add what ``output`` settled through ``position``; False if that was counted already."""
-        with self._transaction():
+        with transaction(self.db, immediate=True):
             mark = self.mark(f"out:{output}")
             if mark is not None and mark[0] >= position:
                 return False
@@ -230,7 +219,7 @@ class Ledger:
         )
 
     def add_duplicates(self, by_day_game: dict[tuple[str, str], int]) -> None:
-        with self._transaction():
+        with transaction(self.db, immediate=True):
             self.db.executemany(
                 "INSERT INTO duplicates VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
                 [(day, game, n) for (day, game), n in by_day_game.items()],
@@ -238,11 +227,17 @@ class Ledger:
 
     def sweep(self, oldest_day: str) -> int:
         """Days before ``oldest_day`` go (``ledger_retention``); the totals stay."""
-        with self._transaction():
+        with transaction(self.db, immediate=True):
             n = self.db.execute("DELETE FROM counts WHERE day < ?", (oldest_day,)).rowcount
             self.db.execute("DELETE FROM duplicates WHERE day < ?", (oldest_day,))
             self.db.execute("DELETE FROM refusals WHERE day < ?", (oldest_day,))
         return n
+
+
+def read_mark(db: sqlite3.Connection, name: str) -> tuple[Position, int] | None:
+    """Where the mark ``name`` stands, and the wall clock it was set at."""
+    row = db.execute("SELECT segment, offset, at_ns FROM marks WHERE name = ?", (name,)).fetchone()
+    return None if row is None else (Position(row[0], row[1]), row[2])
 
 
 def with_ledger(path: Path, action: Callable[[sqlite3.Connection], Any]) -> Any:

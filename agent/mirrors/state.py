@@ -35,13 +35,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from agent.mirrors.payloads import ID_FIELDS, PLATFORM_IDS, att_code
 from agent.paths import file_name
+from agent.transaction import transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -89,23 +89,12 @@ class MirrorState:
         """SQLite's page cache back to the allocator, once the process is quiet."""
         self.db.execute("PRAGMA shrink_memory")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One transaction (the connection autocommits each statement otherwise)."""
-        self.db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
     def _migrate(self) -> None:
         """Identities of earlier versions had no scope: an IDFA or IDFV makes them iOS, a GAID Android."""
         if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identity'").fetchone():
             return
         cols = ", ".join(ID_FIELDS)
-        with self._transaction():
+        with transaction(self.db):
             self.db.execute(
                 f"INSERT OR IGNORE INTO identities (game, scope, kind, id, {cols}, updated_ns) "
                 f"SELECT game, CASE WHEN idfa IS NOT NULL OR idfv IS NOT NULL THEN 'platform:I' ELSE 'platform:A' END, "
@@ -134,7 +123,7 @@ class MirrorState:
         marks = ", ".join("?" for _ in values)
         updates = ", ".join(f"{c} = excluded.{c}" for c in values)
         now = time.time_ns()
-        with self._transaction():
+        with transaction(self.db):
             for kind, ident in keys:
                 self.db.execute(
                     f"INSERT INTO identities (game, scope, kind, id, {cols}, updated_ns) "
@@ -225,7 +214,7 @@ class MirrorState:
         """(vendor, app, key, accepted at ns) rows."""
         rows = list(rows)
         if rows:
-            with self._transaction():
+            with transaction(self.db):
                 self.db.executemany(
                     "INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)", rows
                 )

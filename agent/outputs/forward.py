@@ -30,7 +30,6 @@ for the mirrors (agent/hive/records.py), so they never reach Hive.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import socket
@@ -57,12 +56,9 @@ from agent.config.types import (
     check_tls_pair,
 )
 from agent.errors import ProtocolError
-from agent.hive.records import may_hold_extras, render
 from agent.journal.batch import TagBatch
-from agent.journal.record import batch_count, batch_entries
+from agent.outputs.forward_chunks import Message, chunk_messages
 from agent.protocol import forward as fwd
-from agent.protocol.event_time import pack_event_time
-from agent.protocol.forward.entries import split_entries
 
 log = logging.getLogger("agent.output.forward")
 
@@ -119,20 +115,6 @@ class ForwardOutputConfig(OutputConfigBase):
 
 class SendError(Exception):
     pass
-
-
-# With acks and a delivery loop that saves its cursor as they come (send_with_progress), the joined
-# batches of a chunk stop past this size: a kill repeats the chunks whose acks were on the way, a
-# few of these, where a chunk of a whole journal read (up to 1 MiB) was repeated whole.
-ACK_PIECE_BYTES = 64 << 10
-
-
-@dataclass(slots=True)
-class _Message:
-    data: bytes  # a PackedForward message
-    chunk: str  # its chunk id, which the ack names
-    index: int  # its place among the send's messages
-    done: int  # the batches delivered whole once it and every message before it are acked
 
 
 @dataclass
@@ -255,36 +237,11 @@ class ForwardOutput(Output):
 
     # -- sending ---------------------------------------------------------------
 
-    def _messages(self, batches: list[TagBatch], pieces: bool = False) -> list[_Message]:
-        """PackedForward messages of at most chunk_limit_records / chunk_limit_size each:
-        consecutive batches of one tag are joined, then cut within the limits. With ``pieces``
-        a join stops at a batch boundary past ACK_PIECE_BYTES, so that each ack tells how many
-        whole batches are delivered."""
-        runs: list[tuple[str, list[bytes], int, int, int]] = []  # tag, entries, count, bytes, batches so far
-        for i, batch in enumerate(batches):
-            entries, n = self._entries_for_hive(batch)
-            if not n:
-                if runs:  # nothing to send of it: done with the run before
-                    runs[-1] = (*runs[-1][:4], i + 1)
-                continue
-            last = runs[-1] if runs else None
-            if last is not None and last[0] == batch.tag and not (pieces and last[3] >= ACK_PIECE_BYTES):
-                last[1].append(entries)
-                runs[-1] = (batch.tag, last[1], last[2] + n, last[3] + len(entries), i + 1)
-            else:
-                runs.append((batch.tag, [entries], n, len(entries), i + 1))
-        messages: list[_Message] = []
-        done = 0
-        for tag, parts, n, _, through in runs:
-            joined = parts[0] if len(parts) == 1 else b"".join(parts)
-            cut = split_entries(joined, n, self.cfg.chunk_limit_records, self.cfg.chunk_limit_size)
-            for k, (entries, count) in enumerate(cut):
-                chunk = base64.b64encode(os.urandom(16)).decode()
-                data = fwd.packed_forward(tag, entries, count, chunk, compress=self.cfg.compress == "gzip")
-                # A run's batches are whole once its last message is acked.
-                messages.append(_Message(data, chunk, len(messages), through if k == len(cut) - 1 else done))
-            done = through
-        return messages
+    def _messages(self, batches: list[TagBatch], pieces: bool = False) -> list[Message]:
+        cfg = self.cfg
+        return chunk_messages(
+            batches, cfg.key_style, cfg.chunk_limit_records, cfg.chunk_limit_size, cfg.compress == "gzip", pieces
+        )
 
     async def send(self, batches: list[TagBatch]) -> Outcome:
         return await self.send_with_progress(batches, None)
@@ -301,7 +258,7 @@ class ForwardOutput(Output):
         acked = [False] * len(messages)
         through = 0  # messages acked in a row from the first
 
-        async def on_ack(message: _Message) -> None:
+        async def on_ack(message: Message) -> None:
             nonlocal through
             acked[message.index] = True
             before = through
@@ -313,7 +270,7 @@ class ForwardOutput(Output):
         failed: set[int] = set()
         errors: list[str] = []
         while pending:
-            groups: dict[int, list[_Message]] = {}
+            groups: dict[int, list[Message]] = {}
             for item in pending:
                 index = self._pick(failed)
                 if index is None:
@@ -331,7 +288,7 @@ class ForwardOutput(Output):
         return Outcome.ok()
 
     async def _send_group(
-        self, index: int, group: list[_Message], on_ack: Callable[[_Message], Awaitable[None]]
+        self, index: int, group: list[Message], on_ack: Callable[[Message], Awaitable[None]]
     ) -> str | None:
         """Send chunks to one server and wait for their acks; None, or why it failed."""
         server = self.servers[index]
@@ -352,20 +309,8 @@ class ForwardOutput(Output):
             )
             return reason
 
-    def _entries_for_hive(self, batch: TagBatch) -> tuple[bytes, int]:
-        payload = batch.payload
-        style = self.cfg.key_style
-        if payload is not None and (style == "raw" or (style == "snake" and not may_hold_extras(payload))):
-            return batch_entries(payload), batch_count(payload)
-        packer = msgpack.Packer(unicode_errors="surrogateescape")
-        out = []
-        for time_ns, record in batch.entries:
-            record = render(record, style)
-            out.append(b"\x92" + pack_event_time(time_ns) + packer.pack(record))
-        return b"".join(out), len(out)
-
     async def _send_to(
-        self, server: _Server, messages: list[_Message], on_ack: Callable[[_Message], Awaitable[None]]
+        self, server: _Server, messages: list[Message], on_ack: Callable[[Message], Awaitable[None]]
     ) -> None:
         if server.writer is None or server.writer.is_closing():
             await self._connect(server)

@@ -10,7 +10,8 @@ import msgpack
 from agent.deadletter import DeadLetterStore
 from agent.delivery.runner import OutputRunner
 from agent.journal.cursor import CursorStore
-from agent.outputs.forward import ACK_PIECE_BYTES, ForwardOutput, ForwardOutputConfig
+from agent.outputs.forward import ForwardOutput, ForwardOutputConfig
+from agent.outputs.forward_chunks import ACK_PIECE_BYTES
 from agent.protocol.forward import EventBatch, ForwardDecoder, ack_bytes
 from tests.unit.test_delivery import fill
 
