@@ -218,6 +218,24 @@ def test_the_ledger_cli_reads_the_file_with_the_agent_stopped_and_filters_rows(t
     assert orjson.loads(cli(agent, "ledger", "--json", "--day", row["day"], "--output", "local").stdout) == [row]
 
 
+def test_with_ledger_off_purchases_flow_and_nothing_is_counted_or_kept(tmp_path):
+    agent = Agent(
+        tmp_path,
+        forward_input() + HIVE_FILTER + file_output(key_style="snake") + MONITOR,
+        agent_section="ledger = false",
+    )
+    with agent:
+        client = ForwardClient(agent.port)
+        rows = [r for r in records(20) if not r.get("refund")]
+        client.send_chunk(TAG, [[event_time(int(time.time())), r] for r in rows], "c0")
+        client.close()
+        assert len(agent.wait_for_output(len(rows))) == len(rows)
+        metrics = get_json(agent.monitor_port, "/metrics")[1]
+        assert "hive_agent_ledger_" not in metrics
+    assert not list((tmp_path / "var").rglob("ledger.sqlite*"))
+    assert cli(agent, "ledger", "--json").returncode == 2  # no ledger to read
+
+
 def settled_rows(agent: Agent, outputs: set, timeout: float = 15.0) -> dict[str, dict]:
     """The ledger by output once every one of ``outputs`` has nothing pending."""
     deadline = time.monotonic() + timeout
