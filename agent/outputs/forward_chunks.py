@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgpack
 
@@ -32,6 +32,17 @@ class Message:
     done: int  # the batches delivered whole once it and every message before it are acked
 
 
+@dataclass(slots=True)
+class _Run:
+    """Consecutive batches of one tag, joined into one message unless the limits cut it."""
+
+    tag: str
+    parts: list[bytes] = field(default_factory=list)
+    count: int = 0
+    size: int = 0
+    through: int = 0  # the batches of the send up to and with its last one
+
+
 def chunk_messages(
     batches: list[TagBatch], key_style: KeyStyle, max_records: int, max_bytes: int, gzip: bool, pieces: bool = False
 ) -> list[Message]:
@@ -39,30 +50,32 @@ def chunk_messages(
     consecutive batches of one tag are joined, then cut within the limits. With ``pieces``
     a join stops at a batch boundary past ACK_PIECE_BYTES, so that each ack tells how many
     whole batches are delivered."""
-    runs: list[tuple[str, list[bytes], int, int, int]] = []  # tag, entries, count, bytes, batches so far
+    runs: list[_Run] = []
     for i, batch in enumerate(batches):
         entries, n = entries_in_style(batch, key_style)
-        if not n:
-            if runs:  # nothing to send of it: done with the run before
-                runs[-1] = (*runs[-1][:4], i + 1)
-            continue
         last = runs[-1] if runs else None
-        if last is not None and last[0] == batch.tag and not (pieces and last[3] >= ACK_PIECE_BYTES):
-            last[1].append(entries)
-            runs[-1] = (batch.tag, last[1], last[2] + n, last[3] + len(entries), i + 1)
-        else:
-            runs.append((batch.tag, [entries], n, len(entries), i + 1))
+        if not n:
+            if last is not None:  # nothing to send of it: whole with the run before
+                last.through = i + 1
+            continue
+        if last is None or last.tag != batch.tag or (pieces and last.size >= ACK_PIECE_BYTES):
+            last = _Run(batch.tag)
+            runs.append(last)
+        last.parts.append(entries)
+        last.count += n
+        last.size += len(entries)
+        last.through = i + 1
     messages: list[Message] = []
     done = 0
-    for tag, parts, n, _, through in runs:
-        joined = parts[0] if len(parts) == 1 else b"".join(parts)
-        cut = split_entries(joined, n, max_records, max_bytes)
+    for run in runs:
+        joined = run.parts[0] if len(run.parts) == 1 else b"".join(run.parts)
+        cut = split_entries(joined, run.count, max_records, max_bytes)
         for k, (entries, count) in enumerate(cut):
             chunk = base64.b64encode(os.urandom(16)).decode()
-            data = fwd.packed_forward(tag, entries, count, chunk, compress=gzip)
+            data = fwd.packed_forward(run.tag, entries, count, chunk, compress=gzip)
             # A run's batches are whole once its last message is acked.
-            messages.append(Message(data, chunk, len(messages), through if k == len(cut) - 1 else done))
-        done = through
+            messages.append(Message(data, chunk, len(messages), run.through if k == len(cut) - 1 else done))
+        done = run.through
     return messages
 
 

@@ -56,6 +56,15 @@ def runner(tmp_path, output, match="**", **retry):
     )
 
 
+async def run_then_stop(r, after: float):
+    """Run the loop (retrying, say) for ``after`` seconds, then stop it as a shutdown does."""
+    draining, stopping = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(r.run(draining, stopping))
+    await asyncio.sleep(after)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
 async def drain(r):
     draining, stopping = asyncio.Event(), asyncio.Event()
     draining.set()
@@ -124,12 +133,7 @@ async def test_an_output_that_raises_is_retried_not_fatal(tmp_path):
 
 async def test_stopping_while_retrying_keeps_the_cursor_before_the_batch(tmp_path):
     await fill(tmp_path / "journal", [("t", [1])])
-    r = runner(tmp_path, ScriptedOutput([Outcome.retry("down")] * 1000), retry_forever=True)
-    draining, stopping = asyncio.Event(), asyncio.Event()
-    task = asyncio.ensure_future(r.run(draining, stopping))
-    await asyncio.sleep(0.2)
-    stopping.set()
-    await asyncio.wait_for(task, 5)
+    await run_then_stop(runner(tmp_path, ScriptedOutput([Outcome.retry("down")] * 1000), retry_forever=True), 0.2)
     later = ScriptedOutput()
     await drain(runner(tmp_path, later))
     assert later.sent == [("t", 1)]
@@ -370,12 +374,7 @@ async def test_a_send_cut_short_is_retried_with_only_what_the_destination_did_no
 
 async def test_stopped_after_a_send_delivered_part_of_it_the_cursor_is_past_that_part(tmp_path):
     await fill(tmp_path / "journal", [("t", [i]) for i in range(5)])
-    r = runner(tmp_path, AckingInPieces(take=[3], fails=10**6), retry_forever=True)
-    draining, stopping = asyncio.Event(), asyncio.Event()
-    task = asyncio.ensure_future(r.run(draining, stopping))
-    await asyncio.sleep(0.3)
-    stopping.set()
-    await asyncio.wait_for(task, 5)
+    await run_then_stop(runner(tmp_path, AckingInPieces(take=[3], fails=10**6), retry_forever=True), 0.3)
     later = ScriptedOutput()
     await drain(runner(tmp_path, later))
     assert later.sent == [("t", 3), ("t", 4)]
