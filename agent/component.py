@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from agent.errors import HttpError
 
 if TYPE_CHECKING:
     from agent.config.types import InputConfigBase
@@ -33,18 +34,14 @@ _CAUSED_BY_RECORDS = {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.EISD
 
 
 # What a network or the machine does, whatever the records: worth a retry, never a split.
-# aiohttp's ClientError too, where an output loaded aiohttp (only then can one be raised).
-_TRANSIENT = (asyncio.TimeoutError, asyncio.CancelledError, MemoryError, EOFError)
+_TRANSIENT = (asyncio.TimeoutError, asyncio.CancelledError, MemoryError, EOFError, HttpError)
 
 
 def caused_by_records(exc: BaseException) -> bool:
     """Is this failure the records' own, so that the same records would fail the same way again?"""
     if isinstance(exc, OSError):
         return exc.errno in _CAUSED_BY_RECORDS
-    if isinstance(exc, _TRANSIENT):
-        return False
-    aiohttp = sys.modules.get("aiohttp")
-    return aiohttp is None or not isinstance(exc, aiohttp.ClientError)
+    return not isinstance(exc, _TRANSIENT)
 
 
 # A record an output could not deliver while the rest went: (tag, time_ns, record, reason).

@@ -23,3 +23,9 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.fatal = fatal
+
+
+class HttpError(Exception):
+    """An HTTP destination gave no complete answer: the connection failed (refused, reset, TLS),
+    or what came back was not HTTP/1.x (agent/outputs/http_client.py). The network's doing,
+    never the records': a retry, not a split."""

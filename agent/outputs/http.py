@@ -20,22 +20,20 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import Field, model_validator
 
 from agent.component import DeadRecord, Outcome, Output
 from agent.config.types import HttpUrl, Interval, KeyStyle, OutputConfigBase, Secret, Size
+from agent.errors import HttpError
 from agent.hive.records import render
 from agent.hive.times import KST_OFFSET, parse_timezone, timezone_missing
 from agent.journal.batch import TagBatch
-from agent.outputs.posting import post
+from agent.outputs.http_client import HttpClient
 from agent.render import to_json
 from agent.secrets import redact_url
-
-if TYPE_CHECKING:  # imported where a session starts: a sidecar without this output never loads aiohttp
-    import aiohttp
 
 log = logging.getLogger("agent.output.http")
 
@@ -99,7 +97,7 @@ class HttpOutput(Output):
         self.name = cfg.name
         self.cfg = cfg
         self.endpoint = cfg.url.rstrip("/") + "/v1/server-recv"
-        self.session: aiohttp.ClientSession | None = None
+        self.client: HttpClient | None = None
         self.headers = {"Content-Type": "application/json"}
         if cfg.compress == "gzip":
             self.headers["Content-Encoding"] = "gzip"
@@ -107,9 +105,7 @@ class HttpOutput(Output):
             self.headers[k] = v.get_secret_value()
 
     async def start(self) -> None:
-        import aiohttp
-
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout))
+        self.client = HttpClient(timeout=self.cfg.timeout)
 
     def _requests(self, batches: list[TagBatch]) -> Iterator[tuple[str, list[Any]]]:
         """Group the events by app and cut them by count and bytes: [(app_id, [(tag, time, rec, body, json)])]."""
@@ -131,18 +127,16 @@ class HttpOutput(Output):
                 yield app, chunk
 
     async def send(self, batches: list[TagBatch]) -> Outcome:
-        import aiohttp  # loaded by start(): a lookup in sys.modules
-
         dead: list[DeadRecord] = []
         for app, items in self._requests(batches):
             body = b'{"appId":' + orjson.dumps(app) + b',"logBody":[' + b",".join(i[3] for i in items) + b"]}"
             if self.cfg.compress == "gzip":
                 body = gzip.compress(body, compresslevel=6)
             try:
-                answer = await post(self._session(), self.endpoint, body, self.headers)
+                answer = await self._client().post(self.endpoint, body, self.headers)
             except TimeoutError:
                 return Outcome.retry(f"POST {self.endpoint}: timed out after {self.cfg.timeout:.0f}s")
-            except aiohttp.ClientError as exc:
+            except HttpError as exc:
                 return Outcome.retry(f"POST {self.endpoint}: {exc}")
             if answer.redirect:  # never followed: the headers would go along (agent/outputs/posting.py)
                 return Outcome.retry(answer.refused_redirect(self.endpoint))
@@ -159,13 +153,13 @@ class HttpOutput(Output):
         return Outcome.ok(dead)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.client is not None:
+            await self.client.close()
 
-    def _session(self) -> aiohttp.ClientSession:
-        if self.session is None:
+    def _client(self) -> HttpClient:
+        if self.client is None:
             raise RuntimeError(f"output {self.name}: send before start")
-        return self.session
+        return self.client
 
 
 def build(cfg: HttpOutputConfig, data_dir: Path) -> HttpOutput:

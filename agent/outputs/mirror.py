@@ -37,22 +37,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import orjson
 from pydantic import Field, model_validator
 
 from agent.component import DeadRecord, Outcome, Output, SendResult
 from agent.config.types import Duration, Endpoint, Interval, MatchPattern, OutputConfigBase, Secret, Size, Strict
+from agent.errors import HttpError
 from agent.journal.batch import TagBatch
 from agent.mirrors.payloads import Purchase, Refused, game_of, platform_ids, purchase_from
 from agent.mirrors.state import open_state
-from agent.outputs.posting import post
+from agent.outputs.http_client import HttpClient
 from agent.routing import compile_pattern
 from agent.secrets import redact_url
-
-if TYPE_CHECKING:  # imported where a session starts: a sidecar without this output never loads aiohttp
-    import aiohttp
 
 log = logging.getLogger("agent.output.mirror")
 
@@ -166,7 +164,7 @@ class MirrorOutput(Output):
         self.is_identity = compile_pattern(cfg.identity_match)
         self.refund_values = tuple(cfg.refund_values)
         self.limit = RateLimit(cfg.rate_limit)
-        self.session: aiohttp.ClientSession | None = None
+        self.client: HttpClient | None = None
         # By what they count, the label of hive_agent_mirror_events_total.
         counted = ("requests", "accepted", "duplicates", "test_skipped", "not_configured", "identities", "refused")
         self.counts: collections.Counter[str] = collections.Counter(dict.fromkeys(counted, 0))
@@ -181,16 +179,11 @@ class MirrorOutput(Output):
         return self.counts
 
     async def start(self) -> None:
-        import aiohttp
-
-        self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
-            connector=aiohttp.TCPConnector(limit=self.cfg.in_flight),
-        )
+        self.client = HttpClient(timeout=self.cfg.timeout, limit=self.cfg.in_flight)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.client is not None:
+            await self.client.close()
 
     def shrink(self) -> None:
         self.state.shrink()
@@ -199,10 +192,10 @@ class MirrorOutput(Output):
         self._settled_ns = finished_ns
         self._accepted_unsettled.clear()
 
-    def _session(self) -> aiohttp.ClientSession:
-        if self.session is None:
+    def _client(self) -> HttpClient:
+        if self.client is None:
             raise RuntimeError(f"output {self.name}: send before start")
-        return self.session
+        return self.client
 
     # -- what a vendor output provides ---------------------------------------------
 
@@ -346,16 +339,14 @@ class MirrorOutput(Output):
         return results
 
     async def _request(self, job: Job) -> tuple[SendResult, str, Job]:
-        import aiohttp  # loaded by start(): a lookup in sys.modules
-
         await self.limit.wait()
         self.counts["requests"] += 1
         req = job.request
         try:
-            answer = await post(self._session(), req.url, req.body, req.headers)
+            answer = await self._client().post(req.url, req.body, req.headers)
         except TimeoutError:
             return SendResult.RETRY, f"POST {req.url}: timed out after {self.cfg.timeout:g}s", job
-        except aiohttp.ClientError as exc:
+        except HttpError as exc:
             return SendResult.RETRY, f"POST {req.url}: {exc}", job
         if answer.redirect:  # never followed: the token would go along (agent/outputs/posting.py)
             return SendResult.RETRY, answer.refused_redirect(req.url), job

@@ -1,11 +1,14 @@
-"""One POST as every HTTP output makes it: no redirect followed, and a bounded answer read.
+"""What every HTTP output makes of an answer: no redirect followed, and a bounded answer read.
+
+The client that sends the POSTs is agent/outputs/http_client.py.
 
 No redirect: a destination that answers 3xx with a Location elsewhere would otherwise get
-the purchases, and aiohttp strips only ``Authorization`` on the way, so the AppsFlyer
-``authentication`` token, the Wisetracker ``authToken`` or an http output's own header
-would travel with them, in clear if the Location says http. A 3xx is a failed send the
-delivery loop retries (and dead-letters when its retries run out, as a 5xx): a moved
-endpoint is an operator's change to make, and until then the purchases wait in the journal.
+the purchases, and a client that follows it (aiohttp's, by default) strips only
+``Authorization`` on the way, so the AppsFlyer ``authentication`` token, the Wisetracker
+``authToken`` or an http output's own header would travel with them, in clear if the
+Location says http. A 3xx is a failed send the delivery loop retries (and dead-letters when
+its retries run out, as a 5xx): a moved endpoint is an operator's change to make, and until
+then the purchases wait in the journal.
 
 A bounded answer: at most ``MAX_ANSWER_BYTES`` of a body are read (the excerpt a log line
 or a dead letter keeps is shorter still); when more remain, the connection is closed rather
@@ -16,12 +19,8 @@ from __future__ import annotations
 
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from agent.secrets import scrub
-
-if TYPE_CHECKING:
-    import aiohttp
 
 MAX_ANSWER_BYTES = 4096
 
@@ -46,21 +45,7 @@ class Answer:
         return f"HTTP {self.status} from {url}: a redirect{where}, not followed (outputs never follow one)"
 
 
-async def post(session: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str]) -> Answer:
-    async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
-        chunks, size = [], 0
-        while size < MAX_ANSWER_BYTES:
-            chunk = await resp.content.read(MAX_ANSWER_BYTES - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        else:
-            resp.close()  # more than we read: close the connection instead of draining it
-        return Answer(resp.status, b"".join(chunks), _origin(resp.headers.get("Location", "")))
-
-
-def _origin(location: str) -> str:
+def origin(location: str) -> str:
     """Where a redirect points, as scheme://host[:port] only (no path, no credentials)."""
     try:
         parts = urllib.parse.urlsplit(location[:2048])

@@ -28,6 +28,35 @@ def test_the_shipped_config_loads_no_http_client_no_code_lists_and_no_package_me
     assert not heavy & modules, heavy & modules
 
 
+STARTED = """
+import asyncio, os, sys, tempfile
+from agent.config.document import load_config
+from agent.registry import OUTPUTS
+names = ["AF_TOKEN_SAMPLEGAME", "AF_TOKEN_SAMPLEGAME_IOS", "WT_TOKEN_SAMPLEGAME", "NAVER_RELAY_TOKEN", "HIVE_FORWARD_SHARED_KEY"]
+os.environ.update(dict.fromkeys(names, "t"))
+cfg = load_config({config!r})
+async def start_all():
+    data_dir = tempfile.mkdtemp()
+    for o in cfg.outputs:
+        output = OUTPUTS[o.type].build(o, data_dir)
+        await output.start()
+        await output.close()
+    return sorted(o.type for o in cfg.outputs)
+print(" ".join(asyncio.run(start_all())))
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_the_sidecars_mirrors_start_without_aiohttp():
+    out = subprocess.run(
+        [sys.executable, "-c", STARTED.format(config="conf/examples/sidecar.toml")], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    types, modules = out.stdout.splitlines()
+    assert {"appsflyer", "wisetracker", "naver"} <= set(types.split())
+    assert "h11" in modules.split() and "aiohttp" not in modules.split()
+
+
 def test_models_still_validate_without_the_plugin_lookup():
     from pydantic import BaseModel, ValidationError
 
