@@ -32,7 +32,8 @@ STARTED = """
 import asyncio, os, sys, tempfile
 from agent.config.document import load_config
 from agent.registry import OUTPUTS
-names = ["AF_TOKEN_SAMPLEGAME", "AF_TOKEN_SAMPLEGAME_IOS", "WT_TOKEN_SAMPLEGAME", "NAVER_RELAY_TOKEN", "HIVE_FORWARD_SHARED_KEY"]
+names = ["AF_TOKEN_SAMPLEGAME", "AF_TOKEN_SAMPLEGAME_IOS", "WT_TOKEN_SAMPLEGAME", "NAVER_RELAY_TOKEN"]
+names.append("HIVE_FORWARD_SHARED_KEY")
 os.environ.update(dict.fromkeys(names, "t"))
 cfg = load_config({config!r})
 async def start_all():
