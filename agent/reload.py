@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel
 
 from agent import secrets
 from agent.component import Filter, Input
 from agent.config.document import AgentConfig, load_config_text, read_config_text
+from agent.config.types import Strict, field_names
 from agent.delivery.channel import APPLIED, APPLY, PREPARE, STOPPED
 from agent.errors import ConfigError
 from agent.registry import FILTERS, INPUTS
@@ -89,8 +89,8 @@ def restart_only(old: AgentConfig, new: AgentConfig) -> str | None:
 def _first_difference(old: Any, new: Any, where: str) -> str | None:
     if old == new:
         return None
-    if isinstance(old, BaseModel) and isinstance(new, BaseModel) and type(old) is type(new):
-        for name in type(old).model_fields:
+    if isinstance(old, Strict) and isinstance(new, Strict) and type(old) is type(new):
+        for name in field_names(old):
             key = _first_difference(getattr(old, name), getattr(new, name), f"{where}.{name}")
             if key is not None:
                 return key

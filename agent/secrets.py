@@ -1,7 +1,7 @@
 """Keeping configured secrets out of everything the agent logs, serves and writes.
 
 The config marks secrets as such (shared keys, passwords, tokens, header values:
-pydantic ``SecretStr``), and URLs may carry credentials (``http://user:pass@…``).
+``Secret`` in agent/config/types.py), and URLs may carry credentials (``http://user:pass@…``).
 A vendor or collector that echoes what it received would put them in a log line
 or a dead letter's reason; :class:`Scrubber` replaces every occurrence of each
 known secret value, in each of the forms it travels in (:func:`forms`), and
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, SecretStr
+from agent.config.types import Secret, Strict, field_names
 
 MASK = "***"
 MIN_SECRET = 4  # a shorter "secret" would mask ordinary text everywhere
@@ -38,14 +38,14 @@ def redact_url(url: str) -> str:
 
 
 def secret_values(config: Any) -> set[str]:
-    """Every secret value a config holds: SecretStr fields anywhere, and URL credentials."""
+    """Every secret value a config holds: Secret fields anywhere, and URL credentials."""
     found: set[str] = set()
 
     def walk(value: Any) -> None:
-        if isinstance(value, SecretStr):
+        if isinstance(value, Secret):
             found.add(value.get_secret_value())
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
+        elif isinstance(value, Strict):
+            for name in field_names(value):
                 walk(getattr(value, name))
         elif isinstance(value, dict):
             for item in value.values():

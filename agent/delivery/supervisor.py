@@ -3,7 +3,7 @@
 How it starts: forked from the main process before the main process has an event loop
 or a thread (:func:`prefork`), after the config and every module either process runs
 are loaded and frozen out of the cyclic collector (``gc.freeze()``). The two processes
-then share those pages (the interpreter, pydantic, the config, the agent's code) until
+then share those pages (the interpreter, the config, the agent's code) until
 one of them writes to a page: the delivery process adds a few MB of its own where, as
 a fresh interpreter, it held a whole second copy (about 45 MB). The child waits on a
 pipe until the main process holds the data_dir lock and has recovered the journal

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
 from agent.component import Filter, Filtered, Metric, Reading
 from agent.config.types import Duration, FilterConfigBase, MatchPattern
 from agent.hive.dedup_store import DedupStore, Key
@@ -35,7 +37,7 @@ from agent.protocol.event_time import ns_of
 log = logging.getLogger("agent.filter.hive")
 
 
-class HiveFilterConfig(FilterConfigBase):
+class HiveFilterConfig(FilterConfigBase, frozen=True, kw_only=True):
     """Normalize purchase records to the Hive purchase_log spec (agent/hive/purchase_log.py)."""
 
     type: Literal["hive"]
@@ -47,7 +49,7 @@ class HiveFilterConfig(FilterConfigBase):
     dedup_window: Duration = 7 * 86400.0
     # The field that marks a record as the refund of a purchase (same transaction_id).
     refund_field: str = "refund"
-    refund_values: list[Any] = list(REFUND_VALUES)
+    refund_values: list[Any] = msgspec.field(default_factory=lambda: list(REFUND_VALUES))
 
 
 @dataclass(slots=True)

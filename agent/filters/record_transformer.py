@@ -5,16 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
 from agent.component import Filter, Filtered
 from agent.config.types import FilterConfigBase
 
 
-class RecordTransformerConfig(FilterConfigBase):
+class RecordTransformerConfig(FilterConfigBase, frozen=True, kw_only=True):
     """Fluentd's record_transformer, the static part: set and remove keys."""
 
     type: Literal["record_transformer"]
-    record: dict[str, Any] = {}
-    remove_keys: list[str] = []
+    record: dict[str, Any] = msgspec.field(default_factory=dict)
+    remove_keys: list[str] = msgspec.field(default_factory=list)
 
 
 class RecordTransformer(Filter):

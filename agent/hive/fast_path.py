@@ -1,15 +1,15 @@
 """The fast paths of normalization: records already in the spec's own terms.
 
 Most game servers send purchase_log records spelled and typed exactly as the
-spec says. For those, the pydantic model (the authority, which also explains
-every problem) costs more than the rest of the pipeline together, so these
-paths check them first with msgspec structs derived from the same table
-(agent/hive/spec.py), validated in C, and the same cross-field and advisory
-rules. They answer only "already canonical, nothing to say: here is the
+spec says. For those, the slow path (agent/hive/purchase_log.py, the authority,
+which also explains every problem) costs more than the rest of the pipeline
+together, so these paths check them first with msgspec structs derived from the
+same table (agent/hive/spec.py), validated in C, and the same cross-field and
+advisory rules. They answer only "already canonical, nothing to say: here is the
 record" or "not sure": anything else (an alias, a string number, a missing
-field, a value that would warn) goes the slow way, through the model.
-Property tests hold them to the model's answer in both directions: never
-looser, and never stricter on what the model itself writes.
+field, a value that would warn) goes the slow way. Property tests hold them to
+the slow path's answer in both directions: never looser, and never stricter on
+what the slow path itself writes.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def try_fast(
 
     With ``in_place`` the record itself becomes the normalized one (no copy): for
     callers that own it and keep nothing else of it. A missing guid is generated
-    with ``new_guid`` (seed 003 makes guid optional; the model fills it the same way)."""
+    with ``new_guid`` (seed 003 makes guid optional; the slow path fills it the same way)."""
     extra = None
     if not spec.SPEC_SET.issuperset(record):
         extra = {}
@@ -173,7 +173,7 @@ def try_fast(
                 del clean[key]
     else:
         clean = {k: v for k, v in record.items() if k in spec.SPEC_SET} if extra is not None else dict(record)
-    clean["product_price"] = canonical.product_price  # an int price becomes a float, as the model does
+    clean["product_price"] = canonical.product_price  # an int price becomes a float, as the slow path makes it
     if canonical.category is None:
         clean["category"] = spec.category_for_tag(tag)
     return Normalized(record=clean, extra=extra or {})

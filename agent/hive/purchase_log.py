@@ -1,7 +1,7 @@
 """Normalizing one record to the Hive purchase_log spec. Pure: no I/O, no clock.
 
-The spec is the table in agent/hive/spec.py; :class:`PurchaseLog` is the
-pydantic model derived from it, the authority that explains every problem.
+The spec is the table in agent/hive/spec.py; :func:`check_value` is the
+validator derived from it, the authority that explains every problem.
 Normalizing a record:
 
 1. maps every spelling of a field to the spec's name: snake_case, camelCase,
@@ -14,7 +14,7 @@ Normalizing a record:
    tag, uid or extra_uid, nationality or client_ip, quantity) and the time
    rules of agent/hive/times.py (an ISO 8601 purchase_time, a missing timezone
    means KST, one not understood is kept and warned, never guessed);
-4. validates with the model. With ``strict`` every violation is an error;
+4. validates each field by its row of the table. With ``strict`` every violation is an error;
    without it every violation is a warning and the value is kept as sent (the
    mirrors refuse what they cannot send, agent/mirrors/payloads.py).
 
@@ -28,19 +28,16 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal, Optional
-
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model
-from pydantic import Field as ModelField
+from typing import Any
 
 from agent.hive import spec
 from agent.hive.fast_path import try_fast
-from agent.hive.spec import ALIASES, BY_NAME, FIELDS, Normalized, Problem, spec_name
+from agent.hive.spec import ALIASES, BY_NAME, Normalized, Problem, spec_name
 from agent.hive.times import KST, format_timezone, parse_purchase_time, parse_timezone, timezone_missing
 
-__all__ = ["PurchaseLog", "normalize", "normalize_slow", "Normalized", "Problem"]
+__all__ = ["check_value", "normalize", "normalize_slow", "Normalized", "Problem"]
 
 
 # -- the coercions the sources need -----------------------------------------------------
@@ -67,62 +64,97 @@ def _price(value: Any) -> Any:
     return value
 
 
-def _upper(value: Any) -> Any:
-    return value.strip().upper() if isinstance(value, str) else value
+class Invalid(ValueError):
+    """A value its row of the table refuses: the rule (the metric's label) and what is wrong."""
+
+    def __init__(self, rule: str, detail: str):
+        super().__init__(detail)
+        self.rule = rule
+        self.detail = detail
 
 
-def _lower(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 
 
-def _annotation(f: spec.Field) -> Any:
-    """The pydantic type of one row of the table."""
-    if f.integer:
-        # pydantic's lax int takes "2414" and 2.0; booleans are refused before validation.
-        return Annotated[int, ModelField(**f.bounds())]
-    if f.kind == "float":
-        return Annotated[float, BeforeValidator(_price), ModelField(**f.bounds())]
-    if f.values is not None:
-        return Literal[f.values]
-    parts: list[Any] = [str]
+def _integer(value: Any) -> int:
+    """The integers the sources send: ints, digit strings (``"2414"``), whole floats (``2.0``)."""
+    if isinstance(value, bool):
+        raise Invalid("type", "a boolean is not an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value) and len(value) <= 4300:
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (str, float)):
+        raise Invalid("type", "not a valid integer")
+    raise Invalid("type", f"an integer is expected, not {type(value).__name__}")
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise Invalid("type", "a boolean is not a price")
+    try:
+        value = _price(value)
+    except ValueError as exc:
+        raise Invalid("format", str(exc)) from None
+    if not isinstance(value, (int, float)):
+        raise Invalid("type", f"a number is expected, not {type(value).__name__}")
+    return float(value)
+
+
+def _text(f: spec.Field, value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):  # a msgpack bin of text
+        try:
+            value = bytes(value).decode()
+        except UnicodeDecodeError:
+            raise Invalid("type", "not UTF-8 text") from None
+    if not isinstance(value, str):
+        raise Invalid("type", f"a string is expected, not {type(value).__name__}")
+    text: str = value
     if f.case is not None:
-        parts.append(BeforeValidator(_upper if f.case == "upper" else _lower))
-    parts.append(ModelField(**f.bounds()))
-    return Annotated[tuple(parts)]
+        text = text.strip().upper() if f.case == "upper" else text.strip().lower()
+    return text
 
 
-PurchaseLog: type[BaseModel] = create_model(  # type: ignore[call-overload]
-    "PurchaseLog",
-    __config__=ConfigDict(extra="forbid", strict=False),
-    **{f.name: (Optional[_annotation(f)], None) for f in FIELDS},  # noqa: UP045 - built at run time
-)
+def check_value(f: spec.Field, value: Any) -> Any:
+    """``value`` as its row of the table takes it (coerced as the sources need), or Invalid."""
+    if f.integer:
+        number = _integer(value)
+        bounds = f.bounds()
+        if not bounds["ge"] <= number <= bounds["le"]:
+            raise Invalid("out_of_range", "out of range for its type")
+        return number
+    if f.kind == "float":
+        price = _number(value)
+        if not -spec.PRICE_LIMIT <= price <= spec.PRICE_LIMIT:  # NaN is in no range
+            raise Invalid("out_of_range", "out of range for its type")
+        return price
+    if f.values is not None:
+        if isinstance(value, str) and value in f.values:
+            return value
+        raise Invalid("type" if isinstance(value, bool) else "not_allowed", f"not one of {_one_of(f.values)}")
+    text = _text(f, value)
+    if f.length is not None and len(text) > f.length:
+        raise Invalid("too_long", f"longer than {f.length} characters")
+    if f.pattern is not None and not _pattern(f.pattern).search(text):
+        raise Invalid("format", f"does not match {f.pattern}")
+    return text
 
-_RULES = {
-    "string_too_long": "too_long",
-    "too_long": "too_long",
-    "literal_error": "not_allowed",
-    "string_pattern_mismatch": "format",
-    "greater_than_equal": "out_of_range",
-    "less_than_equal": "out_of_range",
-    "value_error": "format",
-}
+
+def _one_of(values: tuple[Any, ...]) -> str:
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
-def _problem_of(err: Mapping[str, Any], value: Any) -> Problem:
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    rule = "type" if isinstance(value, bool) else _RULES.get(kind, "type")
-    if rule == "too_long":
-        detail = f"longer than {ctx.get('max_length')} characters"
-    elif rule == "not_allowed":
-        detail = f"not one of {ctx.get('expected')}"
-    elif rule == "format" and kind == "string_pattern_mismatch":
-        detail = f"does not match {ctx.get('pattern')}"
-    elif rule == "out_of_range":
-        detail = "out of range for its type"
-    else:
-        detail = err["msg"].removeprefix("Value error, ")
-    return Problem(str(err["loc"][0]), value, rule, detail)
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    found = _PATTERNS.get(pattern)
+    if found is None:
+        found = _PATTERNS[pattern] = re.compile(pattern)
+    return found
 
 
 # -- normalizing ------------------------------------------------------------------------
@@ -231,19 +263,15 @@ def normalize_slow(
 
     # Validate field by field so one bad value names itself and keeps the rest.
     bad = {p.field for p in violations if p.field in BY_NAME and p.rule in ("type", "invalid_time", "format")}
-    checked = {k: v for k, v in out.items() if k not in bad and v is not None}
-    try:
-        clean = PurchaseLog.model_validate(checked).model_dump(exclude_unset=True)
-    except ValidationError as exc:
-        failed: set[str] = set()
-        for err in exc.errors():
-            name = str(err["loc"][0])
-            failed.add(name)
-            violations.append(_problem_of(err, out.get(name)))
-        clean = PurchaseLog.model_validate({k: v for k, v in checked.items() if k not in failed}).model_dump(
-            exclude_unset=True
-        )
-        bad |= failed
+    clean: dict[str, Any] = {}
+    for name, value in out.items():
+        if name in bad or value is None:
+            continue
+        try:
+            clean[name] = check_value(BY_NAME[name], value)
+        except Invalid as exc:
+            bad.add(name)
+            violations.append(Problem(name, value, exc.rule, exc.detail))
     for name in out:
         if name in bad or out[name] is None:
             clean[name] = out[name]  # kept as sent; only a warning lets it through

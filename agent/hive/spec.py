@@ -2,7 +2,7 @@
 
 Source: seed 003 (``shared/seeds/003_…``, the Korean original; where the
 English summary differs, the seed wins). Every other form of the spec is
-derived from :data:`FIELDS`: the pydantic model (agent/hive/purchase_log.py),
+derived from :data:`FIELDS`: the field checks (agent/hive/purchase_log.py),
 the msgspec fast-path structs (agent/hive/fast_path.py), the required list,
 the camelCase column names and the spellings a sender may use.
 
@@ -72,7 +72,7 @@ class Field:
         return self.kind in INT_RANGES
 
     def bounds(self) -> dict[str, Any]:
-        """The limits of a value, in the keywords pydantic's Field and msgspec's Meta share."""
+        """The limits of a value, in msgspec's Meta keywords (the fast path's structs take them)."""
         if self.integer:
             lo, hi = (min(self.values), max(self.values)) if self.values else INT_RANGES[self.kind]
             return {"ge": lo, "le": hi}

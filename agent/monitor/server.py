@@ -5,8 +5,8 @@ outputs live in the delivery processes, each of which writes a snapshot of its
 counters every second (``state/delivery.json``, ``state/delivery-<n>.json``).
 The metric families are agent/monitor/metrics.py's.
 
-Secrets never appear: configs are shown through pydantic, whose secret
-fields serialize as "***", and then through agent/secrets.py, which masks URL
+Secrets never appear: configs are shown through their models' ``dump()``, whose
+secret fields come out as "***", and then through agent/secrets.py, which masks URL
 credentials and any other copy of a configured secret.
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
 
 from agent import health, tasks
+from agent.config.types import Strict
 from agent.delivery import snapshot
 from agent.delivery.snapshot import DeliverySnapshot, OutputSnapshot
 from agent.journal.batch import TagBatch
@@ -368,6 +368,6 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def _config(model: BaseModel) -> Any:
+def _config(model: Strict) -> Any:
     # Secret fields dump as "***"; a URL's credentials and any echo of a secret are masked too.
-    return orjson.loads(scrub(orjson.dumps(model.model_dump(mode="json")).decode()))
+    return orjson.loads(scrub(orjson.dumps(model.dump()).decode()))

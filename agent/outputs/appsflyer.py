@@ -16,27 +16,27 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from msgspec import Meta
 
 from agent.component import SendResult
-from agent.config.types import Duration
+from agent.config.types import Duration, Endpoint
 from agent.mirrors.payloads import Purchase, Refused, appsflyer_cutoff, appsflyer_event, appsflyer_keeps_time
 from agent.outputs.mirror import Job, MirrorOutput, MirrorOutputBase, Request, json_request
 
 AUTH_FAILURES = ("authenticat", "token", "app_id")  # 400 bodies that mean our credentials, not the event
 
 
-class AppsFlyerOutputConfig(MirrorOutputBase):
+class AppsFlyerOutputConfig(MirrorOutputBase, frozen=True, kw_only=True):
     type: Literal["appsflyer"]
-    endpoint: str = "https://api3.appsflyer.com"
-    rate_limit: float | None = Field(900.0, gt=0)  # AppsFlyer: stay under 1,000 requests per second
+    endpoint: Endpoint = "https://api3.appsflyer.com"
+    rate_limit: Annotated[float, Meta(gt=0)] | None = 900.0  # AppsFlyer: stay under 1,000 requests per second
     max_event_age: Duration = 7 * 86400.0
-    server_errors_before_dead_letter: int = Field(5, ge=1)
+    server_errors_before_dead_letter: Annotated[int, Meta(ge=1)] = 5
 
-    @model_validator(mode="after")
-    def _ios_ids(self) -> AppsFlyerOutputConfig:
+    def __post_init__(self) -> None:
+        super().__post_init__()
         for hive_app, app in self.apps.items():
             if not app.app_id:
                 raise ValueError(f"apps.{hive_app}: app_id (the AppsFlyer app id) is required")
@@ -46,7 +46,6 @@ class AppsFlyerOutputConfig(MirrorOutputBase):
                     f"apps.{hive_app}: iOS app_id {app.app_id!r} must be 'id' + digits "
                     f"(AppsFlyer answers 200 and drops the event otherwise)"
                 )
-        return self
 
 
 class AppsFlyerOutput(MirrorOutput):

@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
-
 from agent.component import Outcome, Output, caused_by_records
 from agent.config.types import KeyStyle, OutputConfigBase
 from agent.hive.records import in_key_style
@@ -57,7 +55,7 @@ class PathTemplate:
         return path
 
 
-class FileOutputConfig(OutputConfigBase):
+class FileOutputConfig(OutputConfigBase, frozen=True, kw_only=True):
     type: Literal["file"]
     # "{tag}" and "{tag[N]}" expand per event, e.g. "var/out/{tag}.jsonl".
     path: str
@@ -68,11 +66,9 @@ class FileOutputConfig(OutputConfigBase):
     def renders_hive_spec(self) -> bool:
         return self.key_style != "raw"  # snake or camel: the spec's fields alone
 
-    @field_validator("path")
-    @classmethod
-    def _path_template(cls, value: str) -> str:
-        PathTemplate(value)
-        return value
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        PathTemplate(self.path)
 
     def destination(self) -> str:
         return f"path {self.path}"

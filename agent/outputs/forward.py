@@ -38,10 +38,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgpack
-from pydantic import Field, model_validator
+import msgspec
+from msgspec import Meta
 
 from agent import tasks
 from agent.component import Outcome, Output, Progress
@@ -63,18 +64,18 @@ from agent.protocol import forward as fwd
 log = logging.getLogger("agent.output.forward")
 
 
-class ForwardServer(Strict):
+class ForwardServer(Strict, frozen=True, kw_only=True):
     host: str
-    port: int = Field(24224, ge=1, le=65535)
-    weight: int = Field(60, ge=1)
+    port: Annotated[int, Meta(ge=1, le=65535)] = 24224
+    weight: Annotated[int, Meta(ge=1)] = 60
     standby: bool = False
 
 
-class ForwardOutputConfig(OutputConfigBase):
+class ForwardOutputConfig(OutputConfigBase, frozen=True, kw_only=True):
     """Fluentd out_forward to aggregators (the Hive collectors)."""
 
     type: Literal["forward"]
-    servers: list[ForwardServer] = Field(min_length=1)
+    servers: Annotated[list[ForwardServer], Meta(min_length=1)]
     require_ack_response: bool = False
     ack_response_timeout: Interval = 190.0
     connect_timeout: Interval = 10.0
@@ -83,10 +84,10 @@ class ForwardOutputConfig(OutputConfigBase):
     compress: Literal["text", "gzip"] = "text"
     heartbeat_type: Literal["transport", "udp", "none"] = "transport"
     heartbeat_interval: Interval = 1.0
-    chunk_limit_records: int = Field(10_000, ge=1)
+    chunk_limit_records: Annotated[int, Meta(ge=1)] = 10_000
     chunk_limit_size: Size = 8 * 1024 * 1024
     shared_key: Secret | None = None
-    self_hostname: str = Field(default_factory=socket.gethostname)
+    self_hostname: str = msgspec.field(default_factory=socket.gethostname)
     username: str | None = None
     password: Secret | None = None
     tls: bool = False
@@ -102,12 +103,11 @@ class ForwardOutputConfig(OutputConfigBase):
     def renders_hive_spec(self) -> bool:
         return self.key_style != "raw"  # snake or camel: the spec's fields alone
 
-    @model_validator(mode="after")
-    def _checks(self) -> ForwardOutputConfig:
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check_tls_pair(self.tls_cert, self.tls_key)
         if self.username and self.shared_key is None:
             raise ValueError("username needs shared_key (the handshake carries it)")
-        return self
 
     def destination(self) -> str:
         return "to " + ", ".join(f"{s.host}:{s.port}" for s in self.servers)

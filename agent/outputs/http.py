@@ -20,10 +20,11 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
-from pydantic import Field, model_validator
+from msgspec import Meta
 
 from agent.component import DeadRecord, Outcome, Output
 from agent.config.types import HttpUrl, Interval, KeyStyle, OutputConfigBase, Secret, Size
@@ -62,14 +63,14 @@ def hive_records(batch: TagBatch, key_style: str = "snake") -> list[tuple[int, d
     return out
 
 
-class HttpOutputConfig(OutputConfigBase):
+class HttpOutputConfig(OutputConfigBase, frozen=True, kw_only=True):
     """Hive's HTTP ingestion: POST {url}/v1/server-recv."""
 
     type: Literal["http"]
     url: HttpUrl
     compress: Literal["text", "gzip"] = "text"
     timeout: Interval = 30.0
-    batch_records: int = Field(500, ge=1)
+    batch_records: Annotated[int, Meta(ge=1)] = 500
     batch_bytes: Size = 1024 * 1024
 
     @property
@@ -78,15 +79,14 @@ class HttpOutputConfig(OutputConfigBase):
 
     default_app_id: str | None = None  # for records without app_id
     key_style: KeyStyle = "snake"
-    headers: dict[str, Secret] = {}
+    headers: dict[str, Secret] = msgspec.field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _one_authorization(self) -> HttpOutputConfig:
+    def __post_init__(self) -> None:
+        super().__post_init__()
         from urllib.parse import urlsplit
 
         if urlsplit(self.url).username is not None and any(k.lower() == "authorization" for k in self.headers):
             raise ValueError("url credentials and an Authorization header both authorize: give one of them")
-        return self
 
     def destination(self) -> str:
         return f"to {redact_url(self.url.rstrip('/'))}/v1/server-recv"

@@ -37,10 +37,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
+import msgspec
 import orjson
-from pydantic import Field, model_validator
+from msgspec import Meta
 
 from agent.component import DeadRecord, Outcome, Output, SendResult
 from agent.config.types import Duration, Endpoint, Interval, MatchPattern, OutputConfigBase, Secret, Size, Strict
@@ -55,7 +56,7 @@ from agent.secrets import redact_url
 log = logging.getLogger("agent.output.mirror")
 
 
-class MirrorApp(Strict):
+class MirrorApp(Strict, frozen=True, kw_only=True):
     """One Hive app_id's settings at a vendor. The token comes from the environment or a file."""
 
     app_id: str | None = None  # the vendor's app id (AppsFlyer: the package name, or "id" + digits on iOS)
@@ -65,12 +66,9 @@ class MirrorApp(Strict):
     token_file: Path | None = None
     token: Secret | None = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _token(cls, data: Any) -> Any:
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
         """token_env and token_file name where the token is: it is read into ``token`` before validation."""
-        if not isinstance(data, dict):
-            return data
         sources = [k for k in ("token_env", "token_file", "token") if data.get(k) is not None]
         if len(sources) > 1:
             raise ValueError("give one of token_env, token_file, token")
@@ -81,14 +79,14 @@ class MirrorApp(Strict):
         return data
 
 
-class MirrorOutputBase(OutputConfigBase):
+class MirrorOutputBase(OutputConfigBase, frozen=True, kw_only=True):
     """What the three vendor mirrors share (agent/outputs/mirror.py)."""
 
     match: MatchPattern = "ha2union.game.*.purchase_log"
     endpoint: Endpoint
-    apps: dict[str, MirrorApp] = {}  # keyed by the Hive app_id
-    in_flight: int = Field(8, ge=1, le=1024)
-    rate_limit: float | None = Field(None, gt=0)  # requests per second
+    apps: dict[str, MirrorApp] = msgspec.field(default_factory=dict)  # keyed by the Hive app_id
+    in_flight: Annotated[int, Meta(ge=1, le=1024)] = 8
+    rate_limit: Annotated[float, Meta(gt=0)] | None = None  # requests per second
     timeout: Interval = 10.0
     mirror_test_purchases: bool = False
     identity_match: MatchPattern = "ha2union.game.*.device_ids"
@@ -100,13 +98,20 @@ class MirrorOutputBase(OutputConfigBase):
     # The vendor authenticates each app's requests with its token (Naver's relay may not).
     token_required: ClassVar[bool] = True
 
-    @model_validator(mode="after")
-    def _tokens(self) -> MirrorOutputBase:
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = super().prepare(data)
+        apps = data.get("apps")
+        if isinstance(apps, dict):  # each app's token_env or token_file read into its token
+            data = {**data, "apps": {k: MirrorApp.prepare(v) if isinstance(v, dict) else v for k, v in apps.items()}}
+        return data
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.token_required:
             for hive_app, app in self.apps.items():
                 if app.token is None:
                     raise ValueError(f"apps.{hive_app}: token_env, token_file or token is required")
-        return self
 
     @property
     def routing_match(self) -> str:

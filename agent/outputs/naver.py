@@ -13,21 +13,21 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from msgspec import Meta, field
 
 from agent.mirrors.payloads import Purchase, Refused, naver_event, naver_items
 from agent.outputs.mirror import MirrorApp, MirrorOutput, MirrorOutputBase, Request, json_request
 
 
-class NaverOutputConfig(MirrorOutputBase):
+class NaverOutputConfig(MirrorOutputBase, frozen=True, kw_only=True):
     type: Literal["naver"]
-    fx_to_krw: dict[str, float] = {}
+    fx_to_krw: dict[str, float] = field(default_factory=dict)
     # Seed 002: "too many conversions reported in a short time are detected as abuse and their
     # reporting may be limited" (no threshold is published). Paced by default: a backlog after an
     # outage goes out at 10 a second (36,000 an hour), not at once; raise it knowingly.
-    rate_limit: float | None = Field(10.0, gt=0)
+    rate_limit: Annotated[float, Meta(gt=0)] | None = 10.0
     all_apps: bool = True  # without [apps], mirror every app
     token_required: ClassVar[bool] = False  # the relay's own auth, if any: a token is optional
 

@@ -13,7 +13,7 @@ from agent.journal.batch import TagBatch
 from agent.render import LineRenderer
 
 
-class StdoutOutputConfig(OutputConfigBase):
+class StdoutOutputConfig(OutputConfigBase, frozen=True, kw_only=True):
     type: Literal["stdout"]
     key_style: KeyStyle = "raw"
 

@@ -11,23 +11,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import model_validator
-
+from agent.config.types import Endpoint
 from agent.mirrors.payloads import Purchase, wisetracker_body
 from agent.outputs.mirror import Job, MirrorOutput, MirrorOutputBase, Request, json_request
 
 
-class WisetrackerOutputConfig(MirrorOutputBase):
+class WisetrackerOutputConfig(MirrorOutputBase, frozen=True, kw_only=True):
     type: Literal["wisetracker"]
-    endpoint: str = "https://trk.analytics.wisetracker.co.kr/s2s/v1/s2sDataRcv.do"
+    endpoint: Endpoint = "https://trk.analytics.wisetracker.co.kr/s2s/v1/s2sDataRcv.do"
     first_purchase: bool = False  # w_first_purchase when this agent has not seen the user buy before
 
-    @model_validator(mode="after")
-    def _service_numbers(self) -> WisetrackerOutputConfig:
+    def __post_init__(self) -> None:
+        super().__post_init__()
         for hive_app, app in self.apps.items():
             if app.service_number is None:
                 raise ValueError(f"apps.{hive_app}: service_number (_wtno) is required")
-        return self
 
 
 class WisetrackerOutput(MirrorOutput):

@@ -40,7 +40,7 @@ async def until(condition, timeout: float = 10.0) -> None:
 
 
 async def test_acks_wait_for_the_journal_and_keep_the_frames_order(ingest, journal):
-    server = ForwardInput(ForwardInputConfig(type="forward", port=0), ingest)
+    server = ForwardInput(ForwardInputConfig.validate(dict(type="forward", port=0)), ingest)
     conn, transport = connect(server)
     conn.data_received(chunk("t", [{"i": 1}], "a") + chunk("t", [{"i": 2}, {"i": 3}], "b"))
     assert acks(transport) == []  # nothing is durable before the writer ran
@@ -54,7 +54,7 @@ async def test_acks_wait_for_the_journal_and_keep_the_frames_order(ingest, journ
 
 
 async def test_too_many_frames_in_flight_stop_reading_until_they_are_acked(ingest):
-    server = ForwardInput(ForwardInputConfig(type="forward", port=0, max_inflight_frames=2), ingest)
+    server = ForwardInput(ForwardInputConfig.validate(dict(type="forward", port=0, max_inflight_frames=2)), ingest)
     conn, transport = connect(server)
     conn.data_received(b"".join(chunk("t", [{"i": k}], f"c{k}") for k in range(3)))
     assert not transport.reading
@@ -63,7 +63,7 @@ async def test_too_many_frames_in_flight_stop_reading_until_they_are_acked(inges
 
 
 async def test_a_frame_that_is_not_msgpack_closes_its_connection_with_one_line(ingest, caplog):
-    server = ForwardInput(ForwardInputConfig(type="forward", port=0), ingest)
+    server = ForwardInput(ForwardInputConfig.validate(dict(type="forward", port=0)), ingest)
     good, good_transport = connect(server)
     bad, bad_transport = connect(server)
     with caplog.at_level(logging.ERROR, logger="agent.input.forward"):
@@ -78,7 +78,7 @@ async def test_a_frame_that_is_not_msgpack_closes_its_connection_with_one_line(i
 
 
 async def test_with_a_shared_key_events_before_the_ping_close_the_connection(ingest):
-    cfg = ForwardInputConfig(type="forward", port=0, shared_key="k", self_hostname="agent")
+    cfg = ForwardInputConfig.validate(dict(type="forward", port=0, shared_key="k", self_hostname="agent"))
     server = ForwardInput(cfg, ingest)
     conn, transport = connect(server)
     [helo] = acks(transport)
@@ -88,7 +88,7 @@ async def test_with_a_shared_key_events_before_the_ping_close_the_connection(ing
 
 
 async def test_records_whose_keys_are_not_strings_are_skipped_and_the_frame_acked(ingest):
-    server = ForwardInput(ForwardInputConfig(type="forward", port=0), ingest)
+    server = ForwardInput(ForwardInputConfig.validate(dict(type="forward", port=0)), ingest)
     conn, transport = connect(server)
     entries = pack([event_time(1_700_000_000), {"ok": 1}]) + b"\x92" + pack(event_time(1_700_000_000)) + b"\x81\x01\x02"
     conn.data_received(pack(["t", entries, {"chunk": "k"}]))
@@ -118,7 +118,7 @@ async def test_a_closed_journal_and_a_filter_bug_are_told_apart(ingest, journal,
     await journal.close()
     with pytest.raises(JournalClosed):
         ingest.submit("t", pack([event_time(1_700_000_000), {"a": 1}]), 1)
-    server = ForwardInput(ForwardInputConfig(type="forward", port=0), ingest)
+    server = ForwardInput(ForwardInputConfig.validate(dict(type="forward", port=0)), ingest)
     conn, transport = connect(server)
     conn.data_received(chunk("t", [{"i": 1}], "a"))
     assert transport.closed and acks(transport) == []  # refused, never acked

@@ -60,7 +60,7 @@ async def test_a_send_cut_short_sends_again_only_the_chunks_not_acked(tmp_path):
     server = CutShortServer(acks=3)
     listening = await asyncio.start_server(server.serve, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
-    cfg = ForwardOutputConfig.model_validate(
+    cfg = ForwardOutputConfig.validate(
         {
             "type": "forward",
             "name": "hive",

@@ -88,7 +88,7 @@ def purchase(i: int) -> dict:
 
 
 async def test_the_http_output_takes_a_redirect_as_a_retry_and_its_header_goes_nowhere(servers):
-    cfg = HttpOutputConfig.model_validate(
+    cfg = HttpOutputConfig.validate(
         {"type": "http", "name": "hive-http", "url": servers.moved_url, "headers": {"X-Api-Key": "key-never-moved"}}
     )
     out = HttpOutput(cfg)
@@ -103,7 +103,7 @@ async def test_the_http_output_takes_a_redirect_as_a_retry_and_its_header_goes_n
 
 
 async def test_appsflyer_takes_a_redirect_as_a_retry_and_its_token_goes_nowhere(servers, tmp_path):
-    cfg = AppsFlyerOutputConfig.model_validate(
+    cfg = AppsFlyerOutputConfig.validate(
         {
             "type": "appsflyer",
             "name": "appsflyer",
@@ -123,7 +123,7 @@ async def test_appsflyer_takes_a_redirect_as_a_retry_and_its_token_goes_nowhere(
 
 
 async def test_an_endless_answer_is_read_to_its_bound_and_the_send_goes_on(servers):
-    cfg = HttpOutputConfig.model_validate({"type": "http", "name": "hive-http", "url": servers.endless_url})
+    cfg = HttpOutputConfig.validate({"type": "http", "name": "hive-http", "url": servers.endless_url})
     out = HttpOutput(cfg)
     await out.start()
     try:
@@ -153,7 +153,7 @@ async def test_a_destination_echoing_the_request_gets_back_no_secret_in_any_form
     letters = DeadLetterStore(tmp_path / "deadletter")
     for handler in (echo, straddle):
         url = (await servers.serve(handler)).replace("http://", "http://hive:url-pass-0123@")
-        cfg = HttpOutputConfig.model_validate({"type": "http", "name": "h", "url": url, "headers": {"X-Api-Key": key}})
+        cfg = HttpOutputConfig.validate({"type": "http", "name": "h", "url": url, "headers": {"X-Api-Key": key}})
         secrets.install(cfg)
         out = HttpOutput(cfg)
         await out.start()

@@ -19,7 +19,7 @@ from tests.integration.test_monitor import metric
 
 
 async def test_metrics_name_each_component_with_its_kind_type_and_readings(ingest, journal, tmp_path):
-    cfg = AgentConfig.model_validate(
+    cfg = AgentConfig.validate(
         {
             "agent": {"data_dir": str(tmp_path)},
             "inputs": [{"type": "forward", "name": "in", "port": 0}],
@@ -27,9 +27,9 @@ async def test_metrics_name_each_component_with_its_kind_type_and_readings(inges
             "outputs": [{"type": "stdout", "name": "console"}],
         }
     )
-    forward = ForwardInput(ForwardInputConfig(type="forward", name="in", port=0), ingest)
+    forward = ForwardInput(ForwardInputConfig.validate(dict(type="forward", name="in", port=0)), ingest)
     forward.stats.records, forward.stats.bytes, forward.stats.skipped_records = 5, 500, 2
-    hive = HiveFilter(HiveFilterConfig(type="hive", name="hive", dedup_window=0))
+    hive = HiveFilter(HiveFilterConfig.validate(dict(type="hive", name="hive", dedup_window=0)))
     hive.stats.valid, hive.stats.invalid = 7, 1
     hive.stats.invalid_by_rule[("currency", "too_long")] = 1
     app = SimpleNamespace(
@@ -173,7 +173,7 @@ async def test_status_and_config_are_answered_on_tcp_to_this_hosts_clients_only(
 async def test_clients_polling_status_read_the_journal_once_a_second_not_once_a_request(journal, tmp_path):
     """Each status counts an output's events in its current segment from disk: eight pollers did
     it eight times per poll, a segment read each (main RSS 61 -> 379 MB)."""
-    cfg = AgentConfig.model_validate(
+    cfg = AgentConfig.validate(
         {
             "agent": {"data_dir": str(tmp_path)},
             "inputs": [{"type": "forward", "name": "in", "port": 0}],

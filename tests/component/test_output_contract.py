@@ -147,7 +147,7 @@ async def deliver(
     await journal.submit(TAG, entries, len(records))
     await journal.close()
     registered = OUTPUTS[kind]
-    o_cfg = registered.config.model_validate(cfg)
+    o_cfg = registered.config.validate(cfg)
     output = registered.build(o_cfg, tmp_path)
     await output.start()
     deadletters = DeadLetterStore(tmp_path / "deadletter")

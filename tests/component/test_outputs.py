@@ -74,7 +74,7 @@ async def test_the_http_output_posts_per_app_and_maps_answers_to_outcomes():
         },
     ]
     with FakeHiveHttp(["ok", "ok", 503, 401]) as hive:
-        out = HttpOutput(HttpOutputConfig(type="http", name="hive-http", url=hive.url, timeout="5s"))
+        out = HttpOutput(HttpOutputConfig.validate(dict(type="http", name="hive-http", url=hive.url, timeout="5s")))
         await out.start()
         try:
             ok = await out.send([batch("ha2union.game.g.purchase_log", records)])

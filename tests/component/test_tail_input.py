@@ -22,7 +22,9 @@ from agent.journal.record import batch_target
 
 def tail(tmp_path: Path, ingest, path: str | None = None, **options) -> TailInput:
     settings = {"tag": "app", "read_from_head": True, "stat_interval": 0.05, "rotate_wait": 0.3, **options}
-    cfg = TailInputConfig(type="tail", name="t", path=[path or str(tmp_path / "logs" / "*.log")], **settings)
+    cfg = TailInputConfig.validate(
+        dict(type="tail", name="t", path=[path or str(tmp_path / "logs" / "*.log")], **settings)
+    )
     return TailInput(cfg, ingest, tmp_path / "var")
 
 

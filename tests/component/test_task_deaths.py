@@ -52,14 +52,16 @@ async def test_each_critical_task_that_dies_is_logged_counted_and_said_by_health
     monkeypatch.setattr(TailInput, "_run", killed)
     monkeypatch.setattr(ForwardOutput, "_heartbeats", killed)
     monkeypatch.setattr(Journal, "_interval_sync", killed)
-    forward = ForwardInput(ForwardInputConfig(type="forward", name="in", port=0, udp_heartbeat=False), ingest)
+    forward = ForwardInput(
+        ForwardInputConfig.validate(dict(type="forward", name="in", port=0, udp_heartbeat=False)), ingest
+    )
     tail = TailInput(
-        TailInputConfig(type="tail", name="files", tag="t.*", path=[str(tmp_path / "*.log")]), ingest, tmp_path
+        TailInputConfig.validate(dict(type="tail", name="files", tag="t.*", path=[str(tmp_path / "*.log")])),
+        ingest,
+        tmp_path,
     )
     out = ForwardOutput(
-        ForwardOutputConfig.model_validate(
-            {"type": "forward", "name": "hive", "servers": [{"host": "127.0.0.1", "port": 9}]}
-        )
+        ForwardOutputConfig.validate({"type": "forward", "name": "hive", "servers": [{"host": "127.0.0.1", "port": 9}]})
     )
     synced = Journal(tmp_path / "j2", fsync="interval")
     synced.recover()

@@ -165,3 +165,31 @@ def test_the_readme_config_is_a_valid_config(tmp_path):
     path.write_text(toml.replace('"/var/lib/hive-agent"', f'"{tmp_path / "var"}"'))
     cfg = load_config(path)
     assert [o.type for o in cfg.outputs] == ["forward"] and [f.type for f in cfg.filters] == ["hive"]
+
+
+def test_parsed_values_are_held_as_plain_builtins_that_any_encoder_takes(tmp_path):
+    import msgspec
+
+    cfg = load_config(
+        write(
+            tmp_path,
+            '[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = "http"\nurl = "http://h/"\nmatch = "a.**"\n'
+            'retry_wait = "250ms"\nbatch_bytes = "1MiB"\n',
+        )
+    )
+    out = cfg.outputs[0]
+    held = (out.match, out.name, out.url, out.retry_wait, out.batch_bytes, cfg.agent.journal.max_bytes)
+    assert [type(v) for v in held] == [str, str, str, float, int, int]
+    assert (out.retry_wait, out.batch_bytes) == (0.25, 1 << 20)
+    assert msgspec.json.decode(msgspec.json.encode(held)) == list(held)
+
+
+def test_every_error_of_a_document_is_said_at_once_by_its_key(tmp_path):
+    text = (
+        '[agent]\nlog_level = "loud"\n[[inputs]]\ntype = "forward"\nport = "x"\nmax_frame_size = 10\n'
+        '[[inputs]]\ntype = "nope"\n[[outputs]]\ntype = "stdout"\nbogus = 1\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    lines = str(err.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["agent.log_level", "inputs.0.port", "inputs.1.type", "outputs.0.bogus"]

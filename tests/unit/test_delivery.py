@@ -48,8 +48,8 @@ async def fill(directory, batches, extra=None):
 
 
 def runner(tmp_path, output, match="**", **retry):
-    cfg = FileOutputConfig(
-        type="file", name="fake", path="unused", match=match, retry_wait=0.01, retry_max_interval=0.05, **retry
+    cfg = FileOutputConfig.validate(
+        dict(type="file", name="fake", path="unused", match=match, retry_wait=0.01, retry_max_interval=0.05, **retry)
     )
     return OutputRunner(
         cfg, output, tmp_path / "journal", CursorStore(tmp_path / "cursors"), DeadLetterStore(tmp_path / "deadletter")
@@ -142,7 +142,7 @@ async def test_stopping_while_retrying_keeps_the_cursor_before_the_batch(tmp_pat
 async def test_file_output_path_template_per_tag(tmp_path):
     await fill(tmp_path / "journal", [("game.a.purchase", [1]), ("game.b.purchase", [2])])
     out = FileOutput("f", str(tmp_path / "out/{tag[1]}/{tag}.jsonl"))
-    cfg = FileOutputConfig(type="file", name="f", path=str(tmp_path / "out/{tag[1]}/{tag}.jsonl"))
+    cfg = FileOutputConfig.validate(dict(type="file", name="f", path=str(tmp_path / "out/{tag[1]}/{tag}.jsonl")))
     await drain(OutputRunner(cfg, out, tmp_path / "journal", CursorStore(tmp_path / "c"), DeadLetterStore(tmp_path)))
     await out.close()
     a = orjson.loads((tmp_path / "out/a/game.a.purchase.jsonl").read_bytes())
@@ -154,7 +154,7 @@ async def test_stdout_output_writes_json_lines(tmp_path):
     await fill(tmp_path / "journal", [("t.out", [5])])
     stream = io.BytesIO()
     out = StdoutOutput("s", stream)
-    cfg = StdoutOutputConfig(type="stdout", name="s")
+    cfg = StdoutOutputConfig.validate(dict(type="stdout", name="s"))
     await drain(OutputRunner(cfg, out, tmp_path / "journal", CursorStore(tmp_path / "c"), DeadLetterStore(tmp_path)))
     assert orjson.loads(stream.getvalue()) == {
         "tag": "t.out",

@@ -8,8 +8,8 @@ from tests.wire import event_time, pack
 
 
 def test_records_are_changed_and_the_event_time_kept():
-    cfg = RecordTransformerConfig(
-        type="record_transformer", match="a.**", record={"region": "kr"}, remove_keys=["debug"]
+    cfg = RecordTransformerConfig.validate(
+        dict(type="record_transformer", match="a.**", record={"region": "kr"}, remove_keys=["debug"])
     )
     f = RecordTransformer(cfg)
     entries = pack([event_time(1_700_000_000, 7), {"x": 1, "debug": True}]) + pack([event_time(1, 0), {"y": 2}])
@@ -23,7 +23,7 @@ def test_records_are_changed_and_the_event_time_kept():
 
 
 def test_invalid_utf8_survives_the_round_trip_byte_for_byte():
-    f = RecordTransformer(RecordTransformerConfig(type="record_transformer", record={"k": "v"}))
+    f = RecordTransformer(RecordTransformerConfig.validate(dict(type="record_transformer", record={"k": "v"})))
     entry = b"\x92" + pack(event_time(1_700_000_000)) + b"\x81\xa1s\xa2\xff\xfe"  # {"s": <invalid UTF-8>}
     out, count, _, _ = run_filters([f], "t", entry, 1)
     [[_, record]] = list(msgpack.Unpacker(__import__("io").BytesIO(out), raw=True))

@@ -80,7 +80,7 @@ def test_entries_are_cut_and_merged_into_chunks_within_the_limits():
     by_size = list(split_entries(entries, 10, 100, 3 * len(entry(0))))
     assert [n for _, n in by_size] == [3, 3, 3, 1]
 
-    cfg = ForwardOutputConfig(type="forward", name="f", servers=[{"host": "h"}], chunk_limit_records=5)
+    cfg = ForwardOutputConfig.validate(dict(type="forward", name="f", servers=[{"host": "h"}], chunk_limit_records=5))
     out = ForwardOutput(cfg)
     batches = [
         TagBatch("a", payload=batch_payload("a", entries[: len(entry(0)) * 3], 3)),

@@ -353,14 +353,13 @@ def test_strict_every_violation_is_an_error_by_default_none():
     assert n.ok and {"server_uid", "transaction_id"} <= set(fields(n.warnings))
 
 
-def test_the_table_is_the_one_source_of_the_model_the_structs_and_the_names():
+def test_the_table_is_the_one_source_of_the_checks_the_structs_and_the_names():
     import msgspec
 
     from agent.hive import spec
     from agent.hive.fast_path import Canonical, CanonicalEntry
-    from agent.hive.purchase_log import PurchaseLog
 
-    assert tuple(PurchaseLog.model_fields) == spec.SPEC_FIELDS
+    assert tuple(spec.BY_NAME) == spec.SPEC_FIELDS
     assert {f.name for f in msgspec.structs.fields(Canonical)} == set(spec.SPEC_FIELDS)
     assert {f.name for f in msgspec.structs.fields(CanonicalEntry)} == set(spec.SPEC_FIELDS)
     assert spec.MIRROR_FIELDS == ("platform", "app_id", "transaction_id", "product_price", "currency", "purchase_time")
@@ -596,7 +595,7 @@ def test_fast_path_times_are_real_times(t, ok):
 def _hive_filter():
     from agent.filters.hive import HiveFilter, HiveFilterConfig
 
-    return HiveFilter(HiveFilterConfig(type="hive", name="h", dedup_window=0))
+    return HiveFilter(HiveFilterConfig.validate(dict(type="hive", name="h", dedup_window=0)))
 
 
 def _entries(records):

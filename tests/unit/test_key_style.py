@@ -64,11 +64,11 @@ def test_every_record_writing_output_takes_key_style(output, style):
     import tomllib
 
     doc = tomllib.loads(f'[[inputs]]\ntype = "forward"\n[[outputs]]\nname = "out"\n{output}\nkey_style = "{style}"\n')
-    assert AgentConfig.model_validate(doc).outputs[0].key_style == style
+    assert AgentConfig.validate(doc).outputs[0].key_style == style
 
 
 def test_as_is_is_still_understood_as_raw():
     import tomllib
 
     doc = tomllib.loads('[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = "file"\npath = "x"\nkey_style = "as_is"\n')
-    assert AgentConfig.model_validate(doc).outputs[0].key_style == "raw"
+    assert AgentConfig.validate(doc).outputs[0].key_style == "raw"

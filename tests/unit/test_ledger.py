@@ -85,7 +85,7 @@ def write_journal(directory, batches: list[list[dict]]) -> list[Position]:
 
 
 def config(outputs: int = 2) -> AgentConfig:
-    return AgentConfig.model_validate(
+    return AgentConfig.validate(
         {
             "inputs": [{"type": "forward", "port": 0}],
             "filters": [{"type": "hive"}],

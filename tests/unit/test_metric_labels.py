@@ -18,7 +18,7 @@ def spellings(n: int) -> list[str]:
 
 
 def test_a_sender_spelling_a_field_many_ways_makes_one_label_value_not_thousands():
-    hive = HiveFilter(HiveFilterConfig(type="hive", name="hive", dedup_window=0))
+    hive = HiveFilter(HiveFilterConfig.validate(dict(type="hive", name="hive", dedup_window=0)))
     odd = spellings(300)
     assert all(spec.spec_name(s) == "server_id" for s in odd)
     entries = []

@@ -18,7 +18,9 @@ class Fragile(NaverOutput):
 
 
 def test_an_exception_while_mapping_one_purchase_dead_letters_it_and_the_rest_go_on(tmp_path):
-    out = Fragile(NaverOutputConfig(type="naver", name="naver", endpoint="http://127.0.0.1:9/naver"), tmp_path)
+    out = Fragile(
+        NaverOutputConfig.validate(dict(type="naver", name="naver", endpoint="http://127.0.0.1:9/naver")), tmp_path
+    )
     records = [normalized(dict(HIVE_SAMPLE, transaction_id=f"T-{i}", hiveiap_purchase_test="")) for i in range(10)]
     records[7] = "not even a map"
     batch = TagBatch(TAG, [[i, r] for i, r in enumerate(records)])

@@ -30,7 +30,7 @@ def test_naver_is_paced_by_default_as_seed_002_asks():
     """Seed 002: bursts of conversions are taken for abuse; no threshold is published."""
     from agent.outputs.naver import NaverOutputConfig
 
-    cfg = NaverOutputConfig.model_validate({"type": "naver", "name": "naver", "endpoint": "http://relay.example/n"})
+    cfg = NaverOutputConfig.validate({"type": "naver", "name": "naver", "endpoint": "http://relay.example/n"})
     assert cfg.rate_limit == 10.0
-    lifted = NaverOutputConfig.model_validate({**cfg.model_dump(), "rate_limit": 500})
+    lifted = NaverOutputConfig.validate({**cfg.dump(), "rate_limit": 500})
     assert lifted.rate_limit == 500

@@ -32,7 +32,7 @@ def run(hive: HiveFilter, records: list[dict]) -> list[dict]:
 
 
 def test_an_unknown_refund_value_is_warned_counted_and_never_a_duplicate_of_the_purchase(tmp_path):
-    cfg = HiveFilterConfig(type="hive", name="hive")
+    cfg = HiveFilterConfig.validate(dict(type="hive", name="hive"))
     hive = HiveFilter(cfg, DedupStore(tmp_path / "dedup.sqlite", 3600))
     purchase = dict(COMPLETE, transaction_id="T-1")
     assert len(run(hive, [purchase])) == 1

@@ -24,7 +24,7 @@ token = "wisetracker-token"
 
 
 def config() -> AgentConfig:
-    return AgentConfig.model_validate(tomllib.loads(CONFIG))
+    return AgentConfig.validate(tomllib.loads(CONFIG))
 
 
 def test_every_kind_of_configured_secret_is_known():
@@ -62,5 +62,5 @@ def test_log_lines_and_dead_letters_are_scrubbed(tmp_path, caplog):
     finally:
         logging.getLogger().removeHandler(handler)
         secrets.install(
-            AgentConfig.model_validate(tomllib.loads('[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = "stdout"\n'))
+            AgentConfig.validate(tomllib.loads('[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = "stdout"\n'))
         )

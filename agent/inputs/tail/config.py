@@ -5,26 +5,22 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, field_validator, model_validator
+import msgspec
 
 from agent.config.types import Duration, InputConfigBase, Interval, Size
 
 _TAG_FIELD = re.compile(r"\{(\w+)\}")
 
 
-def _str_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-class TailInputConfig(InputConfigBase):
+class TailInputConfig(InputConfigBase, frozen=True, kw_only=True):
     """Fluentd's in_tail, for JSON-lines files. Defaults follow Fluentd, except
     ``max_line_size`` (bounded here) and the position file (always kept)."""
 
     type: Literal["tail"]
-    path: Annotated[list[str], BeforeValidator(_str_list)]
-    exclude_path: Annotated[list[str], BeforeValidator(_str_list)] = []
+    path: list[str]  # one pattern or a list of them
+    exclude_path: list[str] = msgspec.field(default_factory=list)
     tag: str
     # Named groups taken from the path fill {name} in tag, as Fluent Bit's Tag_Regex does.
     tag_regex: str | None = None
@@ -45,22 +41,25 @@ class TailInputConfig(InputConfigBase):
     import_pos_file: Path | None = None
     import_fluentbit_db: Path | None = None
 
-    @field_validator("path")
     @classmethod
-    def _paths(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one path pattern is needed")
-        for p in value:
-            if not os.path.isabs(p):
-                raise ValueError(f"{p!r}: path patterns must be absolute")
-        return value
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = super().prepare(data)
+        for key in ("path", "exclude_path"):
+            if isinstance(data.get(key), str):
+                data = {**data, key: [data[key]]}
+        return data
 
     def describe(self) -> str:
         regex = f" (tag_regex {self.tag_regex})" if self.tag_regex else ""
         return f"tail {' '.join(self.path)} tag {self.tag}{regex}"
 
-    @model_validator(mode="after")
-    def _tag_fields(self) -> TailInputConfig:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.path:
+            raise ValueError("path: at least one path pattern is needed")
+        for p in self.path:
+            if not os.path.isabs(p):
+                raise ValueError(f"path: {p!r}: path patterns must be absolute")
         fields = set(_TAG_FIELD.findall(self.tag))
         groups: set[str] = set()
         if self.tag_regex is not None:
@@ -75,4 +74,3 @@ class TailInputConfig(InputConfigBase):
             )
         if self.max_line_size < 16 or self.read_bytes_limit < 4096:
             raise ValueError("max_line_size must be at least 16 bytes and read_bytes_limit at least 4KiB")
-        return self
