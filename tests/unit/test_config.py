@@ -192,4 +192,9 @@ def test_every_error_of_a_document_is_said_at_once_by_its_key(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
     lines = str(err.value).splitlines()
-    assert [line.split(": ")[1] for line in lines] == ["agent.log_level", "inputs.0.port", "inputs.1.type", "outputs.0.bogus"]
+    assert [line.split(": ")[1] for line in lines] == [
+        "agent.log_level",
+        "inputs.0.port",
+        "inputs.1.type",
+        "outputs.0.bogus",
+    ]
