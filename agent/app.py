@@ -295,6 +295,8 @@ class App:
     def _shrink(self) -> None:
         for f in self.ingest.filters:
             f.shrink()
+        if self.ledger is not None:
+            self.ledger.plan.shrink()
 
     def _cursor_positions(self) -> list[Position]:
         first = Position(min(self.journal.segments(), default=1), 0)

@@ -2,7 +2,7 @@
 
 Spec-valid purchase_log records (about 30 fields) go in as in the ingest
 benchmark (4 connections, PackedForward chunks of 1,000 with acks, fsync on),
-through the hive filter (pydantic validation, dedup window in SQLite) and out
+through the hive filter (spec validation, dedup window in SQLite) and out
 by the forward output (require_ack_response) to a receiver in this process
 that decodes every frame with the agent's own codec and acks it. Printed:
 

@@ -109,6 +109,8 @@ def _shrinker(group: DeliveryGroup) -> Callable[[], None]:
     def shrink() -> None:
         for out in group.outputs:
             out.shrink()
+        if group.ledger is not None:
+            group.ledger.ledger.plan.shrink()
 
     return shrink
 

@@ -26,7 +26,7 @@ import msgspec
 from agent.component import Filter, Filtered, Metric, Reading
 from agent.config.types import Duration, FilterConfigBase, MatchPattern
 from agent.hive.dedup_store import DedupStore, Key
-from agent.hive.fast_path import encode_batch, try_fast_batch
+from agent.hive.fast_path import encode_batch, forget_values, try_fast_batch
 from agent.hive.purchase_log import normalize
 from agent.hive.records import REFUND_VALUES, field_of, refund_state, with_extra
 from agent.hive.spec import spec_name
@@ -105,6 +105,7 @@ class HiveFilter(Filter):
     def shrink(self) -> None:
         if self.dedup is not None:
             self.dedup.shrink()
+        forget_values()  # the fast path's cache of the burst's values
 
     def take_duplicates(self) -> collections.Counter[tuple[str, Any, Any]]:
         """The duplicates dropped since the last call, by (tag, purchase_time, timezone): the ledger's."""

@@ -105,6 +105,11 @@ def _value_ok(name: str, value: Any) -> bool:
 _ok_cache: dict[str, dict[Any, bool]] = {}
 
 
+def forget_values() -> None:
+    """Once a burst is over: what it cached is the few live objects that keep its memory."""
+    _ok_cache.clear()
+
+
 def _acceptable(name: str, value: Any) -> bool:
     """:func:`_value_ok`, cached per field and value: most fields take few distinct values."""
     cache = _ok_cache.setdefault(name, {})

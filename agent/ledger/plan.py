@@ -35,6 +35,15 @@ class LedgerPlan:
         self._sums: collections.OrderedDict[Position, dict[Key, list[Any]]] = collections.OrderedDict()
         self._lock = threading.Lock()  # the delivery loops and the ledger's thread both sum
 
+    def shrink(self) -> None:
+        """Once a burst is over (agent/memory.py): the sums of records every output has passed, and
+        the readers' caches, are only what keeps the burst's memory from going back."""
+        with self._lock:
+            self._sums.clear()
+        self._for_tag.clear()
+        for _, reader in self.readers:
+            reader.shrink()
+
     def reader_for(self, tag: str) -> Reader | None:
         return self._routes(tag)[0]
 

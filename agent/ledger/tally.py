@@ -64,6 +64,10 @@ class Reader:
         self._struct = msgspec.defstruct("FactFields", fields, rename={"extra": EXTRA_KEY})
         self._batch = msgspec.msgpack.Decoder(list[tuple[msgspec.Raw, self._struct]])  # type: ignore[name-defined]
 
+    def shrink(self) -> None:
+        self._day.cache_clear()
+        self._price.cache_clear()
+
     def facts(self, tag: str, time_ns: Any, record: Any) -> Facts:
         if not isinstance(record, dict):
             return Facts(self._event_day(time_ns), game_of(tag), NO_CURRENCY, ZERO)

@@ -152,6 +152,10 @@ class HttpOutput(Output):
             dead.extend((tag, time_ns, record, reason) for tag, time_ns, record, _ in items)
         return Outcome.ok(dead)
 
+    def shrink(self) -> None:
+        if self.client is not None:
+            self.client.close_idle()
+
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()

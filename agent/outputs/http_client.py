@@ -183,8 +183,15 @@ class HttpClient:
             data = await conn.reader.read(READ_SIZE)
             c.receive_data(data)  # b"" tells it the peer closed
 
-    async def close(self) -> None:
+    def close_idle(self) -> int:
+        """Close every kept connection (once a burst is over: its buffers go with it); how many."""
+        closed = 0
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
+                closed += 1
         self._idle.clear()
+        return closed
+
+    async def close(self) -> None:
+        self.close_idle()

@@ -192,6 +192,8 @@ class MirrorOutput(Output):
 
     def shrink(self) -> None:
         self.state.shrink()
+        if self.client is not None:
+            self.client.close_idle()
 
     def ledger_settled(self, finished_ns: int) -> None:
         self._settled_ns = finished_ns

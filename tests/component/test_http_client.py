@@ -172,3 +172,15 @@ async def test_https_is_verified_against_the_system_cas_or_ssl_cert_file(tmp_pat
     finally:
         await s.stop()
     assert [r[0] for r in s.requests] == ["/v1"]
+
+
+async def test_closing_the_idle_connections_leaves_the_client_usable(server):
+    client = HttpClient(timeout=5, limit=4)
+    try:
+        await asyncio.gather(*(client.post(server.url + "/p", b"x", {}) for _ in range(4)))
+        assert client.close_idle() == 4
+        assert client.close_idle() == 0
+        assert (await client.post(server.url + "/again", b"x", {})).status == 202
+    finally:
+        await client.close()
+    assert len(server.connections) == 5

@@ -170,3 +170,17 @@ def test_the_batch_sums_decoding_only_what_counts_equal_the_record_by_record_one
     # An unreadable time needs the event time: the batch is summed record by record instead.
     odd = b"\x92" + pack_event_time(0) + msgpack.packb(dict(purchase(7), purchase_time="soon"))
     assert KST.sums(TAG, odd, 1) is None
+
+
+def test_a_shrunk_plan_holds_no_sums_and_sums_the_same_again(tmp_path):
+    journal = tmp_path / "journal"
+    write_journal(journal, [[purchase(1), purchase(2)], [purchase(3, "1400", "KRW")]])
+    plan = LedgerPlan(config())
+    reader = JournalReader(journal, Position(1, HEADER_SIZE))
+    records = reader.read()
+    reader.close()
+    before = [plan.sums(r, KST, _batch(r)) for r in records]
+    assert len(plan._sums) == 2
+    plan.shrink()
+    assert len(plan._sums) == 0 and plan._for_tag == {}
+    assert [plan.sums(r, KST, _batch(r)) for r in records] == before
