@@ -194,7 +194,8 @@ def _document(raw: Any) -> AgentConfig:
             if not isinstance(item, dict):
                 errors.append((where, "expected a table"))
                 continue
-            kind_of = registered.get(item.get("type"))  # type: ignore[arg-type]
+            type_name = item.get("type")
+            kind_of = registered.get(type_name) if isinstance(type_name, str) else None
             if kind_of is None:
                 names = ", ".join(repr(t) for t in registered)
                 errors.append((f"{where}.type", f"{item.get('type')!r} is not one of {names}"))

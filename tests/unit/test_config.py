@@ -198,3 +198,10 @@ def test_every_error_of_a_document_is_said_at_once_by_its_key(tmp_path):
         "inputs.1.type",
         "outputs.0.bogus",
     ]
+
+
+@pytest.mark.parametrize("value", ["[1]", "{a = 1}", "3"])
+def test_a_type_that_is_no_string_is_a_config_error_not_a_crash(tmp_path, value):
+    text = f'[[inputs]]\ntype = "forward"\n[[outputs]]\ntype = {value}\n'
+    with pytest.raises(ConfigError, match=r"outputs\.0\.type: .* is not one of"):
+        load_config(write(tmp_path, text))
