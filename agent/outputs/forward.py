@@ -61,6 +61,12 @@ from agent.journal.batch import TagBatch
 from agent.outputs.forward_chunks import Message, chunk_messages
 from agent.protocol import forward as fwd
 
+# What a server says back (an ack of a 24-character chunk id, a HELO, a PONG) is a few dozen bytes:
+# a reply past this is no forward server's, and is refused before it is buffered (msgpack's
+# Unpacker would otherwise buffer up to 100 MiB of it, per connection). Reads are of this size
+# and the buffer twice it, so that a read that comes after part of a reply always fits.
+REPLY_LIMIT = 64 << 10
+
 log = logging.getLogger("agent.output.forward")
 
 
@@ -334,10 +340,15 @@ class ForwardOutput(Output):
                 return next(unpacker)
             except StopIteration:
                 pass
-            data = await asyncio.wait_for(reader.read(65536), timeout)
+            except ValueError as exc:  # msgpack's FormatError, StackError, or a length past the limit
+                raise SendError(f"the server's reply is not a forward reply ({type(exc).__name__})") from None
+            data = await asyncio.wait_for(reader.read(REPLY_LIMIT), timeout)
             if not data:
                 raise SendError("connection closed by the server")
-            unpacker.feed(data)
+            try:
+                unpacker.feed(data)
+            except msgpack.BufferFull:
+                raise SendError(f"the server's reply is longer than {REPLY_LIMIT} bytes") from None
 
     async def _connect(self, server: _Server) -> None:
         self._close(server)
@@ -348,12 +359,12 @@ class ForwardOutput(Output):
             self.cfg.connect_timeout,
         )
         server.reader, server.writer = reader, writer
-        server.unpacker = msgpack.Unpacker(raw=False)
+        server.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=2 * REPLY_LIMIT)
         if self.shared_key is not None:
             await self._handshake(server, self.shared_key)
 
     async def _handshake(self, server: _Server, shared_key: bytes) -> None:
-        raw = msgpack.Unpacker(raw=True)
+        raw = msgpack.Unpacker(raw=True, max_buffer_size=2 * REPLY_LIMIT)
         timeout = self.cfg.connect_timeout
         reader, writer, _ = server.streams()
 
@@ -363,10 +374,15 @@ class ForwardOutput(Output):
                     return next(raw)
                 except StopIteration:
                     pass
-                data = await asyncio.wait_for(reader.read(65536), timeout)
+                except ValueError as exc:
+                    raise SendError(f"the server's HELO or PONG is not msgpack ({type(exc).__name__})") from None
+                data = await asyncio.wait_for(reader.read(REPLY_LIMIT), timeout)
                 if not data:
                     raise SendError("connection closed during the handshake")
-                raw.feed(data)
+                try:
+                    raw.feed(data)
+                except msgpack.BufferFull:
+                    raise SendError(f"the server's HELO or PONG is longer than {REPLY_LIMIT} bytes") from None
 
         helo = fwd.parse_helo(await next_raw())
         writer.write(

@@ -3,6 +3,7 @@
 import socket
 import threading
 
+import pytest
 import trustme
 
 from tests.agentproc import Agent, file_output, forward_input, forward_output, free_port
@@ -134,6 +135,51 @@ def test_a_receiver_that_never_acks_gets_the_chunks_resent_elsewhere_without_los
         assert silent.received > 0
     finally:
         silent.close()
+
+
+class FloodingReceiver(SilentReceiver):
+    """Answers the first bytes of each connection with ``reply`` (no ack): a broken or hostile collector."""
+
+    def __init__(self, reply: bytes):
+        self.reply = reply
+        super().__init__()
+
+    def _drain(self, conn):
+        try:
+            self.received += len(conn.recv(65536))
+            conn.sendall(self.reply)
+        except OSError:
+            return
+        super()._drain(conn)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"\xdb" + (50 << 20).to_bytes(4, "big") + b"x" * (1 << 20),  # a str of 50 MiB, 1 MiB of it sent
+        b"\xdd" + (10**8).to_bytes(4, "big") + b"\x01" * (4 << 20),  # an array that never ends
+    ],
+    ids=["str-50MiB", "endless-array"],
+)
+def test_a_reply_no_forward_server_sends_fails_that_server_at_once(tmp_path, reply):
+    """A reply is a few dozen bytes: a server that sends megabytes instead is failed when its
+    reply passes the bound, not buffered (up to 100 MiB) until the ack timeout, and the chunks
+    go to the next server."""
+    flooding = FloodingReceiver(reply)
+    try:
+        with Agent(tmp_path / "collector", forward_input() + file_output()) as collector:
+            servers = [("127.0.0.1", flooding.port), ("127.0.0.1", collector.port)]
+            output = forward_output(servers, require_ack_response=True, ack_response_timeout="120s", recover_wait="60s")
+            # The collector as standby: every chunk goes to the flooding server first.
+            output = output.replace(f"port = {collector.port} }}", f"port = {collector.port}, standby = true }}")
+            cfg = forward_input() + output
+            with Agent(tmp_path / "sidecar", cfg) as sidecar:
+                send_purchases(sidecar.port, 0, 100)
+                collector.wait_for_records("transaction_id", txns(100), timeout=30)
+                assert sidecar.proc.poll() is None
+        assert flooding.received > 0
+    finally:
+        flooding.close()
 
 
 def test_a_failed_handshake_is_a_clear_error_and_the_backlog_waits_for_the_fix(tmp_path):
