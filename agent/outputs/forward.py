@@ -61,11 +61,13 @@ from agent.journal.batch import TagBatch
 from agent.outputs.forward_chunks import Message, chunk_messages
 from agent.protocol import forward as fwd
 
-# What a server says back (an ack of a 24-character chunk id, a HELO, a PONG) is a few dozen bytes:
-# a reply past this is no forward server's, and is refused before it is buffered (msgpack's
-# Unpacker would otherwise buffer up to 100 MiB of it, per connection). Reads are of this size
-# and the buffer twice it, so that a read that comes after part of a reply always fits.
+# What a server says back (an ack of a 24-character chunk id, a HELO, a PONG) is a few dozen bytes
+# in a map or an array of a few entries: a reply past these is no forward server's. msgpack's
+# defaults (from max_buffer_size, 100 MiB) let a 5-byte array header make it allocate a list of
+# 100 million items, and it builds a reply of many short parts as they come, whatever their sum:
+# next_reply bounds the sum.
 REPLY_LIMIT = 64 << 10
+REPLY_ITEMS = 32
 
 log = logging.getLogger("agent.output.forward")
 
@@ -335,20 +337,7 @@ class ForwardOutput(Output):
 
     async def _read(self, server: _Server, timeout: float) -> object:
         reader, _, unpacker = server.streams()
-        while True:
-            try:
-                return next(unpacker)
-            except StopIteration:
-                pass
-            except ValueError as exc:  # msgpack's FormatError, StackError, or a length past the limit
-                raise SendError(f"the server's reply is not a forward reply ({type(exc).__name__})") from None
-            data = await asyncio.wait_for(reader.read(REPLY_LIMIT), timeout)
-            if not data:
-                raise SendError("connection closed by the server")
-            try:
-                unpacker.feed(data)
-            except msgpack.BufferFull:
-                raise SendError(f"the server's reply is longer than {REPLY_LIMIT} bytes") from None
+        return await next_reply(unpacker, reader, timeout, "connection closed by the server")
 
     async def _connect(self, server: _Server) -> None:
         self._close(server)
@@ -359,32 +348,17 @@ class ForwardOutput(Output):
             self.cfg.connect_timeout,
         )
         server.reader, server.writer = reader, writer
-        server.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=2 * REPLY_LIMIT)
+        server.unpacker = reply_unpacker(raw=False)
         if self.shared_key is not None:
             await self._handshake(server, self.shared_key)
 
     async def _handshake(self, server: _Server, shared_key: bytes) -> None:
-        raw = msgpack.Unpacker(raw=True, max_buffer_size=2 * REPLY_LIMIT)
+        raw = reply_unpacker(raw=True)
         timeout = self.cfg.connect_timeout
         reader, writer, _ = server.streams()
 
-        async def next_raw() -> object:
-            while True:
-                try:
-                    return next(raw)
-                except StopIteration:
-                    pass
-                except ValueError as exc:
-                    raise SendError(f"the server's HELO or PONG is not msgpack ({type(exc).__name__})") from None
-                data = await asyncio.wait_for(reader.read(REPLY_LIMIT), timeout)
-                if not data:
-                    raise SendError("connection closed during the handshake")
-                try:
-                    raw.feed(data)
-                except msgpack.BufferFull:
-                    raise SendError(f"the server's HELO or PONG is longer than {REPLY_LIMIT} bytes") from None
-
-        helo = fwd.parse_helo(await next_raw())
+        closed = "connection closed during the handshake"
+        helo = fwd.parse_helo(await next_reply(raw, reader, timeout, closed))
         writer.write(
             fwd.ping(
                 helo,
@@ -397,7 +371,11 @@ class ForwardOutput(Output):
         )
         await writer.drain()
         reason = fwd.check_pong(
-            await next_raw(), helo=helo, salt=self.salt, shared_key=shared_key, self_hostname=self.self_hostname
+            await next_reply(raw, reader, timeout, closed),
+            helo=helo,
+            salt=self.salt,
+            shared_key=shared_key,
+            self_hostname=self.self_hostname,
         )
         if reason is not None:
             raise SendError(f"handshake failed: {reason}")
@@ -418,6 +396,40 @@ class ForwardOutput(Output):
                     await writer.wait_closed()
                 except (OSError, ssl.SSLError):
                     pass
+
+
+def reply_unpacker(raw: bool) -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        raw=raw,
+        max_buffer_size=4 * REPLY_LIMIT,  # a read of REPLY_LIMIT after a partial string of as much
+        max_str_len=REPLY_LIMIT,
+        max_bin_len=REPLY_LIMIT,
+        max_ext_len=REPLY_LIMIT,
+        max_array_len=REPLY_ITEMS,
+        max_map_len=REPLY_ITEMS,
+    )
+
+
+async def next_reply(unpacker: msgpack.Unpacker, reader: asyncio.StreamReader, timeout: float, closed: str) -> object:
+    """The server's next reply. A server that sends more than REPLY_LIMIT bytes with no whole
+    reply in them, or what is no msgpack within the Unpacker's bounds, fails at once."""
+    fed = 0
+    while True:
+        try:
+            return next(unpacker)
+        except StopIteration:
+            pass
+        except ValueError as exc:  # msgpack's FormatError, StackError, or a length or a count past the bounds
+            raise SendError(
+                f"the server's reply is past a reply's bounds or no msgpack ({type(exc).__name__})"
+            ) from None
+        if fed > REPLY_LIMIT:
+            raise SendError(f"the server sent {fed} bytes and no whole reply")
+        data = await asyncio.wait_for(reader.read(REPLY_LIMIT), timeout)
+        if not data:
+            raise SendError(closed)
+        fed += len(data)
+        unpacker.feed(data)
 
 
 def _describe(exc: BaseException) -> str:

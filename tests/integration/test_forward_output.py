@@ -153,18 +153,27 @@ class FloodingReceiver(SilentReceiver):
         super()._drain(conn)
 
 
+def _nested_strings() -> bytes:
+    """Arrays of 32 arrays of 32 arrays of 32 strs of 200 bytes: each part within msgpack's
+    bounds, 6.6 MB in all."""
+    array = b"\xdc\x00\x20"  # 32 items
+    leaf = array + (b"\xd9\xc8" + b"y" * 200) * 32
+    return array + (array + leaf * 32) * 32
+
+
 @pytest.mark.parametrize(
     "reply",
     [
-        b"\xdb" + (50 << 20).to_bytes(4, "big") + b"x" * (1 << 20),  # a str of 50 MiB, 1 MiB of it sent
-        b"\xdd" + (10**8).to_bytes(4, "big") + b"\x01" * (4 << 20),  # an array that never ends
+        b"\xdb" + (50 << 20).to_bytes(4, "big") + b"x" * (1 << 20),  # a str of 50 MiB: 1 MiB of it sent
+        b"\xdd" + (10**8).to_bytes(4, "big") + b"\xc0" * (1 << 20),  # an array of 10^8 items: 1 MiB of them
+        _nested_strings()[: 4 << 20],  # parts within the bounds, 4 MiB of them
     ],
-    ids=["str-50MiB", "endless-array"],
+    ids=["a-length-past-the-bound", "a-count-past-the-bound", "parts-past-the-bound"],
 )
 def test_a_reply_no_forward_server_sends_fails_that_server_at_once(tmp_path, reply):
-    """A reply is a few dozen bytes: a server that sends megabytes instead is failed when its
-    reply passes the bound, not buffered (up to 100 MiB) until the ack timeout, and the chunks
-    go to the next server."""
+    """A reply is a few dozen bytes: a server that sends megabytes instead is failed once its
+    reply passes the bounds, not read on (a list of 10^8 items allocated for a 5-byte header,
+    a reply built up to 100 MiB) until the ack timeout, and the chunks go to the next server."""
     flooding = FloodingReceiver(reply)
     try:
         with Agent(tmp_path / "collector", forward_input() + file_output()) as collector:
