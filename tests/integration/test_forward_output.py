@@ -138,15 +138,18 @@ def test_a_receiver_that_never_acks_gets_the_chunks_resent_elsewhere_without_los
 
 
 class FloodingReceiver(SilentReceiver):
-    """Answers the first bytes of each connection with ``reply`` (no ack): a broken or hostile collector."""
+    """Answers the first bytes of each connection with ``reply`` (no ack), or sends it as soon as
+    the connection is open (``first``: where a HELO would be): a broken or hostile collector."""
 
-    def __init__(self, reply: bytes):
+    def __init__(self, reply: bytes, first: bool = False):
         self.reply = reply
+        self.first = first
         super().__init__()
 
     def _drain(self, conn):
         try:
-            self.received += len(conn.recv(65536))
+            if not self.first:
+                self.received += len(conn.recv(65536))
             conn.sendall(self.reply)
         except OSError:
             return
@@ -187,6 +190,27 @@ def test_a_reply_no_forward_server_sends_fails_that_server_at_once(tmp_path, rep
                 collector.wait_for_records("transaction_id", txns(100), timeout=30)
                 assert sidecar.proc.poll() is None
         assert flooding.received > 0
+    finally:
+        flooding.close()
+
+
+def test_a_helo_no_forward_server_sends_fails_that_server_at_once(tmp_path):
+    """The handshake reads its HELO within the same bounds: a server that floods instead of
+    saying HELO is failed once it passes them, not read on until connect_timeout."""
+    flooding = FloodingReceiver(_nested_strings()[: 4 << 20], first=True)
+    keys = {"shared_key": "hive-key"}
+    try:
+        receiver = forward_input(self_hostname="collector", udp_heartbeat=False, **keys) + file_output()
+        with Agent(tmp_path / "collector", receiver) as collector:
+            servers = [("127.0.0.1", flooding.port), ("127.0.0.1", collector.port)]
+            output = forward_output(
+                servers, require_ack_response=True, connect_timeout="120s", self_hostname="game-01", **keys
+            )
+            output = output.replace(f"port = {collector.port} }}", f"port = {collector.port}, standby = true }}")
+            with Agent(tmp_path / "sidecar", forward_input() + output) as sidecar:
+                send_purchases(sidecar.port, 0, 100)
+                collector.wait_for_records("transaction_id", txns(100), timeout=30)
+                assert sidecar.proc.poll() is None
     finally:
         flooding.close()
 
