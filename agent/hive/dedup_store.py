@@ -192,7 +192,12 @@ class DedupStore:
     def shrink(self) -> None:
         """SQLite's page caches (up to 2 MB a connection) back to the allocator, once the process is quiet."""
         self.db.execute("PRAGMA shrink_memory")
-        self._writer.submit(self._writer_db.execute, "PRAGMA shrink_memory")
+        # Waited for: the trim that follows returns only what is free by then (the writer's cache,
+        # given back after it, stayed until the next burst). After a quiet interval its queue is empty.
+        try:
+            self._writer.submit(self._writer_db.execute, "PRAGMA shrink_memory").result(timeout=1.0)
+        except TimeoutError:
+            pass  # a commit still running: the next trim has it
 
     def flush(self) -> None:
         """Wait until every commit handed to the writer is stored."""

@@ -124,6 +124,19 @@ def test_a_store_that_gave_its_caches_back_still_knows_its_keys(tmp_path):
     store.close()
 
 
+def test_giving_caches_back_waits_for_the_writer_so_the_trim_after_it_sees_them(tmp_path):
+    """agent/memory.py trims right after the components shrink: the writer thread's cache must
+    be given back by then, and so must what was queued before it (a commit)."""
+    store = DedupStore(tmp_path / "d.sqlite", 3600)
+    keys = [("app", f"t{i}", False) for i in range(20_000)]
+    store.reserve(keys)
+    store.commit_soon(keys)  # tens of milliseconds of inserts in the writer thread
+    store.shrink()
+    assert store.pending == set()
+    assert store.committed(keys[:5]) == set(keys[:5])
+    store.close()
+
+
 class Wall:
     """A wall clock that steps, and the monotonic clock beside it that does not."""
 
