@@ -215,6 +215,11 @@ def batch_entries(payload: bytes) -> bytes:
     return payload[_entries_header(payload) + 5 :]
 
 
+def entries_array(payload: bytes) -> memoryview:
+    """The entries of a batch payload as one msgpack array (its array32 header and the entries), not copied."""
+    return memoryview(payload)[_entries_header(payload) :]
+
+
 def batch_count(payload: bytes) -> int:
     """How many entries a batch payload holds (its array32 header)."""
     pos = _entries_header(payload)

@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.component import Output
 from agent.hive.records import refund_state
-from agent.journal.batch import TagBatch
+from agent.journal.batch import TagBatch, record_of
 from agent.journal.cursor import Position
 from agent.journal.reader import JournalRecord
 from agent.ledger.plan import LedgerPlan
@@ -61,7 +61,7 @@ class OutputLedger:
             return
         facts = reader.facts(tag, time_ns, record)
         tally.move(facts, state, reason)
-        key = _key(reader, record) if state == "refused" else None
+        key = _key(reader, record_of(record)) if state == "refused" else None
         if key is not None:
             tally.refusals.append((*key, reason, facts))
 

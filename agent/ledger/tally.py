@@ -24,6 +24,7 @@ import msgspec
 
 from agent.hive.records import EXTRA_KEY, REFUND_VALUES, refund_state
 from agent.hive.times import parse_timezone, utc_of
+from agent.journal.batch import record_of
 from agent.mirrors.payloads import game_of
 
 NO_CURRENCY = "XXX"
@@ -63,12 +64,24 @@ class Reader:
         fields.append(("extra", extra | None, None))
         self._struct = msgspec.defstruct("FactFields", fields, rename={"extra": EXTRA_KEY})
         self._batch = msgspec.msgpack.Decoder(list[tuple[msgspec.Raw, self._struct]])  # type: ignore[name-defined]
+        self._one: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(self._struct)
 
     def shrink(self) -> None:
         self._day.cache_clear()
         self._price.cache_clear()
 
     def facts(self, tag: str, time_ns: Any, record: Any) -> Facts:
+        """A record, or one kept as its msgpack (agent/journal/batch.py: ``TagBatch.one_by_one``)."""
+        if isinstance(record, msgspec.Raw):
+            try:
+                r = self._one.decode(record)  # only the fields that count
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                record = record_of(record)
+            else:
+                refund = getattr(r, self.refund_field)
+                if refund is None and r.extra is not None:
+                    refund = getattr(r.extra, self.refund_field)
+                return self._facts(tag, time_ns, r.purchase_time, r.timezone, r.currency, r.product_price, refund)
         if not isinstance(record, dict):
             return Facts(self._event_day(time_ns), game_of(tag), NO_CURRENCY, ZERO)
         extra = record.get(EXTRA_KEY)
