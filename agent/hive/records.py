@@ -14,10 +14,11 @@ is the one place that knows that key:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 from agent.hive.spec import CAMEL_NAMES
-from agent.journal.batch import TagBatch
 
 EXTRA_KEY = "_extra"
 EXTRA_MARKER = b"\xa6_extra"  # EXTRA_KEY as a msgpack fixstr: a payload without it holds no extras
@@ -78,11 +79,11 @@ def render(record: Any, style: str) -> Any:
     return {k: v for k, v in record.items() if k != EXTRA_KEY}
 
 
-def in_key_style(batch: TagBatch, style: str) -> TagBatch:
-    """A batch with its records in ``style``; "raw" is the batch itself (its payload still usable)."""
+def restyler(style: str) -> Callable[[Any], Any] | None:
+    """What turns one record into ``style`` (records that are not maps pass unchanged); None for "raw"."""
     if style == "raw":
-        return batch
-    return TagBatch(batch.tag, [[time_ns, render(record, style)] for time_ns, record in batch.entries])
+        return None
+    return functools.partial(render, style=style)
 
 
 def may_hold_extras(payload: bytes) -> bool:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from agent.component import Outcome, Output, caused_by_records
 from agent.config.types import KeyStyle, OutputConfigBase
-from agent.hive.records import in_key_style
+from agent.hive.records import restyler
 from agent.journal.batch import TagBatch
 from agent.render import LineRenderer
 
@@ -81,6 +81,7 @@ class FileOutput(Output):
         self.fsync = fsync
         self.flush_needed = fsync  # its lines are durable only once flush() has synced them
         self.key_style = key_style
+        self.restyle = restyler(key_style)
         self.renderer = LineRenderer()
         self._fds: dict[Path, int] = {}
         self._dirty: set[int] = set()
@@ -99,8 +100,8 @@ class FileOutput(Output):
     async def send(self, batches: list[TagBatch]) -> Outcome:
         by_path: dict[Path, list[bytes]] = {}
         for batch in batches:
-            batch = in_key_style(batch, self.key_style)
-            by_path.setdefault(self.template.for_tag(batch.tag), []).append(self.renderer.render(batch))
+            rendered = self.renderer.render(batch, self.restyle)
+            by_path.setdefault(self.template.for_tag(batch.tag), []).append(rendered)
         try:
             for path, lines in by_path.items():
                 fd = self._fd(path)

@@ -8,7 +8,7 @@ from typing import IO, Literal
 
 from agent.component import Outcome, Output
 from agent.config.types import KeyStyle, OutputConfigBase
-from agent.hive.records import in_key_style
+from agent.hive.records import restyler
 from agent.journal.batch import TagBatch
 from agent.render import LineRenderer
 
@@ -26,13 +26,14 @@ class StdoutOutput(Output):
     def __init__(self, name: str, stream: IO[bytes] | None = None, key_style: str = "raw"):
         self.name = name
         self.key_style = key_style
+        self.restyle = restyler(key_style)
         self.stream = stream or sys.stdout.buffer
         self.renderer = LineRenderer()
 
     async def send(self, batches: list[TagBatch]) -> Outcome:
         try:
             for batch in batches:
-                self.stream.write(self.renderer.render(in_key_style(batch, self.key_style)))
+                self.stream.write(self.renderer.render(batch, self.restyle))
             self.stream.flush()
         except BrokenPipeError:
             return Outcome.fatal("standard output is closed")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.errors import ProtocolError
-from agent.hive.records import in_key_style, render
+from agent.hive.records import render, restyler
 from agent.journal.batch import TagBatch
 from agent.journal.record import batch_payload
 from agent.outputs.http import hive_records
@@ -45,7 +45,7 @@ def render_everywhere(tag: str, entries: bytes, count: int) -> None:
     LineRenderer().render(TagBatch(tag, payload=payload))
     for style in ("raw", "snake", "camel"):
         batch = TagBatch(tag, payload=payload)
-        LineRenderer().render(in_key_style(batch, style))
+        LineRenderer().render(batch, restyler(style))
         for _, _, body in hive_records(TagBatch(tag, payload=payload), style):
             to_json(body)
         packer = msgpack.Packer(unicode_errors="surrogateescape")

@@ -3,6 +3,8 @@ and written out in the one form the journal holds, ``[EventTime, {record}]`` con
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import msgpack
 import msgspec
 
@@ -21,6 +23,26 @@ def array_items(data: bytes) -> bytes:
     """The concatenated items of an encoded msgpack array (its header dropped): entries."""
     b = data[0]
     return data[1:] if b < 0xDC else data[3:] if b == 0xDC else data[5:]
+
+
+_raw_items = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+def array_runs(array: bytes | memoryview, per_run: int) -> Iterator[bytes]:
+    """A msgpack array (its header and items) cut into arrays of at most ``per_run`` of its items,
+    in order, each encoded with an array32 header: a caller decodes a run at a time, so the items
+    are never all in memory as objects together. The items are walked (in C) and copied, never
+    decoded. Raises msgspec.DecodeError, at once, if ``array`` is no msgpack array."""
+    sizes = [len(item) for item in _raw_items.decode(array)]
+    return _runs(array, len(array) - sum(sizes), sizes, per_run)
+
+
+def _runs(array: bytes | memoryview, at: int, sizes: list[int], per_run: int) -> Iterator[bytes]:
+    for i in range(0, len(sizes), per_run):
+        run = sizes[i : i + per_run]
+        size = sum(run)
+        yield b"\xdd" + len(run).to_bytes(4, "big") + array[at : at + size]
+        at += size
 
 
 def kind_of(first_byte: int) -> str:
