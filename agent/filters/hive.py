@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +26,7 @@ import msgspec
 from agent.component import Filter, Filtered, Metric, Reading
 from agent.config.types import Duration, FilterConfigBase, MatchPattern
 from agent.hive.dedup_store import DedupStore, Key
-from agent.hive.fast_path import encode_batch, forget_values, try_fast_batch
+from agent.hive.fast_path import fast_batch, forget_values
 from agent.hive.purchase_log import normalize
 from agent.hive.records import REFUND_VALUES, field_of, refund_state, with_extra
 from agent.hive.spec import spec_name
@@ -168,21 +168,20 @@ class HiveFilter(Filter):
 
     def apply_batch(self, tag: str, entries: bytes, count: int) -> Filtered[bytes] | None:
         """The whole batch at once when every record is already canonical and valid
-        (agent/hive/fast_path.py); None sends it the per-record way."""
-        pairs = try_fast_batch(entries, count, tag)
-        if pairs is None:
+        (agent/hive/fast_path.py) and none is a duplicate; None sends it the per-record way,
+        which also drops and counts the duplicates one by one."""
+        done = fast_batch(entries, count, tag)
+        if done is None:
             return None
-        self.stats.valid += len(pairs)
-        if self.dedup is None:
-            return Filtered(encode_batch(pairs), len(pairs))
-        # An entry of this path has no field outside the spec, so no refund flag.
-        kept = self._dedup(
-            self.dedup,
-            tag,
-            pairs,
-            [(r.app_id, r.transaction_id, False) if r.transaction_id else None for _, r in pairs],
-        )
-        return Filtered(encode_batch(kept.entries), len(kept.entries), kept.on_durable)
+        encoded, keys = done
+        on_durable = None
+        if self.dedup is not None:
+            usable = [k for k in keys if k is not None]
+            if _taken(self.dedup, usable) or len(set(usable)) != len(usable):
+                return None
+            on_durable = _reserved(self.dedup, usable)
+        self.stats.valid += count
+        return Filtered(encoded, count, on_durable)
 
     def _key(self, record: dict[str, Any]) -> Key | None:
         """(app_id, transaction_id, refund), or None when the record has no usable key."""
@@ -198,13 +197,11 @@ class HiveFilter(Filter):
         """The entries that are nobody's duplicate; their keys stay reserved until the
         ingest step says whether the entries reached the journal."""
         usable = [k for k in keys if k is not None]
-        distinct = set(usable)
-        in_flight = distinct & dedup.pending  # before the store: a key leaves pending once stored
-        known = dedup.committed(usable)
-        if not in_flight and not known and len(distinct) == len(usable):
+        taken = _taken(dedup, usable)
+        if not taken and len(set(usable)) == len(usable):
             kept, reserved = entries, usable  # the usual batch: every purchase new, in C set operations
         else:
-            kept, reserved, taken = [], [], in_flight | known
+            kept, reserved = [], []
             for entry, key in zip(entries, keys):
                 if key is not None:
                     if key in taken:
@@ -221,17 +218,7 @@ class HiveFilter(Filter):
                 tag,
                 len(entries) - len(kept),
             )
-        if not reserved:
-            return Filtered(kept)
-        dedup.reserve(reserved)
-
-        def on_durable(durable: bool) -> None:
-            if durable:
-                dedup.commit_soon(reserved)
-            else:
-                dedup.release(reserved)
-
-        return Filtered(kept, on_durable=on_durable)
+        return Filtered(kept, on_durable=_reserved(dedup, reserved))
 
     def _count_duplicate(self, tag: str, record: Any) -> None:
         by_time = self.stats.duplicates_by_time
@@ -239,6 +226,29 @@ class HiveFilter(Filter):
             get = record.get if isinstance(record, dict) else lambda name: getattr(record, name, None)
             when, tz = get("purchase_time"), get("timezone")
             by_time[(tag, when if isinstance(when, str) else None, tz if isinstance(tz, str) else None)] += 1
+
+
+def _taken(dedup: DedupStore, keys: list[Key]) -> set[Key]:
+    """The keys that are already somebody's: in flight (before the store: a key leaves pending
+    once stored) or delivered within the window."""
+    in_flight = dedup.pending.intersection(keys)  # first: the writer thread moves a key out once stored
+    return in_flight | dedup.committed(keys)
+
+
+def _reserved(dedup: DedupStore, keys: list[Key]) -> Callable[[bool], None] | None:
+    """Reserve the keys until the ingest step says whether their entries reached the journal:
+    then they are stored, or released. None when there is nothing to reserve."""
+    if not keys:
+        return None
+    dedup.reserve(keys)
+
+    def on_durable(durable: bool) -> None:
+        if durable:
+            dedup.commit_soon(keys)
+        else:
+            dedup.release(keys)
+
+    return on_durable
 
 
 def _field_label(name: str) -> str:
