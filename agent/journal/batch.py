@@ -49,17 +49,25 @@ class TagBatch:
         For an output that looks at every record and keeps few of them (a mirror skips the test
         purchases): a batch of a thousand records is never in memory as objects all at once, and
         what a burst leaves in the allocator follows the most objects alive at one time."""
-        if self._entries is None and self.payload is not None:
-            try:
-                pairs = _raw_entries.decode(entries_array(self.payload))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                pairs = None  # not [time, record] pairs msgspec can walk: decoded whole, below
-            if pairs is not None:
-                for time_ns, raw in pairs:
-                    yield time_ns, record_of(raw), raw
-                return
+        pairs = self.raw_records()
+        if pairs is not None:
+            for time_ns, raw in pairs:
+                yield time_ns, record_of(raw), raw
+            return
         for time_ns, record in self.entries:
             yield time_ns, record, record
+
+    def raw_records(self) -> list[tuple[Any, msgspec.Raw]] | None:
+        """``(time_ns, record)`` per entry with each record left as its msgpack (a zero-copy
+        ``msgspec.Raw`` of the payload); None where the entries are decoded already or the payload
+        is not [time, record] pairs msgspec can walk (then :attr:`entries` reads it)."""
+        if self._entries is not None or self.payload is None:
+            return None
+        try:
+            pairs: list[tuple[Any, msgspec.Raw]] = _raw_entries.decode(entries_array(self.payload))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return pairs
 
     def __len__(self) -> int:
         if self._entries is None and self.payload is not None:

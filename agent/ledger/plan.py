@@ -12,7 +12,7 @@ from agent.filters.hive import HiveFilterConfig
 from agent.journal.batch import TagBatch
 from agent.journal.cursor import Position
 from agent.journal.reader import JournalRecord
-from agent.journal.record import batch_count, batch_entries, batch_target, peek_tag
+from agent.journal.record import batch_target, entries_array, peek_tag
 from agent.ledger.tally import Key, Reader, Tally, parse_offset, sums_of
 from agent.routing import compile_pattern
 
@@ -64,7 +64,7 @@ class LedgerPlan:
         if found is None:
             payload = batch.payload
             if payload is not None:
-                found = reader.sums(batch.tag, batch_entries(payload), batch_count(payload))
+                found = reader.sums(batch.tag, entries_array(payload))
             if found is None:
                 found = sums_of(reader, batch.tag, batch.entries)
             with self._lock:

@@ -26,9 +26,12 @@ from agent.hive.records import EXTRA_KEY, REFUND_VALUES, refund_state
 from agent.hive.times import parse_timezone, utc_of
 from agent.journal.batch import record_of
 from agent.mirrors.payloads import game_of
+from agent.protocol.forward.entries import array_runs
 
 NO_CURRENCY = "XXX"
 ZERO = Decimal(0)
+# Records summed per decode: a batch is never in memory as structs all at once (agent/render.py).
+_SUMS_RUN = 128
 _PLAIN_NUMBER = re.compile(r"-?\d{1,18}(?:\.\d{1,18})?")
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _HTTP = re.compile(r"HTTP (\d{3})\b")
@@ -117,25 +120,28 @@ class Reader:
             amount = -amount
         return Facts(day or self._event_day(time_ns), game_of(tag), currency, amount)
 
-    def sums(self, tag: str, payload_entries: bytes, count: int) -> dict[Key, list[Any]] | None:
-        """The batch's purchases by (day, game, currency) from its msgpack entries, decoding only the
-        fields that count; None when a record is no map of such fields (the caller decodes it all)."""
+    def sums(self, tag: str, entries: bytes | memoryview) -> dict[Key, list[Any]] | None:
+        """The batch's purchases by (day, game, currency) from its entries (a msgpack array: a
+        payload's ``entries_array``), a run at a time, decoding only the fields that count; None
+        when a record is no map of such fields (the caller decodes it all)."""
+        field = self.refund_field
+        distinct: collections.Counter[tuple[Any, ...]] = collections.Counter()
         try:
-            pairs = self._batch.decode(b"\xdd" + count.to_bytes(4, "big") + payload_entries)
+            for run in array_runs(entries, _SUMS_RUN):
+                distinct.update(
+                    (
+                        r.purchase_time,
+                        r.timezone,
+                        r.currency,
+                        r.product_price,
+                        getattr(r, field)
+                        if getattr(r, field) is not None or r.extra is None
+                        else getattr(r.extra, field),
+                    )
+                    for _, r in self._batch.decode(run)
+                )
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
-        field = self.refund_field
-        try:
-            distinct = collections.Counter(
-                (
-                    r.purchase_time,
-                    r.timezone,
-                    r.currency,
-                    r.product_price,
-                    getattr(r, field) if getattr(r, field) is not None or r.extra is None else getattr(r.extra, field),
-                )
-                for _, r in pairs
-            )
         except TypeError:  # a value that cannot be a key (a list where a text was)
             return None
         sums: dict[Key, list[Any]] = {}

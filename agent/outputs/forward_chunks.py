@@ -12,7 +12,7 @@ import msgpack
 
 from agent.config.types import KeyStyle
 from agent.hive.records import may_hold_extras, render
-from agent.journal.batch import TagBatch
+from agent.journal.batch import TagBatch, record_of
 from agent.journal.record import batch_count, batch_entries
 from agent.protocol import forward as fwd
 from agent.protocol.event_time import pack_event_time
@@ -81,13 +81,23 @@ def chunk_messages(
 
 def entries_in_style(batch: TagBatch, style: KeyStyle) -> tuple[bytes, int]:
     """The batch's entries as the servers get them: the journal's bytes as they are where nothing
-    in them changes, else each record rendered in ``style``."""
+    in them changes, else each record rendered in ``style``. Records are decoded one at a time and
+    none is kept (the batch stays undecoded while its messages wait for their acks), and in the
+    "snake" style a record with no fields kept outside the spec goes as its journaled bytes."""
     payload = batch.payload
     if payload is not None and (style == "raw" or (style == "snake" and not may_hold_extras(payload))):
         return batch_entries(payload), batch_count(payload)
     packer = msgpack.Packer(unicode_errors="surrogateescape")
     out = []
-    for time_ns, record in batch.entries:
-        record = render(record, style)
-        out.append(b"\x92" + pack_event_time(time_ns) + packer.pack(record))
+    pairs = batch.raw_records()
+    if pairs is None:
+        for time_ns, record in batch.entries:
+            out.append(b"\x92" + pack_event_time(time_ns) + packer.pack(render(record, style)))
+        return b"".join(out), len(out)
+    for time_ns, raw in pairs:
+        record = bytes(raw)
+        if style == "snake" and not may_hold_extras(record):
+            out.append(b"\x92" + pack_event_time(time_ns) + record)
+        else:
+            out.append(b"\x92" + pack_event_time(time_ns) + packer.pack(render(record_of(raw), style)))
     return b"".join(out), len(out)

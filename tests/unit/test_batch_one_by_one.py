@@ -70,3 +70,25 @@ def test_the_ledger_reads_the_same_facts_from_a_kept_record_as_from_the_record()
     for record in (refund, odd):
         assert reader.facts(TAG, 0, msgspec.Raw(pack(record))) == reader.facts(TAG, 0, record)
     assert reader.facts(TAG, 0, msgspec.Raw(pack(refund))).amount < 0
+
+
+def _rendered_whole(payload: bytes, style: str) -> list:
+    """What the forward output sent before it read records one at a time: every record decoded and rendered."""
+    from agent.hive.records import render
+
+    return [[t, render(r, style)] for t, r in decode_entries(payload)[1]]
+
+
+@pytest.mark.parametrize("style", ["snake", "camel"])
+def test_the_forward_output_renders_a_batch_one_record_at_a_time_and_keeps_none(style):
+    from agent.outputs.forward_chunks import entries_in_style
+
+    raw = entries_of(RECORDS)
+    raw.insert(1, b"\x92" + msgpack.packb(event_time(1_764_633_600, 0)) + b"\x81\xa1s\xa2\xff\xfe")  # invalid UTF-8
+    payload = payload_of(raw)
+    batch = TagBatch(TAG, payload=payload)
+    entries, n = entries_in_style(batch, style)
+    assert n == len(raw) and batch._entries is None  # nothing of it decoded stays with the batch
+    assert decode_entries(batch_payload(TAG, entries, n))[1] == _rendered_whole(payload, style)
+    if style == "snake":  # a record with no fields kept outside the spec goes as journaled, byte for byte
+        assert raw[0] in entries and raw[1] in entries and raw[3] not in entries

@@ -163,13 +163,13 @@ def test_the_batch_sums_decoding_only_what_counts_equal_the_record_by_record_one
         dict(purchase(6), product_price=0.99),
     ]
     entries = b"".join(b"\x92" + pack_event_time(0) + msgpack.packb(r) for r in records)
-    fast = KST.sums(TAG, entries, len(records))
+    fast = KST.sums(TAG, b"\xdd" + len(records).to_bytes(4, "big") + entries)
     assert fast == sums_of(KST, TAG, [[0, r] for r in records])
     assert fast[("2026-12-02", "misample", "USD")] == [2, Decimal("3.98")]
     assert fast[("2026-12-01", "misample", "USD")] == [3, Decimal("1.99") - Decimal("4.99") + Decimal("0.99")]
     # An unreadable time needs the event time: the batch is summed record by record instead.
     odd = b"\x92" + pack_event_time(0) + msgpack.packb(dict(purchase(7), purchase_time="soon"))
-    assert KST.sums(TAG, odd, 1) is None
+    assert KST.sums(TAG, b"\x91" + odd) is None
 
 
 def test_a_shrunk_plan_holds_no_sums_and_sums_the_same_again(tmp_path):
