@@ -73,7 +73,8 @@ class Invalid(ValueError):
         self.detail = detail
 
 
-_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+# ASCII: int() strips no \x1c-\x1f, which Unicode's \s matches ("0\x1f" raised ValueError).
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 
 
 def _integer(value: Any) -> int:

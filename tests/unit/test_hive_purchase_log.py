@@ -1,7 +1,7 @@
 """The Hive purchase_log normalizer: golden cases from the spec's own example, and properties."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.hive.purchase_log import normalize, normalize_slow
@@ -418,6 +418,8 @@ keys = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(keys, values, max_size=12), st.booleans())
+@example({"vid": "0\x1f"}, False)  # Unicode's \s took \x1f, int() does not: a ValueError once
+@example({"uid": "12\x1c"}, True)
 def test_normalize_never_raises_and_is_idempotent(record, strict):
     n = normalize(record, TAG, strict=strict)
     if n.ok:
