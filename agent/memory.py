@@ -21,6 +21,7 @@ import asyncio
 import ctypes
 import gc
 import logging
+import sys
 from collections.abc import Callable
 
 log = logging.getLogger("agent")
@@ -45,6 +46,13 @@ def cap_arenas(arenas: int = ARENAS) -> bool:
 
 def release() -> bool:
     """Collect cyclic garbage, then give every free page back to the kernel."""
+    # CPython 3.11's method cache holds a reference to the name of each of its 4,096 entries,
+    # slotted by the name's address, and C code that calls a method by a C string makes a new
+    # name a call (msgspec's pattern checks, "search"; datetime's tzinfo calls, "dst"): after
+    # a burst, hundreds of them held pymalloc arenas that had little else alive in them.
+    clear_type_cache = getattr(sys, "_clear_type_cache", None)
+    if clear_type_cache is not None:
+        clear_type_cache()
     gc.collect()
     return _malloc_trim is not None and bool(_malloc_trim(0))
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def transaction(db: sqlite3.Connection, *, immediate: bool = False) -> Iterator[None]:
+def transaction(db: sqlite3.Connection | sqlite3.Cursor, *, immediate: bool = False) -> Iterator[None]:
     """Committed when the block ends, rolled back if it raises. ``immediate`` takes the write lock
     at the start, so that a transaction that reads first never has to give way to another
     process's write half way."""

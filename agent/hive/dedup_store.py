@@ -86,6 +86,10 @@ class DedupStore:
         self.window = window_seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = _connect(self.path)  # the event loop's: lookups
+        # One cursor a connection, not Connection.execute's new one a statement: sqlite3 keeps a
+        # weak reference to every cursor and drops the dead ones only every 200th, so a burst
+        # left ~200 of them scattered through its pymalloc arenas, each arena held by a few.
+        self._reads = self.db.cursor()
         for table in _TABLES.values():
             self.db.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (app TEXT NOT NULL, txn TEXT NOT NULL, "
@@ -98,6 +102,7 @@ class DedupStore:
             self.db.execute("INSERT OR REPLACE INTO clock VALUES ('high_water', ?)", (newest,))
         self.clock = clock or StoreClock(floor=self.high_water())
         self._writer_db = _connect(self.path)  # the writer thread's: commits and sweeps
+        self._writes = self._writer_db.cursor()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup")
         self._probe_sql = {
             refund: f"SELECT txn FROM {table} WHERE app = ? AND at >= ? AND txn IN ({','.join('?' * PROBE_CHUNK)})"
@@ -127,7 +132,7 @@ class DedupStore:
             for start in range(0, len(txns), PROBE_CHUNK):
                 chunk = txns[start : start + PROBE_CHUNK]
                 chunk += [chunk[-1]] * (PROBE_CHUNK - len(chunk))
-                found.update((app, txn, refund) for (txn,) in self.db.execute(sql, (app, since, *chunk)))
+                found.update((app, txn, refund) for (txn,) in self._reads.execute(sql, (app, since, *chunk)))
         return found
 
     def reserve(self, keys: Iterable[Key]) -> None:
@@ -146,7 +151,7 @@ class DedupStore:
 
     def _commit(self, keys: list[Key], now: float) -> None:
         try:
-            db = self._writer_db
+            db = self._writes
             db.execute("BEGIN")
             for (refund, app), txns in _by_app(keys).items():
                 table = _TABLES[refund]
@@ -163,7 +168,7 @@ class DedupStore:
             self.commit_errors += 1
             log.error("dedup store %s: cannot store %d keys: %s", self.path, len(keys), exc)
             try:
-                self._writer_db.execute("ROLLBACK")
+                self._writes.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             return
@@ -178,24 +183,24 @@ class DedupStore:
         return self._expire(self._expired_at)
 
     def _expire(self, now: float) -> int:
-        self._writer_db.execute(_RAISE_HIGH_WATER, (now,))
+        self._writes.execute(_RAISE_HIGH_WATER, (now,))
         return sum(
-            self._writer_db.execute(f"DELETE FROM {table} WHERE at < ?", (now - self.window,)).rowcount
+            self._writes.execute(f"DELETE FROM {table} WHERE at < ?", (now - self.window,)).rowcount
             for table in _TABLES.values()
         )
 
     def high_water(self) -> float:
         """The latest time the store has stamped or swept by: the next start's clock starts no earlier."""
-        row = self.db.execute("SELECT at FROM clock WHERE name = 'high_water'").fetchone()
+        row = self._reads.execute("SELECT at FROM clock WHERE name = 'high_water'").fetchone()
         return float(row[0]) if row else 0.0
 
     def shrink(self) -> None:
         """SQLite's page caches (up to 2 MB a connection) back to the allocator, once the process is quiet."""
-        self.db.execute("PRAGMA shrink_memory")
+        self._reads.execute("PRAGMA shrink_memory")
         # Waited for: the trim that follows returns only what is free by then (the writer's cache,
         # given back after it, stayed until the next burst). After a quiet interval its queue is empty.
         try:
-            self._writer.submit(self._writer_db.execute, "PRAGMA shrink_memory").result(timeout=1.0)
+            self._writer.submit(self._writes.execute, "PRAGMA shrink_memory").result(timeout=1.0)
         except TimeoutError:
             pass  # a commit still running: the next trim has it
 

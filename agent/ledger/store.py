@@ -99,6 +99,10 @@ class Ledger:
         self.plan = plan
         self.journal_dir = journal_dir
         self.db = connect(path)
+        # Every statement on one cursor: Connection.execute makes a cursor a statement, and sqlite3
+        # keeps a weak reference to each, dropping the dead ones only every 200th (left scattered
+        # through a burst's pymalloc arenas, they held arenas that had little else in them).
+        self.sql = self.db.cursor()
 
     def close(self) -> None:
         self.db.close()
@@ -106,10 +110,10 @@ class Ledger:
     # -- marks -------------------------------------------------------------------------
 
     def mark(self, name: str) -> tuple[Position, int] | None:
-        return read_mark(self.db, name)
+        return read_mark(self.sql, name)
 
     def _set_mark(self, name: str, position: Position, at_ns: int) -> None:
-        self.db.execute(
+        self.sql.execute(
             "INSERT INTO marks VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
             "segment = excluded.segment, offset = excluded.offset, at_ns = excluded.at_ns",
             (name, position.segment, position.offset, at_ns),
@@ -119,10 +123,10 @@ class Ledger:
         """At the main process's start, after journal recovery: where counting starts. A new ledger
         starts at the journal's end (what came before was never counted in); one whose marks are
         past the journal's end (a journal removed by hand) starts again there."""
-        with transaction(self.db, immediate=True):
+        with transaction(self.sql, immediate=True):
             start = self.mark(START)
             if start is None or start[0] > journal_end:
-                self.db.execute("DELETE FROM marks")
+                self.sql.execute("DELETE FROM marks")
                 self._set_mark(START, journal_end, time.time_ns())
                 self._set_mark(IN, journal_end, time.time_ns())
                 return journal_end
@@ -140,7 +144,7 @@ class Ledger:
 
     def advance_in(self, up_to: Position | None = None) -> int:
         """Count in what the journal holds past the ``in`` mark (up to ``up_to``); how many purchases."""
-        with transaction(self.db, immediate=True):
+        with transaction(self.sql, immediate=True):
             return self._advance_in(up_to)
 
     def _advance_in(self, up_to: Position | None) -> int:
@@ -172,7 +176,7 @@ class Ledger:
 
     def settle(self, output: str, tally: Tally, position: Position, finished_ns: int) -> bool:
         """Add what ``output`` settled through ``position``; False if that was counted already."""
-        with transaction(self.db, immediate=True):
+        with transaction(self.sql, immediate=True):
             mark = self.mark(f"out:{output}")
             if mark is not None and mark[0] >= position:
                 return False
@@ -180,7 +184,7 @@ class Ledger:
             self._replayed(output, tally)
             self._add(tally, output)
             for app, txn, reason, f in tally.refusals:
-                self.db.execute(
+                self.sql.execute(
                     "INSERT OR REPLACE INTO refusals VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (output, app, txn, reason, f.day, f.game, f.currency, str(f.amount)),
                 )
@@ -191,7 +195,7 @@ class Ledger:
         """A replayed dead letter leaves ``refused`` (it is pending again); one the ledger does not
         know as refused (refused before the ledger began) comes in now."""
         for app, txn, f in tally.replayed:
-            row = self.db.execute(
+            row = self.sql.execute(
                 "DELETE FROM refusals WHERE output = ? AND app = ? AND txn = ? RETURNING reason, day, game, currency, "
                 "amount",
                 (output, app, txn),
@@ -207,34 +211,34 @@ class Ledger:
         for state, reason, day, game, currency, n, amount in tally.rows():
             name, why = (reason, "") if not output else (output, reason)
             rows.append((day, game, name, state, why, currency, n, amount))
-        self.db.executemany(
+        self.sql.executemany(
             "INSERT INTO counts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
             "n = n + excluded.n, amount = dec_add(amount, excluded.amount)",
             rows,
         )
-        self.db.executemany(
+        self.sql.executemany(
             "INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
             "n = n + excluded.n, amount = dec_add(amount, excluded.amount)",
             [(game, name, state, currency, n, amount) for _, game, name, state, _, currency, n, amount in rows],
         )
 
     def add_duplicates(self, by_day_game: dict[tuple[str, str], int]) -> None:
-        with transaction(self.db, immediate=True):
-            self.db.executemany(
+        with transaction(self.sql, immediate=True):
+            self.sql.executemany(
                 "INSERT INTO duplicates VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
                 [(day, game, n) for (day, game), n in by_day_game.items()],
             )
 
     def sweep(self, oldest_day: str) -> int:
         """Days before ``oldest_day`` go (``ledger_retention``); the totals stay."""
-        with transaction(self.db, immediate=True):
-            n = self.db.execute("DELETE FROM counts WHERE day < ?", (oldest_day,)).rowcount
-            self.db.execute("DELETE FROM duplicates WHERE day < ?", (oldest_day,))
-            self.db.execute("DELETE FROM refusals WHERE day < ?", (oldest_day,))
+        with transaction(self.sql, immediate=True):
+            n = self.sql.execute("DELETE FROM counts WHERE day < ?", (oldest_day,)).rowcount
+            self.sql.execute("DELETE FROM duplicates WHERE day < ?", (oldest_day,))
+            self.sql.execute("DELETE FROM refusals WHERE day < ?", (oldest_day,))
         return n
 
 
-def read_mark(db: sqlite3.Connection, name: str) -> tuple[Position, int] | None:
+def read_mark(db: sqlite3.Connection | sqlite3.Cursor, name: str) -> tuple[Position, int] | None:
     """Where the mark ``name`` stands, and the wall clock it was set at."""
     row = db.execute("SELECT segment, offset, at_ns FROM marks WHERE name = ?", (name,)).fetchone()
     return None if row is None else (Position(row[0], row[1]), row[2])

@@ -71,12 +71,16 @@ class MirrorState:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        # Every statement on one cursor (each is read to its end before the next): Connection.execute
+        # makes a cursor a statement, and sqlite3 keeps a weak reference to each, dropping the dead
+        # ones only every 200th; left scattered through a burst's pymalloc arenas, they held them.
+        self.sql = self.db.cursor()
+        self.sql.execute("PRAGMA journal_mode=WAL")
+        self.sql.execute("PRAGMA synchronous=NORMAL")
         # Checkpoints fsync the database; fewer, larger ones cost less (measured: folds were 13% of the
         # delivery process's CPU with the default of 1,000 pages and an index on at_ns).
-        self.db.execute("PRAGMA wal_autocheckpoint=16384")
-        self.db.execute("PRAGMA busy_timeout=10000")  # other delivery processes write too
+        self.sql.execute("PRAGMA wal_autocheckpoint=16384")
+        self.sql.execute("PRAGMA busy_timeout=10000")  # other delivery processes write too
         self.db.executescript(_SCHEMA)
         self._migrate()
         self.path = path
@@ -86,22 +90,24 @@ class MirrorState:
         self._folded_at = time.monotonic()
 
     def shrink(self) -> None:
-        """SQLite's page cache back to the allocator, once the process is quiet."""
-        self.db.execute("PRAGMA shrink_memory")
+        """Once the process is quiet: the burst's last acceptances into the database (in memory they
+        waited for the next acceptance, and kept the burst's pools), then SQLite's page cache back."""
+        self.fold()
+        self.sql.execute("PRAGMA shrink_memory")
 
     def _migrate(self) -> None:
         """Identities of earlier versions had no scope: an IDFA or IDFV makes them iOS, a GAID Android."""
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identity'").fetchone():
+        if not self.sql.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'identity'").fetchone():
             return
         cols = ", ".join(ID_FIELDS)
-        with transaction(self.db):
-            self.db.execute(
+        with transaction(self.sql):
+            self.sql.execute(
                 f"INSERT OR IGNORE INTO identities (game, scope, kind, id, {cols}, updated_ns) "
                 f"SELECT game, CASE WHEN idfa IS NOT NULL OR idfv IS NOT NULL THEN 'platform:I' ELSE 'platform:A' END, "
                 f"kind, id, {cols}, updated_ns FROM identity "
                 f"WHERE idfa IS NOT NULL OR idfv IS NOT NULL OR advertising_id IS NOT NULL"
             )
-            self.db.execute("DROP TABLE identity")
+            self.sql.execute("DROP TABLE identity")
 
     # -- identity ------------------------------------------------------------------
 
@@ -123,9 +129,9 @@ class MirrorState:
         marks = ", ".join("?" for _ in values)
         updates = ", ".join(f"{c} = excluded.{c}" for c in values)
         now = time.time_ns()
-        with transaction(self.db):
+        with transaction(self.sql):
             for kind, ident in keys:
-                self.db.execute(
+                self.sql.execute(
                     f"INSERT INTO identities (game, scope, kind, id, {cols}, updated_ns) "
                     f"VALUES (?, ?, ?, ?, {marks}, ?) ON CONFLICT (game, kind, id, scope) "
                     f"DO UPDATE SET {updates}, updated_ns = excluded.updated_ns",
@@ -144,7 +150,7 @@ class MirrorState:
         scopes = (f"platform:{platform}", f"app:{app_id}")
         # One query for both: the primary key (game, kind, id, scope) answers each in one seek.
         where = " OR ".join("(kind = ? AND id = ?)" for _ in keys)
-        rows = self.db.execute(
+        rows = self.sql.execute(
             f"SELECT kind, scope, {', '.join(ID_FIELDS)} FROM identities WHERE game = ? "
             f"AND ({where}) AND scope IN (?, ?)",
             (game, *(v for key in keys for v in key), *scopes),
@@ -166,7 +172,7 @@ class MirrorState:
         at = self._recent.get((vendor, app, key))
         if at is not None:
             return at
-        row = self.db.execute(
+        row = self.sql.execute(
             "SELECT at_ns FROM delivered WHERE vendor = ? AND app = ? AND key = ?", (vendor, app, key)
         ).fetchone()
         return None if row is None else int(row[0])
@@ -214,27 +220,27 @@ class MirrorState:
         """(vendor, app, key, accepted at ns) rows."""
         rows = list(rows)
         if rows:
-            with transaction(self.db):
-                self.db.executemany(
+            with transaction(self.sql):
+                self.sql.executemany(
                     "INSERT OR IGNORE INTO delivered (vendor, app, key, at_ns) VALUES (?, ?, ?, ?)", rows
                 )
 
     def purge_delivered(self, older_than_s: float) -> int:
         cutoff = time.time_ns() - int(older_than_s * 1e9)
-        return self.db.execute("DELETE FROM delivered WHERE at_ns < ?", (cutoff,)).rowcount
+        return self.sql.execute("DELETE FROM delivered WHERE at_ns < ?", (cutoff,)).rowcount
 
     # -- buyers --------------------------------------------------------------------------
 
     def has_bought(self, vendor: str, app: str, uid: object) -> bool:
         return (
-            self.db.execute(
+            self.sql.execute(
                 "SELECT 1 FROM buyers WHERE vendor = ? AND app = ? AND uid = ?", (vendor, app, str(uid))
             ).fetchone()
             is not None
         )
 
     def mark_buyer(self, vendor: str, app: str, uid: object) -> None:
-        self.db.execute("INSERT OR IGNORE INTO buyers (vendor, app, uid) VALUES (?, ?, ?)", (vendor, app, str(uid)))
+        self.sql.execute("INSERT OR IGNORE INTO buyers (vendor, app, uid) VALUES (?, ?, ?)", (vendor, app, str(uid)))
 
 
 _PLATFORM_NAMES = {"A": "A", "ANDROID": "A", "AOS": "A", "I": "I", "IOS": "I"}

@@ -54,3 +54,14 @@ def test_identities_of_the_earlier_unscoped_table_keep_the_platform_their_ids_na
     assert state.lookup("g", APP_A, "A", None, 7) == {"appsflyer_id": "af-a", "advertising_id": "gaid"}
     assert state.lookup("g", APP_I, "I", None, 8) == {"appsflyer_id": "af-i", "idfa": "IDFA", "att": 3}
     assert state.lookup("g", APP_A, "A", None, 9) == {} and state.lookup("g", APP_I, "I", None, 9) == {}
+
+
+def test_once_quiet_the_last_acceptances_are_in_the_database_not_held_until_the_next(tmp_path):
+    state = MirrorState(tmp_path / "m.sqlite")
+    state.mark_delivered("appsflyer", APP_A, "T-1")
+    other = sqlite3.connect(tmp_path / "m.sqlite")
+    assert other.execute("SELECT count(*) FROM delivered").fetchone()[0] == 0  # in the log, folded later
+    state.shrink()
+    assert other.execute("SELECT key FROM delivered").fetchall() == [("T-1",)]
+    assert state.was_delivered("appsflyer", APP_A, "T-1")
+    assert (tmp_path / "m.sqlite.appsflyer.delivered.log").stat().st_size == 0
