@@ -161,3 +161,36 @@ def test_the_ledger_sums_a_batch_of_many_runs_as_it_sums_it_record_by_record():
     odd = [*records[:299], dict(records[299], purchase_time="soon")]
     entries = b"".join(b"\x92" + pack_event_time(0) + msgpack.packb(r) for r in odd)
     assert KST.sums(TAG, b"\xdd" + (300).to_bytes(4, "big") + entries) is None
+
+
+# -- the per-record way --------------------------------------------------------------
+
+
+def _run_filters_with_runs_of(monkeypatch, per_run, tmp_path, records):
+    from agent import ingest
+
+    monkeypatch.setattr(ingest, "RUN", per_run)
+    cfg = HiveFilterConfig.validate(dict(type="hive", name="h", strict=True))
+    hive = HiveFilter(cfg, DedupStore(tmp_path / "d.sqlite", 3600))
+    entries, count, on_durable, refused = run_filters([hive], TAG, _entries(records), len(records))
+    assert on_durable is not None
+    on_durable(True)
+    answer = (_decoded(entries), count, {k: [(r[0], r[2], r[3]) for r in v] for k, v in refused.items()})
+    stats = (hive.stats.valid, hive.stats.invalid, hive.stats.duplicates)
+    hive.close()
+    return answer, stats
+
+
+def test_the_per_record_way_takes_a_batch_a_run_at_a_time_with_the_whole_batchs_answer(monkeypatch, tmp_path):
+    records = _records(300)
+    records[5] = dict(records[5], product_price="1.5")  # not canonical: the whole batch goes per record
+    records[40] = dict(records[40], product_price="not a price")  # refused in the first run ...
+    records[290] = dict(records[290], product_price="nor this")  # ... and in the third
+    records[250] = dict(records[10])  # a duplicate of the first run's, in the third
+    by_runs = _run_filters_with_runs_of(monkeypatch, 128, tmp_path / "runs", records)
+    whole = _run_filters_with_runs_of(monkeypatch, 10_000, tmp_path / "whole", records)
+    assert by_runs == whole
+    (kept, count, refused), (valid, invalid, duplicates) = by_runs
+    assert count == len(kept) == 297 and (valid, invalid, duplicates) == (298, 2, 1)
+    assert [r["transaction_id"] for r in refused["h"][0][1:2]] == ["T-40"] and len(refused["h"]) == 2
+    assert [r["transaction_id"] for r in kept][:6] == ["T-0", "T-1", "T-2", "T-3", "T-4", "T-5"]
