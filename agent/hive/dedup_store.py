@@ -196,6 +196,8 @@ class DedupStore:
 
     def shrink(self) -> None:
         """SQLite's page caches (up to 2 MB a connection) back to the allocator, once the process is quiet."""
+        if not self.pending:
+            self.pending.clear()  # an emptied set keeps the table its burst grew; clear() gives it back
         self._reads.execute("PRAGMA shrink_memory")
         # Waited for: the trim that follows returns only what is free by then (the writer's cache,
         # given back after it, stayed until the next burst). After a quiet interval its queue is empty.

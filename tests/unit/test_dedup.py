@@ -209,3 +209,19 @@ def test_a_store_of_an_earlier_version_takes_its_newest_stamp_as_high_water(tmp_
     store = DedupStore(tmp_path / "d.sqlite", DAY)
     assert store.high_water() >= 4102444800.0 and store.clock() >= 4102444800.0
     store.close()
+
+
+def test_once_quiet_an_emptied_pending_set_gives_back_the_table_its_burst_grew(tmp_path):
+    import sys
+
+    store = DedupStore(tmp_path / "d.sqlite", 3600)
+    keys = [("app", f"t{i}", False) for i in range(20_000)]
+    store.reserve(keys)
+    store.commit(keys)
+    assert store.pending == set() and sys.getsizeof(store.pending) > 500_000  # empty, its table as grown
+    store.shrink()
+    assert sys.getsizeof(store.pending) < 1_000
+    store.reserve([("app", "later", False)])  # still the same set: pending keys are still seen
+    store.shrink()  # not emptied while a key waits
+    assert store.pending == {("app", "later", False)}
+    store.close()
