@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -99,10 +100,18 @@ class Ledger:
         self.plan = plan
         self.journal_dir = journal_dir
         self.db = connect(path)
-        # Every statement on one cursor: Connection.execute makes a cursor a statement, and sqlite3
-        # keeps a weak reference to each, dropping the dead ones only every 200th (left scattered
-        # through a burst's pymalloc arenas, they held arenas that had little else in them).
-        self.sql = self.db.cursor()
+        self._cursors = threading.local()
+
+    @property
+    def sql(self) -> sqlite3.Cursor:
+        """This thread's cursor (the ledger's writer thread and the event loop each have one; a cursor
+        used by two threads at once is refused). Not Connection.execute's new one a statement:
+        sqlite3 keeps a weak reference to each and drops the dead ones only every 200th; left
+        scattered through a burst's pymalloc arenas, they held arenas that had little else in them."""
+        cursor: sqlite3.Cursor | None = getattr(self._cursors, "cursor", None)
+        if cursor is None:
+            cursor = self._cursors.cursor = self.db.cursor()
+        return cursor
 
     def close(self) -> None:
         self.db.close()

@@ -184,3 +184,37 @@ def test_a_shrunk_plan_holds_no_sums_and_sums_the_same_again(tmp_path):
     plan.shrink()
     assert len(plan._sums) == 0 and plan._for_tag == {}
     assert [plan.sums(r, KST, _batch(r)) for r in records] == before
+
+
+def test_an_output_reads_its_mark_while_the_writer_thread_settles(tmp_path):
+    """A reload starts an output on the event loop (it reads its mark) while the ledger's writer
+    thread settles another: each thread has its own cursor, so neither is refused."""
+    import threading
+
+    journal = tmp_path / "journal"
+    ends = write_journal(journal, [[purchase(1), purchase(2)]])
+    ledger = Ledger(tmp_path / "ledger.sqlite", LedgerPlan(config()), journal)
+    ledger.begin(Position(1, HEADER_SIZE))
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def settle() -> None:
+        try:
+            for n in range(300):
+                ledger.settle("out0", Tally(), Position(1, ends[0].offset + n), n)
+        except BaseException as exc:  # what the other thread saw is the finding
+            failed.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=settle)
+    writer.start()
+    while not done.is_set():
+        try:
+            ledger.output_mark("out1")
+        except BaseException as exc:
+            failed.append(exc)
+            break
+    writer.join()
+    assert failed == []
+    assert ledger.output_mark("out0")[0] == Position(1, ends[0].offset + 299)
