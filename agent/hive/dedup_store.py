@@ -139,8 +139,9 @@ class DedupStore:
         self.pending.update(keys)
 
     def commit(self, keys: list[Key]) -> None:
-        """Store the keys now, then release them."""
-        self._commit(keys, self.clock())
+        """Store the keys now, then release them: in the writer thread, whose connection and cursor
+        these are (a cursor used by two threads at once is refused)."""
+        self._writer.submit(self._commit, keys, self.clock()).result()
 
     def commit_soon(self, keys: list[Key]) -> None:
         """Store the keys in the writer thread; they stay pending until they are stored."""
@@ -180,7 +181,7 @@ class DedupStore:
     def expire(self) -> int:
         """Forget keys older than the window (at start, then every EXPIRE_INTERVAL while running)."""
         self._expired_at = self.clock()
-        return self._expire(self._expired_at)
+        return self._writer.submit(self._expire, self._expired_at).result()
 
     def _expire(self, now: float) -> int:
         self._writes.execute(_RAISE_HIGH_WATER, (now,))
