@@ -86,9 +86,7 @@ class DedupStore:
         self.window = window_seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = _connect(self.path)  # the event loop's: lookups
-        # One cursor a connection, not Connection.execute's new one a statement: sqlite3 keeps a
-        # weak reference to every cursor and drops the dead ones only every 200th, so a burst
-        # left ~200 of them scattered through its pymalloc arenas, each arena held by a few.
+        # One cursor a connection, each used by one thread (why: agent/transaction.py, ThreadCursors).
         self._reads = self.db.cursor()
         for table in _TABLES.values():
             self.db.execute(

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +42,7 @@ from agent.journal.cursor import Position
 from agent.journal.reader import JournalReader
 from agent.ledger.plan import LedgerPlan
 from agent.ledger.tally import Facts, Tally
-from agent.transaction import transaction
+from agent.transaction import ThreadCursors, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counts (
@@ -100,18 +99,12 @@ class Ledger:
         self.plan = plan
         self.journal_dir = journal_dir
         self.db = connect(path)
-        self._cursors = threading.local()
+        self._cursors = ThreadCursors(self.db)
 
     @property
     def sql(self) -> sqlite3.Cursor:
-        """This thread's cursor (the ledger's writer thread and the event loop each have one; a cursor
-        used by two threads at once is refused). Not Connection.execute's new one a statement:
-        sqlite3 keeps a weak reference to each and drops the dead ones only every 200th; left
-        scattered through a burst's pymalloc arenas, they held arenas that had little else in them."""
-        cursor: sqlite3.Cursor | None = getattr(self._cursors, "cursor", None)
-        if cursor is None:
-            cursor = self._cursors.cursor = self.db.cursor()
-        return cursor
+        """This thread's cursor: the writer thread settles while the event loop reads marks."""
+        return self._cursors.get()
 
     def close(self) -> None:
         self.db.close()

@@ -41,7 +41,7 @@ from typing import Any
 
 from agent.mirrors.payloads import ID_FIELDS, PLATFORM_IDS, att_code
 from agent.paths import file_name
-from agent.transaction import transaction
+from agent.transaction import ThreadCursors, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -71,10 +71,7 @@ class MirrorState:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        # Every statement on one cursor (each is read to its end before the next): Connection.execute
-        # makes a cursor a statement, and sqlite3 keeps a weak reference to each, dropping the dead
-        # ones only every 200th; left scattered through a burst's pymalloc arenas, they held them.
-        self.sql = self.db.cursor()
+        self._cursors = ThreadCursors(self.db)
         self.sql.execute("PRAGMA journal_mode=WAL")
         self.sql.execute("PRAGMA synchronous=NORMAL")
         # Checkpoints fsync the database; fewer, larger ones cost less (measured: folds were 13% of the
@@ -88,6 +85,10 @@ class MirrorState:
         # In a log, not yet in the database: (vendor, app, key) → when the vendor accepted it.
         self._recent: dict[tuple[str, str, str], int] = {}
         self._folded_at = time.monotonic()
+
+    @property
+    def sql(self) -> sqlite3.Cursor:
+        return self._cursors.get()
 
     def shrink(self) -> None:
         """Once the process is quiet: the burst's last acceptances into the database (in memory they
