@@ -149,8 +149,8 @@ def run_filters(
             return done.entries, done.count, done.on_durable, _refused_by([(filters[0], done)])
     kept: list[bytes] = []
     results: list[tuple[Filter, Filtered[list[Any]]]] = []
-    for run_entries, run_count in _runs(entries, count):
-        pairs = _decode(run_entries, run_count)  # [[EventTime ext, record], ...]
+    for run, run_count in _runs(entries, count):
+        pairs = _decode(run)  # [[EventTime ext, record], ...]
         for f in filters:
             result = f.apply(tag, pairs)
             results.append((f, result))
@@ -167,15 +167,16 @@ RUN = 128
 
 
 def _runs(entries: bytes, count: int) -> list[tuple[bytes, int]]:
-    """(entries, count) of each run of at most RUN entries; the whole batch as one run when it is
-    no longer, or when it does not walk as msgpack (the decoder's fallback takes it whole)."""
+    """Each run of at most RUN entries as an encoded array (an array32 header and its entries), and
+    its count; the whole batch as one run when it is no longer, or when it does not walk as msgpack
+    (the decoder's fallback takes it whole)."""
+    whole = b"\xdd" + count.to_bytes(4, "big") + entries
     if count <= RUN:
-        return [(entries, count)]
+        return [(whole, count)]
     try:
-        runs = array_runs(b"\xdd" + count.to_bytes(4, "big") + entries, RUN)
-        return [(run[5:], int.from_bytes(run[1:5], "big")) for run in runs]
+        return [(run, int.from_bytes(run[1:5], "big")) for run in array_runs(whole, RUN)]
     except msgspec.DecodeError:
-        return [(entries, count)]
+        return [(whole, count)]
 
 
 def _refused_by(results: Sequence[tuple[Filter, Filtered[list[Any]] | Filtered[bytes]]]) -> Refused:
@@ -228,18 +229,19 @@ _decoder = msgspec.msgpack.Decoder()
 _encoder = msgspec.msgpack.Encoder()
 
 
-def _decode(entries: bytes, count: int) -> list:
+def _decode(array: bytes) -> list:
+    """The entries of an encoded array that has an array32 header (five bytes)."""
     try:
-        return _decoder.decode(b"\xdd" + count.to_bytes(4, "big") + entries)
+        return _decoder.decode(array)
     except (msgspec.DecodeError, ValueError):
         unpacker = msgpack.Unpacker(
             raw=False,
             strict_map_key=False,
             unicode_errors="surrogateescape",
-            max_buffer_size=max(len(entries), 1024),
+            max_buffer_size=max(len(array), 1024),
             ext_hook=other_ext,
         )
-        unpacker.feed(entries)
+        unpacker.feed(memoryview(array)[5:])  # the entries one by one, as many as there are
         return list(unpacker)
 
 
