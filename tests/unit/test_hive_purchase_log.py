@@ -659,3 +659,18 @@ def test_the_hive_filter_counts_records_passed_on_with_a_warning():
     f2.strict = False
     kept = f2.apply(TAG, [[0, dict(SEED_EXAMPLE)], [0, dict(CANONICAL)]])
     assert len(kept.entries) == 2 and f2.stats.warnings == 1
+
+
+def test_the_per_record_fast_path_refuses_a_value_its_fields_pattern_refuses():
+    """The per-record struct carries no patterns (msgspec's pattern checks left a new method name in
+    CPython's method cache each call): each pattern is checked after it, per distinct value."""
+    import msgspec
+
+    from agent.hive.fast_path import _PATTERNS, CanonicalRecord, _pattern_of, try_fast
+
+    assert all(_pattern_of(f.type) is None for f in msgspec.structs.fields(CanonicalRecord))
+    assert try_fast(dict(CANONICAL), TAG) is not None
+    for name, pattern in _PATTERNS.items():
+        bad = f"<{name}: not a value of it>"
+        assert pattern.search(bad) is None
+        assert try_fast(dict(CANONICAL, **{name: bad}), TAG) is None, name
