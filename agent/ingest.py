@@ -153,8 +153,8 @@ def run_filters(
         pairs = _decode(run)  # [[EventTime ext, record], ...]
         for f in filters:
             result = f.apply(tag, pairs)
+            pairs, result.entries = result.entries, []  # a run's records live only until it is encoded
             results.append((f, result))
-            pairs = result.entries
         kept.append(_encode(pairs))
         count -= run_count - len(pairs)
     return b"".join(kept), count, _all_of([r.on_durable for _, r in results]), _refused_by(results)
