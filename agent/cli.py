@@ -252,6 +252,9 @@ def _trusted_data_dir(cfg: AgentConfig) -> None:
 
 
 def cmd_run(path: str) -> int:
+    from agent.memory import track_pools
+
+    track_pools()  # before the imports: every arena they and the agent map can be thinned
     from agent.app import App, delivery_groups
     from agent.delivery.supervisor import prefork
     from agent.log import setup_logging
@@ -267,9 +270,11 @@ def cmd_run(path: str) -> int:
 
 
 def cmd_deliver(path: str, ready_fd: int | None, group: int, control_fd: int | None, on_stdin: bool) -> int:
+    from agent.memory import cap_arenas, track_pools
+
+    track_pools()
     from agent.delivery.process import run_delivery
     from agent.log import setup_logging
-    from agent.memory import cap_arenas
 
     os.umask(PRIVATE_UMASK)
     cap_arenas()

@@ -13,6 +13,12 @@ went on holding twice its idle memory. Two calls fix most of it:
   run it at all, and a busy one only between bursts.
 
 Elsewhere than glibc (musl has neither call) both are skipped.
+
+And one for pymalloc, which holds the small objects and which ``malloc_trim`` does not reach: an
+arena goes back to the kernel only once all its pools are empty, so the few objects that outlive
+a burst kept each arena it added resident. :func:`track_pools`, at start, has the compiled helper
+(agent/_pools.c) note every arena; :func:`release` then gives back the pages of every empty pool
+but its header's. Where the helper was not built (no C compiler at install) it is skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import ctypes
 import gc
 import logging
 import sys
+import types
 from collections.abc import Callable
 
 log = logging.getLogger("agent")
@@ -37,6 +44,18 @@ try:
     _mallopt, _malloc_trim = _libc.mallopt, _libc.malloc_trim
 except (OSError, AttributeError):  # not glibc
     _mallopt = _malloc_trim = None
+
+_pools: types.ModuleType | None
+try:
+    from agent import _pools
+except ImportError:  # installed where no C compiler was
+    _pools = None
+
+
+def track_pools() -> bool:
+    """Call first, before the imports: the arenas pymalloc maps from then on are the ones
+    :func:`release` can thin. True where the helper is built and knows this CPython's layout."""
+    return _pools is not None and _pools.install()
 
 
 def cap_arenas(arenas: int = ARENAS) -> bool:
@@ -54,6 +73,8 @@ def release() -> bool:
     if clear_type_cache is not None:
         clear_type_cache()
     gc.collect()
+    if _pools is not None:
+        _pools.release()
     return _malloc_trim is not None and bool(_malloc_trim(0))
 
 
