@@ -49,6 +49,7 @@ struct pool_header {
 
 static PyObjectArenaAllocator wrapped;
 static void *arenas[MAX_ARENAS];
+static size_t used;  /* arenas[used:] are all empty slots: the scans stop there */
 static int installed;
 static int broken;  /* a header did not match the layout: never touch a pool again */
 
@@ -60,6 +61,8 @@ tracked_alloc(void *ctx, size_t size)
         for (size_t i = 0; i < MAX_ARENAS; i++) {
             if (arenas[i] == NULL) {
                 arenas[i] = arena;
+                if (i >= used)
+                    used = i + 1;
                 break;
             }
         }
@@ -70,9 +73,11 @@ tracked_alloc(void *ctx, size_t size)
 static void
 tracked_free(void *ctx, void *arena, size_t size)
 {
-    for (size_t i = 0; i < MAX_ARENAS; i++) {
+    for (size_t i = 0; i < used; i++) {
         if (arenas[i] == arena) {
             arenas[i] = NULL;
+            while (used > 0 && arenas[used - 1] == NULL)
+                used--;
             break;
         }
     }
@@ -114,7 +119,7 @@ release(PyObject *module, PyObject *unused)
     unsigned long long given = 0;
     if (!installed || broken || page <= 0 || POOL_SIZE % (unsigned long)page != 0)
         return PyLong_FromLong(-1);
-    for (size_t i = 0; i < MAX_ARENAS; i++) {
+    for (size_t i = 0; i < used; i++) {
         uintptr_t base = (uintptr_t)arenas[i];
         if (base == 0)
             continue;
@@ -140,7 +145,7 @@ static PyObject *
 tracked(PyObject *module, PyObject *unused)
 {
     Py_ssize_t n = 0;
-    for (size_t i = 0; i < MAX_ARENAS; i++)
+    for (size_t i = 0; i < used; i++)
         n += arenas[i] != NULL;
     return PyLong_FromSsize_t(n);
 }
