@@ -52,10 +52,15 @@ except ImportError:  # installed where no C compiler was
     _pools = None
 
 
+_tracking = False  # track_pools() took: a release that then cannot thin is worth a line
+
+
 def track_pools() -> bool:
     """Call first, before the imports: the arenas pymalloc maps from then on are the ones
     :func:`release` can thin. True where the helper is built and knows this CPython's layout."""
-    return _pools is not None and _pools.install()
+    global _tracking
+    _tracking = _pools is not None and _pools.install()
+    return _tracking
 
 
 def cap_arenas(arenas: int = ARENAS) -> bool:
@@ -73,8 +78,10 @@ def release() -> bool:
     if clear_type_cache is not None:
         clear_type_cache()
     gc.collect()
-    if _pools is not None:
-        _pools.release()
+    global _tracking
+    if _pools is not None and _pools.release() < 0 and _tracking:
+        _tracking = False  # said once: a pool header unlike CPython's layout stopped it for good
+        log.warning("memory: empty allocator pools are no longer given back (unexpected pool layout)")
     return _malloc_trim is not None and bool(_malloc_trim(0))
 
 
