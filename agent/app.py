@@ -297,6 +297,7 @@ class App:
             f.shrink()
         if self.ledger is not None:
             self.ledger.plan.shrink()
+            self.ledger.writer.shrink()
 
     def _cursor_positions(self) -> list[Position]:
         first = Position(min(self.journal.segments(), default=1), 0)

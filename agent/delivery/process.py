@@ -111,6 +111,7 @@ def _shrinker(group: DeliveryGroup) -> Callable[[], None]:
             out.shrink()
         if group.ledger is not None:
             group.ledger.ledger.plan.shrink()
+            group.ledger.shrink()
 
     return shrink
 
