@@ -5,9 +5,14 @@ one arena per thread that allocates (up to 8 per core), each holding its free ch
 and returns the top of a heap only past a threshold; so an agent that took 1M records
 went on holding twice its idle memory. Two calls fix most of it:
 
-* ``mallopt(M_ARENA_MAX, 2)``, once at start: the threads that decode costly frames,
-  write dead letters and fsync share two arenas instead of growing one each;
-* ``malloc_trim(0)`` once a burst is over (:class:`Trimmer`): every free page of every
+* ``mallopt(M_ARENA_MAX, 1)``, once at start: the threads that decode costly frames,
+  write dead letters, store dedup keys and settle the ledger use the main arena instead of
+  growing one each. Only the main arena's free top goes back at a trim: a second arena's
+  stays resident up to the trim threshold, which glibc raises to twice the largest buffer it
+  has unmapped (a journal read, a big frame). With two arenas that held 1.9–2.7 MB a process
+  after a burst on the sidecar config; the threads hardly ever allocate at the same moment,
+  since they run Python under one lock, so sharing one costs no throughput measured;
+* ``malloc_trim(0)`` once a burst is over (:class:`Trimmer`): every free page of the
   arena goes back to the kernel. It takes a few milliseconds on a heap of 100 MB, and
   it runs only after a quiet interval that followed activity, so an idle agent does not
   run it at all, and a busy one only between bursts.
@@ -34,7 +39,7 @@ from collections.abc import Callable
 log = logging.getLogger("agent")
 
 M_ARENA_MAX = -8  # glibc's malloc.h
-ARENAS = 2
+ARENAS = 1
 QUIET_INTERVAL = 5.0  # seconds without activity after which a burst is over
 
 _mallopt: Callable[[int, int], int] | None

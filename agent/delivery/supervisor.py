@@ -96,7 +96,7 @@ def prefork(cfg: AgentConfig, groups: int) -> dict[int, Preforked]:
     from agent.delivery.process import run_forked
     from agent.memory import cap_arenas
 
-    cap_arenas()  # before any thread: the threads of both processes share two arenas
+    cap_arenas()  # before any thread: the threads of both processes share one arena
     gc.collect()
     gc.freeze()  # the collector never writes to these objects' headers, so their pages stay shared
     children: dict[int, Preforked] = {}
