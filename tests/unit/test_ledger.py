@@ -223,9 +223,8 @@ def test_an_output_reads_its_mark_while_the_writer_thread_settles(tmp_path):
 def test_the_writer_gives_its_page_cache_back_and_still_reads_its_rows(tmp_path):
     """Every purchase of a burst is a row: once the process is quiet (agent/memory.py) the writer's
     connection gives its cached pages back to the allocator before the trim."""
-    import ctypes
-
     import _sqlite3
+    import ctypes
 
     from agent.ledger.store import LedgerWriter
 
