@@ -270,7 +270,7 @@ class LedgerWriter:
         """The connection's page cache back to the allocator once the process is quiet: every
         purchase of a burst is a row, and the cache keeps its pages until it is told."""
         try:
-            self._thread.submit(self.ledger.db.execute, "PRAGMA shrink_memory").result(timeout=1.0)
+            self._thread.submit(lambda: self.ledger.sql.execute("PRAGMA shrink_memory")).result(timeout=1.0)
         except TimeoutError:
             pass  # a settle still running: the next trim has it
 

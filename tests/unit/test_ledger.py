@@ -224,6 +224,7 @@ def test_the_writer_gives_its_page_cache_back_and_still_reads_its_rows(tmp_path)
     """Every purchase of a burst is a row: once the process is quiet (agent/memory.py) the writer's
     connection gives its cached pages back to the allocator before the trim."""
     import _sqlite3
+    import asyncio
     import ctypes
 
     from agent.ledger.store import LedgerWriter
@@ -232,10 +233,10 @@ def test_the_writer_gives_its_page_cache_back_and_still_reads_its_rows(tmp_path)
     memory_used.restype = ctypes.c_int64
     writer = LedgerWriter(Ledger(tmp_path / "ledger.sqlite", LedgerPlan(config()), tmp_path / "journal"))
     rows = {(f"2026-11-{d:02d}", f"game{g}"): 1 for d in range(1, 29) for g in range(1000)}
-    writer._thread.submit(writer.ledger.add_duplicates, rows).result()
+    asyncio.run(writer.call(writer.ledger.add_duplicates, rows))
     before = memory_used()
     writer.shrink()
     assert before - memory_used() > 500_000
-    counted = writer._thread.submit(lambda: writer.ledger.sql.execute("SELECT count(*) FROM duplicates").fetchone())
-    assert counted.result() == (len(rows),)
+    counted = asyncio.run(writer.call(lambda: writer.ledger.sql.execute("SELECT count(*) FROM duplicates").fetchone()))
+    assert counted == (len(rows),)
     writer.close()
