@@ -525,3 +525,60 @@ def test_entries_are_cut_by_bytes_too_and_an_entry_larger_than_the_bound_is_a_re
     assert all(len(p) <= 4096 or c == 1 for p, c in parts)
     assert [c for _, c in parts] == [1, 1, 2, 1, 1]
     assert split_entries(b"", 0) == []  # no entries, no run (the forward output sends no empty chunk)
+
+
+# -- the sender's size option: a hint that never changes what a frame decodes to -----------
+
+_ENTRY_SHAPES = {
+    "canonical": b"\x92\xd7\x00" + T.to_bytes(4, "big") + (123).to_bytes(4, "big") + b"\x81\xa1a\x01",
+    "nanos_just_below_a_second": b"\x92\xd7\x00" + T.to_bytes(4, "big") + (10**9 - 1).to_bytes(4, "big") + b"\x80",
+    "nanos_a_second": b"\x92\xd7\x00" + T.to_bytes(4, "big") + (10**9).to_bytes(4, "big") + b"\x80",
+    "nanos_3b_high": b"\x92\xd7\x00" + T.to_bytes(4, "big") + bytes.fromhex("3b9b0000") + b"\x80",
+    "ext8_time": b"\x92\xc7\x08\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x81\xa1a\x01",
+    "integer_time": b"\x92" + pack(T) + b"\x81\xa1a\x01",
+    "float_time": b"\x92" + pack(T + 0.25) + b"\x81\xa1a\x01",
+    "other_ext_code": b"\x92\xd7\x01" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x80",
+    "array16_header": b"\xdc\x00\x02\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x80",
+    "three_elements": b"\x93\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x80\xc0",
+    "record_not_a_map": b"\x92\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x91\x01",
+    "integer_key": b"\x92\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x81\x01\x02",
+    "nested_integer_key": b"\x92\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x81\xa1n\x81\x01\x02",
+    "not_an_array": b"\xa5hello",
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    shapes=st.lists(st.sampled_from(sorted(_ENTRY_SHAPES)), min_size=1, max_size=12),
+    size_delta=st.sampled_from([0, 0, 0, -1, 1, None, "zero", "huge", "negative", "bool"]),
+    cut=st.integers(0, 3),
+)
+def test_the_size_option_never_changes_what_a_packed_payload_decodes_to(shapes, size_delta, cut):
+    payload = b"".join(_ENTRY_SHAPES[s] for s in shapes)
+    payload = payload[: len(payload) - cut]  # a truncated last entry as well
+    sizes = {None: None, "zero": 0, "huge": 2**32 - 1, "negative": -5, "bool": True}
+    size = sizes[size_delta] if size_delta in sizes else len(shapes) + size_delta
+    options = {"chunk": "c"} if size is None else {"chunk": "c", "size": size}
+    hinted = fwd.parse_frame(pack(["t", payload, options]), NOW)
+    plain = fwd.parse_frame(pack(["t", payload, {"chunk": "c"}]), NOW)
+    assert (hinted.entries, hinted.count, hinted.skipped.reasons, len(hinted.skipped)) == (
+        plain.entries,
+        plain.count,
+        plain.skipped.reasons,
+        len(plain.skipped),
+    )
+
+
+def test_entries_as_sent_with_their_size_are_taken_whole_without_the_entry_by_entry_scan(monkeypatch):
+    from agent.protocol.forward import entries as entries_module
+
+    payload = _ENTRY_SHAPES["canonical"] * 999 + _ENTRY_SHAPES["nanos_just_below_a_second"]
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("scanned entry by entry")
+
+    monkeypatch.setattr(entries_module.msgpack, "Unpacker", no_scan)
+    entries, count, skipped = fwd.scan_entries(payload, NOW, size=1000)
+    assert count == 1000 and entries == payload and len(skipped) == 0
+    with pytest.raises(AssertionError):  # a size one short: the scan decides
+        fwd.scan_entries(payload, NOW, size=999)

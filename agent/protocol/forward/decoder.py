@@ -171,7 +171,7 @@ def _parse_message(u: msgpack.Unpacker, frame: bytes, now_ns: int, max_decompres
             mode = "compressed_packed_forward"
         else:
             mode = "packed_forward"
-        entries, good, skipped = scan_entries(payload, now_ns)
+        entries, good, skipped = scan_entries(payload, now_ns, size=options.size)
     else:  # Message mode: [tag, time, record, option?]
         if n < 3:
             raise ProtocolError(f"message mode needs [tag, time, record]; got {n} elements")
@@ -202,6 +202,7 @@ class _Options:
     chunk: bytes | None = None
     compressed: bytes | None = None
     signal: int = SIGNAL_LOGS
+    size: int | None = None  # entries in a packed payload, as its sender counts them: a hint
 
 
 def _read_options(u: msgpack.Unpacker, frame: bytes, present: int) -> _Options:
@@ -226,4 +227,6 @@ def _read_options(u: msgpack.Unpacker, frame: bytes, present: int) -> _Options:
             opts.compressed = value
         elif key == b"fluent_signal" and isinstance(value, int):
             opts.signal = value
+        elif key == b"size" and type(value) is int:
+            opts.size = value
     return opts

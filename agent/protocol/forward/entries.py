@@ -3,6 +3,7 @@ and written out in the one form the journal holds, ``[EventTime, {record}]`` con
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import msgpack
@@ -107,15 +108,24 @@ def _nanos_ok(data: bytes, at: int) -> bool:
 
 
 def scan_entries(
-    data: bytes, now_ns: int, count: int | None = None, start: int = 0, unpacker: msgpack.Unpacker | None = None
+    data: bytes,
+    now_ns: int,
+    count: int | None = None,
+    start: int = 0,
+    unpacker: msgpack.Unpacker | None = None,
+    size: int | None = None,
 ) -> tuple[bytes, int, Skipped]:
     """Validate and canonicalize concatenated ``[time, record]`` entries.
 
     ``data`` holds the entries from ``start`` (a packed payload, or a whole
     Forward frame positioned at its first entry, in which case ``unpacker``
-    is the frame's unpacker and ``count`` the array length). Returns the
-    canonical entries, how many there are, and a reason per skipped entry.
+    is the frame's unpacker and ``count`` the array length). ``size`` is how
+    many entries a packed payload's sender says it holds (the ``size``
+    option): a hint, never trusted. Returns the canonical entries, how many
+    there are, and a reason per skipped entry.
     """
+    if size is not None and unpacker is None and _canonical_as_sent(data, size):
+        return data, size, Skipped()
     if unpacker is None:
         unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(data), 1024), strict_map_key=False)
         unpacker.feed(data)
@@ -314,6 +324,32 @@ def _refuse_non_string_keys(entries: bytes, count: int, skipped: Skipped) -> tup
         kept += n
         start = end
     return (entries, kept) if pieces is None else (b"".join(pieces), kept)
+
+
+# The EventTime of a canonical entry, as fixext8: seconds, then nanoseconds below 10^9 (3B9ACA00).
+_EVENT_TIMES = re.compile(
+    rb"(?:\xd7\x00.{4}(?:[\x00-\x3a].{3}|\x3b[\x00-\x99].{2}|\x3b\x9a[\x00-\xc9].))*",
+    re.DOTALL,
+)
+_SMALLEST_ENTRY = 12  # bytes: fixarray(2), a fixext8 EventTime, an empty fixmap
+
+
+def _canonical_as_sent(data: bytes, size: int) -> bool:
+    """Are ``data`` exactly ``size`` entries, each already in the journal's form ([fixext8 EventTime,
+    map of string keys])? Then they stand as sent, and one C walk over them (msgspec's, then a
+    regex over their times) replaces the entry-by-entry scan: what Fluent Bit and Fluentd send
+    (both give ``size``). A wrong ``size``, or any entry in another shape, is a no: the scan
+    decides. Bounded: never more entries than the bytes could hold, nor than one slice."""
+    if not 0 < size <= min(_CHECK_SLICE, len(data) // _SMALLEST_ENTRY):
+        return False
+    try:
+        entries = _check_entries.decode(b"".join((b"\xdd", size.to_bytes(4, "big"), data)))
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    # Aligned by induction: a time that starts with d7 00 is 10 bytes, so the next block starts
+    # the next entry's time; any other first bytes end the match.
+    times = b"".join([t for t, _ in entries])
+    return len(times) == 10 * size and _EVENT_TIMES.fullmatch(times) is not None
 
 
 def _keys_are_strings(entries: bytes | memoryview, count: int) -> bool:
