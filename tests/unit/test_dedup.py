@@ -25,7 +25,7 @@ def test_a_committed_key_is_known_until_the_window_passes_and_survives_reopening
     clock.now += 3601
     assert store.committed([("app", "t1", False)]) == set()
     store.flush()  # the sweep runs in the writer thread
-    assert store.db.execute("SELECT count(*) FROM seen").fetchone()[0] == 0  # swept, not only hidden
+    assert store.db.execute("SELECT count(*) FROM purchase_keys").fetchone()[0] == 0  # swept, not only hidden
     store.close()
 
 
@@ -62,7 +62,8 @@ def test_old_keys_expire_while_the_agent_runs_not_only_at_start(tmp_path):
     store.commit([("app", f"t{i}", i % 2 == 0) for i in range(100)])
 
     def count():
-        return store.db.execute("SELECT (SELECT count(*) FROM seen) + (SELECT count(*) FROM refunds)").fetchone()[0]
+        sql = "SELECT (SELECT count(*) FROM purchase_keys) + (SELECT count(*) FROM refund_keys)"
+        return store.db.execute(sql).fetchone()[0]
 
     assert count() == 100
     clock.now += EXPIRE_INTERVAL + 1
@@ -85,6 +86,44 @@ def test_keys_of_the_earlier_two_part_table_are_kept_as_purchases(tmp_path):
     db.close()
     store = DedupStore(tmp_path / "d.sqlite", 3600, Clock())
     assert store.committed([("app", "t1", False), ("app", "t1", True)]) == {("app", "t1", False)}
+    store.close()
+
+
+def test_a_store_of_the_apps_as_text_is_rewritten_once_and_keeps_every_key(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "d.sqlite")
+    for table in ("seen", "refunds"):
+        db.execute(
+            f"CREATE TABLE {table} (app TEXT NOT NULL, txn TEXT NOT NULL, at REAL NOT NULL, "
+            "PRIMARY KEY (app, txn)) WITHOUT ROWID"
+        )
+    now = Clock()()
+    db.executemany("INSERT INTO seen VALUES (?, ?, ?)", [("app", "t1", now), ("other.app", "t1", now)])
+    db.execute("INSERT INTO refunds VALUES ('app', 't2', ?)", (now,))
+    db.commit()
+    db.close()
+    keys = [("app", "t1", False), ("other.app", "t1", False), ("app", "t2", True), ("app", "t2", False)]
+    store = DedupStore(tmp_path / "d.sqlite", 3600, Clock())
+    assert store.committed(keys) == set(keys[:3])
+    tables = {name for (name,) in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"seen", "refunds"}.isdisjoint(tables)
+    store.commit([("app", "t3", False)])
+    store.close()
+    store = DedupStore(tmp_path / "d.sqlite", 3600, Clock())  # opened again: nothing left to rewrite
+    assert store.committed([*keys, ("app", "t3", False)]) == {*keys[:3], ("app", "t3", False)}
+    store.close()
+
+
+def test_the_stored_app_is_a_hash_of_the_app_id_and_apps_stay_apart(tmp_path):
+    from agent.hive.dedup_store import app_hash
+
+    store = DedupStore(tmp_path / "d.sqlite", 3600)
+    apps = [f"com.example.game{i}.normal.freefull.apple.global.ios.universal" for i in range(50)]
+    store.commit([(app, "same-txn", False) for app in apps[::2]])
+    assert store.committed([(app, "same-txn", False) for app in apps]) == {(a, "same-txn", False) for a in apps[::2]}
+    stored = {app for (app,) in store.db.execute("SELECT app FROM purchase_keys")}
+    assert stored == {app_hash(a) for a in apps[::2]} and all(isinstance(a, int) for a in stored)
     store.close()
 
 
