@@ -543,6 +543,10 @@ _ENTRY_SHAPES = {
     "record_not_a_map": b"\x92\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x91\x01",
     "integer_key": b"\x92\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x81\x01\x02",
     "nested_integer_key": b"\x92\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x81\xa1n\x81\x01\x02",
+    "not_utf8_key": b"\x92\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x81\xa2\xff\xfe\x01",
+    # Past msgpack's nesting limit (which every reader of the journal has): only bytes tell.
+    "deep_record": b"\x92\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + b"\x81\xa1k" * 1500 + b"\xc0",
+    "large_flat_record": b"\x92\xd7\x00" + T.to_bytes(4, "big") + b"\0\0\0\0" + pack({"pad": "x" * 3000}),
     "not_an_array": b"\xa5hello",
 }
 
@@ -582,3 +586,23 @@ def test_entries_as_sent_with_their_size_are_taken_whole_without_the_entry_by_en
     assert count == 1000 and entries == payload and len(skipped) == 0
     with pytest.raises(AssertionError):  # a size one short: the scan decides
         fwd.scan_entries(payload, NOW, size=999)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    shapes=st.lists(st.sampled_from(sorted(_ENTRY_SHAPES)), min_size=1, max_size=6),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+)
+def test_flipped_bytes_decode_the_same_with_the_size_option_or_without(shapes, flips):
+    payload = bytearray(b"".join(_ENTRY_SHAPES[s] for s in shapes))
+    for at, value in flips:
+        payload[at % len(payload)] = value
+
+    def decoded(options):
+        try:
+            batch = fwd.parse_frame(pack(["t", bytes(payload), options]), NOW)
+        except ProtocolError:
+            return "refused"
+        return batch.entries, batch.count, batch.skipped.reasons, len(batch.skipped)
+
+    assert decoded({"chunk": "c", "size": len(shapes)}) == decoded({"chunk": "c"})
