@@ -6,7 +6,7 @@ import struct
 import msgpack
 import pytest
 import zstandard
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.errors import ProtocolError
@@ -551,6 +551,9 @@ _ENTRY_SHAPES = {
 }
 
 
+@example(shapes=["canonical"] * 9 + ["deep_record"], size_delta=0, cut=0)  # deep, but small on average
+@example(shapes=["canonical"] * 9 + ["large_flat_record"], size_delta=0, cut=0)
+@example(shapes=["canonical"] * 9 + ["nanos_a_second"], size_delta=0, cut=0)
 @settings(max_examples=400, deadline=None)
 @given(
     shapes=st.lists(st.sampled_from(sorted(_ENTRY_SHAPES)), min_size=1, max_size=12),

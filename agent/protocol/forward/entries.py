@@ -339,42 +339,28 @@ def _canonical_as_sent(data: bytes, size: int) -> bool:
     map of string keys])? Then they stand as sent, and C walks over them (msgspec's, then a regex
     over their times) replace the entry-by-entry scan: what Fluent Bit and Fluentd send (both give
     ``size``). A wrong ``size``, or any entry in another shape, is a no: the scan decides. Bounded:
-    never more entries than the bytes could hold, nor than one slice."""
-    if not 0 < size <= min(_CHECK_SLICE, len(data) // _SMALLEST_ENTRY):
+    never more entries than the bytes could hold, nor than one slice.
+
+    msgspec skips nesting of any depth, where the scan (and every msgpack reader after the
+    journal) stops at msgpack's own limit; an entry of fewer bytes than that limit cannot nest so
+    deep, so only payloads of such entries are taken here (a larger one costs the scan no more
+    than these walks would)."""
+    if not 0 < size <= min(_CHECK_SLICE, len(data) // _SMALLEST_ENTRY) or len(data) >= size * _MSGPACK_DEPTH:
         return False
     array = b"".join((b"\xdd", size.to_bytes(4, "big"), data))
     try:
+        if max(map(len, _raw_items.decode(array))) >= _MSGPACK_DEPTH:
+            return False
         entries = _check_entries.decode(array)
-        lengths = list(map(len, _raw_items.decode(array)))
     except (msgspec.DecodeError, RecursionError):
         return False
     # Aligned by induction: a time that starts with d7 00 is 10 bytes, so the next block starts
     # the next entry's time; any other first bytes end the match.
     times = b"".join([t for t, _ in entries])
-    if len(times) != 10 * size or _EVENT_TIMES.fullmatch(times) is None:
-        return False
-    # msgspec skips nesting of any depth; the scan (and every msgpack reader after the journal)
-    # stops at msgpack's own limit. Fewer bytes than that limit cannot nest that deep.
-    return max(lengths) < _MSGPACK_DEPTH or all(_within_depth(data, lengths))
+    return len(times) == 10 * size and _EVENT_TIMES.fullmatch(times) is not None
 
 
 _MSGPACK_DEPTH = 1024  # nesting levels msgpack's unpacker takes
-
-
-def _within_depth(data: bytes, lengths: list[int]) -> Iterator[bool]:
-    """For each entry of at least _MSGPACK_DEPTH bytes: does msgpack's unpacker take it?"""
-    at = 0
-    for n in lengths:
-        if n >= _MSGPACK_DEPTH:
-            u = msgpack.Unpacker(raw=True, max_buffer_size=max(n, 1024), strict_map_key=False)
-            u.feed(data[at : at + n])
-            try:
-                u.skip()
-            except (*MSGPACK_ERRORS, msgpack.OutOfData):
-                yield False
-                return
-            yield True
-        at += n
 
 
 def _keys_are_strings(entries: bytes | memoryview, count: int) -> bool:
