@@ -332,6 +332,7 @@ _EVENT_TIMES = re.compile(
     re.DOTALL,
 )
 _SMALLEST_ENTRY = 12  # bytes: fixarray(2), a fixext8 EventTime, an empty fixmap
+_MSGPACK_DEPTH = 1024  # nesting levels msgpack's unpacker takes: an entry this long may hold more
 
 
 def _canonical_as_sent(data: bytes, size: int) -> bool:
@@ -358,9 +359,6 @@ def _canonical_as_sent(data: bytes, size: int) -> bool:
     # the next entry's time; any other first bytes end the match.
     times = b"".join([t for t, _ in entries])
     return len(times) == 10 * size and _EVENT_TIMES.fullmatch(times) is not None
-
-
-_MSGPACK_DEPTH = 1024  # nesting levels msgpack's unpacker takes
 
 
 def _keys_are_strings(entries: bytes | memoryview, count: int) -> bool:
