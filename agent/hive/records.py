@@ -18,6 +18,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
+from agent.bytesearch import contains
 from agent.hive.spec import CAMEL_NAMES
 
 EXTRA_KEY = "_extra"
@@ -88,4 +89,4 @@ def restyler(style: str) -> Callable[[Any], Any] | None:
 
 def may_hold_extras(payload: bytes) -> bool:
     """False when a msgpack payload certainly holds no EXTRA_KEY (a byte search, no decode)."""
-    return EXTRA_MARKER in payload
+    return contains(payload, EXTRA_MARKER)
