@@ -149,21 +149,28 @@ def test_a_new_batch_reserves_its_keys_until_it_is_durable_and_releases_them_if_
 # -- the ledger's sums -------------------------------------------------------------
 
 
-def test_the_ledger_sums_a_batch_of_many_runs_as_it_sums_it_record_by_record():
+@pytest.mark.parametrize("n", [300, 2_100])  # decoded whole, and in runs of _SUMS_RUN
+def test_the_ledger_sums_a_batch_of_many_runs_as_it_sums_it_record_by_record(n):
+    from agent.ledger import tally
     from agent.ledger.tally import sums_of
     from agent.protocol.event_time import pack_event_time
     from tests.unit.test_ledger import KST, purchase
 
-    records = [purchase(i, f"{i % 7}.99", ("USD", "KRW", "EUR")[i % 3]) for i in range(300)]
-    records[299] = dict(records[299], purchase_time="2026-12-02 23:00:00")  # a day only the last run has
+    assert (n > tally._SUMS_RUN) == (n == 2_100)
+    records = [purchase(i, f"{i % 7}.99", ("USD", "KRW", "EUR")[i % 3]) for i in range(n)]
+    records[-1] = dict(records[-1], purchase_time="2026-12-02 23:00:00")  # a day only the last run has
     entries = b"".join(b"\x92" + pack_event_time(0) + msgpack.packb(r) for r in records)
-    fast = KST.sums(TAG, b"\xdd" + (300).to_bytes(4, "big") + entries)
+    fast = KST.sums(TAG, b"\xdd" + n.to_bytes(4, "big") + entries)
     assert fast == sums_of(KST, TAG, [[0, r] for r in records])
-    assert sum(n for n, _ in fast.values()) == 300
+    assert sum(cell[0] for cell in fast.values()) == n
     # A time only the event time can date, in the last run: the whole batch is summed the slow way.
-    odd = [*records[:299], dict(records[299], purchase_time="soon")]
+    odd = [*records[:-1], dict(records[-1], purchase_time="soon")]
     entries = b"".join(b"\x92" + pack_event_time(0) + msgpack.packb(r) for r in odd)
-    assert KST.sums(TAG, b"\xdd" + (300).to_bytes(4, "big") + entries) is None
+    assert KST.sums(TAG, b"\xdd" + n.to_bytes(4, "big") + entries) is None
+    # A field no purchase can be counted by (a list where a price was): summed the slow way too.
+    bad = [*records[:-1], dict(records[-1], product_price=[1])]
+    entries = b"".join(b"\x92" + pack_event_time(0) + msgpack.packb(r) for r in bad)
+    assert KST.sums(TAG, b"\xdd" + n.to_bytes(4, "big") + entries) is None
 
 
 # -- the per-record way --------------------------------------------------------------
