@@ -3,7 +3,7 @@
 Why: after a burst of records, freed memory stays in the process. glibc's malloc keeps
 one arena per thread that allocates (up to 8 per core), each holding its free chunks,
 and returns the top of a heap only past a threshold; so an agent that took 1M records
-went on holding twice its idle memory. Two calls fix most of it:
+went on holding twice its idle memory. These calls fix most of it:
 
 * ``mallopt(M_ARENA_MAX, 1)``, once at start: the threads that decode costly frames,
   write dead letters, store dedup keys and settle the ledger use the main arena instead of
@@ -12,13 +12,13 @@ went on holding twice its idle memory. Two calls fix most of it:
   has unmapped (a journal read, a big frame). With two arenas that held 1.9–2.7 MB a process
   after a burst on the sidecar config; the threads hardly ever allocate at the same moment,
   since they run Python under one lock, so sharing one costs no throughput measured;
-* ``mallopt(M_MMAP_THRESHOLD, 4 MiB)`` and ``mallopt(M_TRIM_THRESHOLD, 8 MiB)``, with it: a
-  journal read, a batch's payload and a chunk to send are buffers of up to a megabyte, a few of
-  them alive at once. glibc's own thresholds follow the largest buffer unmapped, so each batch's
-  buffers were mapped or grew the heap's top anew and the top was cut back as they were freed:
-  fresh pages every time, 0.75 page faults a purchase in the delivery process, a third of its CPU
-  in the kernel. Held up to 8 MiB, the top is used again while the agent is busy, and given
-  back by the trim below once it is quiet;
+* ``mallopt(M_MMAP_THRESHOLD, 4 MiB)`` and ``mallopt(M_TRIM_THRESHOLD, 8 MiB)``, at the same
+  time: a journal read, a batch's payload and a chunk to send are buffers of up to a megabyte, a
+  few of them alive at once. glibc's own thresholds follow the largest buffer unmapped, so each
+  batch's buffers were mapped or grew the heap's top anew, and the top was cut back as they were
+  freed: fresh pages every time, 0.75 page faults a purchase in the delivery process, which spent
+  38% of its CPU in the kernel (15% after). Held up to 8 MiB, the top is used again while the
+  agent is busy, and given back by the trim below once it is quiet;
 * ``malloc_trim(0)`` once a burst is over (:class:`Trimmer`): every free page of the
   arena goes back to the kernel. It takes a few milliseconds on a heap of 100 MB, and
   it runs only after a quiet interval that followed activity, so an idle agent does not
