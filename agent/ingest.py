@@ -41,7 +41,7 @@ from agent.journal.batch import other_ext
 from agent.journal.journal import Journal
 from agent.monitor.tap import Tap
 from agent.protocol.forward import array_items
-from agent.protocol.forward.entries import array_runs
+from agent.protocol.forward.entries import array_runs, as_array
 from agent.routing import compile_pattern
 
 log = logging.getLogger("agent")
@@ -170,7 +170,7 @@ def _runs(entries: bytes, count: int) -> list[tuple[bytes, int]]:
     """Each run of at most RUN entries as an encoded array (an array32 header and its entries), and
     its count; the whole batch as one run when it is no longer, or when it does not walk as msgpack
     (the decoder's fallback takes it whole)."""
-    whole = b"\xdd" + count.to_bytes(4, "big") + entries
+    whole = as_array(entries, count)
     if count <= RUN:
         return [(whole, count)]
     try:

@@ -28,7 +28,7 @@ from agent.hive import spec
 from agent.hive.spec import Normalized
 from agent.hive.times import is_real_plain_time
 from agent.protocol.forward import array_items
-from agent.protocol.forward.entries import array_runs
+from agent.protocol.forward.entries import array_runs, as_array
 
 # What format_timezone writes: GMT±HH:MM up to ±14:00, and never GMT-00:00.
 _TIMEZONE = r"^GMT\+(0\d|1[0-3]):[0-5]\d$|^GMT-(00:(0[1-9]|[1-5]\d)|(0[1-9]|1[0-3]):[0-5]\d)$|^GMT[+-]14:00$"
@@ -292,7 +292,7 @@ def fast_batch(entries: bytes, count: int, tag: str) -> tuple[bytes, list[tuple[
     one's dedup key, (app_id, transaction_id, False) or None without a transaction_id (an entry of
     this path has no field outside the spec, so no refund flag). Else None."""
     try:
-        runs = array_runs(b"\xdd" + count.to_bytes(4, "big") + entries, _RUN)
+        runs = array_runs(as_array(entries, count), _RUN)
     except msgspec.DecodeError:
         return None
     encoded: list[bytes] = []

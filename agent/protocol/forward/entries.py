@@ -26,6 +26,11 @@ def array_items(data: bytes) -> bytes:
     return data[1:] if b < 0xDC else data[3:] if b == 0xDC else data[5:]
 
 
+def as_array(entries: bytes | memoryview, count: int) -> bytes:
+    """Concatenated entries as one msgpack array of ``count`` items (an array32 header before them)."""
+    return b"".join((b"\xdd", count.to_bytes(4, "big"), entries))
+
+
 _raw_items = msgspec.msgpack.Decoder(list[msgspec.Raw])
 
 
@@ -42,7 +47,7 @@ def _runs(array: bytes | memoryview, at: int, sizes: list[int], per_run: int) ->
     for i in range(0, len(sizes), per_run):
         run = sizes[i : i + per_run]
         size = sum(run)
-        yield b"\xdd" + len(run).to_bytes(4, "big") + array[at : at + size]
+        yield as_array(array[at : at + size], len(run))
         at += size
 
 
@@ -348,7 +353,7 @@ def _canonical_as_sent(data: bytes, size: int) -> bool:
     than these walks would)."""
     if not 0 < size <= min(_CHECK_SLICE, len(data) // _SMALLEST_ENTRY) or len(data) >= size * _MSGPACK_DEPTH:
         return False
-    array = b"".join((b"\xdd", size.to_bytes(4, "big"), data))
+    array = as_array(data, size)
     try:
         if max(map(len, _raw_items.decode(array))) >= _MSGPACK_DEPTH:
             return False
@@ -363,7 +368,7 @@ def _canonical_as_sent(data: bytes, size: int) -> bool:
 
 def _keys_are_strings(entries: bytes | memoryview, count: int) -> bool:
     try:
-        _check_entries.decode(b"".join((b"\xdd", count.to_bytes(4, "big"), entries)))
+        _check_entries.decode(as_array(entries, count))
     except (msgspec.DecodeError, RecursionError):
         return False
     return True
